@@ -1,0 +1,186 @@
+//! The command line: flags to a [`Config`], or text to print and exit.
+//!
+//! Every mistake becomes one plain sentence for stderr.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_LINE, DEFAULT_MAX_OUTPUT};
+
+/// What the command line asks for.
+pub enum Command {
+    Serve(Config),
+    /// `--help` or `--version`: print this and exit 0.
+    Print(String),
+}
+
+fn usage() -> String {
+    format!(
+        "\
+drainport {version}: a SO_REUSEPORT line-echo server that drains on SIGHUP
+
+Usage: drainport [OPTIONS] [ADDR]
+
+Arguments:
+  [ADDR]  IP:PORT to listen on, shared with sibling processes
+          [default: 127.0.0.1:8080]; IPv6 as [::1]:8080
+
+Options:
+  -q, --quiet               no stdout line per accepted connection
+      --backlog N           listen backlog [default: {DEFAULT_BACKLOG}]
+      --max-line BYTES      longest line, terminator included [default: {DEFAULT_MAX_LINE}]
+      --max-output BYTES    unsent output per client before its input is left
+                            unread [default: {DEFAULT_MAX_OUTPUT}]
+      --max-clients N       stop accepting at N clients; others wait in the
+                            backlog [default: no limit]
+      --drain-timeout SECS  close the remaining clients SECS after a drain
+                            starts [default: wait for them]
+  -h, --help                print this help
+  -V, --version             print the version
+
+Signals:
+  SIGHUP, SIGTERM, SIGINT   stop accepting, serve current clients, exit when
+                            none is left; a second one closes them all now
+",
+        version = env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut config = Config::default();
+    let mut addr: Option<SocketAddr> = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg
+            .into_string()
+            .map_err(|a| format!("argument {a:?} is not valid UTF-8"))?;
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> Result<String, String> {
+            match inline.clone() {
+                Some(v) => Ok(v),
+                None => args
+                    .next()
+                    .and_then(|v| v.into_string().ok())
+                    .ok_or_else(|| format!("option '{flag}' needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Print(usage())),
+            "-V" | "--version" => {
+                return Ok(Command::Print(format!(
+                    "drainport {}\n",
+                    env!("CARGO_PKG_VERSION")
+                )));
+            }
+            "-q" | "--quiet" => config.quiet = true,
+            "--backlog" => config.backlog = number(&flag, &value()?)?,
+            "--max-line" => config.max_line = number(&flag, &value()?)?,
+            "--max-output" => config.max_output = number(&flag, &value()?)?,
+            "--max-clients" => config.max_clients = Some(number(&flag, &value()?)?),
+            "--drain-timeout" => config.drain_timeout = Some(seconds(&flag, &value()?)?),
+            "--" => {
+                if let Some(rest) = args.next() {
+                    let rest = rest.to_string_lossy().into_owned();
+                    addr = Some(address(addr, &rest)?);
+                }
+            }
+            _ if flag.starts_with('-') && flag.len() > 1 => {
+                return Err(format!("unknown option '{flag}' (see 'drainport --help')"));
+            }
+            _ => addr = Some(address(addr, &arg)?),
+        }
+    }
+    if let Some(addr) = addr {
+        config.addr = addr;
+    }
+    Ok(Command::Serve(config))
+}
+
+fn address(previous: Option<SocketAddr>, text: &str) -> Result<SocketAddr, String> {
+    if previous.is_some() {
+        return Err(format!(
+            "unexpected extra argument '{text}': only one address is taken"
+        ));
+    }
+    text.parse().map_err(|_| {
+        format!("invalid address '{text}': expected IP:PORT, such as 127.0.0.1:8080 or [::1]:8080")
+    })
+}
+
+/// A whole number of at least 1.
+fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
+    flag: &str,
+    text: &str,
+) -> Result<T, String> {
+    match text.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err(format!(
+            "option '{flag}' takes a whole number of at least 1, not '{text}'"
+        )),
+    }
+}
+
+fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("option '{flag}' takes a positive number of seconds, not '{text}'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        match parse(args.iter().map(OsString::from))? {
+            Command::Serve(config) => Ok(config),
+            Command::Print(_) => Err("printed".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.addr, drainport::DEFAULT_ADDR);
+        assert!(!c.quiet);
+        let c = config(&[
+            "-q",
+            "--max-line=10",
+            "--max-clients",
+            "3",
+            "[::1]:9000",
+            "--drain-timeout",
+            "1.5",
+        ])
+        .unwrap();
+        assert!(c.quiet);
+        assert_eq!(c.max_line, 10);
+        assert_eq!(c.max_clients, Some(3));
+        assert_eq!(c.addr, "[::1]:9000".parse().unwrap());
+        assert_eq!(c.drain_timeout, Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn mistakes_are_one_sentence() {
+        for (args, needle) in [
+            (&["--bogus"][..], "unknown option '--bogus'"),
+            (&["nonsense"][..], "invalid address 'nonsense'"),
+            (&["--max-line"][..], "needs a value"),
+            (&["--max-line", "0"][..], "at least 1"),
+            (&["--drain-timeout", "-1"][..], "positive number of seconds"),
+            (&["127.0.0.1:1", "127.0.0.1:2"][..], "only one address"),
+        ] {
+            let err = config(args).err().unwrap();
+            assert!(err.contains(needle), "{args:?} gave {err:?}");
+            assert!(!err.contains('\n'));
+        }
+    }
+}

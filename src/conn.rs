@@ -1,0 +1,412 @@
+//! One client: its socket, its buffers, and its verdict after each event.
+//!
+//! A connection owns no heap memory while idle. Bytes are read into a buffer
+//! shared by the whole loop and replies are built in a shared scratch vector;
+//! a connection takes buffers of its own only to keep what is left over (a
+//! partial line, or output the socket would not take), and gives them back as
+//! soon as they are empty.
+//!
+//! The code here never touches the poll registry or the connection table. It
+//! answers every event with a [`Verdict`], and the server acts on it.
+
+use std::io::{self, Read as _, Write as _};
+use std::mem;
+use std::net::Shutdown;
+
+use mio::event::Event;
+use mio::net::TcpStream;
+
+use crate::protocol::{Answered, Protocol, Stop, answer, find_newline};
+
+/// Bytes read per `read(2)`. A read shorter than this proves the socket empty.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+/// Reads per event before other clients get their turn.
+const READS_PER_EVENT: usize = 16;
+/// Bytes thrown away while waiting for a client's EOF before closing anyway.
+const DISCARD_LIMIT: usize = 256 * 1024;
+/// Reads spent emptying a socket before a hard close.
+const HARD_CLOSE_READS: usize = 4;
+/// Scratch capacity kept between events; a larger one is freed after use.
+const SCRATCH_KEEP: usize = 256 * 1024;
+
+/// The socket may hold bytes not yet read.
+const UNREAD: u8 = 1;
+/// The kernel reported the peer's FIN or an error: read until `read` says so.
+const PEER_CLOSED: u8 = 1 << 1;
+/// `read` returned 0: the client sends nothing more.
+const EOF: u8 = 1 << 2;
+/// Close once the output is flushed; input from now on is discarded.
+const CLOSING: u8 = 1 << 3;
+/// Our side has been shut down for writing.
+const FIN_SENT: u8 = 1 << 4;
+/// The socket would not take more output; wait for a writable event.
+const WRITE_BLOCKED: u8 = 1 << 5;
+/// The input buffer holds whole lines held back while output was full.
+const LINES_LEFT: u8 = 1 << 6;
+
+/// What the server does with a connection after handling an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Wait for the next event.
+    Keep,
+    /// More work is ready without an event; come back after other clients.
+    Again,
+    /// Drop the connection now.
+    Close,
+}
+
+/// Traffic counters for the whole process.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub(crate) accepted: u64,
+    pub(crate) lines: u64,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+}
+
+/// What every connection of a loop shares: the protocol, the limits, and
+/// the buffers that let an idle connection own none.
+pub(crate) struct Context<P> {
+    pub(crate) protocol: P,
+    pub(crate) max_line: usize,
+    pub(crate) max_output: usize,
+    pub(crate) counters: Counters,
+    read_buf: Box<[u8]>,
+    scratch: Vec<u8>,
+}
+
+impl<P: Protocol> Context<P> {
+    pub(crate) fn new(protocol: P, max_line: usize, max_output: usize) -> Self {
+        Context {
+            protocol,
+            max_line,
+            max_output: max_output.max(1),
+            counters: Counters::default(),
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+/// Bytes a connection keeps between events.
+#[derive(Default)]
+struct Bufs {
+    /// Read but not answered: a partial line, or lines held back.
+    input: Vec<u8>,
+    /// Replies from `sent` on are not yet written.
+    output: Vec<u8>,
+    sent: usize,
+    /// Bytes thrown away while waiting to close.
+    discarded: usize,
+}
+
+impl Bufs {
+    fn pending(&self) -> usize {
+        self.output.len() - self.sent
+    }
+}
+
+/// One client connection.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    flags: u8,
+    bufs: Option<Box<Bufs>>,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream) -> Conn {
+        Conn {
+            stream,
+            flags: 0,
+            bufs: None,
+        }
+    }
+
+    fn is(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    fn pending(&self) -> usize {
+        self.bufs.as_ref().map_or(0, |b| b.pending())
+    }
+
+    fn bufs(&mut self) -> &mut Bufs {
+        self.bufs.get_or_insert_with(Box::default)
+    }
+
+    /// Handles a readiness event.
+    pub(crate) fn on_event<P: Protocol>(&mut self, event: &Event, cx: &mut Context<P>) -> Verdict {
+        if event.is_readable() {
+            self.flags |= UNREAD;
+        }
+        if event.is_read_closed() || event.is_error() {
+            self.flags |= UNREAD | PEER_CLOSED;
+        }
+        if event.is_writable() || event.is_write_closed() || event.is_error() {
+            self.flags &= !WRITE_BLOCKED;
+        }
+        self.pump(cx)
+    }
+
+    /// Moves bytes until the connection must wait for an event, runs out of
+    /// its turn, or is done.
+    pub(crate) fn pump<P: Protocol>(&mut self, cx: &mut Context<P>) -> Verdict {
+        for _ in 0..READS_PER_EVENT {
+            if self.flush(&mut cx.counters).is_err() {
+                return Verdict::Close;
+            }
+            let pending = self.pending();
+            if pending >= cx.max_output || (pending > 0 && self.is(CLOSING)) {
+                // Backpressure: leave the client's input unread until it
+                // takes its replies.
+                return self.keep();
+            }
+            if self.is(LINES_LEFT) {
+                self.answer_buffered(cx);
+                continue;
+            }
+            if self.is(EOF) && !self.is(CLOSING) {
+                self.answer_tail(cx);
+                continue;
+            }
+            if self.is(CLOSING) {
+                if self.is(EOF) {
+                    return Verdict::Close;
+                }
+                if !self.is(FIN_SENT) {
+                    // Tell the client we are done, then wait for its EOF so
+                    // that the close cannot turn into a reset that destroys
+                    // the replies it has not read yet.
+                    self.flags |= FIN_SENT;
+                    if self.stream.shutdown(Shutdown::Write).is_err() {
+                        return Verdict::Close;
+                    }
+                }
+            }
+            if !self.is(UNREAD) {
+                return self.keep();
+            }
+            match (&self.stream).read(&mut cx.read_buf) {
+                Ok(0) => {
+                    self.flags |= EOF;
+                    self.flags &= !(UNREAD | PEER_CLOSED);
+                }
+                Ok(n) => {
+                    if n < cx.read_buf.len() && !self.is(PEER_CLOSED) {
+                        // A short read emptied the socket; new bytes will
+                        // raise a new edge. Reading again would only return
+                        // WouldBlock.
+                        self.flags &= !UNREAD;
+                    }
+                    cx.counters.bytes_in += n as u64;
+                    if self.is(CLOSING) {
+                        let bufs = self.bufs();
+                        bufs.discarded += n;
+                        if bufs.discarded > DISCARD_LIMIT {
+                            return Verdict::Close;
+                        }
+                    } else if self.ingest(n, cx).is_err() {
+                        return Verdict::Close;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.flags &= !UNREAD,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Verdict::Close,
+            }
+        }
+        Verdict::Again
+    }
+
+    /// Gives the buffers back if they are empty, then waits for an event.
+    fn keep(&mut self) -> Verdict {
+        if let Some(b) = &self.bufs {
+            if b.input.is_empty() && b.pending() == 0 && !self.is(CLOSING) {
+                self.bufs = None;
+            }
+        }
+        Verdict::Keep
+    }
+
+    /// Answers the `n` bytes just read into the shared buffer.
+    fn ingest<P: Protocol>(&mut self, n: usize, cx: &mut Context<P>) -> io::Result<()> {
+        let fresh = &cx.read_buf[..n];
+        let buffered = self.bufs.as_ref().is_some_and(|b| !b.input.is_empty());
+        if buffered {
+            let bufs = self.bufs();
+            bufs.input.extend_from_slice(fresh);
+            if find_newline(fresh).is_none() && bufs.input.len() < cx.max_line {
+                return Ok(());
+            }
+            self.answer_buffered(cx);
+        } else {
+            // The fast path: frame straight from the shared buffer and keep
+            // only an unterminated tail.
+            let got = answer_into(
+                &mut cx.protocol,
+                fresh,
+                cx.max_line,
+                self.bufs.as_deref_mut(),
+                &mut cx.scratch,
+                cx.max_output,
+            );
+            let rest = &fresh[got.consumed..];
+            if !rest.is_empty() && matches!(got.stop, Stop::NeedMore | Stop::Full) {
+                self.bufs().input.extend_from_slice(rest);
+            }
+            self.note(got, &mut cx.counters);
+        }
+        self.send_scratch(cx)
+    }
+
+    /// Answers lines from the connection's own input buffer.
+    fn answer_buffered<P: Protocol>(&mut self, cx: &mut Context<P>) {
+        let bufs = self.bufs();
+        let input = mem::take(&mut bufs.input);
+        let got = answer_into(
+            &mut cx.protocol,
+            &input,
+            cx.max_line,
+            Some(bufs),
+            &mut cx.scratch,
+            cx.max_output,
+        );
+        bufs.input = input;
+        bufs.input.drain(..got.consumed);
+        self.note(got, &mut cx.counters);
+        // A failed write surfaces again at the next flush.
+        let _ = self.send_scratch(cx);
+    }
+
+    /// Answers an unterminated tail left when the client half-closed, then
+    /// marks the connection for closing.
+    fn answer_tail<P: Protocol>(&mut self, cx: &mut Context<P>) {
+        self.flags |= CLOSING;
+        let Some(bufs) = self.bufs.as_deref_mut() else {
+            return;
+        };
+        if bufs.input.is_empty() {
+            return;
+        }
+        let tail = mem::take(&mut bufs.input);
+        // The tail is shorter than max_line, or it would have been refused.
+        let _ = cx.protocol.on_line(&tail, &mut bufs.output);
+        cx.counters.lines += 1;
+    }
+
+    /// Records why answering stopped.
+    fn note(&mut self, got: Answered, counters: &mut Counters) {
+        counters.lines += got.lines;
+        match got.stop {
+            Stop::NeedMore => self.flags &= !LINES_LEFT,
+            Stop::Full => self.flags |= LINES_LEFT,
+            Stop::Close | Stop::TooLong => {
+                self.flags |= CLOSING;
+                self.flags &= !LINES_LEFT;
+                if let Some(b) = self.bufs.as_deref_mut() {
+                    b.input = Vec::new();
+                }
+            }
+        }
+    }
+
+    /// Writes the replies built in the shared scratch vector, keeping what
+    /// the socket would not take.
+    fn send_scratch<P>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
+        if cx.scratch.is_empty() {
+            return Ok(());
+        }
+        let result = if self.is(WRITE_BLOCKED) {
+            Ok(0)
+        } else {
+            write_once(&self.stream, &cx.scratch)
+        };
+        let written = match &result {
+            Ok(n) => *n,
+            Err(_) => cx.scratch.len(),
+        };
+        cx.counters.bytes_out += written as u64;
+        if written < cx.scratch.len() {
+            self.flags |= WRITE_BLOCKED;
+            self.bufs().output.extend_from_slice(&cx.scratch[written..]);
+        }
+        cx.scratch.clear();
+        if cx.scratch.capacity() > SCRATCH_KEEP {
+            cx.scratch = Vec::new();
+        }
+        result.map(drop)
+    }
+
+    /// Writes pending output once, unless the socket is known to be full.
+    fn flush(&mut self, counters: &mut Counters) -> io::Result<()> {
+        if self.is(WRITE_BLOCKED) {
+            return Ok(());
+        }
+        let Some(bufs) = self.bufs.as_deref_mut() else {
+            return Ok(());
+        };
+        if bufs.pending() == 0 {
+            return Ok(());
+        }
+        let n = write_once(&self.stream, &bufs.output[bufs.sent..])?;
+        counters.bytes_out += n as u64;
+        bufs.sent += n;
+        if bufs.pending() == 0 {
+            bufs.output.clear();
+            bufs.sent = 0;
+        } else {
+            // A short write means the send buffer is full.
+            self.flags |= WRITE_BLOCKED;
+        }
+        Ok(())
+    }
+
+    /// Closes on a hard stop: empties the socket so the close does not
+    /// become a reset, sends the protocol's closing line after any pending
+    /// output, and shuts the write side.
+    pub(crate) fn close_with_notice<P: Protocol>(mut self, cx: &mut Context<P>) {
+        for _ in 0..HARD_CLOSE_READS {
+            match (&self.stream).read(&mut cx.read_buf) {
+                Ok(n) if n == cx.read_buf.len() => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                _ => break,
+            }
+        }
+        let bufs = self.bufs();
+        cx.protocol.on_closing(&mut bufs.output);
+        self.flags &= !WRITE_BLOCKED;
+        let _ = self.flush(&mut cx.counters);
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Appends replies to the connection's pending output if it has any, so
+/// that order is kept, and to the shared scratch vector otherwise.
+fn answer_into<P: Protocol>(
+    protocol: &mut P,
+    input: &[u8],
+    max_line: usize,
+    bufs: Option<&mut Bufs>,
+    scratch: &mut Vec<u8>,
+    max_output: usize,
+) -> Answered {
+    match bufs {
+        Some(b) if b.pending() > 0 => {
+            let limit = b.sent + max_output;
+            answer(protocol, input, max_line, &mut b.output, limit)
+        }
+        _ => answer(protocol, input, max_line, scratch, max_output),
+    }
+}
+
+/// One `write(2)`, retried only when a signal interrupted it. `WouldBlock`
+/// counts as nothing written.
+fn write_once(mut stream: &TcpStream, data: &[u8]) -> io::Result<usize> {
+    loop {
+        match stream.write(data) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! drainport: a TCP server for zero-downtime releases.
+//!
+//! A service runs as several processes sharing one port through
+//! `SO_REUSEPORT`. To release, start the new processes and send `SIGHUP` to
+//! the old ones. A process that gets `SIGHUP` stops admitting clients, keeps
+//! serving the ones it has, and exits when the last one leaves. No session is
+//! cut and no connection is reset.
+//!
+//! This crate is the drain machinery and knows nothing of any particular
+//! protocol: implement [`Protocol`] and pass it to [`serve`].
+//!
+//! ```no_run
+//! use drainport::{Action, Config, Protocol};
+//!
+//! struct Upper;
+//!
+//! impl Protocol for Upper {
+//!     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
+//!         out.extend(line.iter().map(u8::to_ascii_uppercase));
+//!         Action::Continue
+//!     }
+//! }
+//!
+//! drainport::serve(&Config::default(), Upper).unwrap();
+//! ```
+
+#![deny(missing_docs)]
+
+mod config;
+mod conn;
+mod listener;
+mod log;
+pub mod protocol;
+mod server;
+mod slab;
+mod sys;
+
+pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_LINE, DEFAULT_MAX_OUTPUT};
+pub use protocol::{Action, Protocol};
+pub use server::serve;
