@@ -1,0 +1,169 @@
+//! The drain: how it starts, how it ends, and that no connection is lost
+//! across it.
+
+use std::net::SocketAddr;
+use std::thread;
+
+use libc::{SIGCONT, SIGHUP, SIGINT, SIGSTOP, SIGTERM};
+
+use crate::netns::Namespace;
+use crate::util::{Client, Server, parse_from, raise_fd_limit};
+
+#[test]
+fn no_clients_means_immediate_exit() {
+    let mut server = Server::start(&["127.0.0.1:0"]);
+    server.signal(SIGHUP);
+    let lines = server.expect_clean_exit().to_vec();
+    let pid = server.pid;
+    assert_eq!(
+        &lines[lines.len() - 3..],
+        [
+            format!("Process {pid} received hangup signal"),
+            format!("process {pid} closing tasks: 0"),
+            format!("Process {pid} has no clients left, exiting"),
+        ]
+    );
+}
+
+#[test]
+fn term_and_int_drain_like_hup() {
+    for (signal, name) in [(SIGTERM, "terminate"), (SIGINT, "interrupt")] {
+        let mut server = Server::start(&["127.0.0.1:0"]);
+        let mut client = Client::connect(server.addr);
+        assert_eq!(client.echo("before"), server.pid);
+        server.signal(signal);
+        server.expect_line(&format!("Process {} received {name} signal", server.pid));
+        server.expect_line(&format!("process {} closing tasks: 1", server.pid));
+        assert_eq!(client.echo("during"), server.pid);
+        drop(client);
+        server.expect_clean_exit();
+    }
+}
+
+#[test]
+fn drain_timeout_closes_with_a_last_line() {
+    let mut server = Server::start(&["--drain-timeout", "0.3", "127.0.0.1:0"]);
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(server.addr)).collect();
+    for client in &mut clients {
+        assert_eq!(client.echo("hi"), server.pid);
+    }
+    server.signal(SIGHUP);
+    server.expect_line(&format!("process {} closing tasks: 3", server.pid));
+    let closing = format!(": process {} is closing this connection\n", server.pid);
+    for client in &mut clients {
+        assert_eq!(String::from_utf8(client.read_line()).unwrap(), closing);
+        client.expect_eof();
+    }
+    let lines = server.expect_clean_exit().join("\n");
+    assert!(
+        lines.contains("reached its drain timeout of 0.3s: closing 3 clients"),
+        "{lines}"
+    );
+}
+
+#[test]
+fn second_signal_is_a_hard_stop() {
+    let mut server = Server::start(&["127.0.0.1:0"]);
+    let mut client = Client::connect(server.addr);
+    assert_eq!(client.echo("hi"), server.pid);
+    server.signal(SIGHUP);
+    server.expect_line(&format!("process {} closing tasks: 1", server.pid));
+    assert_eq!(client.echo("still"), server.pid);
+    server.signal(SIGTERM);
+    let closing = format!(": process {} is closing this connection\n", server.pid);
+    assert_eq!(String::from_utf8(client.read_line()).unwrap(), closing);
+    client.expect_eof();
+    let lines = server.expect_clean_exit().join("\n");
+    assert!(
+        lines.contains("received terminate signal during drain: closing 1 clients"),
+        "{lines}"
+    );
+}
+
+/// The HUP lands while the leaving server's accept queue is full: the
+/// server is stopped (SIGSTOP) while a burst of clients connects, then gets
+/// SIGHUP and SIGCONT together, and a second burst follows during the drain.
+/// Each client sends a line at once but reads its reply only after both
+/// bursts, so a connection reset in a queue shows up as a failed read.
+/// Every client must connect and be answered.
+fn burst_across_hup() {
+    raise_fd_limit();
+    let mut leaving = Server::start(&["-q", "127.0.0.1:0"]);
+    let staying = leaving.sibling(&["-q"]);
+    let pids = [leaving.pid, staying.pid];
+
+    leaving.signal(SIGSTOP);
+    let mut clients = burst(leaving.addr, "queued");
+    leaving.signal(SIGHUP);
+    leaving.signal(SIGCONT);
+    clients.extend(burst(leaving.addr, "draining"));
+
+    let mut served_by = [0usize; 2];
+    for (label, mut client) in clients {
+        let fail = |e| panic!("{label}: {e}");
+        assert_eq!(
+            client.try_read_line().unwrap_or_else(fail),
+            format!("{label}\n").into_bytes()
+        );
+        let from = client.try_read_line().unwrap_or_else(fail);
+        let pid = parse_from(&from).expect("a ': from <pid>' line");
+        let index = pids
+            .iter()
+            .position(|&p| p == pid)
+            .expect("reply from an unknown pid");
+        served_by[index] += 1;
+    }
+    assert!(
+        served_by[0] > 0,
+        "the draining server served nobody: {served_by:?}"
+    );
+    assert!(
+        served_by[1] > 0,
+        "the staying server served nobody: {served_by:?}"
+    );
+    leaving.expect_clean_exit();
+}
+
+/// Opens connections back to back from several threads, sending one line
+/// on each without reading. Any connect failure fails the test.
+fn burst(addr: SocketAddr, phase: &'static str) -> Vec<(String, Client)> {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 100;
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            thread::spawn(move || {
+                (0..PER_THREAD)
+                    .map(|i| {
+                        let label = format!("{phase} {t} {i}");
+                        let stream = std::net::TcpStream::connect(addr)
+                            .unwrap_or_else(|e| panic!("connect {label}: {e}"));
+                        let mut client = Client::from(stream);
+                        client.send(format!("{label}\n").as_bytes());
+                        (label, client)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("connect worker panicked"))
+        .collect()
+}
+
+#[test]
+fn burst_across_hup_with_kernel_defaults() {
+    burst_across_hup();
+}
+
+#[test]
+fn burst_across_hup_with_tcp_migrate_req() {
+    let ns = match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
+        Ok(ns) => ns,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    ns.run(burst_across_hup);
+}

@@ -1,0 +1,169 @@
+//! Bounded memory and graceful behaviour at the edges: clients that never
+//! read, descriptor exhaustion, and the client limit.
+
+use std::io::{ErrorKind, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use libc::SIGHUP;
+
+use crate::util::{BIN, Client, DEADLINE, Server, wait_until};
+
+/// Writes lines without ever reading the replies, until the socket stops
+/// taking them for a while (the server has stopped reading) or `limit`
+/// bytes have gone. Returns the bytes written.
+fn write_without_reading(client: &mut Client, limit: usize) -> usize {
+    let line = [b"0123456789abcdef".repeat(4).as_slice(), b"\n"].concat();
+    let batch = line.repeat(1024);
+    client.stream.set_nonblocking(true).unwrap();
+    let mut written = 0;
+    let mut stalled_since: Option<Instant> = None;
+    let start = Instant::now();
+    while written < limit && start.elapsed() < DEADLINE {
+        match client.stream.write(&batch) {
+            Ok(n) => {
+                written += n;
+                stalled_since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let since = *stalled_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_millis(500) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    client.stream.set_nonblocking(false).unwrap();
+    written
+}
+
+#[test]
+fn clients_that_never_read_cannot_grow_memory() {
+    let server = Server::start(&["-q", "127.0.0.1:0"]);
+    let mut bystander = Client::connect(server.addr);
+    assert_eq!(bystander.echo("warm up"), server.pid);
+    let before = server.rss_kib();
+
+    const LIMIT: usize = 64 << 20;
+    let mut hogs: Vec<Client> = (0..4).map(|_| Client::connect(server.addr)).collect();
+    for hog in &mut hogs {
+        let written = write_without_reading(hog, LIMIT);
+        assert!(
+            written < LIMIT,
+            "the server kept reading {written} bytes from a client that never reads"
+        );
+        assert_eq!(bystander.echo("still served"), server.pid);
+    }
+    let grown = server.rss_kib().saturating_sub(before);
+    // Each hog may hold its output bound plus a read chunk of input.
+    assert!(
+        grown < 4 * 1024,
+        "RSS grew by {grown} KiB for 4 clients that never read"
+    );
+
+    // Once a hog reads, it gets its replies, in order and intact.
+    let hog = &mut hogs[0];
+    for _ in 0..100 {
+        let line = hog.read_line();
+        assert!(
+            line.starts_with(b"0123456789abcdef"),
+            "{:?}",
+            String::from_utf8_lossy(&line)
+        );
+        assert_eq!(
+            hog.read_line(),
+            format!(": from {}\n", server.pid).into_bytes()
+        );
+    }
+}
+
+#[test]
+fn out_of_descriptors_pauses_accept_then_recovers() {
+    // 64 descriptors: a handful for the server itself, the rest for clients.
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=64", "--", BIN, "127.0.0.1:0"]);
+    let mut server = Server::spawn(cmd);
+    const CLIENTS: usize = 100;
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::connect(server.addr)).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(format!("client {i}\n").as_bytes());
+    }
+    server.expect_line("cannot accept (Too many open files");
+    let accepted = wait_until("the accepted count to settle", || {
+        let before = server.count_lines("accepted connection from");
+        std::thread::sleep(Duration::from_millis(200));
+        let after = server.count_lines("accepted connection from");
+        (before == after).then_some(after)
+    });
+    assert!(
+        accepted < CLIENTS,
+        "all {CLIENTS} accepted under a 64-descriptor limit"
+    );
+
+    // While stuck, the server sleeps rather than spinning on the listener.
+    let ticks = server.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = server.cpu_ticks() - ticks;
+    assert!(
+        spent < 30,
+        "{spent} ticks of CPU in one second while unable to accept"
+    );
+
+    // Connections are accepted in the order they completed, so the first
+    // ones are being served.
+    for (i, client) in clients.iter_mut().enumerate().take(accepted) {
+        assert_eq!(client.read_line(), format!("client {i}\n").into_bytes());
+        client.read_line();
+    }
+    // Free descriptors: the waiting clients are accepted and answered.
+    let waiting = clients.split_off(accepted);
+    drop(clients);
+    for (i, mut client) in waiting.into_iter().enumerate() {
+        assert_eq!(
+            client.read_line(),
+            format!("client {}\n", accepted + i).into_bytes()
+        );
+        assert_eq!(
+            client.read_line(),
+            format!(": from {}\n", server.pid).into_bytes()
+        );
+    }
+    server.expect_line("is accepting connections again");
+    assert_eq!(
+        server.count_lines("cannot accept"),
+        1,
+        "one episode, one line"
+    );
+    server.signal(SIGHUP);
+}
+
+#[test]
+fn client_limit_keeps_the_rest_waiting() {
+    let server = Server::start(&["--max-clients", "2", "127.0.0.1:0"]);
+    let mut a = Client::connect(server.addr);
+    let mut b = Client::connect(server.addr);
+    assert_eq!(a.echo("a"), server.pid);
+    assert_eq!(b.echo("b"), server.pid);
+
+    let mut c = Client::connect(server.addr);
+    c.send(b"c\n");
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let early = c.try_read_line();
+    assert!(
+        early.is_err(),
+        "third client served past --max-clients 2: {early:?}"
+    );
+    c.stream.set_read_timeout(Some(DEADLINE)).unwrap();
+
+    drop(a);
+    assert_eq!(c.read_line(), b"c\n");
+    assert_eq!(
+        c.read_line(),
+        format!(": from {}\n", server.pid).into_bytes()
+    );
+    assert_eq!(b.echo("b again"), server.pid);
+}

@@ -1,0 +1,124 @@
+//! What a client sees line by line: terminators, odd bytes, half-closes,
+//! oversized lines and resets.
+
+use libc::SIGHUP;
+
+use crate::util::{Client, Server};
+
+fn suffix(server: &Server) -> Vec<u8> {
+    format!(": from {}\n", server.pid).into_bytes()
+}
+
+#[test]
+fn crlf_and_odd_bytes_come_back_exactly() {
+    let server = Server::start(&["127.0.0.1:0"]);
+    let mut client = Client::connect(server.addr);
+    let lines: [&[u8]; 6] = [
+        b"test\r\n",
+        b"\n",
+        b"\r\n",
+        b"\r\r\r\n",
+        b"nul\0byte\n",
+        // Telnet IAC sequences are ordinary data.
+        b"\xff\xf4\xff\xfd\x06\n",
+    ];
+    // Sent in one write, answered in order.
+    client.send(&lines.concat());
+    for line in lines {
+        assert_eq!(client.read_line(), line);
+        assert_eq!(client.read_line(), suffix(&server));
+    }
+}
+
+#[test]
+fn a_line_split_across_writes_waits_for_its_end() {
+    let server = Server::start(&["127.0.0.1:0"]);
+    let mut client = Client::connect(server.addr);
+    for piece in [&b"sp"[..], b"lit ", b"line\r", b"\nnext\n"] {
+        client.send(piece);
+        std::thread::yield_now();
+    }
+    assert_eq!(client.read_line(), b"split line\r\n");
+    assert_eq!(client.read_line(), suffix(&server));
+    assert_eq!(client.read_line(), b"next\n");
+    assert_eq!(client.read_line(), suffix(&server));
+}
+
+#[test]
+fn half_close_answers_the_tail_then_closes() {
+    let server = Server::start(&["127.0.0.1:0"]);
+    let mut client = Client::connect(server.addr);
+    client.send(b"whole\nunterminated");
+    client.shutdown_write();
+    assert_eq!(client.read_line(), b"whole\n");
+    assert_eq!(client.read_line(), suffix(&server));
+    assert_eq!(client.read_line(), b"unterminated\n");
+    assert_eq!(client.read_line(), suffix(&server));
+    client.expect_eof();
+}
+
+#[test]
+fn half_close_without_a_tail_just_closes() {
+    let server = Server::start(&["127.0.0.1:0"]);
+    let mut client = Client::connect(server.addr);
+    client.send(b"only\n");
+    client.shutdown_write();
+    assert_eq!(client.read_line(), b"only\n");
+    assert_eq!(client.read_line(), suffix(&server));
+    client.expect_eof();
+}
+
+#[test]
+fn oversized_line_gets_an_error_then_a_close() {
+    let server = Server::start(&["--max-line", "1024", "127.0.0.1:0"]);
+    let mut bystander = Client::connect(server.addr);
+    let mut client = Client::connect(server.addr);
+
+    // A line of exactly the limit, terminator included, is fine.
+    let fits = format!("{}\n", "a".repeat(1023));
+    client.send(fits.as_bytes());
+    assert_eq!(client.read_line(), fits.as_bytes());
+    assert_eq!(client.read_line(), suffix(&server));
+
+    client.send(&[b'x'; 3000]);
+    assert_eq!(client.read_line(), b"error: line longer than 1024 bytes\n");
+    client.shutdown_write();
+    client.expect_eof();
+
+    assert_eq!(bystander.echo("unaffected"), server.pid);
+}
+
+#[test]
+fn oversized_line_in_pieces_is_caught() {
+    let server = Server::start(&["--max-line", "100", "127.0.0.1:0"]);
+    let mut client = Client::connect(server.addr);
+    for _ in 0..20 {
+        client.send(&[b'y'; 10]);
+        std::thread::yield_now();
+    }
+    assert_eq!(client.read_line(), b"error: line longer than 100 bytes\n");
+    client.shutdown_write();
+    client.expect_eof();
+}
+
+#[test]
+fn client_reset_leaves_the_server_serving() {
+    let mut server = Server::start(&["127.0.0.1:0"]);
+    let mut bystander = Client::connect(server.addr);
+    for i in 0..20 {
+        let mut client = Client::connect(server.addr);
+        if i % 2 == 0 {
+            assert_eq!(client.echo("before reset"), server.pid);
+        } else {
+            // Reset with a request in flight.
+            client.send(b"never read\n");
+        }
+        client.reset();
+    }
+    assert_eq!(bystander.echo("still served"), server.pid);
+    // The reset clients are gone from the table: only the bystander is left.
+    server.signal(SIGHUP);
+    server.expect_line(&format!("process {} closing tasks: 1", server.pid));
+    drop(bystander);
+    server.expect_clean_exit();
+}

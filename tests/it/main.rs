@@ -1,0 +1,10 @@
+//! Integration tests: each starts the real `drainport` binary, talks real TCP
+//! on loopback and sends real signals.
+
+mod drain;
+mod errors;
+mod limits;
+mod lines;
+mod netns;
+mod seed;
+mod util;

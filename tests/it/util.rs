@@ -1,0 +1,358 @@
+//! Spawns the real `drainport` binary and talks to it over loopback.
+//!
+//! Every wait has a generous deadline and polls for its condition; a helper
+//! that runs out of time panics with what it was waiting for. A [`Server`]
+//! that is dropped while still running is killed, by pid, so no test leaves
+//! a process behind.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any single wait may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_drainport");
+
+/// A running server process and the lines it has printed.
+pub struct Server {
+    child: Child,
+    pub pid: u32,
+    pub addr: SocketAddr,
+    lines: Receiver<String>,
+    /// Every stdout line read so far, in order.
+    pub seen: Vec<String>,
+    exit: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts `drainport ARGS` and waits until it listens.
+    #[track_caller]
+    pub fn start(args: &[&str]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Server::spawn(cmd)
+    }
+
+    /// Starts a prepared command (for instance under `prlimit`) whose
+    /// program ends up exec'ing `drainport`.
+    #[track_caller]
+    pub fn spawn(mut cmd: Command) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn drainport");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let pid = child.id();
+        let mut server = Server {
+            child,
+            pid,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines: rx,
+            seen: Vec::new(),
+            exit: None,
+        };
+        server.expect_line(&format!("Process {pid} running"));
+        let listening = server.expect_line(&format!("Process {pid} listening on: "));
+        server.addr = listening
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {listening:?}"));
+        server
+    }
+
+    /// A second process on the same address.
+    #[track_caller]
+    pub fn sibling(&self, extra: &[&str]) -> Server {
+        let addr = self.addr.to_string();
+        let mut args = extra.to_vec();
+        args.push(&addr);
+        Server::start(&args)
+    }
+
+    /// Waits for a stdout line containing `needle` and returns it. Lines
+    /// before it are kept in `seen` but skipped.
+    #[track_caller]
+    pub fn expect_line(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no line containing {needle:?} within {DEADLINE:?}; saw {:#?}",
+                        self.seen
+                    )
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!(
+                        "stdout closed before a line containing {needle:?}; saw {:#?}",
+                        self.seen
+                    )
+                }
+            }
+        }
+    }
+
+    /// Reads whatever stdout lines are waiting, without blocking.
+    pub fn drain_lines(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    /// How many lines seen so far contain `needle`.
+    pub fn count_lines(&mut self, needle: &str) -> usize {
+        self.drain_lines()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: plain kill(2) on the pid of our own child.
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {signal}): {}",
+            self.pid,
+            io::Error::last_os_error()
+        );
+    }
+
+    /// Waits for the process to exit, then collects the rest of its stdout.
+    #[track_caller]
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let status = wait_until(&format!("process {} to exit", self.pid), || {
+            self.child.try_wait().expect("try_wait")
+        });
+        self.exit = Some(status);
+        // Stdout closes at exit; take every line it printed.
+        while let Ok(line) = self.lines.recv_timeout(DEADLINE) {
+            self.seen.push(line);
+        }
+        status
+    }
+
+    /// Waits for a clean exit (status 0) and returns all stdout lines.
+    #[track_caller]
+    pub fn expect_clean_exit(&mut self) -> &[String] {
+        let status = self.wait_exit();
+        assert!(status.success(), "exit {status:?}; stdout {:#?}", self.seen);
+        &self.seen
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.exit.is_none() && self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Resident memory in KiB, from `/proc/<pid>/status`.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid, "VmRSS:")
+    }
+
+    /// CPU time used so far (user + system), in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read stat");
+        // Fields after the command name, which is in parentheses.
+        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.exit.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// Raises this test process's soft descriptor limit to the hard one, for
+/// tests that hold many client sockets.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
+#[track_caller]
+pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A test client on a blocking socket.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    #[track_caller]
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, DEADLINE)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::from(stream)
+    }
+
+    pub fn from(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.set_write_timeout(Some(DEADLINE)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    #[track_caller]
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads up to and including the next `\n`.
+    #[track_caller]
+    pub fn read_line(&mut self) -> Vec<u8> {
+        self.try_read_line()
+            .unwrap_or_else(|e| panic!("read_line: {e}"))
+    }
+
+    pub fn try_read_line(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(at) = self.buf.iter().position(|&b| b == b'\n') {
+                return Ok(self.buf.drain(..=at).collect());
+            }
+            let mut chunk = [0; 4096];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("EOF with {:?} unread", String::from_utf8_lossy(&self.buf)),
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends `line` and returns the pid that echoed it, checking the reply.
+    #[track_caller]
+    pub fn echo(&mut self, line: &str) -> u32 {
+        self.try_echo(line)
+            .unwrap_or_else(|e| panic!("echo {line:?}: {e}"))
+    }
+
+    pub fn try_echo(&mut self, line: &str) -> io::Result<u32> {
+        self.stream.write_all(format!("{line}\n").as_bytes())?;
+        let echoed = self.try_read_line()?;
+        if echoed != format!("{line}\n").as_bytes() {
+            return Err(io::Error::other(format!(
+                "echoed {:?}",
+                String::from_utf8_lossy(&echoed)
+            )));
+        }
+        let from = self.try_read_line()?;
+        parse_from(&from).ok_or_else(|| {
+            io::Error::other(format!("bad suffix {:?}", String::from_utf8_lossy(&from)))
+        })
+    }
+
+    /// Expects the server to close: EOF with nothing left unread.
+    #[track_caller]
+    pub fn expect_eof(&mut self) {
+        let mut rest = Vec::new();
+        match self.stream.read_to_end(&mut rest) {
+            Ok(_) => {
+                self.buf.extend_from_slice(&rest);
+                assert!(
+                    self.buf.is_empty(),
+                    "unexpected bytes before EOF: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+            Err(e) => panic!("expected EOF, got {e}"),
+        }
+    }
+
+    pub fn shutdown_write(&self) {
+        self.stream.shutdown(Shutdown::Write).expect("shutdown");
+    }
+
+    /// Closes with a reset instead of a FIN (SO_LINGER with a zero timeout).
+    pub fn reset(self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a socket we own, with a correctly sized value.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+    }
+}
+
+/// The pid in a `: from <pid>` line.
+pub fn parse_from(line: &[u8]) -> Option<u32> {
+    std::str::from_utf8(line)
+        .ok()?
+        .strip_prefix(": from ")?
+        .trim_end()
+        .parse()
+        .ok()
+}
