@@ -23,7 +23,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
-use crate::conn::{Conn, Context, Verdict};
+use crate::conn::{Conn, Context, Ready, Verdict};
 use crate::listener::Listener;
 use crate::log::say;
 use crate::protocol::Protocol;
@@ -195,7 +195,7 @@ impl<P: Protocol> Server<P> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let verdict = conn.on_event(event, &mut self.cx);
+        let verdict = conn.on_ready(Ready::from(event), &mut self.cx);
         self.apply(key, verdict);
     }
 
