@@ -36,12 +36,22 @@ Options:
                             backlog [default: no limit]
       --drain-timeout SECS  close the remaining clients SECS after a drain
                             starts [default: wait for them]
+      --close-spread SECS   with --drain-timeout: close those clients one by
+                            one over SECS instead of all at once
+      --drain-notice TEXT   send TEXT as one line to every client when the
+                            drain starts
+      --pid-file PATH       write the pid to PATH once listening; removed at
+                            exit
   -h, --help                print this help
   -V, --version             print the version
 
 Signals:
   SIGHUP, SIGTERM, SIGINT   stop accepting, serve current clients, exit when
                             none is left; a second one closes them all now
+  SIGUSR1                   print one status line
+
+With NOTIFY_SOCKET set (systemd Type=notify), readiness, stopping and the
+client count are reported to the service manager.
 ",
         version = env!("CARGO_PKG_VERSION")
     )
@@ -85,6 +95,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             "--max-output" => config.max_output = number(&flag, &value()?)?,
             "--max-clients" => config.max_clients = Some(number(&flag, &value()?)?),
             "--drain-timeout" => config.drain_timeout = Some(seconds(&flag, &value()?)?),
+            "--close-spread" => config.close_spread = Some(seconds(&flag, &value()?)?),
+            "--drain-notice" => config.drain_notice = Some(notice(&value()?)?),
+            "--pid-file" => config.pid_file = Some(value()?.into()),
             "--" => {
                 if let Some(rest) = args.next() {
                     let rest = rest.to_string_lossy().into_owned();
@@ -99,6 +112,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     }
     if let Some(addr) = addr {
         config.addr = addr;
+    }
+    if config.close_spread.is_some() && config.drain_timeout.is_none() {
+        return Err(
+            "option '--close-spread' needs '--drain-timeout': the spread starts at that deadline"
+                .into(),
+        );
     }
     Ok(Command::Serve(config))
 }
@@ -125,6 +144,14 @@ fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
             "option '{flag}' takes a whole number of at least 1, not '{text}'"
         )),
     }
+}
+
+/// One line of text: a newline inside would make it several.
+fn notice(text: &str) -> Result<String, String> {
+    if text.contains(['\n', '\r']) {
+        return Err("option '--drain-notice' takes one line of text, without newlines".into());
+    }
+    Ok(text.to_owned())
 }
 
 fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
@@ -166,6 +193,19 @@ mod tests {
         assert_eq!(c.max_clients, Some(3));
         assert_eq!(c.addr, "[::1]:9000".parse().unwrap());
         assert_eq!(c.drain_timeout, Some(Duration::from_millis(1500)));
+        let c = config(&[
+            "--drain-timeout=60",
+            "--close-spread",
+            "30",
+            "--drain-notice",
+            "reconnect soon",
+            "--pid-file",
+            "/run/d.pid",
+        ])
+        .unwrap();
+        assert_eq!(c.close_spread, Some(Duration::from_secs(30)));
+        assert_eq!(c.drain_notice.as_deref(), Some("reconnect soon"));
+        assert_eq!(c.pid_file, Some("/run/d.pid".into()));
     }
 
     #[test]
@@ -177,6 +217,8 @@ mod tests {
             (&["--max-line", "0"][..], "at least 1"),
             (&["--drain-timeout", "-1"][..], "positive number of seconds"),
             (&["127.0.0.1:1", "127.0.0.1:2"][..], "only one address"),
+            (&["--close-spread", "5"][..], "needs '--drain-timeout'"),
+            (&["--drain-notice", "two\nlines"][..], "one line"),
         ] {
             let err = config(args).err().unwrap();
             assert!(err.contains(needle), "{args:?} gave {err:?}");

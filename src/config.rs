@@ -1,6 +1,7 @@
 //! The knobs an operator can turn, with the defaults the README documents.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the server listens when no address is given.
@@ -28,6 +29,13 @@ pub struct Config {
     pub max_clients: Option<usize>,
     /// How long a drain may last before the remaining clients are closed.
     pub drain_timeout: Option<Duration>,
+    /// With `drain_timeout`: close the clients left at the deadline one by
+    /// one over this window instead of all at once.
+    pub close_spread: Option<Duration>,
+    /// A line sent to every client when the drain starts (without `\n`).
+    pub drain_notice: Option<String>,
+    /// Written once listening, removed at exit.
+    pub pid_file: Option<PathBuf>,
     /// Skip the stdout line for each accepted connection.
     pub quiet: bool,
 }
@@ -41,6 +49,9 @@ impl Default for Config {
             max_output: DEFAULT_MAX_OUTPUT,
             max_clients: None,
             drain_timeout: None,
+            close_spread: None,
+            drain_notice: None,
+            pid_file: None,
             quiet: false,
         }
     }

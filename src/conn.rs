@@ -23,7 +23,7 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 /// Reads per event before other clients get their turn.
 const READS_PER_EVENT: usize = 16;
 /// Bytes thrown away while waiting for a client's EOF before closing anyway.
-const DISCARD_LIMIT: usize = 256 * 1024;
+pub(crate) const DISCARD_LIMIT: usize = 256 * 1024;
 /// Reads spent emptying a socket before a hard close.
 const HARD_CLOSE_READS: usize = 4;
 /// Scratch capacity kept between events; a larger one is freed after use.
@@ -134,12 +134,12 @@ impl<P: Protocol> Context<P> {
 
 /// Bytes a connection keeps between events.
 #[derive(Default)]
-struct Bufs {
+pub(crate) struct Bufs {
     /// Read but not answered: a partial line, or lines held back.
-    input: Vec<u8>,
+    pub(crate) input: Vec<u8>,
     /// Replies from `sent` on are not yet written.
-    output: Vec<u8>,
-    sent: usize,
+    pub(crate) output: Vec<u8>,
+    pub(crate) sent: usize,
     /// Bytes thrown away while waiting to close.
     discarded: usize,
 }
@@ -154,7 +154,7 @@ impl Bufs {
 pub(crate) struct Conn<S = TcpStream> {
     stream: S,
     flags: u8,
-    bufs: Option<Box<Bufs>>,
+    pub(crate) bufs: Option<Box<Bufs>>,
 }
 
 impl<S: Stream> Conn<S> {
@@ -402,6 +402,15 @@ impl<S: Stream> Conn<S> {
             self.flags |= WRITE_BLOCKED;
         }
         Ok(())
+    }
+
+    /// Queues `line` after any pending output and sends what it can.
+    pub(crate) fn send_line<P: Protocol>(&mut self, line: &[u8], cx: &mut Context<P>) -> Verdict {
+        if self.is(CLOSING) {
+            return Verdict::Keep;
+        }
+        self.bufs().output.extend_from_slice(line);
+        self.pump(cx)
     }
 
     /// Closes on a hard stop: empties the socket so the close does not

@@ -30,9 +30,12 @@ mod config;
 mod conn;
 mod listener;
 mod log;
+mod notify;
+mod pidfile;
 pub mod protocol;
 mod server;
 mod slab;
+mod spread;
 mod sys;
 
 pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_LINE, DEFAULT_MAX_OUTPUT};

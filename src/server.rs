@@ -7,7 +7,7 @@
 //!   and exits with `Ok` once the last one leaves (at once if it has none).
 //! - No connection that reached this process is reset when its listener
 //!   closes (see [`crate::listener`] for how).
-//! - The check "draining and nothing left" lives in [`Server::finished`] only.
+//! - The check "done, time to exit" lives in [`Server::finished`] only.
 //! - Running out of file descriptors, or reaching `max_clients`, pauses
 //!   accepting; waiting clients stay in the backlog and the loop never spins.
 
@@ -19,23 +19,27 @@ use std::time::{Duration, Instant};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
 use crate::conn::{Conn, Context, Ready, Verdict};
 use crate::listener::Listener;
 use crate::log::say;
+use crate::notify::Notifier;
+use crate::pidfile::PidFile;
 use crate::protocol::Protocol;
 use crate::slab::Slab;
+use crate::spread::Spread;
 use crate::sys;
 
 /// The listening socket's token.
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The signal pipe's token. Client tokens are slab keys, far below both.
 const SIGNALS: Token = Token(usize::MAX - 2);
-/// Signals that start a drain, or stop one hard when it is under way.
-const STOP_SIGNALS: [libc::c_int; 3] = [SIGHUP, SIGTERM, SIGINT];
+/// Every signal the process handles. The first three start a drain, or
+/// stop one hard when it is under way; SIGUSR1 prints a status line.
+const HANDLED_SIGNALS: [libc::c_int; 4] = [SIGHUP, SIGTERM, SIGINT, SIGUSR1];
 
 /// Readiness events taken per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 1024;
@@ -50,6 +54,9 @@ const RETIRE_GRACE: Duration = Duration::from_millis(50);
 /// How often a running process tries `accept` without an event. A
 /// connection migrated from a closing sibling may not raise one.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// The least time between two progress reports (stdout while draining, and
+/// the service manager's STATUS).
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Serves `protocol` on `config.addr` until a drain completes.
 ///
@@ -59,8 +66,10 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     // Signals are wired first: from here to the last instruction, a SIGHUP,
     // SIGTERM or SIGINT is a message, never a death.
-    let signals = Signals::new(STOP_SIGNALS)
+    let signals = Signals::new(HANDLED_SIGNALS)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot install signal handlers: {e}")))?;
+    let notifier = Notifier::from_env()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot use NOTIFY_SOCKET: {e}")))?;
     let pid = process::id();
     say!("Process {pid} running");
     sys::raise_fd_limit().map_err(|e| {
@@ -70,18 +79,30 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         )
     })?;
     let listener = Listener::bind(config.addr, config.backlog)?;
-    say!("Process {pid} listening on: {}", listener.local_addr());
-    Server::new(config, protocol, listener, signals)?.run()
+    let addr = listener.local_addr();
+    let mut server = Server::new(config, protocol, listener, signals, notifier)?;
+    // Ready means listening: the pid file and READY=1 follow the bind.
+    server.pid_file = config
+        .pid_file
+        .as_deref()
+        .map(PidFile::create)
+        .transpose()?;
+    say!("Process {pid} listening on: {addr}");
+    server.notifier.send(&format!(
+        "READY=1\nMAINPID={pid}\nSTATUS=serving, 0 clients"
+    ));
+    server.run()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Running,
+    /// Serving the clients left; `deadline` is when the drain timeout ends it.
     Draining {
         deadline: Option<Instant>,
     },
-    /// Every client has been closed on a hard stop.
-    Stopped,
+    /// Closing every client on a schedule.
+    Closing(Spread),
 }
 
 struct Server<P> {
@@ -89,24 +110,36 @@ struct Server<P> {
     quiet: bool,
     max_clients: Option<usize>,
     drain_timeout: Option<Duration>,
+    close_spread: Option<Duration>,
+    /// The drain notice, newline included.
+    drain_notice: Option<Vec<u8>>,
     poll: Poll,
     signals: Signals,
+    notifier: Notifier,
+    /// Dropped, and so removed, when the server returns.
+    pid_file: Option<PidFile>,
     listener: Option<Listener>,
     conns: Slab<Conn>,
     cx: Context<P>,
     state: State,
+    /// When the drain started.
+    hangup_at: Option<Instant>,
     /// Clients with work left after their turn.
     again: Vec<usize>,
     /// The accept queue may hold connections not yet taken.
     backlog_waiting: bool,
     /// Accepting is paused until then, after running out of descriptors.
     paused_until: Option<Instant>,
-    /// An out-of-descriptors episode has been reported and not yet ended.
+    /// An out-of-descriptors episode has been reported, and the queue has
+    /// not been emptied since.
     starved: bool,
     /// When a running process next sweeps its accept queue.
     sweep_at: Instant,
     /// When a retiring listener is closed.
     retire_at: Option<Instant>,
+    /// The client count last reported, and when the next report may go.
+    reported: usize,
+    report_at: Instant,
 }
 
 impl<P: Protocol> Server<P> {
@@ -115,29 +148,41 @@ impl<P: Protocol> Server<P> {
         protocol: P,
         mut listener: Listener,
         mut signals: Signals,
+        notifier: Notifier,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let now = Instant::now();
         Ok(Server {
             pid: process::id(),
             quiet: config.quiet,
             max_clients: config.max_clients,
             drain_timeout: config.drain_timeout,
+            close_spread: config.close_spread,
+            drain_notice: config
+                .drain_notice
+                .as_ref()
+                .map(|text| format!("{text}\n").into_bytes()),
             poll,
             signals,
+            notifier,
+            pid_file: None,
             listener: Some(listener),
             conns: Slab::new(),
             cx: Context::new(protocol, config.max_line, config.max_output),
             state: State::Running,
+            hangup_at: None,
             again: Vec::new(),
             backlog_waiting: false,
             paused_until: None,
             starved: false,
-            sweep_at: Instant::now() + SWEEP_INTERVAL,
+            sweep_at: now + SWEEP_INTERVAL,
             retire_at: None,
+            reported: 0,
+            report_at: now,
         })
     }
 
@@ -174,19 +219,17 @@ impl<P: Protocol> Server<P> {
         Ok(())
     }
 
-    /// The one place that decides the process is done.
+    /// The one place that decides the process is done: draining or closing,
+    /// the listener retired, and no client left.
     fn finished(&self) -> bool {
-        match self.state {
-            State::Running => false,
-            State::Draining { .. } => {
-                if self.listener.is_some() || !self.conns.is_empty() {
-                    return false;
-                }
-                say!("Process {} has no clients left, exiting", self.pid);
-                true
-            }
-            State::Stopped => true,
+        if self.state == State::Running || self.listener.is_some() || !self.conns.is_empty() {
+            return false;
         }
+        match self.state {
+            State::Closing(_) => say!("Process {} exiting", self.pid),
+            _ => say!("Process {} has no clients left, exiting", self.pid),
+        }
+        true
     }
 
     fn on_client_event(&mut self, key: usize, event: &Event) {
@@ -254,6 +297,14 @@ impl<P: Protocol> Server<P> {
                 Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.backlog_waiting = false;
+                    if self.starved {
+                        // The episode ends when everyone who waited has been
+                        // taken, not at the first free descriptor: freed
+                        // descriptors trickle in, and each would otherwise
+                        // start a new episode with a new log line.
+                        self.starved = false;
+                        say!("Process {} is accepting connections again", self.pid);
+                    }
                     return true;
                 }
                 Err(e) if retryable(&e) => {}
@@ -268,10 +319,6 @@ impl<P: Protocol> Server<P> {
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        if self.starved {
-            self.starved = false;
-            say!("Process {} is accepting connections again", self.pid);
-        }
         let key = self.conns.vacant_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
@@ -289,6 +336,11 @@ impl<P: Protocol> Server<P> {
         self.cx.counters.accepted += 1;
         if !self.quiet {
             say!("Process {} accepted connection from: {peer}", self.pid);
+        }
+        if self.state != State::Running {
+            // Taken from the queue after the drain began: it gets the same
+            // notice as everyone else.
+            self.notice(key);
         }
     }
 
@@ -309,8 +361,9 @@ impl<P: Protocol> Server<P> {
     }
 
     fn on_signals(&mut self, now: Instant) {
-        // Empty the pipe first, then act on what arrived, in order.
-        let mut received = [0; STOP_SIGNALS.len()];
+        // Empty the pipe first, then act on what arrived, in order. Each
+        // signal appears at most once per read of the pipe.
+        let mut received = [0; HANDLED_SIGNALS.len()];
         let mut count = 0;
         for signal in self.signals.pending() {
             if count < received.len() {
@@ -319,13 +372,18 @@ impl<P: Protocol> Server<P> {
             }
         }
         for &signal in &received[..count] {
-            match self.state {
-                State::Running => self.start_drain(signal, now),
-                State::Draining { .. } => {
+            match (signal, self.state) {
+                (SIGUSR1, _) => self.print_status(now),
+                (_, State::Running) => self.start_drain(signal, now),
+                (_, State::Draining { .. }) => {
                     let reason = format!("received {} signal during drain", signal_name(signal));
-                    self.hard_stop(&reason, now);
+                    self.close_all(&reason, now, None);
                 }
-                State::Stopped => {}
+                (_, State::Closing(spread)) => {
+                    // Impatience wins over the spread: close the rest now.
+                    self.state = State::Closing(spread.hurry(now));
+                    self.close_due(now);
+                }
             }
         }
     }
@@ -348,9 +406,33 @@ impl<P: Protocol> Server<P> {
         self.state = State::Draining {
             deadline: self.drain_timeout.map(|t| now + t),
         };
+        self.hangup_at = Some(now);
+        self.reported = self.conns.len();
+        self.report_at = now + PROGRESS_INTERVAL;
+        self.notifier.send(&format!(
+            "STOPPING=1\nSTATUS=draining, {} clients left",
+            self.conns.len()
+        ));
+        if self.drain_notice.is_some() {
+            let keys: Vec<usize> = self.conns.keys().collect();
+            for key in keys {
+                self.notice(key);
+            }
+        }
         self.retire_at = Some(now + RETIRE_GRACE);
         // What is queued already reached this process: serve it.
         self.accept(now);
+    }
+
+    /// Sends the drain notice, if there is one, to one client.
+    fn notice(&mut self, key: usize) {
+        let Some(notice) = &self.drain_notice else {
+            return;
+        };
+        if let Some(conn) = self.conns.get_mut(key) {
+            let verdict = conn.send_line(notice, &mut self.cx);
+            self.apply(key, verdict);
+        }
     }
 
     /// Closes the listener once its queue is empty; retries later if
@@ -366,44 +448,122 @@ impl<P: Protocol> Server<P> {
         }
     }
 
-    /// Ends the drain now: every client gets the protocol's closing line.
-    fn hard_stop(&mut self, reason: &str, now: Instant) {
+    /// Ends the drain: every client gets the protocol's closing line and is
+    /// closed, all now, or evenly over `spread`.
+    fn close_all(&mut self, reason: &str, now: Instant, spread: Option<Duration>) {
         // Take what is still queued so those clients get the line too.
         self.paused_until = None;
         while self.listener.is_some() && !self.accept(now) && self.paused_until.is_none() {}
-        self.listener = None;
-        say!(
-            "Process {} {reason}: closing {} clients",
-            self.pid,
-            self.conns.len()
-        );
-        let keys: Vec<usize> = self.conns.keys().collect();
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.retire_at = None;
+        let total = self.conns.len();
+        match spread {
+            Some(spread) => say!(
+                "Process {} {reason}: closing {total} clients over {}s",
+                self.pid,
+                spread.as_secs_f64()
+            ),
+            None => say!("Process {} {reason}: closing {total} clients", self.pid),
+        }
+        self.state = State::Closing(Spread::new(now, spread.unwrap_or_default(), total));
+        self.close_due(now);
+    }
+
+    /// Closes the clients the spread schedule says are due by `now`.
+    fn close_due(&mut self, now: Instant) {
+        let State::Closing(spread) = self.state else {
+            return;
+        };
+        // Clients that left by themselves count as closed.
+        let closed = spread.total().saturating_sub(self.conns.len());
+        let keys: Vec<usize> = self
+            .conns
+            .keys()
+            .take(spread.due(now).saturating_sub(closed))
+            .collect();
         for key in keys {
             if let Some(conn) = self.conns.remove(key) {
                 conn.close_with_notice(&mut self.cx);
             }
         }
-        say!("Process {} exiting", self.pid);
-        self.state = State::Stopped;
+    }
+
+    /// When the next spread close is due.
+    fn next_close(&self) -> Option<Instant> {
+        let State::Closing(spread) = self.state else {
+            return None;
+        };
+        spread.next(spread.total().saturating_sub(self.conns.len()))
+    }
+
+    fn print_status(&self, now: Instant) {
+        let state = match self.state {
+            State::Running => "running",
+            State::Draining { .. } => "draining",
+            State::Closing(_) => "closing",
+        };
+        let since = match self.hangup_at {
+            Some(at) => format!("{:.1}s", now.saturating_duration_since(at).as_secs_f64()),
+            None => "-".to_owned(),
+        };
+        let c = &self.cx.counters;
+        say!(
+            "Process {} status: state={state} clients={} accepted={} lines={} bytes_in={} bytes_out={} since_hangup={since}",
+            self.pid,
+            self.conns.len(),
+            c.accepted,
+            c.lines,
+            c.bytes_in,
+            c.bytes_out
+        );
+    }
+
+    /// Reports a changed client count at most once per interval: to stdout
+    /// while draining, and to the service manager always.
+    fn report_progress(&mut self, now: Instant) {
+        let clients = self.conns.len();
+        if !self.progress_wanted() || now < self.report_at {
+            return;
+        }
+        self.reported = clients;
+        self.report_at = now + PROGRESS_INTERVAL;
+        if self.state == State::Running {
+            self.notifier
+                .send(&format!("STATUS=serving, {clients} clients"));
+        } else {
+            say!("Process {} draining: {clients} clients left", self.pid);
+            self.notifier
+                .send(&format!("STATUS=draining, {clients} clients left"));
+        }
+    }
+
+    /// A changed client count is worth reporting: while draining always,
+    /// while running only to a service manager that listens.
+    fn progress_wanted(&self) -> bool {
+        self.conns.len() != self.reported
+            && (self.state != State::Running || self.notifier.is_active())
     }
 
     fn on_timers(&mut self, now: Instant) {
         if self.retire_at.is_some_and(|at| now >= at) {
             self.retire(now);
         }
-        if let State::Draining {
-            deadline: Some(deadline),
-        } = self.state
-        {
-            if now >= deadline {
+        match self.state {
+            State::Draining {
+                deadline: Some(deadline),
+            } if now >= deadline => {
                 let reason = format!(
                     "reached its drain timeout of {}s",
                     self.drain_timeout.unwrap_or_default().as_secs_f64()
                 );
-                self.hard_stop(&reason, now);
-                return;
+                self.close_all(&reason, now, self.close_spread);
             }
+            State::Closing(_) => self.close_due(now),
+            _ => {}
         }
+        self.report_progress(now);
         let sweep = self.state == State::Running && now >= self.sweep_at;
         if sweep {
             self.sweep_at = now + SWEEP_INTERVAL;
@@ -424,11 +584,19 @@ impl<P: Protocol> Server<P> {
             _ => None,
         };
         let sweep = (self.state == State::Running).then_some(self.sweep_at);
-        [self.paused_until, self.retire_at, deadline, sweep]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| at.saturating_duration_since(now))
+        let report = self.progress_wanted().then_some(self.report_at);
+        [
+            self.paused_until,
+            self.retire_at,
+            deadline,
+            sweep,
+            report,
+            self.next_close(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_duration_since(now))
     }
 }
 
@@ -447,6 +615,7 @@ fn signal_name(signal: libc::c_int) -> &'static str {
         SIGHUP => "hangup",
         SIGTERM => "terminate",
         SIGINT => "interrupt",
+        SIGUSR1 => "user-defined 1",
         _ => "unexpected",
     }
 }

@@ -6,5 +6,7 @@ mod errors;
 mod limits;
 mod lines;
 mod netns;
+mod ops;
+mod rolling;
 mod seed;
 mod util;

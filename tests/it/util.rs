@@ -273,7 +273,12 @@ impl Client {
                 return Ok(self.buf.drain(..=at).collect());
             }
             let mut chunk = [0; 4096];
-            let n = self.stream.read(&mut chunk)?;
+            // A read with a timeout fails with EINTR when the process is
+            // stopped and continued, even without a signal handler.
+            let n = match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => other?,
+            };
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,

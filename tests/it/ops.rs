@@ -1,0 +1,279 @@
+//! What operators rely on in production: readiness (systemd notify and the
+//! pid file), the status line, drain progress, the drain notice and the
+//! spread-out close at the drain deadline.
+
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use libc::{SIGHUP, SIGTERM, SIGUSR1};
+
+use crate::util::{BIN, Client, DEADLINE, Server, wait_until};
+
+/// A fresh, empty directory under the system's temporary directory.
+fn scratch_dir(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "drainport-{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Receives notify datagrams until one contains `needle`; returns it.
+#[track_caller]
+fn expect_datagram(socket: &UnixDatagram, needle: &str, seen: &mut Vec<String>) -> String {
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    loop {
+        let mut buf = [0; 4096];
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no datagram containing {needle:?}: {e}; saw {seen:#?}"));
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        seen.push(text.clone());
+        if text.contains(needle) {
+            return text;
+        }
+    }
+}
+
+#[test]
+fn systemd_notify_protocol() {
+    let dir = scratch_dir("notify");
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("127.0.0.1:0").env("NOTIFY_SOCKET", &path);
+    let mut server = Server::spawn(cmd);
+    let mut seen = Vec::new();
+
+    let ready = expect_datagram(&socket, "READY=1", &mut seen);
+    assert!(
+        ready
+            .lines()
+            .any(|l| l == format!("MAINPID={}", server.pid)),
+        "{ready:?}"
+    );
+    assert!(ready.contains("STATUS=serving, 0 clients"), "{ready:?}");
+
+    let mut client = Client::connect(server.addr);
+    assert_eq!(client.echo("hi"), server.pid);
+    expect_datagram(&socket, "STATUS=serving, 1 clients", &mut seen);
+
+    server.signal(SIGHUP);
+    let stopping = expect_datagram(&socket, "STOPPING=1", &mut seen);
+    assert!(
+        stopping.contains("STATUS=draining, 1 clients left"),
+        "{stopping:?}"
+    );
+    drop(client);
+    server.expect_clean_exit();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn systemd_notify_to_an_abstract_socket() {
+    let name = format!("drainport-test-notify-{}", std::process::id());
+    let addr =
+        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+            &name,
+        )
+        .unwrap();
+    let socket = UnixDatagram::bind_addr(&addr).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("127.0.0.1:0")
+        .env("NOTIFY_SOCKET", format!("@{name}"));
+    let server = Server::spawn(cmd);
+    let ready = expect_datagram(&socket, "READY=1", &mut Vec::new());
+    assert!(
+        ready.contains(&format!("MAINPID={}", server.pid)),
+        "{ready:?}"
+    );
+    server.signal(SIGHUP);
+}
+
+#[test]
+fn pid_file_lives_as_long_as_the_process() {
+    let dir = scratch_dir("pidfile");
+    let path = dir.join("drainport.pid");
+    let mut server = Server::start(&["--pid-file", path.to_str().unwrap(), "127.0.0.1:0"]);
+    // Written before the listening line, so it is there now.
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        format!("{}\n", server.pid)
+    );
+    server.signal(SIGHUP);
+    server.expect_clean_exit();
+    assert!(!path.exists(), "pid file left behind");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn a_replaced_pid_file_is_left_to_its_new_owner() {
+    let dir = scratch_dir("pidfile-replaced");
+    let path = dir.join("drainport.pid");
+    let mut server = Server::start(&["--pid-file", path.to_str().unwrap(), "127.0.0.1:0"]);
+    // The next generation took the path over.
+    std::fs::write(&path, "4242\n").unwrap();
+    server.signal(SIGHUP);
+    server.expect_clean_exit();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "4242\n");
+}
+
+#[test]
+fn unwritable_pid_file_is_an_operator_error() {
+    let out = Command::new(BIN)
+        .args(["--pid-file", "/nonexistent/dir/d.pid", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(
+        stderr.contains("cannot write pid file /nonexistent/dir/d.pid"),
+        "{stderr:?}"
+    );
+}
+
+/// Parses `key=value` pairs from a status line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+#[test]
+fn sigusr1_prints_one_status_line() {
+    let mut server = Server::start(&["127.0.0.1:0"]);
+    let mut a = Client::connect(server.addr);
+    let b = Client::connect(server.addr);
+    assert_eq!(a.echo("one"), server.pid);
+    assert_eq!(a.echo("two"), server.pid);
+    server.signal(SIGUSR1);
+    let status = server.expect_line(&format!("Process {} status: ", server.pid));
+    assert_eq!(field(&status, "state"), "running");
+    assert_eq!(field(&status, "clients"), "2");
+    assert_eq!(field(&status, "accepted"), "2");
+    assert_eq!(field(&status, "lines"), "2");
+    assert_eq!(field(&status, "bytes_in"), "8");
+    let reply = format!("one\n: from {}\n", server.pid).len() * 2;
+    assert_eq!(field(&status, "bytes_out"), reply.to_string());
+    assert_eq!(field(&status, "since_hangup"), "-");
+
+    server.signal(SIGHUP);
+    server.expect_line("closing tasks: 2");
+    server.signal(SIGUSR1);
+    let status = server.expect_line(&format!("Process {} status: ", server.pid));
+    assert_eq!(field(&status, "state"), "draining");
+    let since = field(&status, "since_hangup");
+    assert!(
+        since.ends_with('s') && since.trim_end_matches('s').parse::<f64>().is_ok(),
+        "{since}"
+    );
+    // SIGUSR1 does not count as a second stop signal.
+    assert_eq!(a.echo("three"), server.pid);
+    drop((a, b));
+    server.expect_clean_exit();
+}
+
+#[test]
+fn drain_progress_is_reported_as_clients_leave() {
+    let mut server = Server::start(&["-q", "127.0.0.1:0"]);
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(server.addr)).collect();
+    for client in &mut clients {
+        assert_eq!(client.echo("hi"), server.pid);
+    }
+    server.signal(SIGHUP);
+    server.expect_line("closing tasks: 3");
+    clients.pop();
+    server.expect_line(&format!("Process {} draining: 2 clients left", server.pid));
+    clients.pop();
+    server.expect_line(&format!("Process {} draining: 1 clients left", server.pid));
+    clients.clear();
+    let lines = server.expect_clean_exit().to_vec();
+    let progress = lines.iter().filter(|l| l.contains("clients left")).count();
+    assert!(progress >= 2, "{lines:#?}");
+}
+
+#[test]
+fn drain_notice_reaches_every_client_once() {
+    let mut server = Server::start(&[
+        "--drain-notice",
+        "going away, please reconnect",
+        "127.0.0.1:0",
+    ]);
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(server.addr)).collect();
+    for client in &mut clients {
+        assert_eq!(client.echo("before"), server.pid);
+    }
+    server.signal(SIGHUP);
+    server.expect_line("closing tasks: 3");
+    for client in &mut clients {
+        assert_eq!(client.read_line(), b"going away, please reconnect\n");
+        // Then business as usual, with no second notice.
+        assert_eq!(client.echo("after"), server.pid);
+    }
+    clients.clear();
+    server.expect_clean_exit();
+}
+
+#[test]
+fn close_spread_closes_clients_one_by_one() {
+    // Three clients over 6 s: closes are due at 2 s, 4 s and 6 s.
+    let mut server = Server::start(&[
+        "--drain-timeout",
+        "0.1",
+        "--close-spread",
+        "6",
+        "127.0.0.1:0",
+    ]);
+    let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(server.addr)).collect();
+    for client in &mut clients {
+        assert_eq!(client.echo("hi"), server.pid);
+    }
+    server.signal(SIGHUP);
+    server.expect_line("reached its drain timeout of 0.1s: closing 3 clients over 6s");
+
+    // The first close comes a third of the way into the window; the others
+    // are still open then and are served.
+    let closing = format!(": process {} is closing this connection\n", server.pid).into_bytes();
+    let first = wait_until("the first spread close", || {
+        clients.iter_mut().position(|c| {
+            c.stream
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            c.try_read_line().is_ok_and(|line| line == closing)
+        })
+    });
+    let mut first_client = clients.remove(first);
+    first_client
+        .stream
+        .set_read_timeout(Some(DEADLINE))
+        .unwrap();
+    first_client.expect_eof();
+    server.signal(SIGUSR1);
+    let status = server.expect_line("status: state=closing");
+    assert_eq!(field(&status, "clients"), "2", "{status}");
+    for client in &mut clients {
+        client.stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        assert_eq!(client.echo("still here"), server.pid);
+    }
+
+    // An impatient operator's second signal closes the rest now.
+    server.signal(SIGTERM);
+    for client in &mut clients {
+        assert_eq!(client.read_line(), closing);
+        client.expect_eof();
+    }
+    let lines = server.expect_clean_exit().join("\n");
+    assert!(
+        lines.ends_with(&format!("Process {} exiting", server.pid)),
+        "{lines}"
+    );
+}

@@ -1,0 +1,240 @@
+//! `scripts/rolling-restart` against real processes: generations that
+//! drain side by side, and upgrades that fail without hurting anyone.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use crate::util::{BIN, Client, wait_until};
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rolling-restart");
+
+/// Instances managed by the script in a private state directory. Every
+/// process the script started is killed, by pid, when the fleet is dropped.
+struct Fleet {
+    dir: PathBuf,
+    addr: SocketAddr,
+    /// Seconds a new process may take to become ready.
+    timeout: &'static str,
+    started: Vec<u32>,
+}
+
+impl Fleet {
+    fn new(name: &str) -> Fleet {
+        let dir =
+            std::env::temp_dir().join(format!("drainport-rolling-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // A port nobody uses: bind one, let it go, and take it.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        Fleet {
+            dir,
+            addr,
+            timeout: "5",
+            started: Vec::new(),
+        }
+    }
+
+    /// Runs the script for one instance with `command`, where `None` means
+    /// drainport on the fleet's address.
+    fn upgrade_with(&mut self, command: Option<&[&str]>) -> Output {
+        let addr = self.addr.to_string();
+        let default = [BIN, addr.as_str()];
+        let out = Command::new(SCRIPT)
+            .args(["-n", "1", "-t", self.timeout, "-d"])
+            .arg(&self.dir)
+            .arg("--")
+            .args(command.unwrap_or(&default))
+            .output()
+            .expect("run rolling-restart");
+        if let Some(pid) = self.pid() {
+            if !self.started.contains(&pid) {
+                self.started.push(pid);
+            }
+        }
+        out
+    }
+
+    /// Upgrades and returns the new pid.
+    #[track_caller]
+    fn upgrade(&mut self) -> u32 {
+        let before = self.pid();
+        let out = self.upgrade_with(None);
+        assert!(out.status.success(), "rolling-restart failed: {out:?}");
+        let pid = self.pid().expect("a pid file after an upgrade");
+        assert_ne!(Some(pid), before);
+        pid
+    }
+
+    /// The pid in the instance's pid file.
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("1.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("1.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for &pid in &self.started {
+            // A pid of ours that has exited may since name something else.
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if alive(pid) && comm.trim() == "drainport" {
+                // SAFETY: kill(2) on a process this test started through the script.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie). Processes the
+/// script started are not our children, so this reads /proc.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat[stat.rfind(')').unwrap_or(0)..].starts_with(") Z"),
+        Err(_) => false,
+    }
+}
+
+/// Connects clients until `n` are served by `pid`. Right after an upgrade
+/// a client may still reach the previous, draining generation for a moment,
+/// and that client is kept too: it must be served to the end.
+fn clients_of(
+    addr: SocketAddr,
+    pid: u32,
+    n: usize,
+    strays: &mut Vec<(u32, Client)>,
+) -> Vec<Client> {
+    let mut mine = Vec::new();
+    for i in 0..50 {
+        if mine.len() == n {
+            break;
+        }
+        let mut client = Client::connect(addr);
+        match client.echo(&format!("hello {i}")) {
+            p if p == pid => mine.push(client),
+            other => strays.push((other, client)),
+        }
+    }
+    assert_eq!(mine.len(), n, "could not reach pid {pid}");
+    mine
+}
+
+#[test]
+fn three_generations_drain_while_a_fourth_accepts() {
+    let mut fleet = Fleet::new("generations");
+    let mut strays = Vec::new();
+    let mut generations = Vec::new();
+    for _ in 0..4 {
+        let pid = fleet.upgrade();
+        let clients = clients_of(fleet.addr, pid, 2, &mut strays);
+        generations.push((pid, clients));
+    }
+    let out = fleet.log();
+    // Every generation but the last was told to drain.
+    for (pid, _) in &generations[..3] {
+        assert!(
+            out.contains(&format!("Process {pid} received hangup signal")),
+            "{out}"
+        );
+        assert!(
+            alive(*pid),
+            "generation {pid} exited with clients connected"
+        );
+    }
+    // Every client of every generation is still served by its own process.
+    for (pid, clients) in &mut generations {
+        for client in clients {
+            assert_eq!(client.echo("still here"), *pid);
+        }
+    }
+    for (pid, client) in &mut strays {
+        assert_eq!(client.echo("stray"), *pid);
+    }
+    let newest = generations[3].0;
+    for i in 0..5 {
+        assert_eq!(
+            Client::connect(fleet.addr).echo(&format!("new {i}")),
+            newest
+        );
+    }
+
+    // Each old generation exits once its own clients leave.
+    strays.clear();
+    for (pid, clients) in generations.drain(..3) {
+        drop(clients);
+        wait_until(&format!("pid {pid} to exit"), || {
+            (!alive(pid)).then_some(())
+        });
+        assert!(
+            fleet
+                .log()
+                .contains(&format!("Process {pid} has no clients left, exiting"))
+        );
+    }
+    assert!(alive(newest));
+}
+
+#[test]
+fn an_upgrade_that_never_gets_ready_leaves_the_old_process_serving() {
+    let mut fleet = Fleet::new("never-ready");
+    let old = fleet.upgrade();
+    let mut client = Client::connect(fleet.addr);
+    assert_eq!(client.echo("before"), old);
+
+    // A "new version" that never writes its pid file.
+    fleet.timeout = "1";
+    let out = fleet.upgrade_with(Some(&["sh", "-c", "exec sleep 60", "sh"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("not ready after 1s"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("old process {old} keeps serving")),
+        "{stderr}"
+    );
+
+    assert_eq!(fleet.pid(), Some(old));
+    assert!(!fleet.log().contains("received hangup signal"));
+    assert_eq!(client.echo("after"), old);
+    assert_eq!(Client::connect(fleet.addr).echo("new client"), old);
+}
+
+#[test]
+fn an_upgrade_that_exits_leaves_the_old_process_serving() {
+    let mut fleet = Fleet::new("exits");
+    let old = fleet.upgrade();
+    let out = fleet.upgrade_with(Some(&[BIN, "--no-such-flag"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("exited before it was ready"), "{stderr}");
+    assert!(
+        stderr.contains("unknown option '--no-such-flag'"),
+        "{stderr}"
+    );
+    assert_eq!(fleet.pid(), Some(old));
+    assert_eq!(Client::connect(fleet.addr).echo("served"), old);
+}
+
+#[test]
+fn script_usage_errors_are_one_line() {
+    for (args, needle) in [
+        (&["-n", "zero", "--", "true"][..], "-n takes a whole number"),
+        (&["--frob"][..], "unknown option '--frob'"),
+        (&["-n", "1"][..], "no command given"),
+    ] {
+        let out = Command::new(SCRIPT).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
