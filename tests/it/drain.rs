@@ -167,3 +167,24 @@ fn burst_across_hup_with_tcp_migrate_req() {
     };
     ns.run(burst_across_hup);
 }
+
+#[test]
+fn signals_during_exit_never_kill_the_process() {
+    // HUP after HUP until the process is gone: the first starts a drain, the
+    // second stops it hard, and the rest land while it exits.
+    let mut server = Server::start(&["127.0.0.1:0"]);
+    let mut client = Client::connect(server.addr);
+    assert_eq!(client.echo("hi"), server.pid);
+    let mut sent = 0;
+    while server.is_running() && sent < 100_000 {
+        server.signal(if sent % 2 == 0 { SIGHUP } else { SIGTERM });
+        sent += 1;
+    }
+    let status = server.wait_exit();
+    assert!(
+        status.success(),
+        "exit {status:?} after {sent} signals; stdout {:#?}",
+        server.seen
+    );
+    assert!(sent > 2, "exited after only {sent} signals");
+}

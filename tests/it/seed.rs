@@ -74,3 +74,20 @@ fn seed_session() {
     drop(last);
     first.expect_clean_exit();
 }
+
+#[test]
+fn ipv6_addresses_work() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        println!("skipped: no IPv6 loopback on this machine");
+        return;
+    }
+    let mut first = Server::start(&["[::1]:0"]);
+    assert!(first.addr.is_ipv6());
+    let second = first.sibling(&[]);
+    for i in 0..4 {
+        let pid = Client::connect(first.addr).echo(&format!("v6 {i}"));
+        assert!(pid == first.pid || pid == second.pid);
+    }
+    first.signal(SIGHUP);
+    first.expect_clean_exit();
+}
