@@ -148,6 +148,18 @@ impl Bufs {
     fn pending(&self) -> usize {
         self.output.len() - self.sent
     }
+
+    /// The output buffer, ready to be appended to. The part already sent is
+    /// dropped first: a client that takes its replies slowly but without
+    /// pause would otherwise keep a sent prefix growing for ever. The copy
+    /// moves at most the pending bytes, and happens only for such clients.
+    fn output_for_append(&mut self) -> &mut Vec<u8> {
+        if self.sent > 0 {
+            self.output.drain(..self.sent);
+            self.sent = 0;
+        }
+        &mut self.output
+    }
 }
 
 /// One client connection.
@@ -206,7 +218,9 @@ impl<S: Stream> Conn<S> {
                 return self.keep();
             }
             if self.is(LINES_LEFT) {
-                self.answer_buffered(cx);
+                if self.answer_buffered(cx).is_err() {
+                    return Verdict::Close;
+                }
                 continue;
             }
             if self.is(EOF) && !self.is(CLOSING) {
@@ -281,7 +295,7 @@ impl<S: Stream> Conn<S> {
             if find_newline(fresh).is_none() && bufs.input.len() < cx.max_line {
                 return Ok(());
             }
-            self.answer_buffered(cx);
+            return self.answer_buffered(cx);
         } else {
             // The fast path: frame straight from the shared buffer and keep
             // only an unterminated tail.
@@ -303,7 +317,7 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Answers lines from the connection's own input buffer.
-    fn answer_buffered<P: Protocol>(&mut self, cx: &mut Context<P>) {
+    fn answer_buffered<P: Protocol>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
         let bufs = self.bufs();
         let input = mem::take(&mut bufs.input);
         let got = answer_into(
@@ -317,8 +331,7 @@ impl<S: Stream> Conn<S> {
         bufs.input = input;
         bufs.input.drain(..got.consumed);
         self.note(got, &mut cx.counters);
-        // A failed write surfaces again at the next flush.
-        let _ = self.send_scratch(cx);
+        self.send_scratch(cx)
     }
 
     /// Answers an unterminated tail left when the client half-closed, then
@@ -333,7 +346,7 @@ impl<S: Stream> Conn<S> {
         }
         let tail = mem::take(&mut bufs.input);
         // The tail is shorter than max_line, or it would have been refused.
-        let _ = cx.protocol.on_line(&tail, &mut bufs.output);
+        let _ = cx.protocol.on_line(&tail, bufs.output_for_append());
         cx.counters.lines += 1;
     }
 
@@ -364,14 +377,12 @@ impl<S: Stream> Conn<S> {
         } else {
             write_once(&self.stream, &cx.scratch)
         };
-        let written = match &result {
-            Ok(n) => *n,
-            Err(_) => cx.scratch.len(),
-        };
-        cx.counters.bytes_out += written as u64;
-        if written < cx.scratch.len() {
-            self.flags |= WRITE_BLOCKED;
-            self.bufs().output.extend_from_slice(&cx.scratch[written..]);
+        if let Ok(written) = result {
+            cx.counters.bytes_out += written as u64;
+            if written < cx.scratch.len() {
+                self.flags |= WRITE_BLOCKED;
+                self.bufs().output.extend_from_slice(&cx.scratch[written..]);
+            }
         }
         cx.scratch.clear();
         if cx.scratch.capacity() > SCRATCH_KEEP {
@@ -409,7 +420,7 @@ impl<S: Stream> Conn<S> {
         if self.is(CLOSING) {
             return Verdict::Keep;
         }
-        self.bufs().output.extend_from_slice(line);
+        self.bufs().output_for_append().extend_from_slice(line);
         self.pump(cx)
     }
 
@@ -425,7 +436,7 @@ impl<S: Stream> Conn<S> {
             }
         }
         let bufs = self.bufs();
-        cx.protocol.on_closing(&mut bufs.output);
+        cx.protocol.on_closing(bufs.output_for_append());
         self.flags &= !WRITE_BLOCKED;
         let _ = self.flush(&mut cx.counters);
         let _ = self.stream.shutdown_write();
@@ -444,8 +455,7 @@ fn answer_into<P: Protocol>(
 ) -> Answered {
     match bufs {
         Some(b) if b.pending() > 0 => {
-            let limit = b.sent + max_output;
-            answer(protocol, input, max_line, &mut b.output, limit)
+            answer(protocol, input, max_line, b.output_for_append(), max_output)
         }
         _ => answer(protocol, input, max_line, scratch, max_output),
     }
