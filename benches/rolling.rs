@@ -55,7 +55,10 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("drainport-bench-rolling-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut pids = Vec::new();
     let started = Instant::now();
     upgrade(&dir, addr, &mut pids);
@@ -137,7 +140,14 @@ fn main() {
     );
     println!("{report}");
     let passed = load(&c.short_failed) == 0 && load(&c.long_cut) == 0 && lingering.is_empty();
-    println!("{}", if passed { "PASS: no client failed or cut" } else { "FAIL" });
+    println!(
+        "{}",
+        if passed {
+            "PASS: no client failed or cut"
+        } else {
+            "FAIL"
+        }
+    );
     if write {
         write_section(&Path::new(ROOT).join("docs/operations.md"), &report);
     }
@@ -184,8 +194,14 @@ fn connect(addr: SocketAddr) -> std::io::Result<(TcpStream, BufReader<TcpStream>
 }
 
 /// Sends `line` and checks the echo and the `: from <pid>` suffix.
-fn echo(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, line: &str) -> Result<(), String> {
-    stream.write_all(format!("{line}\n").as_bytes()).map_err(|e| e.to_string())?;
+fn echo(
+    stream: &mut TcpStream,
+    reader: &mut BufReader<TcpStream>,
+    line: &str,
+) -> Result<(), String> {
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut echoed = String::new();
     reader.read_line(&mut echoed).map_err(|e| e.to_string())?;
     if echoed != format!("{line}\n") {
@@ -204,12 +220,14 @@ fn short_clients(addr: SocketAddr, c: &Counters, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         let t = Instant::now();
-        let result = connect(addr).map_err(|e| e.to_string()).and_then(|(mut s, mut r)| {
-            if t.elapsed() > Duration::from_millis(900) {
-                c.slow_connects.fetch_add(1, Ordering::SeqCst);
-            }
-            echo(&mut s, &mut r, &format!("short {n}"))
-        });
+        let result = connect(addr)
+            .map_err(|e| e.to_string())
+            .and_then(|(mut s, mut r)| {
+                if t.elapsed() > Duration::from_millis(900) {
+                    c.slow_connects.fetch_add(1, Ordering::SeqCst);
+                }
+                echo(&mut s, &mut r, &format!("short {n}"))
+            });
         match result {
             Ok(()) => c.short_ok.fetch_add(1, Ordering::SeqCst),
             Err(e) => {
@@ -264,6 +282,9 @@ fn write_section(path: &Path, report: &str) {
             std::fs::write(path, updated).expect("write report");
             println!("report written to {}", path.display());
         }
-        _ => eprintln!("markers not found in {}; report not written", path.display()),
+        _ => eprintln!(
+            "markers not found in {}; report not written",
+            path.display()
+        ),
     }
 }
