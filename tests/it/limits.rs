@@ -81,11 +81,11 @@ fn clients_that_never_read_cannot_grow_memory() {
 
 #[test]
 fn out_of_descriptors_pauses_accept_then_recovers() {
-    // 64 descriptors: a handful for the server itself, the rest for clients.
+    // 256 descriptors: a handful for the server itself, the rest for clients.
     let mut cmd = Command::new("prlimit");
-    cmd.args(["--nofile=64", "--", BIN, "127.0.0.1:0"]);
+    cmd.args(["--nofile=256", "--", BIN, "127.0.0.1:0"]);
     let mut server = Server::spawn(cmd);
-    const CLIENTS: usize = 100;
+    const CLIENTS: usize = 320;
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::connect(server.addr)).collect();
     for (i, client) in clients.iter_mut().enumerate() {
         client.send(format!("client {i}\n").as_bytes());
@@ -99,7 +99,7 @@ fn out_of_descriptors_pauses_accept_then_recovers() {
     });
     assert!(
         accepted < CLIENTS,
-        "all {CLIENTS} accepted under a 64-descriptor limit"
+        "all {CLIENTS} accepted under a 256-descriptor limit"
     );
 
     // While stuck, the server sleeps rather than spinning on the listener.
