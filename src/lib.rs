@@ -28,6 +28,9 @@
 
 mod config;
 mod conn;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod listener;
 mod log;
 mod notify;

@@ -3,6 +3,8 @@
 
 mod drain;
 mod errors;
+mod hostile;
+mod kernel;
 mod limits;
 mod lines;
 mod netns;

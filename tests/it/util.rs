@@ -361,3 +361,106 @@ pub fn parse_from(line: &[u8]) -> Option<u32> {
         .parse()
         .ok()
 }
+
+// Helpers added for the hostile-client and kernel suites.
+
+impl Server {
+    /// Peak resident memory in KiB (`VmHWM`), so a spike that was freed
+    /// again still counts.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid, "VmHWM:")
+    }
+
+    /// Asks for status lines with SIGUSR1 until one contains `needle`, and
+    /// returns it. Used to wait for the server to notice what clients did
+    /// (`"clients=1 "`, say).
+    #[track_caller]
+    pub fn wait_status(&mut self, needle: &str) -> String {
+        let prefix = format!("Process {} status:", self.pid);
+        let start = Instant::now();
+        loop {
+            self.signal(libc::SIGUSR1);
+            let line = self.expect_line(&prefix);
+            if line.contains(needle) {
+                return line;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no status line containing {needle:?} within {DEADLINE:?}; last {line:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A number from a status line, such as `bytes_in`.
+#[track_caller]
+pub fn status_field(line: &str, key: &str) -> u64 {
+    line.split(' ')
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+impl Client {
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
+        TcpStream::connect_timeout(&addr, DEADLINE).map(Client::from)
+    }
+
+    /// Reads everything up to EOF, after what `read_line` has buffered;
+    /// fails if that takes longer than [`DEADLINE`].
+    pub fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
+        let mut all = std::mem::take(&mut self.buf);
+        let mut chunk = [0; 64 * 1024];
+        let start = Instant::now();
+        loop {
+            if start.elapsed() > DEADLINE {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no EOF within {DEADLINE:?}, {} bytes read", all.len()),
+                ));
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(all),
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Bytes received and not yet read by the application (`FIONREAD`).
+    pub fn unread_in_kernel(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD on a socket we own writes one int.
+        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::FIONREAD, &mut n) };
+        assert_eq!(rc, 0, "FIONREAD: {}", io::Error::last_os_error());
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Sets an integer socket option on the client's socket.
+    pub fn set_socket_option(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+        // SAFETY: setsockopt on a socket we own, with a correctly sized value.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                level,
+                name,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt: {}", io::Error::last_os_error());
+    }
+}
+
+/// How a process ended: `Ok(code)` for an exit, `Err(signal)` when a
+/// signal killed it.
+pub fn exit_code_or_signal(status: ExitStatus) -> Result<i32, i32> {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Ok(code),
+        (None, Some(signal)) => Err(signal),
+        (None, None) => unreachable!("a status is an exit or a signal"),
+    }
+}
