@@ -389,12 +389,8 @@ impl<P: Protocol> Server<P> {
     }
 
     fn start_drain(&mut self, signal: libc::c_int, now: Instant) {
-        say!(
-            "Process {} received {} signal",
-            self.pid,
-            signal_name(signal)
-        );
-        say!("process {} closing tasks: {}", self.pid, self.conns.len());
+        // The filter goes on first, so that by the time the operator reads
+        // the lines below, no new client is admitted here.
         if let Some(listener) = &self.listener {
             if let Err(e) = listener.refuse_syns() {
                 say!(
@@ -403,6 +399,12 @@ impl<P: Protocol> Server<P> {
                 );
             }
         }
+        say!(
+            "Process {} received {} signal",
+            self.pid,
+            signal_name(signal)
+        );
+        say!("process {} closing tasks: {}", self.pid, self.conns.len());
         self.state = State::Draining {
             deadline: self.drain_timeout.map(|t| now + t),
         };
