@@ -1,0 +1,178 @@
+//! What a case is: the limits, the send buffer and the operations, and how
+//! any bytes decode into one.
+
+use crate::conn::Ready;
+
+use super::QUIT;
+
+pub(super) const READABLE: u8 = 1;
+pub(super) const WRITABLE: u8 = 2;
+pub(super) const READ_CLOSED: u8 = 4;
+pub(super) const ERROR: u8 = 8;
+
+pub(super) fn ready_from(mask: u8) -> Ready {
+    Ready {
+        readable: mask & READABLE != 0,
+        writable: mask & WRITABLE != 0,
+        read_closed: mask & READ_CLOSED != 0,
+        error: mask & ERROR != 0,
+    }
+}
+
+/// One step of a case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Op {
+    /// The peer sends these bytes.
+    Send(Vec<u8>),
+    /// The peer sends `count` lines of `len` bytes each, `\n` included.
+    SendLines {
+        len: usize,
+        count: usize,
+    },
+    /// The peer sends `len` bytes with no `\n`.
+    SendRun(usize),
+    /// The events the kernel owes, limited to the mask's kinds, arrive.
+    Deliver(u8),
+    /// An event with exactly the mask's kinds arrives, owed or not.
+    Spurious(u8),
+    /// The server gives a connection that answered `Again` its next turn.
+    Pump,
+    /// The peer reads up to this many bytes.
+    PeerRead(usize),
+    PeerHalfClose,
+    PeerReset {
+        sticky: bool,
+    },
+    /// The send buffer changes size.
+    Capacity(usize),
+    /// The next reads and writes fail with `EINTR`.
+    Interrupt(u32),
+    /// Everything owed is delivered and all output read; then liveness is
+    /// checked.
+    Settle,
+    /// The server closes the connection on a hard stop.
+    HardStop,
+    /// The server sends the drain notice.
+    Notice,
+}
+
+/// One scenario: the limits, the send buffer, and the operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Case {
+    pub(super) max_line: usize,
+    pub(super) max_output: usize,
+    pub(super) capacity: usize,
+    pub(super) ops: Vec<Op>,
+}
+
+const MAX_LINES: [usize; 10] = [2, 5, 16, 64, 100, 1000, 4096, 65536, 70_000, 1 << 20];
+const MAX_OUTPUTS: [usize; 8] = [1, 2, 5, 16, 100, 1000, 65536, 200_000];
+const CAPACITIES: [usize; 8] = [1, 2, 3, 7, 64, 1000, 65536, 1 << 20];
+const READ_SIZES: [usize; 8] = [1, 2, 5, 13, 100, 4096, 65536, usize::MAX];
+const LINE_LENS: [usize; 8] = [1, 2, 5, 64, 1000, 65535, 65536, 70_000];
+const LINE_COUNTS: [usize; 6] = [1, 2, 10, 100, 1000, 5000];
+const RUN_LENS: [usize; 8] = [1, 10, 1000, 65535, 65536, 65537, 200_000, 300_000];
+
+/// Reads a fuzzer's bytes; past the end every byte reads as 0.
+struct Bytes<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Bytes<'_> {
+    fn done(&self) -> bool {
+        self.at >= self.data.len()
+    }
+
+    fn byte(&mut self) -> u8 {
+        let b = self.data.get(self.at).copied().unwrap_or(0);
+        self.at += 1;
+        b
+    }
+
+    fn pick<T: Copy>(&mut self, table: &[T]) -> T {
+        table[usize::from(self.byte()) % table.len()]
+    }
+}
+
+/// A payload byte: newlines, `\r` and the quit letter often enough that
+/// short lines, CRLF and closes all happen, with NUL and 0xff mixed in.
+fn payload(b: u8) -> u8 {
+    match b % 16 {
+        0..=2 => b'\n',
+        3 => b'\r',
+        4 => QUIT[0],
+        5 => 0,
+        6 => 0xff,
+        _ => b'a' + b / 16,
+    }
+}
+
+impl Case {
+    /// Turns any bytes into a case that sends at most `budget` bytes, and
+    /// at most `per_capacity` for each byte of its smallest send buffer.
+    pub(super) fn decode(data: &[u8], budget: usize, per_capacity: usize) -> Case {
+        let mut bytes = Bytes { data, at: 0 };
+        let max_line = bytes.pick(&MAX_LINES);
+        let max_output = bytes.pick(&MAX_OUTPUTS);
+        let capacity = bytes.pick(&CAPACITIES);
+        let mut smallest = capacity;
+        let mut sent = 0usize;
+        let mut ops = Vec::new();
+        while !bytes.done() {
+            let left = budget
+                .min(smallest.saturating_mul(per_capacity))
+                .saturating_sub(sent);
+            let op = match bytes.byte() % 16 {
+                0..=2 => {
+                    let len = usize::from(bytes.byte() % 32) + 1;
+                    let data: Vec<u8> = (0..len.min(left)).map(|_| payload(bytes.byte())).collect();
+                    Op::Send(data)
+                }
+                3 => {
+                    let len = bytes.pick(&LINE_LENS);
+                    let count = bytes.pick(&LINE_COUNTS).min(left / len);
+                    Op::SendLines { len, count }
+                }
+                4 => Op::SendRun(bytes.pick(&RUN_LENS).min(left)),
+                5 | 6 => Op::Deliver(bytes.byte() | READABLE | WRITABLE),
+                7 => Op::Spurious(bytes.byte() % 16),
+                8 => Op::Pump,
+                9 | 10 => Op::PeerRead(bytes.pick(&READ_SIZES)),
+                11 => match bytes.byte() % 4 {
+                    0 => Op::PeerHalfClose,
+                    _ => Op::Deliver(0xff),
+                },
+                12 => match bytes.byte() % 8 {
+                    0 => Op::PeerReset { sticky: false },
+                    1 => Op::PeerReset { sticky: true },
+                    _ => Op::PeerRead(usize::MAX),
+                },
+                13 => {
+                    let c = bytes.pick(&CAPACITIES);
+                    smallest = smallest.min(c);
+                    Op::Capacity(c)
+                }
+                14 => Op::Interrupt(u32::from(bytes.byte() % 4) + 1),
+                _ => match bytes.byte() % 8 {
+                    0 => Op::HardStop,
+                    1 => Op::Notice,
+                    _ => Op::Settle,
+                },
+            };
+            sent += match &op {
+                Op::Send(data) => data.len(),
+                Op::SendLines { len, count } => len * count,
+                Op::SendRun(len) => *len,
+                _ => 0,
+            };
+            ops.push(op);
+        }
+        Case {
+            max_line,
+            max_output,
+            capacity,
+            ops,
+        }
+    }
+}

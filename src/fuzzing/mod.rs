@@ -1,0 +1,103 @@
+//! A scripted socket and a driver that run one [`Conn`] through any sequence
+//! of peer actions and readiness events, and check it against a model.
+//!
+//! Guarantees: a sequence of operations that ends without an error has
+//! shown, at every step, that
+//! - the peer received a prefix of the model's replies (each line as sent
+//!   plus a suffix, in order, nothing lost, nothing duplicated, whatever the
+//!   split points), and exactly the too-long error and nothing after it for a
+//!   line longer than `max_line`;
+//! - the connection's buffers held at most `max_output` + one reply +
+//!   `READ_CHUNK` + `max_line` bytes, plus the length of each drain notice
+//!   it took (a notice is queued whatever the backpressure);
+//! - a drain notice landed after the output produced so far and ahead of any
+//!   later reply, and only a connection already closing dropped it;
+//! - a hard stop sent what was pending and then the closing line when the
+//!   send buffer had room, shut the write side, and left no unread input
+//!   behind when there were at most four read chunks of it;
+//! - a `Close` verdict came only for a reset, a peer that half-closed and was
+//!   answered, or a closing connection whose EOF arrived (or whose discarded
+//!   input passed the limit), so a close never turns into a reset;
+//! - once every event the kernel owed had been delivered, every `Again`
+//!   pumped (the driver pumps only after `Again`, as the server does) and
+//!   all output read by the peer, all complete lines were
+//!   answered, a closing connection had sent its FIN, a half-closed or reset
+//!   one was closed, and an idle one held nothing but an unterminated tail.
+//!
+//! The scripted socket behaves like a Linux TCP socket under edge-triggered
+//! epoll, delivering the fewest events the kernel may: a readable edge per
+//! arrival, a writable edge only after a write found the send buffer full and
+//! a third of it has since been freed. The driver may add spurious events on
+//! top. The same decoder turns a fuzzer's bytes and the property test's
+//! pseudo-random bytes into operations, so both explore the same space.
+//!
+//! Compiled only for tests and under the `fuzzing` feature.
+//!
+//! [`Conn`]: crate::conn::Conn
+
+mod case;
+mod driver;
+mod model;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use crate::protocol::{Action, Protocol};
+
+use case::Case;
+
+/// Appended to every reply by the test protocol.
+const SUFFIX: &[u8] = b"~ok\n";
+/// The test protocol's last line on a hard stop.
+const CLOSING: &[u8] = b"~bye\n";
+/// The line the server sends every client when a drain starts.
+const NOTICE: &[u8] = b"~notice\n";
+/// A line whose body is this asks the protocol to close.
+const QUIT: &[u8] = b"q";
+/// Bytes a fuzz case may send per byte of the smallest send buffer it uses:
+/// a settle moves at most one buffer per round, so this keeps a case with a
+/// tiny buffer from running for seconds.
+const FUZZ_PER_CAPACITY: usize = 5_000;
+
+/// Bytes a fuzz case may send in all. Large enough for lines longer than a
+/// read chunk and for output several times `max_output`.
+const FUZZ_BUDGET: usize = 2 << 20;
+
+/// Runs the operations encoded in `data` (any bytes) and panics with the
+/// first broken invariant and the operations that led to it.
+pub fn run(data: &[u8]) {
+    let case = Case::decode(data, FUZZ_BUDGET, FUZZ_PER_CAPACITY);
+    if let Err(failure) = case.run() {
+        panic!("{failure}\n{case:#?}");
+    }
+}
+
+/// Replies with the line, a `\n` if it had none, then [`SUFFIX`]; closes
+/// after a line whose body is [`QUIT`].
+struct Suffix;
+
+impl Protocol for Suffix {
+    fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
+        out.extend_from_slice(line);
+        if !line.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(SUFFIX);
+        if body(line) == QUIT {
+            Action::Close
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_closing(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(CLOSING);
+    }
+}
+
+/// A line without its `\n` and a `\r` before it. Written here rather than
+/// taken from `protocol` so that the model shares no code with what it checks.
+fn body(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}

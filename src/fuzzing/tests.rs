@@ -1,0 +1,343 @@
+//! Unit tests: hand-written cases, seeded random cases with a shrinker,
+//! checks that each invariant can fail, and a replay of a fuzzer's crash.
+
+use std::fmt::Write as _;
+
+use super::case::{Case, Op};
+use super::driver::{Driver, Life};
+use super::model::{Model, ModelStop};
+use super::wire::Mutation;
+use super::{FUZZ_BUDGET, FUZZ_PER_CAPACITY, NOTICE};
+use crate::conn::{DISCARD_LIMIT, READ_CHUNK};
+
+/// Tries smaller versions of a failing case and returns the smallest that
+/// still fails, for a reproducer a person can read.
+fn shrink(case: &Case) -> Case {
+    let mut best = case.clone();
+    let mut improved = true;
+    let mut tries = 0;
+    while improved && tries < 10_000 {
+        improved = false;
+        let mut i = 0;
+        while i < best.ops.len() {
+            tries += 1;
+            let mut candidate = best.clone();
+            candidate.ops.remove(i);
+            if candidate.run().is_err() {
+                best = candidate;
+                improved = true;
+            } else {
+                i += 1;
+            }
+        }
+        for i in 0..best.ops.len() {
+            for smaller in smaller_ops(&best.ops[i]) {
+                tries += 1;
+                let mut candidate = best.clone();
+                candidate.ops[i] = smaller;
+                if candidate.run().is_err() {
+                    best = candidate;
+                    improved = true;
+                    break;
+                }
+            }
+        }
+    }
+    best
+}
+
+fn smaller_ops(op: &Op) -> Vec<Op> {
+    match op {
+        Op::Send(data) if data.len() > 1 => (0..data.len())
+            .map(|i| {
+                let mut d = data.clone();
+                d.remove(i);
+                Op::Send(d)
+            })
+            .collect(),
+        Op::SendLines { len, count } if *count > 1 => vec![Op::SendLines {
+            len: *len,
+            count: count / 2,
+        }],
+        Op::SendRun(len) if *len > 1 => vec![Op::SendRun(len / 2)],
+        _ => Vec::new(),
+    }
+}
+
+/// Renders a failure with the case that shows it, shrunk.
+fn report(label: &str, case: &Case, failure: &str) -> String {
+    let small = shrink(case);
+    let mut text = format!("{label}: {failure}\n");
+    if let Err(e) = small.run() {
+        let _ = write!(text, "smallest failing case: {e}\n{small:#?}");
+    }
+    text
+}
+
+/// A small pseudo-random generator with a fixed seed, so that a failing
+/// case can be rerun from its seed alone.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn bytes(&mut self, max_len: usize) -> Vec<u8> {
+        let len = (self.next() % max_len as u64) as usize + 1;
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Cases per run. Each is fast in a debug build; together they stay well
+/// under two seconds.
+const CASES: u64 = 3000;
+/// Bytes a generated case may send: enough for lines past a read chunk,
+/// small enough that thousands of cases stay quick.
+const BUDGET: usize = 96 * 1024;
+/// Bytes per byte of send buffer: a one-byte buffer still carries
+/// hundreds of lines, yet settles in a few thousand rounds.
+const PER_CAPACITY: usize = 1_500;
+
+fn case_for(seed: u64) -> Case {
+    let mut rng = SplitMix(seed);
+    Case::decode(&rng.bytes(160), BUDGET, PER_CAPACITY)
+}
+
+#[test]
+fn random_operation_sequences_keep_every_invariant() {
+    for seed in 0..CASES {
+        let case = case_for(seed);
+        if let Err(failure) = case.run() {
+            panic!(
+                "{}",
+                report(
+                    &format!("seed {seed} (rerun: case_for({seed}))"),
+                    &case,
+                    &failure
+                )
+            );
+        }
+    }
+}
+
+fn case(max_line: usize, max_output: usize, capacity: usize, ops: Vec<Op>) -> Case {
+    Case {
+        max_line,
+        max_output,
+        capacity,
+        ops,
+    }
+}
+
+#[test]
+fn lines_split_anywhere_come_back_whole_and_in_order() {
+    let ops = vec![
+        Op::Send(b"ab".to_vec()),
+        Op::Deliver(0xff),
+        Op::Send(b"c\nd\r".to_vec()),
+        Op::Send(b"\ne".to_vec()),
+        Op::Deliver(0xff),
+        Op::PeerRead(3),
+        Op::Settle,
+    ];
+    assert_eq!(case(100, 100, 1000, ops).run(), Ok(()));
+}
+
+#[test]
+fn a_slow_reader_with_a_tiny_send_buffer_gets_everything() {
+    let ops = vec![
+        Op::SendLines { len: 10, count: 50 },
+        Op::Deliver(0xff),
+        Op::PeerRead(7),
+        Op::Deliver(0xff),
+        Op::Pump,
+        Op::Settle,
+    ];
+    assert_eq!(case(16, 5, 3, ops).run(), Ok(()));
+}
+
+#[test]
+fn an_oversized_line_in_pieces_gets_the_error_then_a_close() {
+    let mut ops = vec![Op::Send(b"ok\n".to_vec())];
+    for _ in 0..30 {
+        ops.push(Op::Send(b"yyy".to_vec()));
+        ops.push(Op::Deliver(0xff));
+    }
+    ops.push(Op::Settle);
+    assert_eq!(case(50, 1000, 1000, ops).run(), Ok(()));
+}
+
+#[test]
+fn a_reset_with_output_blocked_ends_in_close() {
+    for sticky in [false, true] {
+        let ops = vec![
+            Op::SendLines {
+                len: 20,
+                count: 100,
+            },
+            Op::Deliver(0xff),
+            Op::PeerReset { sticky },
+            Op::Settle,
+        ];
+        assert_eq!(case(100, 64, 10, ops).run(), Ok(()));
+    }
+}
+
+#[test]
+fn a_hard_stop_sends_pending_output_then_the_closing_line() {
+    let ops = vec![
+        Op::Send(b"a\nb\npartial".to_vec()),
+        Op::Deliver(0xff),
+        Op::HardStop,
+        Op::Settle,
+    ];
+    assert_eq!(case(100, 100, 4, ops.clone()).run(), Ok(()));
+    assert_eq!(case(100, 100, 1000, ops).run(), Ok(()));
+}
+
+/// Every flush is short but pending output never quite reaches zero,
+/// as when each writable edge frees a little less than what is pending.
+/// The bytes already sent must not pile up in front of the new replies.
+/// The first case is the smallest the shrinker found; the second uses the
+/// default limits and a 64 KiB send buffer.
+#[test]
+fn memory_stays_bounded_when_every_flush_is_short() {
+    let smallest = case(
+        4096,
+        1000,
+        1000,
+        vec![Op::SendLines {
+            len: 1000,
+            count: 81,
+        }],
+    );
+    assert_eq!(smallest.run(), Ok(()));
+    let defaults = case(
+        65536,
+        65536,
+        65536,
+        vec![Op::SendLines {
+            len: 1000,
+            count: 600,
+        }],
+    );
+    assert_eq!(defaults.run(), Ok(()));
+}
+
+/// The drain notice lands after the replies already produced, ahead of
+/// those to lines still held back, and an open connection never drops it.
+#[test]
+fn the_drain_notice_keeps_its_place_in_the_output() {
+    let ops = vec![
+        Op::SendLines { len: 10, count: 40 },
+        Op::Deliver(0xff),
+        Op::Notice,
+        Op::PeerRead(25),
+        Op::Notice,
+        Op::Settle,
+        Op::Notice,
+        Op::Send(b"q\n".to_vec()),
+        Op::Settle,
+        Op::Notice,
+    ];
+    let c = case(100, 50, 30, ops);
+    let mut driver = Driver::new(&c, Mutation::None);
+    for op in &c.ops {
+        driver.apply(op).unwrap();
+    }
+    let notices = driver.received.windows(NOTICE.len());
+    assert_eq!(notices.filter(|w| *w == NOTICE).count(), 3);
+    driver.finish().unwrap();
+}
+
+/// A closing connection waits for its peer's EOF, but not through more
+/// than the discard limit of further input.
+#[test]
+fn a_closing_connection_stops_discarding_at_the_limit() {
+    let ops = vec![
+        Op::Send(b"q\n".to_vec()),
+        Op::Settle,
+        Op::SendRun(DISCARD_LIMIT + 2 * READ_CHUNK),
+        Op::Settle,
+    ];
+    let c = case(100, 100, 1000, ops);
+    let mut driver = Driver::new(&c, Mutation::None);
+    for op in &c.ops {
+        driver.apply(op).unwrap();
+    }
+    assert_eq!(driver.life, Life::Closed);
+    assert!(driver.wire.borrow().shut, "no FIN before the close");
+    assert!(!driver.wire.borrow().eof_read);
+}
+
+// The checks themselves: each must catch a defect planted in the socket.
+
+#[test]
+fn a_corrupted_byte_is_caught() {
+    let c = case(100, 100, 100, vec![Op::Send(b"hi\n".to_vec()), Op::Settle]);
+    let failure = c.run_with(Mutation::CorruptFirstByte).unwrap_err();
+    assert!(failure.contains("peer received byte 0"), "{failure}");
+}
+
+#[test]
+fn a_missing_writable_edge_is_caught_as_lost_liveness() {
+    let c = case(
+        100,
+        100,
+        4,
+        vec![Op::SendLines { len: 10, count: 5 }, Op::Settle],
+    );
+    let failure = c.run_with(Mutation::NoWritableEdges).unwrap_err();
+    assert!(failure.contains("unanswered"), "{failure}");
+}
+
+#[test]
+fn a_close_with_input_unread_is_caught() {
+    let c = case(100, 100, 100, vec![Op::Send(b"hi\n".to_vec()), Op::Settle]);
+    let failure = c.run_with(Mutation::EarlyEof).unwrap_err();
+    assert!(failure.contains("neither half-closed"), "{failure}");
+}
+
+#[test]
+fn memory_over_the_bound_is_caught() {
+    let c = case(1 << 20, 100, 100, vec![Op::SendRun(1000), Op::Settle]);
+    let mut driver = Driver::new(&c, Mutation::None);
+    driver.bound = 999;
+    let failure = c
+        .ops
+        .iter()
+        .try_for_each(|op| driver.apply(op))
+        .unwrap_err();
+    assert!(failure.contains("holds 1000 bytes"), "{failure}");
+}
+
+#[test]
+fn the_model_answers_a_tail_and_refuses_a_long_line() {
+    let mut m = Model::new(4);
+    m.send(b"ab\r\ncd");
+    assert_eq!(m.out, b"ab\r\n~ok\n");
+    m.half_close();
+    assert_eq!(m.out, b"ab\r\n~ok\ncd\n~ok\n");
+    let mut m = Model::new(4);
+    m.send(b"abcd\nzz\n");
+    assert_eq!(m.out, b"error: line longer than 4 bytes\n");
+    assert_eq!(m.stop, Some(ModelStop::TooLong));
+}
+
+/// Replays a fuzzer's crash file: `DRAINPORT_CASE=path cargo test
+/// --features fuzzing replay -- --ignored --nocapture`.
+#[test]
+#[ignore = "replays a file named by DRAINPORT_CASE"]
+fn replay() {
+    let path = std::env::var("DRAINPORT_CASE").expect("DRAINPORT_CASE");
+    let data = std::fs::read(&path).expect("read case");
+    let case = Case::decode(&data, FUZZ_BUDGET, FUZZ_PER_CAPACITY);
+    if let Err(failure) = case.run() {
+        panic!("{}", report(&path, &case, &failure));
+    }
+}
