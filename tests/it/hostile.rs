@@ -8,12 +8,12 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libc::{SIGHUP, SIGUSR1};
 
 use crate::util::{
-    BIN, Client, DEADLINE, Server, exit_code_or_signal, raise_fd_limit, status_field, wait_until,
+    BIN, Client, Server, exit_code_or_signal, raise_fd_limit, status_field, wait_until,
 };
 
 /// A server under attack and the well-behaved client that watches it.
@@ -175,30 +175,7 @@ fn a_client_that_writes_megabytes_and_never_reads() {
     let mut hog = Client::connect(siege.addr());
     const LIMIT: usize = 32 << 20;
     let line = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
-    let batch = line.repeat(1024);
-    hog.stream.set_nonblocking(true).unwrap();
-    let mut written = 0;
-    let mut stalled_since: Option<Instant> = None;
-    let start = Instant::now();
-    while written < LIMIT && start.elapsed() < DEADLINE {
-        match hog.stream.write(&batch) {
-            Ok(n) => {
-                written += n;
-                stalled_since = None;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                // The server stopped reading: TCP flow control holds the
-                // hog. A short pause lets a well-behaved client in.
-                let since = *stalled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_millis(300) {
-                    break;
-                }
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-    }
-    hog.stream.set_nonblocking(false).unwrap();
+    let written = hog.write_without_reading(line, LIMIT);
     assert!(
         written < LIMIT,
         "the server took all {written} bytes from a client that never reads"

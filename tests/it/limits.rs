@@ -1,43 +1,12 @@
 //! Bounded memory and graceful behaviour at the edges: clients that never
 //! read, descriptor exhaustion, and the client limit.
 
-use std::io::{ErrorKind, Write};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use libc::SIGHUP;
 
 use crate::util::{BIN, Client, DEADLINE, Server, wait_until};
-
-/// Writes lines without ever reading the replies, until the socket stops
-/// taking them for a while (the server has stopped reading) or `limit`
-/// bytes have gone. Returns the bytes written.
-fn write_without_reading(client: &mut Client, limit: usize) -> usize {
-    let line = [b"0123456789abcdef".repeat(4).as_slice(), b"\n"].concat();
-    let batch = line.repeat(1024);
-    client.stream.set_nonblocking(true).unwrap();
-    let mut written = 0;
-    let mut stalled_since: Option<Instant> = None;
-    let start = Instant::now();
-    while written < limit && start.elapsed() < DEADLINE {
-        match client.stream.write(&batch) {
-            Ok(n) => {
-                written += n;
-                stalled_since = None;
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                let since = *stalled_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > Duration::from_millis(500) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) => panic!("write: {e}"),
-        }
-    }
-    client.stream.set_nonblocking(false).unwrap();
-    written
-}
 
 #[test]
 fn clients_that_never_read_cannot_grow_memory() {
@@ -47,9 +16,10 @@ fn clients_that_never_read_cannot_grow_memory() {
     let before = server.rss_kib();
 
     const LIMIT: usize = 64 << 20;
+    let line = [b"0123456789abcdef".repeat(4).as_slice(), b"\n"].concat();
     let mut hogs: Vec<Client> = (0..4).map(|_| Client::connect(server.addr)).collect();
     for hog in &mut hogs {
-        let written = write_without_reading(hog, LIMIT);
+        let written = hog.write_without_reading(&line, LIMIT);
         assert!(
             written < LIMIT,
             "the server kept reading {written} bytes from a client that never reads"

@@ -311,6 +311,36 @@ impl Client {
         })
     }
 
+    /// Sends `line` over and over without reading a reply, until the socket
+    /// has taken nothing for half a second (the server stopped reading and
+    /// TCP flow control holds us) or `limit` bytes have gone. Returns the
+    /// bytes written.
+    pub fn write_without_reading(&mut self, line: &[u8], limit: usize) -> usize {
+        let batch = line.repeat(1024);
+        self.stream.set_nonblocking(true).unwrap();
+        let mut written = 0;
+        let mut stalled_since: Option<Instant> = None;
+        let start = Instant::now();
+        while written < limit && start.elapsed() < DEADLINE {
+            match self.stream.write(&batch) {
+                Ok(n) => {
+                    written += n;
+                    stalled_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let since = *stalled_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        self.stream.set_nonblocking(false).unwrap();
+        written
+    }
+
     /// Expects the server to close: EOF with nothing left unread.
     #[track_caller]
     pub fn expect_eof(&mut self) {
