@@ -4,6 +4,7 @@
 //! Without that variable every call is a no-op. A failed send is reported
 //! once and then ignored: a missing supervisor must not stop the service.
 
+use std::fmt;
 use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -44,12 +45,13 @@ impl Notifier {
         self.target.is_some()
     }
 
-    /// Sends one message; `state` holds newline-separated assignments.
-    pub(crate) fn send(&mut self, state: &str) {
+    /// Sends one message of newline-separated assignments. Nothing is
+    /// formatted when no service manager listens.
+    pub(crate) fn send(&mut self, state: fmt::Arguments<'_>) {
         let Some((socket, addr)) = &self.target else {
             return;
         };
-        if let Err(e) = socket.send_to_addr(state.as_bytes(), addr) {
+        if let Err(e) = socket.send_to_addr(state.to_string().as_bytes(), addr) {
             if !self.failed {
                 self.failed = true;
                 say!(

@@ -113,6 +113,10 @@ pub fn answer<P: Protocol + ?Sized>(
     let mut pos = 0;
     let mut lines = 0;
     let stop = loop {
+        if pos == input.len() {
+            // The common end of a batch: no need to look for another line.
+            break Stop::NeedMore;
+        }
         if out.len() >= out_limit {
             break Stop::Full;
         }

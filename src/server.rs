@@ -88,7 +88,7 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .map(PidFile::create)
         .transpose()?;
     say!("Process {pid} listening on: {addr}");
-    server.notifier.send(&format!(
+    server.notifier.send(format_args!(
         "READY=1\nMAINPID={pid}\nSTATUS=serving, 0 clients"
     ));
     server.run()
@@ -188,8 +188,12 @@ impl<P: Protocol> Server<P> {
 
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        // Read once per wakeup. Computing the next timeout from a clock read
+        // before the batch was handled can only make a sleep end late by that
+        // batch's time, never early, so the loop cannot spin on it.
+        let mut now = Instant::now();
         while !self.finished() {
-            let timeout = self.timeout(Instant::now());
+            let timeout = self.timeout(now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -205,7 +209,7 @@ impl<P: Protocol> Server<P> {
                     Token(key) => self.on_client_event(key, event),
                 }
             }
-            let now = Instant::now();
+            now = Instant::now();
             if listener_ready {
                 self.accept(now);
             }
@@ -411,13 +415,12 @@ impl<P: Protocol> Server<P> {
         self.hangup_at = Some(now);
         self.reported = self.conns.len();
         self.report_at = now + PROGRESS_INTERVAL;
-        self.notifier.send(&format!(
+        self.notifier.send(format_args!(
             "STOPPING=1\nSTATUS=draining, {} clients left",
             self.conns.len()
         ));
         if self.drain_notice.is_some() {
-            let keys: Vec<usize> = self.conns.keys().collect();
-            for key in keys {
+            for key in 0..self.conns.key_bound() {
                 self.notice(key);
             }
         }
@@ -480,14 +483,16 @@ impl<P: Protocol> Server<P> {
         };
         // Clients that left by themselves count as closed.
         let closed = spread.total().saturating_sub(self.conns.len());
-        let keys: Vec<usize> = self
-            .conns
-            .keys()
-            .take(spread.due(now).saturating_sub(closed))
-            .collect();
-        for key in keys {
+        let mut to_close = spread.due(now).saturating_sub(closed);
+        // By index rather than by a collected list of keys: a drain must
+        // not allocate.
+        for key in 0..self.conns.key_bound() {
+            if to_close == 0 {
+                break;
+            }
             if let Some(conn) = self.conns.remove(key) {
                 conn.close_with_notice(&mut self.cx);
+                to_close -= 1;
             }
         }
     }
@@ -533,11 +538,11 @@ impl<P: Protocol> Server<P> {
         self.report_at = now + PROGRESS_INTERVAL;
         if self.state == State::Running {
             self.notifier
-                .send(&format!("STATUS=serving, {clients} clients"));
+                .send(format_args!("STATUS=serving, {clients} clients"));
         } else {
             say!("Process {} draining: {clients} clients left", self.pid);
             self.notifier
-                .send(&format!("STATUS=draining, {clients} clients left"));
+                .send(format_args!("STATUS=draining, {clients} clients left"));
         }
     }
 
