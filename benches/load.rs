@@ -41,6 +41,10 @@ mod client;
 mod driver;
 #[path = "load/report.rs"]
 mod report;
+// The load report takes no command output of its own.
+#[allow(dead_code)]
+#[path = "shared/mod.rs"]
+mod shared;
 #[path = "load/util.rs"]
 mod util;
 

@@ -11,6 +11,9 @@
 //! Every loop is bounded: the load stops when the upgrades are done, and
 //! every wait has a deadline.
 
+#[path = "shared/mod.rs"]
+mod shared;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -126,9 +129,9 @@ fn main() {
          | long-lived lines answered | {lines} |\n\
          | long-lived clients cut | **{cut}** |\n\
          | processes still running {EXIT_DEADLINE:?} after the last HUP | {lingering} |\n",
-        date = command_line("date", &["-u", "+%Y-%m-%d"]),
+        date = shared::command_line("date", &["-u", "+%Y-%m-%d"]),
         cores = thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel = command_line("uname", &["-r"]),
+        kernel = shared::command_line("uname", &["-r"]),
         started = pids.len(),
         secs = elapsed.as_secs_f64(),
         ok = load(&c.short_ok),
@@ -260,14 +263,6 @@ fn long_client(addr: SocketAddr, c: &Counters, stop: &AtomicBool) {
     }
 }
 
-fn command_line(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// Replaces the text between the rolling-benchmark markers.
 fn write_section(path: &Path, report: &str) {
     const START: &str = "<!-- rolling-bench:start -->";
@@ -276,15 +271,15 @@ fn write_section(path: &Path, report: &str) {
         eprintln!("{} not found; report not written", path.display());
         return;
     };
-    match (doc.find(START), doc.find(END)) {
-        (Some(s), Some(e)) if s < e => {
-            let updated = format!("{}{START}\n{report}{}", &doc[..s], &doc[e..]);
+    match shared::replace_marked(&doc, START, END, report) {
+        Ok(Some(updated)) => {
             std::fs::write(path, updated).expect("write report");
             println!("report written to {}", path.display());
         }
-        _ => eprintln!(
+        Ok(None) => eprintln!(
             "markers not found in {}; report not written",
             path.display()
         ),
+        Err(why) => eprintln!("{}: {why}; report not written", path.display()),
     }
 }

@@ -35,6 +35,8 @@ mod procs;
 mod report;
 #[path = "soak/run.rs"]
 mod run;
+#[path = "shared/mod.rs"]
+mod shared;
 #[path = "soak/traffic.rs"]
 mod traffic;
 

@@ -264,35 +264,26 @@ const END: &str = "<!-- load:end -->";
 /// page's title; without the file, it is created with a title and that
 /// section.
 pub fn write_section(path: &std::path::Path, body: &str) -> Result<(), String> {
-    let section = format!("{START}\n{body}{END}");
     let doc = match std::fs::read_to_string(path) {
         Ok(doc) => doc,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(format!("read {}: {e}", path.display())),
     };
-    let updated = match (doc.find(START), doc.find(END)) {
-        (Some(s), Some(e)) if s < e => {
-            format!("{}{section}{}", &doc[..s], &doc[e + END.len()..])
-        }
-        (None, None) => {
-            let (title, rest) = match doc.strip_prefix("# ") {
-                Some(_) => {
-                    let end = doc.find('\n').map_or(doc.len(), |i| i + 1);
-                    (doc[..end].to_owned(), &doc[end..])
-                }
-                None => ("# Benchmarks\n".to_owned(), doc.as_str()),
-            };
-            let rest = rest.trim_start_matches('\n');
-            let sep = if rest.is_empty() { "" } else { "\n\n" };
-            format!("{title}\n## Load\n\n{section}{sep}{rest}")
-        }
-        _ => {
-            return Err(format!(
-                "{}: the load markers are unpaired or out of order; report not written",
-                path.display()
-            ));
-        }
-    };
+    let marked = crate::shared::replace_marked(&doc, START, END, body)
+        .map_err(|why| format!("{}: {why}; report not written", path.display()))?;
+    let updated = marked.unwrap_or_else(|| {
+        let section = format!("{START}\n{body}{END}");
+        let (title, rest) = match doc.strip_prefix("# ") {
+            Some(_) => {
+                let end = doc.find('\n').map_or(doc.len(), |i| i + 1);
+                (doc[..end].to_owned(), &doc[end..])
+            }
+            None => ("# Benchmarks\n".to_owned(), doc.as_str()),
+        };
+        let rest = rest.trim_start_matches('\n');
+        let sep = if rest.is_empty() { "" } else { "\n\n" };
+        format!("{title}\n## Load\n\n{section}{sep}{rest}")
+    });
     std::fs::write(path, updated).map_err(|e| format!("write {}: {e}", path.display()))
 }
 

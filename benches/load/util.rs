@@ -132,27 +132,23 @@ fn sockaddr_v4(addr: SocketAddrV4) -> libc::sockaddr_in {
 }
 
 pub fn bind_v4(fd: &OwnedFd, addr: SocketAddrV4) -> io::Result<()> {
-    let sin = sockaddr_v4(addr);
-    // SAFETY: `sin` is a valid sockaddr_in of the size passed.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&raw const sin).cast(),
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    with_sockaddr_v4(libc::bind, fd, addr)
 }
 
 pub fn connect_v4(fd: &OwnedFd, addr: SocketAddrV4) -> io::Result<()> {
+    with_sockaddr_v4(libc::connect, fd, addr)
+}
+
+/// Calls `bind` or `connect`, which take the same arguments.
+fn with_sockaddr_v4(
+    call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
+    fd: &OwnedFd,
+    addr: SocketAddrV4,
+) -> io::Result<()> {
     let sin = sockaddr_v4(addr);
-    // SAFETY: as in `bind_v4`.
+    // SAFETY: `sin` is a valid sockaddr_in of the size passed, and `fd` is open.
     let rc = unsafe {
-        libc::connect(
+        call(
             fd.as_raw_fd(),
             (&raw const sin).cast(),
             mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,

@@ -2,7 +2,6 @@
 //! docs/benchmarks.md it writes.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -236,10 +235,10 @@ impl Figures<'_> {
              at most 10 s. Slot 2 is sampled every 5 s. The bench's descriptor limit is \
              {fd_limit}.\n\n\
              | figure | value |\n|---|---|\n",
-            date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            date = crate::shared::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             cores = thread::available_parallelism().map_or(0, |n| n.get()),
             cpu = cpu_model(),
-            kernel = command_line("uname", &["-r"]),
+            kernel = crate::shared::command_line("uname", &["-r"]),
             every = o.restart_every.as_secs_f64(),
             idle = o.idle,
             fd_limit = self.fd_limit,
@@ -403,14 +402,6 @@ impl Figures<'_> {
     }
 }
 
-fn command_line(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -427,31 +418,21 @@ fn cpu_model() -> String {
 /// Without markers, a `## Soak` section holding them is appended; without
 /// the file, it is created with that section alone.
 pub fn write_section(path: &Path, body: &str) -> Result<(), String> {
-    let section = format!("{START}\n{body}{END}");
     let doc = match std::fs::read_to_string(path) {
         Ok(doc) => doc,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(format!("read {}: {e}", path.display())),
     };
-    let updated = match (doc.find(START), doc.find(END)) {
-        (Some(s), Some(e)) if s < e => {
-            format!("{}{section}{}", &doc[..s], &doc[e + END.len()..])
-        }
-        (None, None) => {
-            let sep = match doc.len() {
-                0 => "",
-                _ if doc.ends_with("\n\n") => "",
-                _ if doc.ends_with('\n') => "\n",
-                _ => "\n\n",
-            };
-            format!("{doc}{sep}## Soak\n\n{section}\n")
-        }
-        _ => {
-            return Err(format!(
-                "{}: the soak markers are unpaired or out of order; report not written",
-                path.display()
-            ));
-        }
-    };
+    let marked = crate::shared::replace_marked(&doc, START, END, body)
+        .map_err(|why| format!("{}: {why}; report not written", path.display()))?;
+    let updated = marked.unwrap_or_else(|| {
+        let sep = match doc.len() {
+            0 => "",
+            _ if doc.ends_with("\n\n") => "",
+            _ if doc.ends_with('\n') => "\n",
+            _ => "\n\n",
+        };
+        format!("{doc}{sep}## Soak\n\n{START}\n{body}{END}\n")
+    });
     std::fs::write(path, updated).map_err(|e| format!("write {}: {e}", path.display()))
 }

@@ -1,0 +1,36 @@
+//! Helpers every benchmark needs: reading a command's output for the
+//! report's header, and replacing one marked section of a document so that
+//! several benchmarks can share a report file without overwriting each
+//! other. Each bench target compiles this module in with `#[path]`.
+
+use std::process::Command;
+
+/// What `program args` prints, trimmed; empty when it cannot run.
+pub fn command_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `doc` with the text between the `start` and `end` marker lines replaced
+/// by `body` (markers kept). `Ok(None)` when neither marker is there, so
+/// the caller decides where a new section goes; `Err` when they are
+/// unpaired or out of order, which a caller must not paper over.
+pub fn replace_marked(
+    doc: &str,
+    start: &str,
+    end: &str,
+    body: &str,
+) -> Result<Option<String>, String> {
+    match (doc.find(start), doc.find(end)) {
+        (Some(s), Some(e)) if s < e => {
+            Ok(Some(format!("{}{start}\n{body}{}", &doc[..s], &doc[e..])))
+        }
+        (None, None) => Ok(None),
+        _ => Err(format!(
+            "the markers {start} and {end} are unpaired or out of order"
+        )),
+    }
+}
