@@ -51,7 +51,7 @@ mod util;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use driver::Cfg;
+use driver::{Cfg, Plan};
 use report::{Meta, Stats};
 use util::Res;
 
@@ -306,13 +306,16 @@ fn run() -> Res<()> {
         }
     }
 
-    let cfg = Cfg {
+    let plan = Plan {
         runs: o.runs,
         secs: o.secs,
         warm: o.warm,
         idle: o.idle,
         drain_clients: o.drain_clients,
         sel: o.sel,
+    };
+    let cfg = Cfg {
+        plan,
         redis: redis.filter(|_| redis_meta.is_ok()),
         perf: perf.filter(|_| perf_meta.is_ok()),
         server_cpu,
@@ -332,12 +335,7 @@ fn run() -> Res<()> {
         command,
         machine: machine(),
         pinning,
-        runs: o.runs,
-        secs: o.secs,
-        warm: o.warm,
-        idle: o.idle,
-        drain_clients: o.drain_clients,
-        sel: o.sel,
+        plan,
         redis: redis_meta,
         perf: perf_meta,
         elapsed_s: started.elapsed().as_secs_f64(),

@@ -32,8 +32,10 @@ const QUIET_WAIT: Duration = Duration::from_secs(20);
 /// Busy share of all CPUs under which the machine counts as quiet.
 const QUIET_BELOW: f64 = 0.10;
 
-/// What to run, how long, and where.
-pub struct Cfg {
+/// What to run and how long: the flags that shape a run, which the report
+/// also states.
+#[derive(Clone, Copy)]
+pub struct Plan {
     pub runs: usize,
     pub secs: f64,
     pub warm: f64,
@@ -41,6 +43,11 @@ pub struct Cfg {
     pub drain_clients: usize,
     /// Scenarios 1 to 8 selected.
     pub sel: [bool; 9],
+}
+
+/// What to run, how long, and where.
+pub struct Cfg {
+    pub plan: Plan,
     pub redis: Option<PathBuf>,
     pub perf: Option<PathBuf>,
     pub server_cpu: Option<usize>,
@@ -49,15 +56,15 @@ pub struct Cfg {
 
 impl Cfg {
     pub fn on(&self, n: usize) -> bool {
-        self.sel[n]
+        self.plan.sel[n]
     }
 
     fn run_ms(&self) -> u64 {
-        (self.secs * 1000.0) as u64
+        (self.plan.secs * 1000.0) as u64
     }
 
     fn warm_ms(&self) -> u64 {
-        (self.warm * 1000.0) as u64
+        (self.plan.warm * 1000.0) as u64
     }
 }
 
@@ -137,7 +144,7 @@ fn start_redis(cfg: &Cfg, program: &Path) -> Res<Target> {
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-    let maxclients = cfg.idle.max(cfg.drain_clients) + 200;
+    let maxclients = cfg.plan.idle.max(cfg.plan.drain_clients) + 200;
     let mut cmd = Command::new(program);
     cmd.arg("--bind")
         .arg("127.0.0.1")
@@ -313,12 +320,12 @@ fn fd_count(pid: u32) -> Res<usize> {
 fn idle_memory(cfg: &Cfg, t: &Target, stats: &mut Stats) -> Res<Crowd> {
     let tag = t.tag();
     let rss0 = util::status_kb(t.pid(), "VmRSS")?;
-    let crowd = open_crowd(cfg, t, cfg.idle)?;
+    let crowd = open_crowd(cfg, t, cfg.plan.idle)?;
     // Let the server finish the last accepts' bookkeeping.
     std::thread::sleep(Duration::from_millis(100));
     let rss1 = util::status_kb(t.pid(), "VmRSS")?;
     let hwm = util::status_kb(t.pid(), "VmHWM")?;
-    let per_conn = (rss1 as f64 - rss0 as f64) * 1024.0 / cfg.idle as f64;
+    let per_conn = (rss1 as f64 - rss0 as f64) * 1024.0 / cfg.plan.idle as f64;
     stats.add(&format!("{tag}1.bpc"), per_conn);
     stats.add(&format!("{tag}1.rss0"), rss0 as f64);
     stats.add(&format!("{tag}1.rss1"), rss1 as f64);
@@ -376,7 +383,7 @@ fn load_with(
         keep = vec![ctl, ack];
     }
     let w = worker_keeping(cfg, "pingpong", &args, keep)?;
-    let deadline = Instant::now() + Duration::from_secs_f64(cfg.warm + cfg.secs + 90.0);
+    let deadline = Instant::now() + Duration::from_secs_f64(cfg.plan.warm + cfg.plan.secs + 90.0);
     let line = w.expect("result", deadline)?;
     w.finish(deadline)?;
     let f = fields(&line);
@@ -531,7 +538,7 @@ fn churn(cfg: &Cfg, t: &Target) -> Res<f64> {
             ("run_ms", cfg.run_ms().to_string()),
         ],
     )?;
-    let deadline = Instant::now() + Duration::from_secs_f64(cfg.warm + cfg.secs + 90.0);
+    let deadline = Instant::now() + Duration::from_secs_f64(cfg.plan.warm + cfg.plan.secs + 90.0);
     let line = w.expect("result", deadline)?;
     w.finish(deadline)?;
     field(&fields(&line), "rate")
@@ -634,7 +641,7 @@ fn syscalls(cfg: &Cfg, perf: &Path, stats: &mut Stats) -> Res<()> {
 fn drain(cfg: &Cfg, lone: bool, stats: &mut Stats) -> Res<()> {
     let mut t = start_drainport(cfg)?;
     let pid = t.pid();
-    let crowd = open_crowd(cfg, &t, cfg.drain_clients)?;
+    let crowd = open_crowd(cfg, &t, cfg.plan.drain_clients)?;
     let exited = util::pidfd(pid)?;
     let rss_hup = util::status_kb(pid, "VmRSS")?;
     let hwm_hup = util::status_kb(pid, "VmHWM")?;
@@ -675,10 +682,10 @@ fn drain(cfg: &Cfg, lone: bool, stats: &mut Stats) -> Res<()> {
         .next()
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("bad line {line:?}"))?;
-    if tasks != cfg.drain_clients {
+    if tasks != cfg.plan.drain_clients {
         return Err(format!(
             "server reported {tasks} tasks at SIGHUP, not {}",
-            cfg.drain_clients
+            cfg.plan.drain_clients
         ));
     }
     // The listener retires 50 ms after the signal; close well after that.
@@ -690,7 +697,7 @@ fn drain(cfg: &Cfg, lone: bool, stats: &mut Stats) -> Res<()> {
         let fds_before = fd_count(pid)?;
         let (_, mass_last) = send_close(&mut workers, true)?;
         // Wait until the server holds one client.
-        let target = fds_before - (cfg.drain_clients - 1);
+        let target = fds_before - (cfg.plan.drain_clients - 1);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let n = fd_count(pid)?;
@@ -751,7 +758,7 @@ fn drain(cfg: &Cfg, lone: bool, stats: &mut Stats) -> Res<()> {
     stats.add("s7.hwm_end", hwm_end.max(hwm_hup) as f64);
     stats.add("s7.hwm_growth", hwm_end.saturating_sub(hwm_hup) as f64);
     stats.add("s7.samples", samples as f64);
-    let n = cfg.drain_clients as f64;
+    let n = cfg.plan.drain_clients as f64;
     stats.add(
         "s7.cpu_per_close_us",
         cpu_exit.sched_ns.saturating_sub(cpu_close.sched_ns) as f64 / 1e3 / n,
@@ -788,12 +795,12 @@ fn redis_ratios(stats: &mut Stats, before: &HashMap<String, usize>) {
     }
 }
 
-/// Runs every selected scenario `cfg.runs` times, interleaving drainport
+/// Runs every selected scenario `cfg.plan.runs` times, interleaving drainport
 /// and Redis run by run.
 pub fn run_all(cfg: &Cfg, stats: &mut Stats, errors: &mut Vec<String>) {
     let redis_on = cfg.on(8) && cfg.redis.is_some();
     let dp_block = [1, 2, 3, 4, 6].iter().any(|&n| cfg.on(n));
-    for run in 0..cfg.runs {
+    for run in 0..cfg.plan.runs {
         // Other work on this shared machine skews everything: give it a
         // bounded chance to pass, and record how busy the machine was.
         let quiet_deadline = Instant::now() + QUIET_WAIT;
@@ -808,7 +815,7 @@ pub fn run_all(cfg: &Cfg, stats: &mut Stats, errors: &mut Vec<String>) {
         eprintln!(
             "load: run {} of {} (machine {:.0}% busy before it)",
             run + 1,
-            cfg.runs,
+            cfg.plan.runs,
             busy * 100.0
         );
         let before = stats.lens();

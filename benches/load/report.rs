@@ -3,6 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
+use crate::driver::Plan;
+
 /// Every figure, one value per run, by key (`s2.p99`, `r1.bpc`, ...).
 #[derive(Default)]
 pub struct Stats {
@@ -242,12 +244,7 @@ pub struct Meta {
     pub command: String,
     pub machine: String,
     pub pinning: String,
-    pub runs: usize,
-    pub secs: f64,
-    pub warm: f64,
-    pub idle: usize,
-    pub drain_clients: usize,
-    pub sel: [bool; 9],
+    pub plan: Plan,
     pub redis: Result<String, String>,
     pub perf: Result<String, String>,
     pub elapsed_s: f64,
@@ -264,27 +261,18 @@ const END: &str = "<!-- load:end -->";
 /// page's title; without the file, it is created with a title and that
 /// section.
 pub fn write_section(path: &std::path::Path, body: &str) -> Result<(), String> {
-    let doc = match std::fs::read_to_string(path) {
-        Ok(doc) => doc,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("read {}: {e}", path.display())),
-    };
-    let marked = crate::shared::replace_marked(&doc, START, END, body)
-        .map_err(|why| format!("{}: {why}; report not written", path.display()))?;
-    let updated = marked.unwrap_or_else(|| {
-        let section = format!("{START}\n{body}{END}");
+    crate::shared::write_marked(path, START, END, body, |doc, section| {
         let (title, rest) = match doc.strip_prefix("# ") {
             Some(_) => {
                 let end = doc.find('\n').map_or(doc.len(), |i| i + 1);
                 (doc[..end].to_owned(), &doc[end..])
             }
-            None => ("# Benchmarks\n".to_owned(), doc.as_str()),
+            None => ("# Benchmarks\n".to_owned(), doc),
         };
         let rest = rest.trim_start_matches('\n');
         let sep = if rest.is_empty() { "" } else { "\n\n" };
-        format!("{title}\n## Load\n\n{section}{sep}{rest}")
-    });
-    std::fs::write(path, updated).map_err(|e| format!("write {}: {e}", path.display()))
+        Some(format!("{title}\n## Load\n\n{section}{sep}{rest}"))
+    })
 }
 
 /// Renders the load section: every figure against its target, the Redis
@@ -294,14 +282,14 @@ pub fn render(meta: &Meta, stats: &Stats, errors: &[String]) -> String {
     let mut misses: Vec<String> = Vec::new();
     // (targets judged, targets missed)
     let mut tally = (0usize, 0usize);
-    let on = |n: usize| meta.sel[n];
+    let on = |n: usize| meta.plan.sel[n];
     let w = &mut out;
     let _ = writeln!(
         w,
         "Written by the load benchmark, `benches/load.rs`, between the `load` markers; \
          rerun it rather than editing this section. Each figure is the median of {} runs (all runs' range beside it); \
          ratios are the median of the per-run ratios.\n",
-        meta.runs
+        meta.plan.runs
     );
     let _ = writeln!(w, "- Date: {}", meta.date);
     let _ = writeln!(w, "- Command: `{}`", meta.command);
@@ -321,7 +309,7 @@ pub fn render(meta: &Meta, stats: &Stats, errors: &[String]) -> String {
         w,
         "- Load runs: {} s measured after {} s of warm-up; idle crowd {} connections; \
          drain crowd {} clients; whole bench took {:.0} s",
-        meta.secs, meta.warm, meta.idle, meta.drain_clients, meta.elapsed_s
+        meta.plan.secs, meta.plan.warm, meta.plan.idle, meta.plan.drain_clients, meta.elapsed_s
     );
     let _ = writeln!(
         w,
@@ -340,7 +328,7 @@ pub fn render(meta: &Meta, stats: &Stats, errors: &[String]) -> String {
         }
     );
 
-    let crowd = format!("{} idle", num(meta.idle as f64, 0));
+    let crowd = format!("{} idle", num(meta.plan.idle as f64, 0));
     let mut rows = Vec::new();
     if on(1) {
         let s = "1. Idle memory";
@@ -419,7 +407,7 @@ pub fn render(meta: &Meta, stats: &Stats, errors: &[String]) -> String {
     if on(7) {
         let s = format!(
             "7. Drain of {} idle clients",
-            num(meta.drain_clients as f64, 0)
+            num(meta.plan.drain_clients as f64, 0)
         );
         rows.push(
             row(
@@ -848,7 +836,7 @@ pub fn render(meta: &Meta, stats: &Stats, errors: &[String]) -> String {
          scheduler's exact run time, but the split into user and system is sampled once per \
          tick, so per-request user CPU varies by tens of percent from run to run ({} s \
          windows). The server's time on CPU comes from `/proc/<pid>/schedstat`.",
-        meta.secs
+        meta.plan.secs
     );
     let summary = format!(
         "**{} of {} targets met, {} missed** (see Misses below){}.",
