@@ -263,23 +263,13 @@ fn long_client(addr: SocketAddr, c: &Counters, stop: &AtomicBool) {
     }
 }
 
-/// Replaces the text between the rolling-benchmark markers.
+/// Replaces the text between the rolling-benchmark markers; the guide
+/// must already hold them.
 fn write_section(path: &Path, report: &str) {
     const START: &str = "<!-- rolling-bench:start -->";
     const END: &str = "<!-- rolling-bench:end -->";
-    let Ok(doc) = std::fs::read_to_string(path) else {
-        eprintln!("{} not found; report not written", path.display());
-        return;
-    };
-    match shared::replace_marked(&doc, START, END, report) {
-        Ok(Some(updated)) => {
-            std::fs::write(path, updated).expect("write report");
-            println!("report written to {}", path.display());
-        }
-        Ok(None) => eprintln!(
-            "markers not found in {}; report not written",
-            path.display()
-        ),
-        Err(why) => eprintln!("{}: {why}; report not written", path.display()),
+    match shared::write_marked(path, START, END, report, |_, _| None) {
+        Ok(()) => println!("report written to {}", path.display()),
+        Err(why) => eprintln!("{why}"),
     }
 }

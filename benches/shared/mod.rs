@@ -3,6 +3,7 @@
 //! several benchmarks can share a report file without overwriting each
 //! other. Each bench target compiles this module in with `#[path]`.
 
+use std::path::Path;
 use std::process::Command;
 
 /// What `program args` prints, trimmed; empty when it cannot run.
@@ -33,4 +34,30 @@ pub fn replace_marked(
             "the markers {start} and {end} are unpaired or out of order"
         )),
     }
+}
+
+/// Writes `body` between the markers in the file at `path`, leaving the rest
+/// of the file as it is. A missing file reads as empty. When the markers
+/// are missing, `place` gets the document and the marked section and
+/// returns the new document, or `None` to refuse.
+pub fn write_marked(
+    path: &Path,
+    start: &str,
+    end: &str,
+    body: &str,
+    place: impl FnOnce(&str, &str) -> Option<String>,
+) -> Result<(), String> {
+    let doc = match std::fs::read_to_string(path) {
+        Ok(doc) => doc,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("read {}: {e}", path.display())),
+    };
+    let why = |why: &str| format!("{}: {why}; report not written", path.display());
+    let updated = match replace_marked(&doc, start, end, body).map_err(|e| why(&e))? {
+        Some(updated) => updated,
+        None => {
+            place(&doc, &format!("{start}\n{body}{end}")).ok_or_else(|| why("markers not found"))?
+        }
+    };
+    std::fs::write(path, updated).map_err(|e| format!("write {}: {e}", path.display()))
 }

@@ -418,21 +418,13 @@ fn cpu_model() -> String {
 /// Without markers, a `## Soak` section holding them is appended; without
 /// the file, it is created with that section alone.
 pub fn write_section(path: &Path, body: &str) -> Result<(), String> {
-    let doc = match std::fs::read_to_string(path) {
-        Ok(doc) => doc,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(format!("read {}: {e}", path.display())),
-    };
-    let marked = crate::shared::replace_marked(&doc, START, END, body)
-        .map_err(|why| format!("{}: {why}; report not written", path.display()))?;
-    let updated = marked.unwrap_or_else(|| {
+    crate::shared::write_marked(path, START, END, body, |doc, section| {
         let sep = match doc.len() {
             0 => "",
             _ if doc.ends_with("\n\n") => "",
             _ if doc.ends_with('\n') => "\n",
             _ => "\n\n",
         };
-        format!("{doc}{sep}## Soak\n\n{START}\n{body}{END}\n")
-    });
-    std::fs::write(path, updated).map_err(|e| format!("write {}: {e}", path.display()))
+        Some(format!("{doc}{sep}## Soak\n\n{section}\n"))
+    })
 }
