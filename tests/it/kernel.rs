@@ -5,7 +5,6 @@
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -14,7 +13,7 @@ use std::time::{Duration, Instant};
 use libc::SIGHUP;
 
 use crate::netns::Namespace;
-use crate::util::{BIN, Client, DEADLINE, Server, raise_fd_limit, wait_until};
+use crate::util::{Client, DEADLINE, Server, raise_fd_limit, starved_server, wait_until};
 
 /// A bare listener made with libc, joined to the group on `addr`, that never
 /// accepts: connections the kernel hashes to it wait in its queue.
@@ -292,25 +291,8 @@ fn siblings_come_and_go_during_a_drain() {
 #[test]
 fn a_drain_that_starts_out_of_descriptors_serves_the_queue() {
     // 64 descriptors: a handful for the server itself, the rest for clients.
-    let mut cmd = Command::new("prlimit");
-    cmd.args(["--nofile=64", "--", BIN, "127.0.0.1:0"]);
-    let mut server = Server::spawn(cmd);
     const CLIENTS: usize = 100;
-    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::connect(server.addr)).collect();
-    for (i, client) in clients.iter_mut().enumerate() {
-        client.send(format!("queued {i}\n").as_bytes());
-    }
-    server.expect_line("cannot accept (Too many open files");
-    let accepted = wait_until("the accepted count to settle", || {
-        let before = server.count_lines("accepted connection from");
-        thread::sleep(Duration::from_millis(300));
-        let after = server.count_lines("accepted connection from");
-        (before == after).then_some(after)
-    });
-    assert!(
-        accepted < CLIENTS,
-        "all {CLIENTS} accepted under a 64-descriptor limit"
-    );
+    let (mut server, mut clients, accepted) = starved_server(64, CLIENTS, "queued");
 
     server.signal(SIGHUP);
     server.expect_line(&format!("process {} closing tasks: {accepted}", server.pid));

@@ -1,12 +1,11 @@
 //! Bounded memory and graceful behaviour at the edges: clients that never
 //! read, descriptor exhaustion, and the client limit.
 
-use std::process::Command;
 use std::time::Duration;
 
 use libc::SIGHUP;
 
-use crate::util::{BIN, Client, DEADLINE, Server, wait_until};
+use crate::util::{Client, DEADLINE, Server, starved_server};
 
 #[test]
 fn clients_that_never_read_cannot_grow_memory() {
@@ -52,25 +51,8 @@ fn clients_that_never_read_cannot_grow_memory() {
 #[test]
 fn out_of_descriptors_pauses_accept_then_recovers() {
     // 256 descriptors: a handful for the server itself, the rest for clients.
-    let mut cmd = Command::new("prlimit");
-    cmd.args(["--nofile=256", "--", BIN, "127.0.0.1:0"]);
-    let mut server = Server::spawn(cmd);
     const CLIENTS: usize = 320;
-    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| Client::connect(server.addr)).collect();
-    for (i, client) in clients.iter_mut().enumerate() {
-        client.send(format!("client {i}\n").as_bytes());
-    }
-    server.expect_line("cannot accept (Too many open files");
-    let accepted = wait_until("the accepted count to settle", || {
-        let before = server.count_lines("accepted connection from");
-        std::thread::sleep(Duration::from_millis(200));
-        let after = server.count_lines("accepted connection from");
-        (before == after).then_some(after)
-    });
-    assert!(
-        accepted < CLIENTS,
-        "all {CLIENTS} accepted under a 256-descriptor limit"
-    );
+    let (mut server, mut clients, accepted) = starved_server(256, CLIENTS, "client");
 
     // While stuck, the server sleeps rather than spinning on the listener.
     let ticks = server.cpu_ticks();

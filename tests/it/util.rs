@@ -217,6 +217,34 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// Starts drainport under `prlimit --nofile=NOFILE` and connects `count`
+/// clients, each sending `<label> <i>\n`, more than the limit lets it
+/// accept. Waits until it reports running out of descriptors and its
+/// accepted count stops moving. Returns the server, the clients in connect
+/// order (the accept queue's order), and how many were accepted.
+#[track_caller]
+pub fn starved_server(nofile: u32, count: usize, label: &str) -> (Server, Vec<Client>, usize) {
+    let mut cmd = Command::new("prlimit");
+    cmd.args([&format!("--nofile={nofile}"), "--", BIN, "127.0.0.1:0"]);
+    let mut server = Server::spawn(cmd);
+    let mut clients: Vec<Client> = (0..count).map(|_| Client::connect(server.addr)).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(format!("{label} {i}\n").as_bytes());
+    }
+    server.expect_line("cannot accept (Too many open files");
+    let accepted = wait_until("the accepted count to settle", || {
+        let before = server.count_lines("accepted connection from");
+        thread::sleep(Duration::from_millis(300));
+        let after = server.count_lines("accepted connection from");
+        (before == after).then_some(after)
+    });
+    assert!(
+        accepted < count,
+        "all {count} accepted under a {nofile}-descriptor limit"
+    );
+    (server, clients, accepted)
+}
+
 /// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
 #[track_caller]
 pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
