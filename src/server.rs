@@ -447,13 +447,18 @@ impl<P: Protocol> Server<P> {
     /// accepting is paused, so that no queued connection is reset.
     fn retire(&mut self, now: Instant) {
         if self.accept(now) {
-            if let Some(mut listener) = self.listener.take() {
-                let _ = self.poll.registry().deregister(&mut listener);
-            }
-            self.retire_at = None;
+            self.close_listener();
         } else {
             self.retire_at = Some(now + ACCEPT_PAUSE.min(RETIRE_GRACE));
         }
+    }
+
+    /// The last step of retirement: out of the poll, then closed.
+    fn close_listener(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.retire_at = None;
     }
 
     /// Ends the drain: every client gets the protocol's closing line and is
@@ -462,10 +467,7 @@ impl<P: Protocol> Server<P> {
         // Take what is still queued so those clients get the line too.
         self.paused_until = None;
         while self.listener.is_some() && !self.accept(now) && self.paused_until.is_none() {}
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
-        }
-        self.retire_at = None;
+        self.close_listener();
         let total = self.conns.len();
         match spread {
             Some(spread) => say!(
@@ -625,7 +627,6 @@ fn signal_name(signal: libc::c_int) -> &'static str {
         SIGHUP => "hangup",
         SIGTERM => "terminate",
         SIGINT => "interrupt",
-        SIGUSR1 => "user-defined 1",
         _ => "unexpected",
     }
 }
