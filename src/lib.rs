@@ -39,6 +39,7 @@ pub mod protocol;
 mod server;
 mod slab;
 mod spread;
+mod steer;
 mod sys;
 
 pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_LINE, DEFAULT_MAX_OUTPUT};

@@ -1,22 +1,30 @@
-//! The shared listening socket: made by hand so it can join a `SO_REUSEPORT`
-//! group, and retired at drain time without resetting a connection.
+//! The shared listening sockets: made by hand so they can join a
+//! `SO_REUSEPORT` group and carry a CPU tag, and retired at drain time
+//! without resetting a connection or delaying a new one.
 //!
-//! # Why retirement takes three steps
+//! # Steering, then retiring
 //!
-//! The kernel spreads new connections over every socket in a `SO_REUSEPORT`
-//! group. Closing one of them resets the connections waiting in its accept
-//! queue and the handshakes still in flight on it, unless
-//! `net.ipv4.tcp_migrate_req` is 1 (Linux 5.14+), which hands them to a
-//! sibling. drainport loses none with either setting:
+//! A process opens one listener per online CPU, each tagged with that CPU
+//! through `SO_INCOMING_CPU` (see [`crate::steer`] for what the kernel does
+//! with the tags). Between them, the tags of any running process cover every
+//! SYN the kernel can handle. Retirement then takes three steps:
 //!
-//! 1. [`Listener::refuse_syns`] attaches a classic BPF filter that drops bare
-//!    SYN segments. New clients are no longer admitted here; their SYN is
-//!    retransmitted about a second later and lands on a sibling, because by
-//!    then this socket has left the group. Handshakes already in flight
-//!    complete, since their final ACK still passes the filter.
-//! 2. The server keeps accepting until the queue is empty and a grace period
-//!    has passed for in-flight handshakes.
-//! 3. It closes the socket, which now holds nothing to reset.
+//! 1. [`Listeners::steer_away`] sets every tag back to -1. From then on, the
+//!    group gives each new SYN to a sibling that still carries the SYN's CPU
+//!    tag, so while a sibling runs, this process receives no new SYN at all:
+//!    none is dropped, so no client waits, and none is admitted here. The
+//!    sockets keep their accept queues and the handshakes in flight on them.
+//!    Where the process may attach it (`CAP_NET_ADMIN`), a classic BPF filter
+//!    that drops bare SYNs ([`Listeners::refuse_syns`]) is added as a safety
+//!    net for SYNs that steering could not place elsewhere (a kernel before
+//!    6.2, or no sibling for that CPU).
+//! 2. The server keeps accepting until a grace period has passed for
+//!    handshakes in flight and every queue is empty.
+//! 3. It closes the sockets, which now hold nothing to reset.
+//!
+//! Closing a listener with connections still queued would reset them unless
+//! `net.ipv4.tcp_migrate_req` is 1; with the steps above there are none, so
+//! the setting does not matter.
 
 use std::io;
 use std::mem;
@@ -24,23 +32,150 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
 
+use crate::steer;
 use crate::sys::syscall;
 
 /// `SO_ATTACH_FILTER` from `<asm-generic/socket.h>`; not exported by libc for glibc.
 const SO_ATTACH_FILTER: libc::c_int = 26;
+/// `SO_INCOMING_CPU` from `<asm-generic/socket.h>`; not exported by libc for glibc.
+const SO_INCOMING_CPU: libc::c_int = 49;
+/// The tag that matches no CPU: such a listener is chosen only when no
+/// listener in the group carries the SYN's CPU.
+const NO_CPU: libc::c_int = -1;
 
-/// A listening socket in a `SO_REUSEPORT` group.
-pub(crate) struct Listener {
+/// How well this process can keep new clients away once it drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protection {
+    /// The kernel steers by CPU tag: new clients go to siblings.
+    Steering,
+    /// No steering, but the SYN filter can be attached: new clients that
+    /// reach a draining process retry about a second later on a sibling.
+    FilterOnly,
+    /// Neither: clients that connect while a process drains may be admitted
+    /// by it, or reset when its listeners close.
+    None,
+}
+
+impl Protection {
+    /// Works out what this kernel and this process's privileges allow.
+    pub(crate) fn probe() -> Protection {
+        if steer::kernel_steers() {
+            Protection::Steering
+        } else if filter_permitted() {
+            Protection::FilterOnly
+        } else {
+            Protection::None
+        }
+    }
+}
+
+/// Every listener this process holds on one address, one per online CPU.
+pub(crate) struct Listeners {
+    socks: Vec<Listener>,
+    /// `queued[i]`: listener `i` may hold connections not yet accepted.
+    queued: Vec<bool>,
+    addr: SocketAddr,
+}
+
+impl Listeners {
+    /// Opens one listener per online CPU on `addr`, tagged with its CPU.
+    /// With port 0 the first one picks the port and the rest join it.
+    pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Listeners> {
+        let mut addr = addr;
+        let mut socks = Vec::new();
+        for cpu in steer::online_cpus() {
+            let sock = Listener::bind(addr, backlog, cpu)?;
+            addr = sock.addr;
+            socks.push(sock);
+        }
+        Ok(Listeners {
+            queued: vec![false; socks.len()],
+            socks,
+            addr,
+        })
+    }
+
+    /// The address actually bound (with the real port when 0 was asked for).
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Registers listener `i` under token `first + i`.
+    pub(crate) fn register(&mut self, registry: &Registry, first: usize) -> io::Result<()> {
+        for (i, sock) in self.socks.iter_mut().enumerate() {
+            registry.register(&mut sock.socket, Token(first + i), Interest::READABLE)?;
+        }
+        Ok(())
+    }
+
+    /// Takes every listener out of `registry`.
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
+        for sock in &mut self.socks {
+            let _ = registry.deregister(&mut sock.socket);
+        }
+    }
+
+    /// Notes that listener `i` reported a connection.
+    pub(crate) fn mark(&mut self, i: usize) {
+        if let Some(q) = self.queued.get_mut(i) {
+            *q = true;
+        }
+    }
+
+    /// Notes that any listener may hold connections, for a sweep that does
+    /// not wait for an event.
+    pub(crate) fn mark_all(&mut self) {
+        self.queued.fill(true);
+    }
+
+    /// The first listener that may hold connections.
+    pub(crate) fn next_queued(&self) -> Option<usize> {
+        self.queued.iter().position(|&q| q)
+    }
+
+    /// Accepts one connection from listener `i`; `WouldBlock` clears its mark.
+    pub(crate) fn accept(&mut self, i: usize) -> io::Result<(TcpStream, SocketAddr)> {
+        let result = self.socks[i].socket.accept();
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.queued[i] = false;
+        }
+        result
+    }
+
+    /// Step 1 of retirement: clears every CPU tag so that the group sends
+    /// new SYNs to siblings.
+    pub(crate) fn steer_away(&self) -> io::Result<()> {
+        for sock in &self.socks {
+            set_int_opt(&sock.socket, libc::SOL_SOCKET, SO_INCOMING_CPU, NO_CPU)?;
+        }
+        Ok(())
+    }
+
+    /// The safety net of step 1: drops every bare SYN (SYN set, ACK clear)
+    /// that still reaches these sockets. Needs `CAP_NET_ADMIN` on recent
+    /// kernels.
+    pub(crate) fn refuse_syns(&self) -> io::Result<()> {
+        for sock in &self.socks {
+            attach_syn_filter(sock.socket.as_raw_fd())?;
+        }
+        Ok(())
+    }
+}
+
+/// One listening socket in a `SO_REUSEPORT` group.
+struct Listener {
     socket: TcpListener,
     addr: SocketAddr,
 }
 
 impl Listener {
-    /// Opens a non-blocking, close-on-exec listener with `SO_REUSEADDR` and
-    /// `SO_REUSEPORT`, so that sibling processes can bind the same address.
-    pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Listener> {
-        Self::open(addr, backlog).map_err(|err| {
+    /// Opens a non-blocking, close-on-exec listener with `SO_REUSEADDR`,
+    /// `SO_REUSEPORT` and the CPU tag `cpu`, so that sibling processes can
+    /// bind the same address and the group steers by CPU.
+    fn bind(addr: SocketAddr, backlog: u32, cpu: u32) -> io::Result<Listener> {
+        Self::open(addr, backlog, cpu).map_err(|err| {
             io::Error::new(
                 err.kind(),
                 format!("cannot listen on {addr}: {err}{}", bind_hint(&err)),
@@ -48,7 +183,7 @@ impl Listener {
         })
     }
 
-    fn open(addr: SocketAddr, backlog: u32) -> io::Result<Listener> {
+    fn open(addr: SocketAddr, backlog: u32, cpu: u32) -> io::Result<Listener> {
         let domain = match addr {
             SocketAddr::V4(_) => libc::AF_INET,
             SocketAddr::V6(_) => libc::AF_INET6,
@@ -68,6 +203,11 @@ impl Listener {
         // a setsockopt per accept. Replies are written whole, so Nagle's
         // algorithm could only delay them.
         set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+        // Tagged before listen(2), so the socket joins the group already
+        // carrying its CPU and never takes another CPU's SYN while a
+        // sibling carries that CPU's tag.
+        let cpu = libc::c_int::try_from(cpu).unwrap_or(NO_CPU);
+        set_int_opt(&fd, libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)?;
         let (storage, len) = sockaddr(&addr);
         syscall!(bind(
             fd.as_raw_fd(),
@@ -80,69 +220,53 @@ impl Listener {
         let addr = socket.local_addr()?;
         Ok(Listener { socket, addr })
     }
-
-    /// The address actually bound (with the real port when 0 was asked for).
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub(crate) fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        self.socket.accept()
-    }
-
-    /// Step 1 of retirement: drop every bare SYN (SYN set, ACK clear) sent to
-    /// this socket, so that no new handshake starts here.
-    ///
-    /// A socket filter on a TCP socket sees the segment from its TCP header
-    /// on, so byte 13 holds the flags.
-    pub(crate) fn refuse_syns(&self) -> io::Result<()> {
-        const TCP_FLAGS: u32 = 13;
-        const SYN: u32 = 0x02;
-        const ACK: u32 = 0x10;
-        let code = [
-            bpf(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, TCP_FLAGS),
-            bpf(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, 0, 0, SYN | ACK),
-            bpf(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, SYN),
-            bpf(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
-            bpf(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
-        ];
-        let prog = libc::sock_fprog {
-            len: code.len() as u16,
-            filter: code.as_ptr().cast_mut(),
-        };
-        syscall!(setsockopt(
-            self.socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_FILTER,
-            (&raw const prog).cast(),
-            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        ))?;
-        Ok(())
-    }
 }
 
-impl mio::event::Source for Listener {
-    fn register(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        self.socket.register(registry, token, interests)
-    }
+/// Whether this process may attach a socket filter to a TCP socket, tried
+/// on a socket of its own that never listens.
+fn filter_permitted() -> bool {
+    // SAFETY: a plain socket call; the descriptor is owned at once.
+    let Ok(fd) = syscall!(socket(
+        libc::AF_INET,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+        0
+    )) else {
+        return false;
+    };
+    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    attach_syn_filter(fd.as_raw_fd()).is_ok()
+}
 
-    fn reregister(
-        &mut self,
-        registry: &mio::Registry,
-        token: mio::Token,
-        interests: mio::Interest,
-    ) -> io::Result<()> {
-        self.socket.reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
-        self.socket.deregister(registry)
-    }
+/// Attaches a classic BPF filter that drops every bare SYN (SYN set, ACK
+/// clear), so that no new handshake starts on `fd`; the final ACKs of
+/// handshakes in flight still pass.
+///
+/// A socket filter on a TCP socket sees the segment from its TCP header on,
+/// so byte 13 holds the flags.
+fn attach_syn_filter(fd: libc::c_int) -> io::Result<()> {
+    const TCP_FLAGS: u32 = 13;
+    const SYN: u32 = 0x02;
+    const ACK: u32 = 0x10;
+    let code = [
+        bpf(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, TCP_FLAGS),
+        bpf(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, 0, 0, SYN | ACK),
+        bpf(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, SYN),
+        bpf(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        bpf(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+    ];
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_ptr().cast_mut(),
+    };
+    syscall!(setsockopt(
+        fd,
+        libc::SOL_SOCKET,
+        SO_ATTACH_FILTER,
+        (&raw const prog).cast(),
+        mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+    ))?;
+    Ok(())
 }
 
 fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
@@ -155,7 +279,7 @@ fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 }
 
 fn set_int_opt(
-    fd: &OwnedFd,
+    fd: &impl AsRawFd,
     level: libc::c_int,
     name: libc::c_int,
     value: libc::c_int,

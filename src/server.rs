@@ -5,8 +5,9 @@
 //! Guarantees:
 //! - A draining process admits no new client, serves every client it has,
 //!   and exits with `Ok` once the last one leaves (at once if it has none).
-//! - No connection that reached this process is reset when its listener
-//!   closes (see [`crate::listener`] for how).
+//! - While a sibling runs, a draining process receives no new SYN, and no
+//!   connection that reached it is reset when its listeners close (see
+//!   [`crate::listener`] for how).
 //! - The check "done, time to exit" lives in [`Server::finished`] only.
 //! - Running out of file descriptors, or reaching `max_clients`, pauses
 //!   accepting; waiting clients stay in the backlog and the loop never spins.
@@ -24,19 +25,21 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
 use crate::conn::{Conn, Context, Ready, Verdict};
-use crate::listener::Listener;
+use crate::listener::{Listeners, Protection};
 use crate::log::say;
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protocol::Protocol;
 use crate::slab::Slab;
 use crate::spread::Spread;
+use crate::steer;
 use crate::sys;
 
-/// The listening socket's token.
-const LISTENER: Token = Token(usize::MAX - 1);
-/// The signal pipe's token. Client tokens are slab keys, far below both.
-const SIGNALS: Token = Token(usize::MAX - 2);
+/// The signal pipe's token.
+const SIGNALS: Token = Token(usize::MAX - 1);
+/// Listener `i` (one per online CPU) has token `LISTENERS + i`. Client
+/// tokens are slab keys, far below.
+const LISTENERS: usize = usize::MAX / 2;
 /// Every signal the process handles. The first three start a drain, or
 /// stop one hard when it is under way; SIGUSR1 prints a status line.
 const HANDLED_SIGNALS: [libc::c_int; 4] = [SIGHUP, SIGTERM, SIGINT, SIGUSR1];
@@ -50,10 +53,12 @@ const EVENTS_CAPACITY: usize = 256;
 const ACCEPTS_PER_TURN: usize = 256;
 /// How long accepting pauses after running out of descriptors or memory.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How long a retiring listener waits for handshakes in flight to finish.
-/// On loopback a handshake's last ACK follows the SYN-ACK within
-/// microseconds; this leaves room for a loaded machine.
-const RETIRE_GRACE: Duration = Duration::from_millis(50);
+/// How long retiring listeners stay open after new SYNs were steered away,
+/// for handshakes already in flight on them: one round trip, which on
+/// loopback is microseconds and on most networks well under this. Nothing
+/// new arrives meanwhile while a sibling runs, so the wait costs no client
+/// anything; it only delays the exit of a process that has no clients.
+const RETIRE_GRACE: Duration = Duration::from_millis(200);
 /// How often a running process tries `accept` without an event. A
 /// connection migrated from a closing sibling may not raise one.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -81,9 +86,10 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
             format!("cannot raise the file descriptor limit: {e}"),
         )
     })?;
-    let listener = Listener::bind(config.addr, config.backlog)?;
-    let addr = listener.local_addr();
-    let mut server = Server::new(config, protocol, listener, signals, notifier)?;
+    let listeners = Listeners::bind(config.addr, config.backlog)?;
+    let addr = listeners.local_addr();
+    warn_unprotected(pid, Protection::probe());
+    let mut server = Server::new(config, protocol, listeners, signals, notifier)?;
     // Ready means listening: the pid file and READY=1 follow the bind.
     server.pid_file = config
         .pid_file
@@ -121,7 +127,8 @@ struct Server<P> {
     notifier: Notifier,
     /// Dropped, and so removed, when the server returns.
     pid_file: Option<PidFile>,
-    listener: Option<Listener>,
+    /// Open until retired at the end of the drain's grace.
+    listeners: Option<Listeners>,
     conns: Slab<Conn>,
     cx: Context<P>,
     state: State,
@@ -129,8 +136,6 @@ struct Server<P> {
     hangup_at: Option<Instant>,
     /// Clients with work left after their turn.
     again: Vec<usize>,
-    /// The accept queue may hold connections not yet taken.
-    backlog_waiting: bool,
     /// Accepting is paused until then, after running out of descriptors.
     paused_until: Option<Instant>,
     /// An out-of-descriptors episode has been reported, and the queue has
@@ -149,13 +154,12 @@ impl<P: Protocol> Server<P> {
     fn new(
         config: &Config,
         protocol: P,
-        mut listener: Listener,
+        mut listeners: Listeners,
         mut signals: Signals,
         notifier: Notifier,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        listeners.register(poll.registry(), LISTENERS)?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         let now = Instant::now();
@@ -173,13 +177,12 @@ impl<P: Protocol> Server<P> {
             signals,
             notifier,
             pid_file: None,
-            listener: Some(listener),
+            listeners: Some(listeners),
             conns: Slab::new(),
             cx: Context::new(protocol, config.max_line, config.max_output),
             state: State::Running,
             hangup_at: None,
             again: Vec::new(),
-            backlog_waiting: false,
             paused_until: None,
             starved: false,
             sweep_at: now + SWEEP_INTERVAL,
@@ -207,8 +210,13 @@ impl<P: Protocol> Server<P> {
             let mut signals_ready = false;
             for event in &events {
                 match event.token() {
-                    LISTENER => listener_ready = true,
                     SIGNALS => signals_ready = true,
+                    Token(t) if t >= LISTENERS => {
+                        if let Some(listeners) = &mut self.listeners {
+                            listeners.mark(t - LISTENERS);
+                        }
+                        listener_ready = true;
+                    }
                     Token(key) => self.on_client_event(key, event),
                 }
             }
@@ -229,7 +237,7 @@ impl<P: Protocol> Server<P> {
     /// The one place that decides the process is done: draining or closing,
     /// the listener retired, and no client left.
     fn finished(&self) -> bool {
-        if self.state == State::Running || self.listener.is_some() || !self.conns.is_empty() {
+        if self.state == State::Running || self.listeners.is_some() || !self.conns.is_empty() {
             return false;
         }
         match self.state {
@@ -279,41 +287,46 @@ impl<P: Protocol> Server<P> {
     }
 
     fn may_accept(&self, now: Instant) -> bool {
-        self.listener.is_some()
+        self.listeners.is_some()
             && self.paused_until.is_none_or(|until| now >= until)
             && !self.at_client_limit()
     }
 
-    /// Accepts what the queue holds, within one turn. Returns true when the
-    /// queue was seen empty.
+    /// Some listener may hold connections not yet taken.
+    fn backlog_waiting(&self) -> bool {
+        self.listeners
+            .as_ref()
+            .is_some_and(|l| l.next_queued().is_some())
+    }
+
+    /// Accepts what the marked queues hold, within one turn. Returns true
+    /// when every queue was seen empty.
     fn accept(&mut self, now: Instant) -> bool {
         if !self.may_accept(now) {
-            self.backlog_waiting = true;
             return false;
         }
         self.paused_until = None;
         for _ in 0..ACCEPTS_PER_TURN {
             if self.at_client_limit() {
-                self.backlog_waiting = true;
                 return false;
             }
-            let Some(listener) = &self.listener else {
+            let Some(listeners) = &mut self.listeners else {
                 return true;
             };
-            match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.backlog_waiting = false;
-                    if self.starved {
-                        // The episode ends when everyone who waited has been
-                        // taken, not at the first free descriptor: freed
-                        // descriptors trickle in, and each would otherwise
-                        // start a new episode with a new log line.
-                        self.starved = false;
-                        say!("Process {} is accepting connections again", self.pid);
-                    }
-                    return true;
+            let Some(i) = listeners.next_queued() else {
+                if self.starved {
+                    // The episode ends when everyone who waited has been
+                    // taken, not at the first free descriptor: freed
+                    // descriptors trickle in, and each would otherwise
+                    // start a new episode with a new log line.
+                    self.starved = false;
+                    say!("Process {} is accepting connections again", self.pid);
                 }
+                return true;
+            };
+            match listeners.accept(i) {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if retryable(&e) => {}
                 Err(e) => {
                     self.pause_accepting(now, &e);
@@ -321,8 +334,7 @@ impl<P: Protocol> Server<P> {
                 }
             }
         }
-        self.backlog_waiting = true;
-        false
+        !self.backlog_waiting()
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
@@ -356,7 +368,6 @@ impl<P: Protocol> Server<P> {
     /// being dropped, and the loop sleeps instead of spinning on it.
     fn pause_accepting(&mut self, now: Instant, err: &io::Error) {
         self.paused_until = Some(now + ACCEPT_PAUSE);
-        self.backlog_waiting = true;
         if !self.starved {
             self.starved = true;
             say!(
@@ -396,15 +407,21 @@ impl<P: Protocol> Server<P> {
     }
 
     fn start_drain(&mut self, signal: libc::c_int, now: Instant) {
-        // The filter goes on first, so that by the time the operator reads
-        // the lines below, no new client is admitted here.
-        if let Some(listener) = &self.listener {
-            if let Err(e) = listener.refuse_syns() {
+        // Steering comes first, so that by the time the operator reads the
+        // lines below, new clients go to siblings.
+        if let Some(listeners) = &mut self.listeners {
+            if let Err(e) = listeners.steer_away() {
                 say!(
-                    "Process {} cannot filter new connections ({e}); handshakes in flight when the listener closes may be reset",
+                    "Process {} cannot steer new connections away ({e}); clients that connect during the drain may be admitted here",
                     self.pid
                 );
             }
+            // The safety net for SYNs steering could not place elsewhere,
+            // where this process may attach it. Without it, such a SYN is
+            // admitted during the grace below, so its failure is no news:
+            // startup already said whether anything protects the drain.
+            let _ = listeners.refuse_syns();
+            listeners.mark_all();
         }
         say!(
             "Process {} received {} signal",
@@ -446,17 +463,20 @@ impl<P: Protocol> Server<P> {
     /// Closes the listener once its queue is empty; retries later if
     /// accepting is paused, so that no queued connection is reset.
     fn retire(&mut self, now: Instant) {
+        if let Some(listeners) = &mut self.listeners {
+            listeners.mark_all();
+        }
         if self.accept(now) {
-            self.close_listener();
+            self.close_listeners();
         } else {
             self.retire_at = Some(now + ACCEPT_PAUSE.min(RETIRE_GRACE));
         }
     }
 
     /// The last step of retirement: out of the poll, then closed.
-    fn close_listener(&mut self) {
-        if let Some(mut listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut listener);
+    fn close_listeners(&mut self) {
+        if let Some(mut listeners) = self.listeners.take() {
+            listeners.deregister(self.poll.registry());
         }
         self.retire_at = None;
     }
@@ -466,8 +486,11 @@ impl<P: Protocol> Server<P> {
     fn close_all(&mut self, reason: &str, now: Instant, spread: Option<Duration>) {
         // Take what is still queued so those clients get the line too.
         self.paused_until = None;
-        while self.listener.is_some() && !self.accept(now) && self.paused_until.is_none() {}
-        self.close_listener();
+        if let Some(listeners) = &mut self.listeners {
+            listeners.mark_all();
+        }
+        while self.listeners.is_some() && !self.accept(now) && self.paused_until.is_none() {}
+        self.close_listeners();
         let total = self.conns.len();
         match spread {
             Some(spread) => say!(
@@ -576,11 +599,13 @@ impl<P: Protocol> Server<P> {
             _ => {}
         }
         self.report_progress(now);
-        let sweep = self.state == State::Running && now >= self.sweep_at;
-        if sweep {
+        if self.state == State::Running && now >= self.sweep_at {
             self.sweep_at = now + SWEEP_INTERVAL;
+            if let Some(listeners) = &mut self.listeners {
+                listeners.mark_all();
+            }
         }
-        if (sweep || self.backlog_waiting) && self.may_accept(now) {
+        if self.backlog_waiting() && self.may_accept(now) {
             self.accept(now);
         }
     }
@@ -588,7 +613,7 @@ impl<P: Protocol> Server<P> {
     /// How long the next poll may sleep: not at all when work is waiting,
     /// otherwise until the nearest timer.
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() || (self.backlog_waiting && self.may_accept(now)) {
+        if !self.again.is_empty() || (self.backlog_waiting() && self.may_accept(now)) {
             return Some(Duration::ZERO);
         }
         let deadline = match self.state {
@@ -628,5 +653,29 @@ fn signal_name(signal: libc::c_int) -> &'static str {
         SIGTERM => "terminate",
         SIGINT => "interrupt",
         _ => "unexpected",
+    }
+}
+
+/// Says once, at startup, when nothing keeps new clients away from a
+/// draining process, with the consequence and the fix.
+fn warn_unprotected(pid: u32, protection: Protection) {
+    let kernel = match steer::kernel_version() {
+        Some((major, minor)) => format!("Linux {major}.{minor}"),
+        None => "this kernel".to_owned(),
+    };
+    let (major, minor) = steer::STEERING_KERNEL;
+    match protection {
+        Protection::Steering => {}
+        Protection::FilterOnly => say!(
+            "Process {pid}: {kernel} cannot steer new connections away from a draining process \
+             (Linux {major}.{minor} or later can); they are dropped instead, so a client that \
+             connects during a drain waits about a second"
+        ),
+        Protection::None => say!(
+            "Process {pid}: nothing keeps new connections away from a draining process: \
+             {kernel} cannot steer them (Linux {major}.{minor} or later can) and the SYN filter \
+             needs CAP_NET_ADMIN; clients that connect during a drain may be reset. \
+             Run Linux {major}.{minor} or later, or grant CAP_NET_ADMIN"
+        ),
     }
 }

@@ -15,14 +15,28 @@ use libc::SIGHUP;
 use crate::netns::Namespace;
 use crate::util::{Client, DEADLINE, Server, raise_fd_limit, starved_server, wait_until};
 
-/// A bare listener made with libc, joined to the group on `addr`, that never
-/// accepts: connections the kernel hashes to it wait in its queue.
+/// A bare listener made with libc, joined to the group on `addr` with the
+/// CPU tag `cpu` as drainport's own listeners carry them, that never
+/// accepts: connections the kernel hands to it wait in its queue.
 struct RawListener {
     fd: OwnedFd,
 }
 
+/// `SO_INCOMING_CPU` from `<asm-generic/socket.h>`.
+const SO_INCOMING_CPU: libc::c_int = 49;
+
 impl RawListener {
-    fn join(addr: SocketAddr) -> RawListener {
+    /// One tagged listener per online CPU: a sibling the kernel treats like
+    /// a drainport process.
+    fn join_all(addr: SocketAddr) -> Vec<RawListener> {
+        // SAFETY: sysconf has no memory effects.
+        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        (0..cpus as libc::c_int)
+            .map(|cpu| RawListener::join(addr, cpu))
+            .collect()
+    }
+
+    fn join(addr: SocketAddr, cpu: libc::c_int) -> RawListener {
         let SocketAddr::V4(addr) = addr else {
             panic!("IPv4 only: {addr}")
         };
@@ -32,13 +46,16 @@ impl RawListener {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
             assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
             let fd = OwnedFd::from_raw_fd(fd);
-            for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-                let one: libc::c_int = 1;
+            for (option, value) in [
+                (libc::SO_REUSEADDR, 1),
+                (libc::SO_REUSEPORT, 1),
+                (SO_INCOMING_CPU, cpu),
+            ] {
                 let rc = libc::setsockopt(
                     fd.as_raw_fd(),
                     libc::SOL_SOCKET,
                     option,
-                    (&raw const one).cast(),
+                    (&raw const value).cast(),
                     size_of::<libc::c_int>() as libc::socklen_t,
                 );
                 assert_eq!(rc, 0, "setsockopt: {}", io::Error::last_os_error());
@@ -114,9 +131,9 @@ fn connections_migrated_from_a_closing_sibling_are_served() {
     };
     ns.run(|| {
         let mut server = Server::start(&["-q", "127.0.0.1:0"]);
-        let raw = RawListener::join(server.addr);
-        // The kernel hashes each connection to one of the two sockets: with
-        // 200 clients, both get some.
+        let raw = RawListener::join_all(server.addr);
+        // For each CPU the kernel hashes each connection to one of the two
+        // sockets tagged with it: with 200 clients, both sides get some.
         let mut clients: Vec<(String, Client)> = (0..200)
             .map(|i| {
                 let mut client = Client::connect(server.addr);
@@ -127,7 +144,7 @@ fn connections_migrated_from_a_closing_sibling_are_served() {
             .collect();
         // Wait until drainport has answered everyone it could: the rest are
         // in the raw listener's queue.
-        let queued = raw.queued();
+        let queued: u32 = raw.iter().map(RawListener::queued).sum();
         assert!(queued > 0, "no connection landed on the raw listener");
         let answered_before = 200 - queued;
         server.wait_status(&format!("lines={answered_before} "));
