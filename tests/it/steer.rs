@@ -1,0 +1,416 @@
+//! Steering, as the service runs in production: while a sibling runs, a
+//! draining process receives no new SYN. None is admitted there, none is
+//! dropped (so no client waits for a SYN retransmission), and none is reset,
+//! whatever the privileges: the servers run as an unprivileged user, and
+//! once more as root, where the SYN filter is attached too and must never
+//! fire.
+//!
+//! A dropped SYN shows in the client's `tcpi_total_retrans` right after the
+//! connect, so "no client waited" is checked without a clock.
+
+use std::fs;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Instant;
+
+use libc::SIGHUP;
+
+use crate::util::{BIN, Client, DEADLINE, Server, parse_from, status_field, wait_until};
+
+/// The unprivileged user the servers run as when the tests run as root.
+const NOBODY: &str = "65534";
+
+/// Who the servers run as.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Who {
+    Unprivileged,
+    Root,
+}
+
+/// Starts servers as one user. For an unprivileged run under root, the
+/// binary is copied where that user can reach it, whatever the checkout's
+/// permissions.
+struct Runner {
+    who: Who,
+    copy: Option<PathBuf>,
+}
+
+impl Runner {
+    /// A runner, or the reason this test cannot run here.
+    fn new(who: Who) -> Result<Runner, String> {
+        // SAFETY: geteuid has no memory effects.
+        let root = unsafe { libc::geteuid() } == 0;
+        match (who, root) {
+            (Who::Root, false) => Err("the root variant needs root".into()),
+            (Who::Root, true) | (Who::Unprivileged, false) => Ok(Runner { who, copy: None }),
+            (Who::Unprivileged, true) => {
+                if Command::new("setpriv").arg("--version").output().is_err() {
+                    return Err("setpriv (util-linux) is not installed".into());
+                }
+                let dir =
+                    std::env::temp_dir().join(format!("drainport-steer-{}", std::process::id()));
+                fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+                    .map_err(|e| e.to_string())?;
+                let bin = dir.join(format!("drainport-{}", unique()));
+                fs::copy(BIN, &bin).map_err(|e| format!("copy {BIN}: {e}"))?;
+                fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))
+                    .map_err(|e| e.to_string())?;
+                Ok(Runner {
+                    who,
+                    copy: Some(bin),
+                })
+            }
+        }
+    }
+
+    #[track_caller]
+    fn start(&self, args: &[&str]) -> Server {
+        let cmd = match &self.copy {
+            Some(bin) => {
+                let mut cmd = Command::new("setpriv");
+                cmd.args([
+                    &format!("--reuid={NOBODY}"),
+                    &format!("--regid={NOBODY}"),
+                    "--clear-groups",
+                ])
+                .arg(bin)
+                .args(args);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(BIN);
+                cmd.args(args);
+                cmd
+            }
+        };
+        let server = Server::spawn(cmd);
+        if self.who == Who::Unprivileged {
+            let uid = fs::read_to_string(format!("/proc/{}/status", server.pid))
+                .expect("read status")
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:").map(str::to_owned))
+                .expect("Uid line");
+            assert!(
+                uid.split_whitespace().all(|id| id != "0"),
+                "the server runs as root: Uid {uid}"
+            );
+        }
+        server
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(bin) = &self.copy {
+            let _ = fs::remove_file(bin);
+        }
+    }
+}
+
+/// A number no other runner of this test process uses.
+fn unique() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The online CPUs, numbered from 0.
+fn cpus() -> Vec<usize> {
+    // SAFETY: sysconf has no memory effects.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    (0..n.max(1) as usize).collect()
+}
+
+/// Pins the calling thread to `cpu`, so that its SYNs are handled there.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
+    // get a valid set of the size passed.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "pin to CPU {cpu}: {}", io::Error::last_os_error());
+    }
+}
+
+/// How many times this connection's SYN was sent again: 0 unless a SYN was
+/// dropped and the client waited for its retransmission.
+fn syn_retransmits(stream: &TcpStream) -> u32 {
+    // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed tcp_info.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
+        info.tcpi_total_retrans
+    }
+}
+
+/// Connects `per_cpu` clients from each online CPU, all before any is
+/// used, and returns them with their SYN retransmission counts.
+fn connect_from_every_cpu(addr: SocketAddr, per_cpu: usize) -> Vec<(Client, u32)> {
+    let threads: Vec<_> = cpus()
+        .into_iter()
+        .map(|cpu| {
+            thread::spawn(move || {
+                pin_to(cpu);
+                (0..per_cpu)
+                    .map(|_| {
+                        let client = Client::connect(addr);
+                        let retransmits = syn_retransmits(&client.stream);
+                        (client, retransmits)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("connect thread"))
+        .collect()
+}
+
+/// A client that the kernel gave to `server`, found by trying at most 400.
+#[track_caller]
+fn client_of(server: &Server) -> Client {
+    for i in 0..400 {
+        let mut client = Client::connect(server.addr);
+        if client.echo(&format!("pick {i}")) == server.pid {
+            return client;
+        }
+    }
+    panic!("SO_REUSEPORT never picked process {}", server.pid);
+}
+
+fn skip(reason: &str) {
+    use std::io::Write;
+    // Straight to stderr: the test harness captures `eprintln!`.
+    let _ = writeln!(io::stderr(), "skipped: {reason}");
+}
+
+/// One process drains beside a running sibling, then 300 clients connect
+/// at once from every CPU: all go to the sibling, none waited.
+fn new_clients_go_to_the_sibling(who: Who) {
+    let run = match Runner::new(who) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
+    let mut drainer = run.start(&["-q", "127.0.0.1:0"]);
+    let addr = drainer.addr.to_string();
+    let mut sibling = run.start(&["-q", &addr]);
+    let mut kept = client_of(&drainer);
+
+    drainer.signal(SIGHUP);
+    drainer.expect_line(&format!("process {} closing tasks: 1", drainer.pid));
+    let admitted = status_field(&drainer.wait_status("state=draining "), "accepted");
+
+    let clients = connect_from_every_cpu(drainer.addr, 150);
+    let waited = clients.iter().filter(|(_, r)| *r > 0).count();
+    let mut served_by_drainer = 0;
+    for (i, (mut client, _)) in clients.into_iter().enumerate() {
+        let pid = client.echo(&format!("new {i}"));
+        assert!(
+            pid == sibling.pid || pid == drainer.pid,
+            "answered by a stranger: {pid}"
+        );
+        served_by_drainer += usize::from(pid == drainer.pid);
+    }
+    assert_eq!(
+        served_by_drainer, 0,
+        "the draining process admitted new clients ({who:?})"
+    );
+    assert_eq!(
+        waited, 0,
+        "clients had their SYN dropped and waited for a retransmission ({who:?})"
+    );
+    assert_eq!(
+        status_field(&drainer.wait_status("state=draining "), "accepted"),
+        admitted,
+        "the draining process accepted a connection"
+    );
+
+    // Its own client is still served, and its leaving ends the drain.
+    assert_eq!(kept.echo("still here"), drainer.pid);
+    drop(kept);
+    drainer.expect_clean_exit();
+    sibling.signal(SIGHUP);
+    sibling.expect_clean_exit();
+}
+
+#[test]
+fn new_clients_go_to_the_sibling_unprivileged() {
+    new_clients_go_to_the_sibling(Who::Unprivileged);
+}
+
+#[test]
+fn new_clients_go_to_the_sibling_as_root_with_the_filter() {
+    new_clients_go_to_the_sibling(Who::Root);
+}
+
+/// Short-lived clients from every CPU, each checked: answered, never reset,
+/// and never made to wait for a SYN retransmission. Each takes a ticket
+/// before it connects, and `served` holds (ticket, pid) per answer.
+struct Churn {
+    stop: Arc<AtomicBool>,
+    tickets: Arc<AtomicU64>,
+    served: Arc<Mutex<Vec<(u64, u32)>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+/// At most this many connections per churn thread, whatever happens.
+const CHURN_LIMIT: usize = 200_000;
+
+impl Churn {
+    fn start(addr: SocketAddr) -> Churn {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tickets = Arc::new(AtomicU64::new(0));
+        let served = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let threads = cpus()
+            .into_iter()
+            .map(|cpu| {
+                let (stop, tickets, served, failures) = (
+                    stop.clone(),
+                    tickets.clone(),
+                    served.clone(),
+                    failures.clone(),
+                );
+                thread::spawn(move || {
+                    pin_to(cpu);
+                    let start = Instant::now();
+                    for i in 0..CHURN_LIMIT {
+                        if stop.load(Ordering::Relaxed) || start.elapsed() > DEADLINE {
+                            break;
+                        }
+                        let ticket = tickets.fetch_add(1, Ordering::SeqCst);
+                        match churn_once(addr, cpu, i) {
+                            Ok(pid) => served.lock().unwrap().push((ticket, pid)),
+                            Err(e) => failures.lock().unwrap().push(e),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Churn {
+            stop,
+            tickets,
+            served,
+            failures,
+            threads,
+        }
+    }
+
+    /// The ticket the next connection will take: every connection with
+    /// this ticket or a later one starts after this call.
+    fn next_ticket(&self) -> u64 {
+        self.tickets.load(Ordering::SeqCst)
+    }
+
+    /// The pids that answered connections with a ticket of `from` or later.
+    fn served_since(&self, from: u64) -> Vec<u32> {
+        let served = self.served.lock().unwrap();
+        served
+            .iter()
+            .filter(|&&(ticket, _)| ticket >= from)
+            .map(|&(_, pid)| pid)
+            .collect()
+    }
+
+    /// Waits until `pid` has answered a churn client.
+    #[track_caller]
+    fn wait_served_by(&self, pid: u32) {
+        wait_until(&format!("a churn client served by {pid}"), || {
+            self.served_since(0).contains(&pid).then_some(())
+        });
+    }
+
+    fn stop(self) -> (Vec<(u64, u32)>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("churn thread");
+        }
+        let served = self.served.lock().unwrap().clone();
+        let failures = self.failures.lock().unwrap().clone();
+        (served, failures)
+    }
+}
+
+fn churn_once(addr: SocketAddr, cpu: usize, i: usize) -> Result<u32, String> {
+    let stream = TcpStream::connect_timeout(&addr, DEADLINE)
+        .map_err(|e| format!("connect from CPU {cpu}: {e}"))?;
+    if syn_retransmits(&stream) > 0 {
+        return Err(format!("CPU {cpu}: the SYN was dropped and sent again"));
+    }
+    let mut client = Client::from(stream);
+    let line = format!("churn {cpu} {i}");
+    client.send(format!("{line}\n").as_bytes());
+    let echoed = client.try_read_line().map_err(|e| format!("echo: {e}"))?;
+    if echoed != format!("{line}\n").into_bytes() {
+        return Err(format!("echo: {:?}", String::from_utf8_lossy(&echoed)));
+    }
+    let from = client.try_read_line().map_err(|e| format!("suffix: {e}"))?;
+    parse_from(&from).ok_or_else(|| format!("suffix: {:?}", String::from_utf8_lossy(&from)))
+}
+
+/// Rolling restarts under churn, as the service runs in production: two
+/// unprivileged processes share the port, and six times a new one starts
+/// and the oldest is sent SIGHUP. No connection fails, none is reset,
+/// none waits for a SYN retransmission, and no process that has begun its
+/// drain admits a new client.
+#[test]
+fn rolling_restarts_under_churn_reset_and_stall_nothing() {
+    let run = match Runner::new(Who::Unprivileged) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
+    let first = run.start(&["-q", "127.0.0.1:0"]);
+    let addr = first.addr.to_string();
+    let mut live = vec![first, run.start(&["-q", &addr])];
+    let churn = Churn::start(live[0].addr);
+    for round in 0..6 {
+        let newest = run.start(&["-q", &addr]);
+        churn.wait_served_by(newest.pid);
+        live.push(newest);
+        let mut oldest = live.remove(0);
+        oldest.signal(SIGHUP);
+        oldest.expect_line(&format!("process {} closing tasks", oldest.pid));
+        // Every connection that starts from here on finds a process that
+        // is still running.
+        let from = churn.next_ticket();
+        wait_until(&format!("churn to go on after round {round}"), || {
+            (churn.served_since(from).len() >= 50).then_some(())
+        });
+        oldest.expect_clean_exit();
+        assert!(
+            !churn.served_since(from).contains(&oldest.pid),
+            "round {round}: process {} admitted a client after its drain began",
+            oldest.pid
+        );
+    }
+    let (served, failures) = churn.stop();
+    assert!(
+        failures.is_empty(),
+        "{} of {} churn connections failed: {:?}",
+        failures.len(),
+        served.len() + failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    for mut server in live {
+        server.signal(SIGHUP);
+        server.expect_clean_exit();
+    }
+}
