@@ -7,15 +7,25 @@
 //! cut long-lived client is counted. The report goes to stdout and replaces
 //! the marked section of docs/operations.md.
 //!
-//! Flags (after `--`): `--upgrades N` (default 20), `--no-write` (print only).
-//! Every loop is bounded: the load stops when the upgrades are done, and
-//! every wait has a deadline.
+//! The servers run as an unprivileged user (uid 65534, through `setpriv`,
+//! from a copy of the binary that user can reach) when the benchmark runs
+//! as root, as a systemd `User=` service would; `--as-root` keeps them root,
+//! where the SYN filter is attached as well. The short clients are pinned
+//! round-robin to every CPU, so SYNs arrive on each of them, and each one
+//! reads its own `tcpi_total_retrans` after connecting: a SYN that was
+//! dropped and sent again shows there, clock or no clock.
+//!
+//! Flags (after `--`): `--upgrades N` (default 20), `--as-root`,
+//! `--no-write` (print only). Every loop is bounded: the load stops when
+//! the upgrades are done, and every wait has a deadline.
 
 #[path = "shared/mod.rs"]
 mod shared;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -43,6 +53,8 @@ struct Counters {
     /// Connects that took over 900 ms: their first SYN was dropped by a
     /// retiring listener and retransmitted to a sibling.
     slow_connects: AtomicU64,
+    /// Connections whose SYN was sent more than once (`tcpi_total_retrans`).
+    syn_retransmits: AtomicU64,
     long_lines: AtomicU64,
     long_cut: AtomicU64,
 }
@@ -55,23 +67,31 @@ fn main() {
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(20);
     let write = !args.iter().any(|a| a == "--no-write");
+    // SAFETY: geteuid has no memory effects.
+    let root = unsafe { libc::geteuid() } == 0;
+    let unprivileged = !root || !args.iter().any(|a| a == "--as-root");
 
     let dir = std::env::temp_dir().join(format!("drainport-bench-rolling-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let run = Run::new(&dir, root && unprivileged);
     let addr = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
     let mut pids = Vec::new();
     let started = Instant::now();
-    upgrade(&dir, addr, &mut pids);
+    upgrade(&run, addr, &mut pids);
 
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
     let mut threads: Vec<_> = (0..SHORT_CLIENT_THREADS)
-        .map(|_| {
+        .map(|i| {
             let (counters, stop) = (counters.clone(), stop.clone());
-            thread::spawn(move || short_clients(addr, &counters, &stop))
+            thread::spawn(move || {
+                pin_to(i % cpus);
+                short_clients(addr, &counters, &stop)
+            })
         })
         .collect();
     let mut long_clients = 0;
@@ -85,7 +105,7 @@ fn main() {
     }
     for n in 1..=upgrades {
         thread::sleep(PAUSE_BETWEEN_UPGRADES);
-        upgrade(&dir, addr, &mut pids);
+        upgrade(&run, addr, &mut pids);
         if n % LONG_CLIENT_EVERY == 0 {
             spawn_long(&mut threads);
         }
@@ -124,6 +144,9 @@ fn main() {
          | run time | {secs:.1} s |\n\
          | short connections answered | {ok} |\n\
          | short connections failed | **{failed}** |\n\
+         | servers run as | {user} |\n\
+         | `net.ipv4.tcp_migrate_req` | {migrate_req} |\n\
+         | connections whose SYN was sent again | **{retransmitted}** |\n\
          | connects delayed by a dropped SYN (> 900 ms) | {slow} |\n\
          | long-lived clients (a line every 100 ms) | {long_clients} |\n\
          | long-lived lines answered | {lines} |\n\
@@ -137,16 +160,27 @@ fn main() {
         ok = load(&c.short_ok),
         failed = load(&c.short_failed),
         slow = load(&c.slow_connects),
+        user = if unprivileged {
+            "an unprivileged user"
+        } else {
+            "root"
+        },
+        migrate_req = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
+            .map_or_else(|_| "unknown".to_owned(), |v| v.trim().to_owned()),
+        retransmitted = load(&c.syn_retransmits),
         lines = load(&c.long_lines),
         cut = load(&c.long_cut),
         lingering = lingering.len(),
     );
     println!("{report}");
-    let passed = load(&c.short_failed) == 0 && load(&c.long_cut) == 0 && lingering.is_empty();
+    let passed = load(&c.short_failed) == 0
+        && load(&c.long_cut) == 0
+        && load(&c.syn_retransmits) == 0
+        && lingering.is_empty();
     println!(
         "{}",
         if passed {
-            "PASS: no client failed or cut"
+            "PASS: no client failed, waited or was cut"
         } else {
             "FAIL"
         }
@@ -160,14 +194,61 @@ fn main() {
     }
 }
 
+/// Where the script keeps its pid files, and who runs it.
+struct Run {
+    dir: PathBuf,
+    /// The binary, copied where the unprivileged user can reach it, when
+    /// the servers run as that user.
+    unprivileged_bin: Option<PathBuf>,
+}
+
+impl Run {
+    fn new(dir: &Path, unprivileged: bool) -> Run {
+        std::fs::create_dir_all(dir).expect("create the run directory");
+        let unprivileged_bin = unprivileged.then(|| {
+            let bin = dir.join("drainport");
+            std::fs::copy(BIN, &bin).expect("copy the binary");
+            let chown = Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(dir)
+                .status()
+                .expect("run chown");
+            assert!(chown.success(), "chown {} failed", dir.display());
+            let public = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(dir, public).expect("chmod the run directory");
+            bin
+        });
+        Run {
+            dir: dir.to_owned(),
+            unprivileged_bin,
+        }
+    }
+
+    fn command(&self, addr: SocketAddr) -> Command {
+        let script = Path::new(ROOT).join("scripts/rolling-restart");
+        let mut cmd = match &self.unprivileged_bin {
+            Some(_) => {
+                let mut cmd = Command::new("setpriv");
+                cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                    .arg(script);
+                cmd
+            }
+            None => Command::new(script),
+        };
+        let bin = self.unprivileged_bin.as_deref().unwrap_or(Path::new(BIN));
+        cmd.args(["-n", &INSTANCES.to_string(), "-t", "10", "-d"])
+            .arg(&self.dir)
+            .arg("--")
+            .arg(bin)
+            .args(["-q", &addr.to_string()]);
+        cmd
+    }
+}
+
 /// Runs the script for all instances and records the new pids.
-fn upgrade(dir: &Path, addr: SocketAddr, pids: &mut Vec<u32>) {
-    let out = Command::new(Path::new(ROOT).join("scripts/rolling-restart"))
-        .args(["-n", &INSTANCES.to_string(), "-t", "10", "-d"])
-        .arg(dir)
-        .args(["--", BIN, "-q", &addr.to_string()])
-        .output()
-        .expect("run rolling-restart");
+fn upgrade(run: &Run, addr: SocketAddr, pids: &mut Vec<u32>) {
+    let dir = &run.dir;
+    let out = run.command(addr).output().expect("run rolling-restart");
     assert!(out.status.success(), "rolling-restart failed: {out:?}");
     for i in 1..=INSTANCES {
         if let Some(pid) = read_pid(dir, i) {
@@ -229,6 +310,9 @@ fn short_clients(addr: SocketAddr, c: &Counters, stop: &AtomicBool) {
                 if t.elapsed() > Duration::from_millis(900) {
                     c.slow_connects.fetch_add(1, Ordering::SeqCst);
                 }
+                if syn_retransmits(&s) > 0 {
+                    c.syn_retransmits.fetch_add(1, Ordering::SeqCst);
+                }
                 echo(&mut s, &mut r, &format!("short {n}"))
             });
         match result {
@@ -260,6 +344,35 @@ fn long_client(addr: SocketAddr, c: &Counters, stop: &AtomicBool) {
         }
         c.long_lines.fetch_add(1, Ordering::SeqCst);
         thread::sleep(LONG_CLIENT_PERIOD);
+    }
+}
+
+/// Pins the calling thread to `cpu`, so that its SYNs are handled there.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
+    // get a valid set of the size passed.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// How many times this connection's segments, its SYN included, were sent
+/// again; read right after the connect, it counts resent SYNs.
+fn syn_retransmits(stream: &TcpStream) -> u32 {
+    // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed tcp_info.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        if rc == 0 { info.tcpi_total_retrans } else { 0 }
     }
 }
 
