@@ -73,24 +73,38 @@ impl Runner {
 
     #[track_caller]
     fn start(&self, args: &[&str]) -> Server {
-        let cmd = match &self.copy {
-            Some(bin) => {
+        self.start_with(&[], args)
+    }
+
+    /// Starts the server through `wrapper` (a command that execs the rest
+    /// of its arguments), as this runner's user.
+    #[track_caller]
+    fn start_with(&self, wrapper: &[&str], args: &[&str]) -> Server {
+        let bin = self.copy.as_deref().unwrap_or(std::path::Path::new(BIN));
+        let mut cmd = match &self.copy {
+            Some(_) => {
                 let mut cmd = Command::new("setpriv");
                 cmd.args([
                     &format!("--reuid={NOBODY}"),
                     &format!("--regid={NOBODY}"),
                     "--clear-groups",
                 ])
-                .arg(bin)
-                .args(args);
+                .args(wrapper);
                 cmd
             }
-            None => {
-                let mut cmd = Command::new(BIN);
-                cmd.args(args);
-                cmd
-            }
+            None => match wrapper.split_first() {
+                Some((program, rest)) => {
+                    let mut cmd = Command::new(program);
+                    cmd.args(rest);
+                    cmd
+                }
+                None => Command::new(bin),
+            },
         };
+        if self.copy.is_some() || !wrapper.is_empty() {
+            cmd.arg(bin);
+        }
+        cmd.args(args);
         let server = Server::spawn(cmd);
         if self.who == Who::Unprivileged {
             let uid = fs::read_to_string(format!("/proc/{}/status", server.pid))
@@ -413,4 +427,71 @@ fn rolling_restarts_under_churn_reset_and_stall_nothing() {
         server.signal(SIGHUP);
         server.expect_clean_exit();
     }
+}
+
+/// On a kernel that cannot steer (here one made to report 2.6 with
+/// `setarch --uname-2.6`), startup says once what protects a drain: the
+/// SYN filter for root, nothing for an unprivileged user, with the fix.
+#[test]
+fn startup_says_when_a_drain_is_unprotected() {
+    if Command::new("setarch").arg("--version").output().is_err() {
+        return skip("setarch (util-linux) is not installed");
+    }
+    let old_kernel = ["setarch", std::env::consts::ARCH, "--uname-2.6"];
+    for who in [Who::Unprivileged, Who::Root] {
+        let run = match Runner::new(who) {
+            Ok(run) => run,
+            Err(reason) => {
+                skip(&reason);
+                continue;
+            }
+        };
+        let mut server = run.start_with(&old_kernel, &["-q", "127.0.0.1:0"]);
+        let expected = match who {
+            Who::Unprivileged => "nothing keeps new connections away from a draining process",
+            Who::Root => "they are dropped instead",
+        };
+        let line = server
+            .seen
+            .iter()
+            .find(|l| l.contains("Linux 2.6"))
+            .cloned();
+        let line =
+            line.unwrap_or_else(|| panic!("no startup warning ({who:?}): {:#?}", server.seen));
+        assert!(line.contains(expected), "{who:?}: {line}");
+        assert!(line.contains("Linux 6.2 or later"), "{who:?}: {line}");
+        server.signal(SIGHUP);
+        server.expect_clean_exit();
+        assert_eq!(
+            server
+                .seen
+                .iter()
+                .filter(|l| l.contains("Linux 2.6"))
+                .count(),
+            1,
+            "said more than once: {:#?}",
+            server.seen
+        );
+    }
+    // On this machine's own kernel nothing is said, as root or not.
+    let run = Runner::new(Who::Unprivileged).expect("an unprivileged runner");
+    let mut server = run.start(&["-q", "127.0.0.1:0"]);
+    server.signal(SIGHUP);
+    server.expect_clean_exit();
+    if steering_kernel() {
+        assert!(
+            !server.seen.iter().any(|l| l.contains("draining process")),
+            "{:#?}",
+            server.seen
+        );
+    }
+}
+
+/// Whether the kernel running the tests steers by CPU tag (Linux 6.2+).
+fn steering_kernel() -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (6, 2)
 }
