@@ -40,6 +40,7 @@ mod server;
 mod slab;
 mod spread;
 mod sys;
+pub mod telnet;
 
 pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_LINE, DEFAULT_MAX_OUTPUT};
 pub use protocol::{Action, Protocol};
