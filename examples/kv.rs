@@ -16,14 +16,14 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use drainport::protocol::line_body;
-use drainport::{Action, Config, Protocol};
+use drainport::{Action, Config, LineProtocol, Lines};
 
 #[derive(Default)]
 struct Kv {
     map: HashMap<Vec<u8>, Vec<u8>>,
 }
 
-impl Protocol for Kv {
+impl LineProtocol for Kv {
     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
         let mut words = line_body(line).splitn(3, |&b| b == b' ');
         let command = words.next().unwrap_or_default().to_ascii_uppercase();
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    match drainport::serve(&config, Kv::default()) {
+    match drainport::serve(&config, Lines(Kv::default())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kv: {e}");

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_LINE, DEFAULT_MAX_OUTPUT};
+use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
 
 /// What the command line asks for.
 pub enum Command {
@@ -29,7 +29,7 @@ Arguments:
 Options:
   -q, --quiet               no stdout line per accepted connection
       --backlog N           listen backlog [default: {DEFAULT_BACKLOG}]
-      --max-line BYTES      longest line, terminator included [default: {DEFAULT_MAX_LINE}]
+      --max-line BYTES      longest line, terminator included [default: {DEFAULT_MAX_INPUT}]
       --max-output BYTES    unsent output per client before its input is left
                             unread [default: {DEFAULT_MAX_OUTPUT}]
       --max-clients N       stop accepting at N clients; others wait in the
@@ -91,7 +91,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             "-q" | "--quiet" => config.quiet = true,
             "--backlog" => config.backlog = number(&flag, &value()?)?,
-            "--max-line" => config.max_line = number(&flag, &value()?)?,
+            "--max-line" => config.max_input = number(&flag, &value()?)?,
             "--max-output" => config.max_output = number(&flag, &value()?)?,
             "--max-clients" => config.max_clients = Some(number(&flag, &value()?)?),
             "--drain-timeout" => config.drain_timeout = Some(seconds(&flag, &value()?)?),
@@ -189,7 +189,7 @@ mod tests {
         ])
         .unwrap();
         assert!(c.quiet);
-        assert_eq!(c.max_line, 10);
+        assert_eq!(c.max_input, 10);
         assert_eq!(c.max_clients, Some(3));
         assert_eq!(c.addr, "[::1]:9000".parse().unwrap());
         assert_eq!(c.drain_timeout, Some(Duration::from_millis(1500)));

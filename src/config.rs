@@ -9,8 +9,9 @@ pub const DEFAULT_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// The listen backlog: how many finished handshakes wait for `accept`.
 pub const DEFAULT_BACKLOG: u32 = 1024;
-/// The longest line, terminator included.
-pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+/// The input cap: the most bytes held for one unfinished message (for a line
+/// protocol, the longest line, terminator included).
+pub const DEFAULT_MAX_INPUT: usize = 64 * 1024;
 /// Unsent output per client above which the server stops reading from it.
 pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024;
 
@@ -21,8 +22,10 @@ pub struct Config {
     pub addr: SocketAddr,
     /// The `listen(2)` backlog.
     pub backlog: u32,
-    /// The longest line accepted, terminator included.
-    pub max_line: usize,
+    /// The input cap: the most bytes held for one unfinished message. A
+    /// protocol never sees more at once, and a message that needs more is
+    /// refused. For a line protocol, the longest line, terminator included.
+    pub max_input: usize,
     /// Unsent output per client above which its input is left unread.
     pub max_output: usize,
     /// Stop accepting at this many clients; the rest wait in the backlog.
@@ -45,7 +48,7 @@ impl Default for Config {
         Config {
             addr: DEFAULT_ADDR,
             backlog: DEFAULT_BACKLOG,
-            max_line: DEFAULT_MAX_LINE,
+            max_input: DEFAULT_MAX_INPUT,
             max_output: DEFAULT_MAX_OUTPUT,
             max_clients: None,
             drain_timeout: None,

@@ -1,10 +1,12 @@
-//! One client: its socket, its buffers, and its verdict after each event.
+//! One client: its socket, its buffers, its protocol state, and its verdict
+//! after each event.
 //!
 //! A connection owns no heap memory while idle. Bytes are read into a buffer
 //! shared by the whole loop and replies are built in a shared scratch vector;
-//! a connection takes buffers of its own only to keep what is left over (a
-//! partial line, or output the socket would not take), and gives them back as
-//! soon as they are empty.
+//! a connection takes buffers of its own only to keep what is left over (an
+//! unfinished message, or output the socket would not take), and gives them
+//! back as soon as they are empty. The protocol's per-connection state
+//! ([`Protocol::Conn`]) sits inline in the slot, so `()` costs nothing.
 //!
 //! The code here never touches the poll registry or the connection table. It
 //! answers every event with a [`Verdict`], and the server acts on it.
@@ -16,7 +18,7 @@ use std::net::Shutdown;
 use mio::event::Event;
 use mio::net::TcpStream;
 
-use crate::protocol::{Answered, Protocol, Stop, answer, find_newline};
+use crate::protocol::{Action, Fed, Protocol, Stop, feed};
 
 /// Bytes read per `read(2)`. A read shorter than this proves the socket empty.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -41,8 +43,9 @@ const CLOSING: u8 = 1 << 3;
 const FIN_SENT: u8 = 1 << 4;
 /// The socket would not take more output; wait for a writable event.
 const WRITE_BLOCKED: u8 = 1 << 5;
-/// The input buffer holds whole lines held back while output was full.
-const LINES_LEFT: u8 = 1 << 6;
+/// The input buffer holds bytes not offered to the protocol because the
+/// output was full.
+const HELD_BACK: u8 = 1 << 6;
 
 /// What the server does with a connection after handling an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +106,7 @@ impl From<&Event> for Ready {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Counters {
     pub(crate) accepted: u64,
+    /// Messages taken by the protocol: lines, for a line protocol.
     pub(crate) lines: u64,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
@@ -112,7 +116,8 @@ pub(crate) struct Counters {
 /// the buffers that let an idle connection own none.
 pub(crate) struct Context<P> {
     pub(crate) protocol: P,
-    pub(crate) max_line: usize,
+    /// The input cap: the most bytes held for one unfinished message.
+    pub(crate) max_input: usize,
     pub(crate) max_output: usize,
     pub(crate) counters: Counters,
     read_buf: Box<[u8]>,
@@ -120,10 +125,10 @@ pub(crate) struct Context<P> {
 }
 
 impl<P: Protocol> Context<P> {
-    pub(crate) fn new(protocol: P, max_line: usize, max_output: usize) -> Self {
+    pub(crate) fn new(protocol: P, max_input: usize, max_output: usize) -> Self {
         Context {
             protocol,
-            max_line,
+            max_input: max_input.max(1),
             max_output: max_output.max(1),
             counters: Counters::default(),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
@@ -135,7 +140,7 @@ impl<P: Protocol> Context<P> {
 /// Bytes a connection keeps between events.
 #[derive(Default)]
 pub(crate) struct Bufs {
-    /// Read but not answered: a partial line, or lines held back.
+    /// Read but not taken: an unfinished message, or input held back.
     pub(crate) input: Vec<u8>,
     /// Replies from `sent` on are not yet written.
     pub(crate) output: Vec<u8>,
@@ -162,22 +167,26 @@ impl Bufs {
     }
 }
 
-/// One client connection.
-pub(crate) struct Conn<S = TcpStream> {
+/// One client connection, with the protocol's state `C` for it.
+pub(crate) struct Conn<S = TcpStream, C = ()> {
     stream: S,
     flags: u8,
     pub(crate) bufs: Option<Box<Bufs>>,
+    state: C,
 }
 
-impl<S: Stream> Conn<S> {
-    pub(crate) fn new(stream: S) -> Conn<S> {
+impl<S: Stream, C: Default> Conn<S, C> {
+    pub(crate) fn new(stream: S) -> Conn<S, C> {
         Conn {
             stream,
             flags: 0,
             bufs: None,
+            state: C::default(),
         }
     }
+}
 
+impl<S: Stream, C> Conn<S, C> {
     fn is(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
@@ -191,7 +200,11 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Handles a readiness event.
-    pub(crate) fn on_ready<P: Protocol>(&mut self, ready: Ready, cx: &mut Context<P>) -> Verdict {
+    pub(crate) fn on_ready<P: Protocol<Conn = C>>(
+        &mut self,
+        ready: Ready,
+        cx: &mut Context<P>,
+    ) -> Verdict {
         if ready.readable {
             self.flags |= UNREAD;
         }
@@ -206,7 +219,7 @@ impl<S: Stream> Conn<S> {
 
     /// Moves bytes until the connection must wait for an event, runs out of
     /// its turn, or is done.
-    pub(crate) fn pump<P: Protocol>(&mut self, cx: &mut Context<P>) -> Verdict {
+    pub(crate) fn pump<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> Verdict {
         for _ in 0..READS_PER_EVENT {
             if self.flush(&mut cx.counters).is_err() {
                 return Verdict::Close;
@@ -217,14 +230,16 @@ impl<S: Stream> Conn<S> {
                 // takes its replies.
                 return self.keep();
             }
-            if self.is(LINES_LEFT) {
-                if self.answer_buffered(cx).is_err() {
+            if self.is(HELD_BACK) {
+                if self.feed_buffered(cx).is_err() {
                     return Verdict::Close;
                 }
                 continue;
             }
             if self.is(EOF) && !self.is(CLOSING) {
-                self.answer_tail(cx);
+                if self.on_eof(cx).is_err() {
+                    return Verdict::Close;
+                }
                 continue;
             }
             if self.is(CLOSING) {
@@ -285,47 +300,43 @@ impl<S: Stream> Conn<S> {
         Verdict::Keep
     }
 
-    /// Answers the `n` bytes just read into the shared buffer.
-    fn ingest<P: Protocol>(&mut self, n: usize, cx: &mut Context<P>) -> io::Result<()> {
+    /// Offers the `n` bytes just read into the shared buffer to the protocol.
+    fn ingest<P: Protocol<Conn = C>>(&mut self, n: usize, cx: &mut Context<P>) -> io::Result<()> {
         let fresh = &cx.read_buf[..n];
         let buffered = self.bufs.as_ref().is_some_and(|b| !b.input.is_empty());
         if buffered {
-            let bufs = self.bufs();
-            bufs.input.extend_from_slice(fresh);
-            if find_newline(fresh).is_none() && bufs.input.len() < cx.max_line {
-                return Ok(());
-            }
-            return self.answer_buffered(cx);
-        } else {
-            // The fast path: frame straight from the shared buffer and keep
-            // only an unterminated tail.
-            let got = answer_into(
-                &mut cx.protocol,
-                fresh,
-                cx.max_line,
-                self.bufs.as_deref_mut(),
-                &mut cx.scratch,
-                cx.max_output,
-            );
-            let rest = &fresh[got.consumed..];
-            if !rest.is_empty() && matches!(got.stop, Stop::NeedMore | Stop::Full) {
-                self.bufs().input.extend_from_slice(rest);
-            }
-            self.note(got, &mut cx.counters);
+            // The new bytes continue a message already begun.
+            self.bufs().input.extend_from_slice(fresh);
+            return self.feed_buffered(cx);
         }
+        // The fast path: feed straight from the shared buffer and keep only
+        // what the protocol did not take.
+        let got = feed(
+            &mut cx.protocol,
+            &mut self.state,
+            fresh,
+            cx.max_input,
+            out_for(self.bufs.as_deref_mut(), &mut cx.scratch),
+            cx.max_output,
+        );
+        let rest = &fresh[got.consumed..];
+        if !rest.is_empty() && matches!(got.stop, Stop::NeedMore | Stop::Full) {
+            self.bufs().input.extend_from_slice(rest);
+        }
+        self.note(got, &mut cx.counters);
         self.send_scratch(cx)
     }
 
-    /// Answers lines from the connection's own input buffer.
-    fn answer_buffered<P: Protocol>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
-        let bufs = self.bufs();
+    /// Offers the connection's own input buffer to the protocol.
+    fn feed_buffered<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
+        let bufs = self.bufs.get_or_insert_with(Box::default);
         let input = mem::take(&mut bufs.input);
-        let got = answer_into(
+        let got = feed(
             &mut cx.protocol,
+            &mut self.state,
             &input,
-            cx.max_line,
-            Some(bufs),
-            &mut cx.scratch,
+            cx.max_input,
+            out_for(Some(bufs), &mut cx.scratch),
             cx.max_output,
         );
         bufs.input = input;
@@ -334,36 +345,51 @@ impl<S: Stream> Conn<S> {
         self.send_scratch(cx)
     }
 
-    /// Answers an unterminated tail left when the client half-closed, then
-    /// marks the connection for closing.
-    fn answer_tail<P: Protocol>(&mut self, cx: &mut Context<P>) {
+    /// The client half-closed: the protocol gets what it left untaken, and
+    /// the connection closes once the replies are flushed.
+    fn on_eof<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
         self.flags |= CLOSING;
-        let Some(bufs) = self.bufs.as_deref_mut() else {
-            return;
+        let rest = match self.bufs.as_deref_mut() {
+            Some(bufs) => mem::take(&mut bufs.input),
+            None => Vec::new(),
         };
-        if bufs.input.is_empty() {
-            return;
-        }
-        let tail = mem::take(&mut bufs.input);
-        // The tail is shorter than max_line, or it would have been refused.
-        let _ = cx.protocol.on_line(&tail, bufs.output_for_append());
-        cx.counters.lines += 1;
+        // The rest is shorter than the cap, or it would have been refused.
+        cx.counters.lines += u64::from(!rest.is_empty());
+        self.say(cx, |protocol, state, out| {
+            protocol.on_eof(state, &rest, out);
+        })
     }
 
-    /// Records why answering stopped.
-    fn note(&mut self, got: Answered, counters: &mut Counters) {
-        counters.lines += got.lines;
+    /// Records why feeding stopped.
+    fn note(&mut self, got: Fed, counters: &mut Counters) {
+        counters.lines += got.messages;
         match got.stop {
-            Stop::NeedMore => self.flags &= !LINES_LEFT,
-            Stop::Full => self.flags |= LINES_LEFT,
-            Stop::Close | Stop::TooLong => {
-                self.flags |= CLOSING;
-                self.flags &= !LINES_LEFT;
-                if let Some(b) = self.bufs.as_deref_mut() {
-                    b.input = Vec::new();
-                }
-            }
+            Stop::NeedMore => self.flags &= !HELD_BACK,
+            Stop::Full => self.flags |= HELD_BACK,
+            Stop::Close | Stop::TooLong => self.close_after_flush(),
         }
+    }
+
+    /// Marks the connection for closing once its output is flushed; input
+    /// not yet taken will never be.
+    fn close_after_flush(&mut self) {
+        self.flags |= CLOSING;
+        self.flags &= !HELD_BACK;
+        if let Some(b) = self.bufs.as_deref_mut() {
+            b.input = Vec::new();
+        }
+    }
+
+    /// Runs a protocol hook that appends output outside of `on_data`, and
+    /// sends what it appended after whatever was pending.
+    fn say<P: Protocol<Conn = C>, R>(
+        &mut self,
+        cx: &mut Context<P>,
+        hook: impl FnOnce(&mut P, &mut C, &mut Vec<u8>) -> R,
+    ) -> io::Result<R> {
+        let out = out_for(self.bufs.as_deref_mut(), &mut cx.scratch);
+        let result = hook(&mut cx.protocol, &mut self.state, out);
+        self.send_scratch(cx).map(|()| result)
     }
 
     /// Writes the replies built in the shared scratch vector, keeping what
@@ -421,19 +447,50 @@ impl<S: Stream> Conn<S> {
         Ok(())
     }
 
-    /// Queues `line` after any pending output and sends what it can.
-    pub(crate) fn send_line<P: Protocol>(&mut self, line: &[u8], cx: &mut Context<P>) -> Verdict {
+    /// A client was admitted: the protocol may greet it, or turn it away.
+    pub(crate) fn on_connect<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> Verdict {
+        match self.say(cx, |protocol, state, out| protocol.on_connect(state, out)) {
+            Ok(Action::Continue) => Verdict::Keep,
+            Ok(Action::Close) => {
+                self.close_after_flush();
+                self.pump(cx)
+            }
+            Err(_) => Verdict::Close,
+        }
+    }
+
+    /// The drain started: queues `notice` (the operator's line, newline
+    /// included) after any pending output, whatever the backpressure, then
+    /// what the protocol has to say. A connection already closing gets
+    /// neither.
+    pub(crate) fn on_drain<P: Protocol<Conn = C>>(
+        &mut self,
+        notice: Option<&[u8]>,
+        cx: &mut Context<P>,
+    ) -> Verdict {
         if self.is(CLOSING) {
             return Verdict::Keep;
         }
-        self.bufs().output_for_append().extend_from_slice(line);
-        self.pump(cx)
+        let said = self.say(cx, |protocol, state, out| {
+            if let Some(notice) = notice {
+                out.extend_from_slice(notice);
+            }
+            protocol.on_drain(state, out)
+        });
+        match said {
+            Ok(Action::Continue) => Verdict::Keep,
+            Ok(Action::Close) => {
+                self.close_after_flush();
+                self.pump(cx)
+            }
+            Err(_) => Verdict::Close,
+        }
     }
 
     /// Closes on a hard stop: empties the socket so the close does not
-    /// become a reset, sends the protocol's closing line after any pending
+    /// become a reset, sends the protocol's last word after any pending
     /// output, and shuts the write side.
-    pub(crate) fn close_with_notice<P: Protocol>(mut self, cx: &mut Context<P>) {
+    pub(crate) fn close_with_notice<P: Protocol<Conn = C>>(mut self, cx: &mut Context<P>) {
         for _ in 0..HARD_CLOSE_READS {
             match self.stream.read(&mut cx.read_buf) {
                 Ok(n) if n == cx.read_buf.len() => continue,
@@ -441,29 +498,26 @@ impl<S: Stream> Conn<S> {
                 _ => break,
             }
         }
-        let bufs = self.bufs();
-        cx.protocol.on_closing(bufs.output_for_append());
+        // One write, of the pending output with the last word after it, or
+        // of the last word alone.
         self.flags &= !WRITE_BLOCKED;
-        let _ = self.flush(&mut cx.counters);
+        if self
+            .say(cx, |protocol, state, out| protocol.on_closing(state, out))
+            .is_ok()
+        {
+            let _ = self.flush(&mut cx.counters);
+        }
         let _ = self.stream.shutdown_write();
     }
 }
 
-/// Appends replies to the connection's pending output if it has any, so
-/// that order is kept, and to the shared scratch vector otherwise.
-fn answer_into<P: Protocol>(
-    protocol: &mut P,
-    input: &[u8],
-    max_line: usize,
-    bufs: Option<&mut Bufs>,
-    scratch: &mut Vec<u8>,
-    max_output: usize,
-) -> Answered {
+/// Where replies go: after the connection's pending output if it has any,
+/// so that order is kept, and into the shared scratch vector otherwise.
+#[inline]
+fn out_for<'a>(bufs: Option<&'a mut Bufs>, scratch: &'a mut Vec<u8>) -> &'a mut Vec<u8> {
     match bufs {
-        Some(b) if b.pending() > 0 => {
-            answer(protocol, input, max_line, b.output_for_append(), max_output)
-        }
-        _ => answer(protocol, input, max_line, scratch, max_output),
+        Some(b) if b.pending() > 0 => b.output_for_append(),
+        _ => scratch,
     }
 }
 
@@ -490,7 +544,7 @@ mod tests {
         // clients cost beyond the kernel's own socket memory. Debug builds
         // of mio add a selector id to every socket.
         let limit = if cfg!(debug_assertions) { 32 } else { 16 };
-        let size = std::mem::size_of::<Option<Conn>>();
+        let size = std::mem::size_of::<Option<Conn<TcpStream, ()>>>();
         assert!(size <= limit, "an idle slot takes {size} bytes");
     }
 }

@@ -1,7 +1,7 @@
 //! The echo protocol: every line comes back as received, followed by
 //! `: from <pid>`, so a client can tell which process served it.
 
-use drainport::{Action, Protocol};
+use drainport::{Action, LineProtocol};
 
 /// Echoes lines with the serving process's pid.
 pub struct Echo {
@@ -16,7 +16,7 @@ impl Echo {
     }
 }
 
-impl Protocol for Echo {
+impl LineProtocol for Echo {
     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
         out.extend_from_slice(line);
         if !line.ends_with(b"\n") {

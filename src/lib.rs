@@ -7,21 +7,23 @@
 //! cut and no connection is reset.
 //!
 //! This crate is the drain machinery and knows nothing of any particular
-//! protocol: implement [`Protocol`] and pass it to [`serve`].
+//! protocol: implement [`Protocol`] (bytes in, replies out, with state per
+//! connection) and pass it to [`serve`]. A line protocol implements
+//! [`LineProtocol`] and is served through [`Lines`].
 //!
 //! ```no_run
-//! use drainport::{Action, Config, Protocol};
+//! use drainport::{Action, Config, LineProtocol, Lines};
 //!
 //! struct Upper;
 //!
-//! impl Protocol for Upper {
+//! impl LineProtocol for Upper {
 //!     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
 //!         out.extend(line.iter().map(u8::to_ascii_uppercase));
 //!         Action::Continue
 //!     }
 //! }
 //!
-//! drainport::serve(&Config::default(), Upper).unwrap();
+//! drainport::serve(&Config::default(), Lines(Upper)).unwrap();
 //! ```
 
 #![deny(missing_docs)]
@@ -42,6 +44,6 @@ mod spread;
 mod sys;
 pub mod telnet;
 
-pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_LINE, DEFAULT_MAX_OUTPUT};
-pub use protocol::{Action, Protocol};
+pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
+pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};
 pub use server::serve;

@@ -6,6 +6,8 @@ mod echo;
 
 use std::process::ExitCode;
 
+use drainport::Lines;
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -24,5 +26,5 @@ fn run() -> Result<(), String> {
             return Ok(());
         }
     };
-    drainport::serve(&config, echo::Echo::new()).map_err(|e| e.to_string())
+    drainport::serve(&config, Lines(echo::Echo::new())).map_err(|e| e.to_string())
 }

@@ -1,26 +1,110 @@
 //! The seam between the drain machinery and what a server says.
 //!
-//! A [`Protocol`] turns lines into replies. It never sees a socket: the
-//! connection code frames bytes with [`frame`], feeds lines through
-//! [`answer`], and writes whatever the protocol appended. Everything here is
-//! a pure function over byte slices, so it is tested without I/O.
+//! A [`Protocol`] consumes bytes and appends replies. It never sees a
+//! socket: the connection code reads, calls [`feed`] to hand the bytes to
+//! the protocol within the machinery's limits, and writes whatever the
+//! protocol appended. Everything here is a pure function over byte slices,
+//! so it is tested without I/O.
+//!
+//! Guarantees [`feed`] gives a protocol, and through it the machinery gives
+//! every protocol:
+//! - `on_data` never sees more than the input cap at once, so a protocol
+//!   that returns [`Step::NeedMore`] on a full window is refused a message
+//!   longer than the cap ([`Protocol::on_too_long`]), and a connection never
+//!   holds more than the cap for one unfinished message;
+//! - `on_data` is not called once the output holds the output limit, so the
+//!   output overshoots the limit by at most the replies of one call;
+//! - per-connection state ([`Protocol::Conn`]) lives in the connection's
+//!   slot, made with `Default` when the client is admitted.
+//!
+//! Line protocols implement [`LineProtocol`] and are served through
+//! [`Lines`].
 
 use std::io::Write as _;
 
-/// What a protocol wants done with the connection after a line.
+/// What a protocol wants done with the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Keep reading lines.
+    /// Keep the connection.
     Continue,
-    /// Send what has been appended so far, then close the connection.
+    /// Send everything appended so far, then close (FIN, then wait for EOF).
     Close,
 }
 
-/// A line protocol served on the drain machinery.
+/// What one call to [`Protocol::on_data`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Took this many bytes (at least 1) from the front of the input.
+    /// `Took(0)` is read as [`Step::NeedMore`], and a count past the end of
+    /// the input as all of it.
+    Took(usize),
+    /// Took this many bytes (may be 0), then wants the connection closed
+    /// once its output is flushed. The input after them is discarded.
+    Close(usize),
+    /// Took nothing: a whole message needs more bytes.
+    NeedMore,
+}
+
+/// A protocol served on the drain machinery.
 ///
 /// One value serves every connection of a process, so state kept in `self`
-/// is shared by all clients.
+/// is shared by all clients; state of one client lives in [`Protocol::Conn`].
+/// Every hook appends its replies to `out`; the machinery sends them in the
+/// order they were appended, after anything the connection still has to
+/// send.
 pub trait Protocol {
+    /// Per-connection state, made with `Default` when a client is admitted
+    /// and stored inline in the connection's slot. Use `()` for none; keep it
+    /// a few bytes, and `Box` anything large (allocate only when needed), so
+    /// that an idle client stays cheap.
+    type Conn: Default;
+
+    /// A client was admitted. May append a greeting.
+    fn on_connect(&mut self, conn: &mut Self::Conn, out: &mut Vec<u8>) -> Action {
+        let _ = (conn, out);
+        Action::Continue
+    }
+
+    /// Consumes bytes from the front of `input`, appending replies to `out`.
+    ///
+    /// The machinery calls it again with the rest while it takes bytes and
+    /// `out` is below the output limit, so one call may handle one message.
+    /// Bytes not taken are offered again, with more after them, once more
+    /// arrive. `input` is never longer than the input cap
+    /// ([`Config::max_input`](crate::Config::max_input)): if a protocol
+    /// returns [`Step::NeedMore`] on a full window, the message is too long,
+    /// [`Protocol::on_too_long`] is called and the connection closes.
+    fn on_data(&mut self, conn: &mut Self::Conn, input: &[u8], out: &mut Vec<u8>) -> Step;
+
+    /// The client half-closed (EOF). `rest` is what it sent that was not
+    /// taken (shorter than the cap). The connection closes after the flush.
+    fn on_eof(&mut self, conn: &mut Self::Conn, rest: &[u8], out: &mut Vec<u8>) {
+        let _ = (conn, rest, out);
+    }
+
+    /// An unfinished message reached the input cap of `cap` bytes. The
+    /// connection closes once this reply is sent.
+    fn on_too_long(&mut self, conn: &mut Self::Conn, cap: usize, out: &mut Vec<u8>) {
+        let _ = (conn, cap, out);
+    }
+
+    /// The drain started. Called once per connection, also for clients
+    /// accepted from the queue after the drain began, but not for one that is
+    /// already closing. Return [`Action::Close`] to close after the flush.
+    fn on_drain(&mut self, conn: &mut Self::Conn, out: &mut Vec<u8>) -> Action {
+        let _ = (conn, out);
+        Action::Continue
+    }
+
+    /// Hard stop (a second signal, or the drain timeout): append a last word,
+    /// if any. The connection is closed right after.
+    fn on_closing(&mut self, conn: &mut Self::Conn, out: &mut Vec<u8>) {
+        let _ = (conn, out);
+    }
+}
+
+/// A protocol of newline-terminated lines, served through [`Lines`].
+pub trait LineProtocol {
     /// Appends the reply to one line to `out`.
     ///
     /// `line` holds the bytes exactly as received, terminator included
@@ -28,8 +112,8 @@ pub trait Protocol {
     /// after an unterminated tail; that tail is offered as a last line.
     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action;
 
-    /// Appends the reply to a line longer than `max_line` bytes. The
-    /// connection is closed once this reply is sent.
+    /// Appends the reply to a line longer than `max_line` bytes, terminator
+    /// included. The connection is closed once this reply is sent.
     fn on_line_too_long(&mut self, max_line: usize, out: &mut Vec<u8>) {
         let _ = writeln!(out, "error: line longer than {max_line} bytes");
     }
@@ -45,25 +129,38 @@ pub trait Protocol {
     }
 }
 
-/// The result of looking for one line at the start of a buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame {
-    /// A complete line of this many bytes, terminator included.
-    Line(usize),
-    /// No terminator yet, and the bytes so far still fit in a line.
-    Incomplete,
-    /// No terminator within `max_line` bytes: the line is too long.
-    TooLong,
-}
+/// Serves a [`LineProtocol`]: one line per [`Protocol::on_data`] call,
+/// `type Conn = ()`, and an unterminated tail at EOF offered as a last line.
+/// The input cap is the longest line, terminator included.
+pub struct Lines<P>(pub P);
 
-/// Finds the first line in `buf`. A line is at most `max_line` bytes,
-/// counting its `\n` (and a `\r` before it, which stays part of the line).
-pub fn frame(buf: &[u8], max_line: usize) -> Frame {
-    let window = &buf[..buf.len().min(max_line)];
-    match find_newline(window) {
-        Some(at) => Frame::Line(at + 1),
-        None if buf.len() >= max_line => Frame::TooLong,
-        None => Frame::Incomplete,
+impl<P: LineProtocol> Protocol for Lines<P> {
+    type Conn = ();
+
+    fn on_data(&mut self, _: &mut (), input: &[u8], out: &mut Vec<u8>) -> Step {
+        let Some(at) = find_newline(input) else {
+            return Step::NeedMore;
+        };
+        let line = &input[..=at];
+        match self.0.on_line(line, out) {
+            Action::Continue => Step::Took(line.len()),
+            Action::Close => Step::Close(line.len()),
+        }
+    }
+
+    fn on_eof(&mut self, _: &mut (), rest: &[u8], out: &mut Vec<u8>) {
+        if !rest.is_empty() {
+            // Whatever it asks for, the connection closes after this.
+            let _ = self.0.on_line(rest, out);
+        }
+    }
+
+    fn on_too_long(&mut self, _: &mut (), cap: usize, out: &mut Vec<u8>) {
+        self.0.on_line_too_long(cap, out);
+    }
+
+    fn on_closing(&mut self, _: &mut (), out: &mut Vec<u8>) {
+        self.0.on_closing(out);
     }
 }
 
@@ -73,78 +170,9 @@ pub fn line_body(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Why [`answer`] stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// Every complete line was answered; the rest waits for more bytes.
-    NeedMore,
-    /// `out` reached its limit; the unconsumed lines wait until it drains.
-    Full,
-    /// The protocol asked to close after the last answered line.
-    Close,
-    /// A line was too long; its error reply has been appended.
-    TooLong,
-}
-
-/// What one pass of [`answer`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answered {
-    /// Bytes of input taken, always whole lines.
-    pub consumed: usize,
-    /// Lines answered.
-    pub lines: u64,
-    /// Why the pass ended.
-    pub stop: Stop,
-}
-
-/// Answers the complete lines at the start of `input`, appending replies to
-/// `out` until `out` holds `out_limit` bytes or more.
-///
-/// The limit is checked before each line, so `out` overshoots it by at most
-/// one reply. That is what bounds memory for a client that writes and never
-/// reads: its lines stay unanswered, and unread, until it takes its replies.
-pub fn answer<P: Protocol + ?Sized>(
-    protocol: &mut P,
-    input: &[u8],
-    max_line: usize,
-    out: &mut Vec<u8>,
-    out_limit: usize,
-) -> Answered {
-    let mut pos = 0;
-    let mut lines = 0;
-    let stop = loop {
-        if pos == input.len() {
-            // The common end of a batch: no need to look for another line.
-            break Stop::NeedMore;
-        }
-        if out.len() >= out_limit {
-            break Stop::Full;
-        }
-        match frame(&input[pos..], max_line) {
-            Frame::Incomplete => break Stop::NeedMore,
-            Frame::TooLong => {
-                protocol.on_line_too_long(max_line, out);
-                break Stop::TooLong;
-            }
-            Frame::Line(len) => {
-                let action = protocol.on_line(&input[pos..pos + len], out);
-                pos += len;
-                lines += 1;
-                if action == Action::Close {
-                    break Stop::Close;
-                }
-            }
-        }
-    };
-    Answered {
-        consumed: pos,
-        lines,
-        stop,
-    }
-}
-
 /// The index of the first `\n` in `hay`, using the C library's vectorised
 /// `memchr` rather than a byte-at-a-time scan.
+#[inline]
 pub fn find_newline(hay: &[u8]) -> Option<usize> {
     // SAFETY: `hay` is a valid slice of `hay.len()` readable bytes.
     let hit = unsafe { libc::memchr(hay.as_ptr().cast(), i32::from(b'\n'), hay.len()) };
@@ -155,6 +183,83 @@ pub fn find_newline(hay: &[u8]) -> Option<usize> {
     }
 }
 
+/// Why [`feed`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The protocol needs more bytes than the input holds (or it is empty).
+    NeedMore,
+    /// `out` reached its limit; the input not taken waits until it drains.
+    Full,
+    /// The protocol asked to close after what it took.
+    Close,
+    /// A message reached the cap unfinished; `on_too_long` has replied.
+    TooLong,
+}
+
+/// What one pass of [`feed`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// Bytes of input the protocol took.
+    pub consumed: usize,
+    /// Calls to `on_data` that took bytes: lines, for a line protocol.
+    pub messages: u64,
+    /// Why the pass ended.
+    pub stop: Stop,
+}
+
+/// Hands `input` to `protocol` as the machinery does: in windows of at most
+/// `cap` bytes, again and again while it takes bytes and `out` holds less
+/// than `out_limit`.
+///
+/// The limit is checked before each call, so `out` overshoots it by at most
+/// one call's replies. That is what bounds memory for a client that writes
+/// and never reads: its input stays untaken, and unread, until it takes its
+/// replies. Public so that a protocol can be tested exactly as it is served.
+#[inline]
+pub fn feed<P: Protocol + ?Sized>(
+    protocol: &mut P,
+    conn: &mut P::Conn,
+    input: &[u8],
+    cap: usize,
+    out: &mut Vec<u8>,
+    out_limit: usize,
+) -> Fed {
+    let mut pos = 0;
+    let mut messages = 0;
+    let stop = loop {
+        if pos == input.len() {
+            // The common end of a batch: no call just to hear NeedMore.
+            break Stop::NeedMore;
+        }
+        if out.len() >= out_limit {
+            break Stop::Full;
+        }
+        let rest = &input[pos..];
+        let window = &rest[..rest.len().min(cap)];
+        match protocol.on_data(conn, window, out) {
+            Step::Took(n) if n > 0 => {
+                pos += n.min(window.len());
+                messages += 1;
+            }
+            Step::Close(n) => {
+                pos += n.min(window.len());
+                messages += u64::from(n > 0);
+                break Stop::Close;
+            }
+            Step::Took(_) | Step::NeedMore if window.len() >= cap => {
+                protocol.on_too_long(conn, cap, out);
+                break Stop::TooLong;
+            }
+            Step::Took(_) | Step::NeedMore => break Stop::NeedMore,
+        }
+    };
+    Fed {
+        consumed: pos,
+        messages,
+        stop,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,7 +267,7 @@ mod tests {
     /// Replies with the line and a fixed suffix; closes on `quit`.
     struct Suffix;
 
-    impl Protocol for Suffix {
+    impl LineProtocol for Suffix {
         fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
             out.extend_from_slice(line);
             out.extend_from_slice(b"+\n");
@@ -174,27 +279,61 @@ mod tests {
         }
     }
 
-    #[test]
-    fn frame_finds_lf_and_crlf_lines() {
-        assert_eq!(frame(b"abc\nrest", 100), Frame::Line(4));
-        assert_eq!(frame(b"abc\r\nrest", 100), Frame::Line(5));
-        assert_eq!(frame(b"\n", 100), Frame::Line(1));
-        assert_eq!(frame(b"", 100), Frame::Incomplete);
-        assert_eq!(frame(b"abc", 100), Frame::Incomplete);
+    fn feed_lines(input: &[u8], cap: usize, out: &mut Vec<u8>, out_limit: usize) -> Fed {
+        feed(&mut Lines(Suffix), &mut (), input, cap, out, out_limit)
     }
 
-    #[test]
-    fn frame_limit_counts_the_terminator() {
-        assert_eq!(frame(b"abc\n", 4), Frame::Line(4));
-        assert_eq!(frame(b"abcd\n", 4), Frame::TooLong);
-        assert_eq!(frame(b"abc", 4), Frame::Incomplete);
-        assert_eq!(frame(b"abcd", 4), Frame::TooLong);
-    }
+    /// Messages of one length byte and that many bytes of body. The state
+    /// counts the messages of a connection, which the reply carries, and
+    /// `on_connect`, `on_drain`, `on_eof` and `on_closing` each say a word.
+    struct Counted;
 
-    #[test]
-    fn binary_bytes_are_ordinary_data() {
-        let data = b"\0\xff\xfb\x01\r\r\n";
-        assert_eq!(frame(data, 100), Frame::Line(data.len()));
+    impl Protocol for Counted {
+        type Conn = u8;
+
+        fn on_connect(&mut self, _: &mut u8, out: &mut Vec<u8>) -> Action {
+            out.extend_from_slice(b"hi;");
+            Action::Continue
+        }
+
+        fn on_data(&mut self, seen: &mut u8, input: &[u8], out: &mut Vec<u8>) -> Step {
+            let Some((&len, rest)) = input.split_first() else {
+                return Step::NeedMore;
+            };
+            let Some(body) = rest.get(..usize::from(len)) else {
+                return Step::NeedMore;
+            };
+            *seen += 1;
+            out.push(b'0' + *seen);
+            out.extend_from_slice(body);
+            out.push(b';');
+            if body == b"bye" {
+                Step::Close(1 + body.len())
+            } else {
+                Step::Took(1 + body.len())
+            }
+        }
+
+        fn on_eof(&mut self, seen: &mut u8, rest: &[u8], out: &mut Vec<u8>) {
+            let _ = write!(out, "eof after {seen} with {} left;", rest.len());
+        }
+
+        fn on_too_long(&mut self, _: &mut u8, cap: usize, out: &mut Vec<u8>) {
+            let _ = write!(out, "over {cap};");
+        }
+
+        fn on_drain(&mut self, seen: &mut u8, out: &mut Vec<u8>) -> Action {
+            out.extend_from_slice(b"draining;");
+            if *seen > 1 {
+                Action::Close
+            } else {
+                Action::Continue
+            }
+        }
+
+        fn on_closing(&mut self, _: &mut u8, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"bye;");
+        }
     }
 
     #[test]
@@ -219,14 +358,49 @@ mod tests {
     }
 
     #[test]
-    fn answer_takes_whole_lines_and_leaves_the_tail() {
+    fn lines_takes_one_lf_or_crlf_line_per_call() {
         let mut out = Vec::new();
-        let got = answer(&mut Suffix, b"a\nb\r\npart", 100, &mut out, 1000);
+        let mut lines = Lines(Suffix);
+        assert_eq!(
+            lines.on_data(&mut (), b"abc\nrest", &mut out),
+            Step::Took(4)
+        );
+        assert_eq!(lines.on_data(&mut (), b"d\r\ne\n", &mut out), Step::Took(3));
+        assert_eq!(lines.on_data(&mut (), b"\n", &mut out), Step::Took(1));
+        assert_eq!(lines.on_data(&mut (), b"abc", &mut out), Step::NeedMore);
+        assert_eq!(
+            lines.on_data(&mut (), b"quit\nx\n", &mut out),
+            Step::Close(5)
+        );
+        assert_eq!(out, b"abc\n+\nd\r\n+\n\n+\nquit\n+\n");
+    }
+
+    #[test]
+    fn lines_answers_a_tail_at_eof_and_nothing_when_there_is_none() {
+        let mut out = Vec::new();
+        Lines(Suffix).on_eof(&mut (), b"", &mut out);
+        assert_eq!(out, b"");
+        Lines(Suffix).on_eof(&mut (), b"tail", &mut out);
+        assert_eq!(out, b"tail+\n");
+    }
+
+    #[test]
+    fn binary_bytes_are_ordinary_data() {
+        let data = b"\0\xff\xfb\x01\r\r\n";
+        let mut out = Vec::new();
+        let got = feed_lines(data, 100, &mut out, 1000);
+        assert_eq!((got.consumed, got.messages), (data.len(), 1));
+    }
+
+    #[test]
+    fn feed_takes_whole_lines_and_leaves_the_tail() {
+        let mut out = Vec::new();
+        let got = feed_lines(b"a\nb\r\npart", 100, &mut out, 1000);
         assert_eq!(
             got,
-            Answered {
+            Fed {
                 consumed: 5,
-                lines: 2,
+                messages: 2,
                 stop: Stop::NeedMore
             }
         );
@@ -234,29 +408,136 @@ mod tests {
     }
 
     #[test]
-    fn answer_stops_when_output_is_full() {
+    fn feed_stops_when_output_is_full() {
         let mut out = Vec::new();
-        let got = answer(&mut Suffix, b"aaaa\nbbbb\ncccc\n", 100, &mut out, 8);
+        let got = feed_lines(b"aaaa\nbbbb\ncccc\n", 100, &mut out, 8);
         assert_eq!(got.stop, Stop::Full);
         assert_eq!(got.consumed, 10);
         assert_eq!(out, b"aaaa\n+\nbbbb\n+\n");
     }
 
     #[test]
-    fn answer_stops_at_close() {
+    fn feed_stops_at_close() {
         let mut out = Vec::new();
-        let got = answer(&mut Suffix, b"quit\nmore\n", 100, &mut out, 1000);
+        let got = feed_lines(b"quit\nmore\n", 100, &mut out, 1000);
         assert_eq!(got.stop, Stop::Close);
         assert_eq!(got.consumed, 5);
         assert_eq!(out, b"quit\n+\n");
     }
 
     #[test]
-    fn answer_reports_a_long_line_after_the_good_ones() {
+    fn the_cap_counts_the_terminator() {
         let mut out = Vec::new();
-        let got = answer(&mut Suffix, b"ok\nxxxxxxxxxx", 5, &mut out, 1000);
+        assert_eq!(feed_lines(b"abc\n", 4, &mut out, 1000).stop, Stop::NeedMore);
+        assert_eq!(feed_lines(b"abc", 4, &mut out, 1000).stop, Stop::NeedMore);
+        out.clear();
+        assert_eq!(feed_lines(b"abcd", 4, &mut out, 1000).stop, Stop::TooLong);
+        assert_eq!(out, b"error: line longer than 4 bytes\n");
+        out.clear();
+        let got = feed_lines(b"abcd\n", 4, &mut out, 1000);
+        assert_eq!((got.stop, got.consumed), (Stop::TooLong, 0));
+    }
+
+    #[test]
+    fn feed_reports_a_long_line_after_the_good_ones() {
+        let mut out = Vec::new();
+        let got = feed_lines(b"ok\nxxxxxxxxxx", 5, &mut out, 1000);
         assert_eq!(got.stop, Stop::TooLong);
         assert_eq!(got.consumed, 3);
         assert_eq!(out, b"ok\n+\nerror: line longer than 5 bytes\n");
+    }
+
+    #[test]
+    fn a_window_never_exceeds_the_cap() {
+        struct Widths(Vec<usize>);
+        impl Protocol for Widths {
+            type Conn = ();
+            fn on_data(&mut self, _: &mut (), input: &[u8], _: &mut Vec<u8>) -> Step {
+                self.0.push(input.len());
+                Step::Took(2)
+            }
+        }
+        let mut widths = Widths(Vec::new());
+        let got = feed(&mut widths, &mut (), &[0; 9], 4, &mut Vec::new(), 10);
+        assert_eq!(widths.0, [4, 4, 4, 3, 1]);
+        assert_eq!((got.consumed, got.messages), (9, 5));
+    }
+
+    #[test]
+    fn a_count_past_the_input_takes_all_of_it_and_zero_needs_more() {
+        struct Greedy(usize);
+        impl Protocol for Greedy {
+            type Conn = ();
+            fn on_data(&mut self, _: &mut (), _: &[u8], _: &mut Vec<u8>) -> Step {
+                Step::Took(self.0)
+            }
+        }
+        let got = feed(&mut Greedy(100), &mut (), b"abc", 10, &mut Vec::new(), 10);
+        assert_eq!((got.consumed, got.stop), (3, Stop::NeedMore));
+        let got = feed(&mut Greedy(0), &mut (), b"abc", 10, &mut Vec::new(), 10);
+        assert_eq!((got.consumed, got.stop), (0, Stop::NeedMore));
+        let got = feed(&mut Greedy(0), &mut (), b"abc", 3, &mut Vec::new(), 10);
+        assert_eq!((got.consumed, got.stop), (0, Stop::TooLong));
+    }
+
+    #[test]
+    fn state_lives_across_calls_of_one_connection_only() {
+        let mut p = Counted;
+        let (mut a, mut b) = (u8::default(), u8::default());
+        let mut out = Vec::new();
+        assert_eq!(p.on_connect(&mut a, &mut out), Action::Continue);
+        let got = feed(&mut p, &mut a, b"\x02ab\x01c\x03de", 100, &mut out, 1000);
+        assert_eq!(
+            (got.consumed, got.messages, got.stop),
+            (5, 2, Stop::NeedMore)
+        );
+        feed(&mut p, &mut b, b"\x01x", 100, &mut out, 1000);
+        feed(&mut p, &mut a, b"\x03def", 100, &mut out, 1000);
+        assert_eq!(out, b"hi;1ab;2c;1x;3def;");
+        assert_eq!((a, b), (3, 1));
+    }
+
+    #[test]
+    fn the_hooks_see_the_connection_state() {
+        let mut p = Counted;
+        let mut out = Vec::new();
+        let mut one = 1;
+        assert_eq!(p.on_drain(&mut one, &mut out), Action::Continue);
+        let mut two = 2;
+        assert_eq!(p.on_drain(&mut two, &mut out), Action::Close);
+        p.on_eof(&mut two, b"\x05ab", &mut out);
+        p.on_closing(&mut two, &mut out);
+        assert_eq!(out, b"draining;draining;eof after 2 with 3 left;bye;");
+    }
+
+    #[test]
+    fn a_close_step_keeps_what_it_took_and_stops() {
+        let mut out = Vec::new();
+        let mut seen = 0;
+        let got = feed(
+            &mut Counted,
+            &mut seen,
+            b"\x03bye\x01z",
+            100,
+            &mut out,
+            1000,
+        );
+        assert_eq!((got.consumed, got.messages, got.stop), (4, 1, Stop::Close));
+        assert_eq!(out, b"1bye;");
+    }
+
+    #[test]
+    fn a_message_longer_than_the_cap_is_refused_through_the_hook() {
+        let mut out = Vec::new();
+        let got = feed(
+            &mut Counted,
+            &mut 0,
+            b"\x01a\x09abcdefgh",
+            6,
+            &mut out,
+            1000,
+        );
+        assert_eq!((got.consumed, got.stop), (2, Stop::TooLong));
+        assert_eq!(out, b"1a;over 6;");
     }
 }

@@ -108,7 +108,7 @@ enum State {
     Closing(Spread),
 }
 
-struct Server<P> {
+struct Server<P: Protocol> {
     pid: u32,
     quiet: bool,
     max_clients: Option<usize>,
@@ -122,7 +122,7 @@ struct Server<P> {
     /// Dropped, and so removed, when the server returns.
     pid_file: Option<PidFile>,
     listener: Option<Listener>,
-    conns: Slab<Conn>,
+    conns: Slab<Conn<TcpStream, P::Conn>>,
     cx: Context<P>,
     state: State,
     /// When the drain started.
@@ -175,7 +175,7 @@ impl<P: Protocol> Server<P> {
             pid_file: None,
             listener: Some(listener),
             conns: Slab::new(),
-            cx: Context::new(protocol, config.max_line, config.max_output),
+            cx: Context::new(protocol, config.max_input, config.max_output),
             state: State::Running,
             hangup_at: None,
             again: Vec::new(),
@@ -344,9 +344,13 @@ impl<P: Protocol> Server<P> {
         if !self.quiet {
             say!("Process {} accepted connection from: {peer}", self.pid);
         }
+        if let Some(conn) = self.conns.get_mut(key) {
+            let verdict = conn.on_connect(&mut self.cx);
+            self.apply(key, verdict);
+        }
         if self.state != State::Running {
-            // Taken from the queue after the drain began: it gets the same
-            // notice as everyone else.
+            // Taken from the queue after the drain began: it hears of the
+            // drain as everyone else did.
             self.notice(key);
         }
     }
@@ -422,23 +426,19 @@ impl<P: Protocol> Server<P> {
             "STOPPING=1\nSTATUS=draining, {} clients left",
             self.conns.len()
         ));
-        if self.drain_notice.is_some() {
-            for key in 0..self.conns.key_bound() {
-                self.notice(key);
-            }
+        for key in 0..self.conns.key_bound() {
+            self.notice(key);
         }
         self.retire_at = Some(now + RETIRE_GRACE);
         // What is queued already reached this process: serve it.
         self.accept(now);
     }
 
-    /// Sends the drain notice, if there is one, to one client.
+    /// Tells one client the drain started: the drain notice, if there is
+    /// one, then whatever the protocol says.
     fn notice(&mut self, key: usize) {
-        let Some(notice) = &self.drain_notice else {
-            return;
-        };
         if let Some(conn) = self.conns.get_mut(key) {
-            let verdict = conn.send_line(notice, &mut self.cx);
+            let verdict = conn.on_drain(self.drain_notice.as_deref(), &mut self.cx);
             self.apply(key, verdict);
         }
     }

@@ -6,6 +6,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 
 use crate::conn::{Conn, Context, DISCARD_LIMIT, READ_CHUNK, Ready, Verdict};
+use crate::protocol::Lines;
 
 use super::case::{Case, ERROR, Op, READ_CLOSED, READABLE, WRITABLE, ready_from};
 use super::model::{Model, ModelStop, too_long_reply};
@@ -71,7 +72,7 @@ pub(super) enum Life {
 pub(super) struct Driver {
     pub(super) wire: Rc<RefCell<Wire>>,
     conn: Option<Conn<Socket>>,
-    cx: Context<Suffix>,
+    cx: Context<Lines<Suffix>>,
     model: Model,
     /// Bytes the peer has read, checked against the model as they arrive.
     pub(super) received: Vec<u8>,
@@ -100,7 +101,7 @@ impl Driver {
         Driver {
             conn: Some(Conn::new(Socket(Rc::clone(&wire)))),
             wire,
-            cx: Context::new(Suffix, case.max_line, case.max_output),
+            cx: Context::new(Lines(Suffix), case.max_line, case.max_output),
             model: Model::new(case.max_line),
             received: Vec::new(),
             again: false,
@@ -352,7 +353,7 @@ impl Driver {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        let verdict = conn.send_line(NOTICE, &mut self.cx);
+        let verdict = conn.on_drain(Some(NOTICE), &mut self.cx);
         if self.wire.borrow().reset.is_none() {
             let produced = self.produced();
             if at > self.model.out.len() {

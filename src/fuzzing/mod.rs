@@ -42,7 +42,7 @@ mod model;
 mod tests;
 mod wire;
 
-use crate::protocol::{Action, Protocol};
+use crate::protocol::{Action, LineProtocol};
 
 use case::Case;
 
@@ -73,10 +73,11 @@ pub fn run(data: &[u8]) {
 }
 
 /// Replies with the line, a `\n` if it had none, then [`SUFFIX`]; closes
-/// after a line whose body is [`QUIT`].
+/// after a line whose body is [`QUIT`]. Served through `Lines`, as the echo
+/// server is.
 struct Suffix;
 
-impl Protocol for Suffix {
+impl LineProtocol for Suffix {
     fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
         out.extend_from_slice(line);
         if !line.ends_with(b"\n") {
