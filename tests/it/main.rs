@@ -11,4 +11,5 @@ mod netns;
 mod ops;
 mod rolling;
 mod seed;
+mod telnet;
 mod util;
