@@ -169,9 +169,9 @@ pub(crate) struct Bufs {
     /// Telnet only: bytes read but not yet filtered, because a command
     /// before them waits for the protocol to answer the data before it.
     /// At most one read's worth: nothing is read while this is non-empty.
-    raw: Vec<u8>,
+    pub(crate) raw: Vec<u8>,
     /// Where the filter stands in `raw`.
-    raw_at: usize,
+    pub(crate) raw_at: usize,
     /// Telnet only: a command the filter returned, to act on once the
     /// protocol has taken all it can of `input`.
     command: Option<Command>,
