@@ -640,11 +640,18 @@ mod tests {
 
     #[test]
     fn an_idle_connection_is_a_small_slot() {
-        // The socket, the flags and an empty buffer handle: what 15000 idle
-        // clients cost beyond the kernel's own socket memory. Debug builds
-        // of mio add a selector id to every socket.
+        // The socket, the flags, the telnet filter's byte and an empty
+        // buffer handle: what 15000 idle clients cost beyond the kernel's
+        // own socket memory. Debug builds of mio add a selector id to every
+        // socket.
         let limit = if cfg!(debug_assertions) { 32 } else { 16 };
         let size = std::mem::size_of::<Option<Conn<TcpStream, ()>>>();
         assert!(size <= limit, "an idle slot takes {size} bytes");
+        // docs/design.md promises two bytes of protocol state for free.
+        let size = std::mem::size_of::<Option<Conn<TcpStream, u16>>>();
+        assert!(
+            size <= limit,
+            "a slot with a u16 of state takes {size} bytes"
+        );
     }
 }
