@@ -427,7 +427,9 @@ impl<S: Stream, C> Conn<S, C> {
             }
             bufs.command = None;
             if bufs.raw_at == bufs.raw.len() {
-                bufs.raw.clear();
+                // Freed, not cleared: a connection left with a partial line
+                // must not keep a read chunk's worth of capacity too.
+                bufs.raw = Vec::new();
                 bufs.raw_at = 0;
                 break;
             }

@@ -186,6 +186,49 @@ fn replies_held_back_by_a_full_output_stay_ahead_of_telnet_answers() {
     );
 }
 
+#[test]
+fn hostile_telnet_clients_cost_bounded_memory() {
+    let server = Server::start(&["-q", "127.0.0.1:0"]);
+    let mut bystander = Client::connect(server.addr);
+    assert_eq!(bystander.echo("before"), server.pid);
+    let base_kib = server.rss_kib();
+
+    // A subnegotiation that never ends: 8 MiB swallowed, none of it kept.
+    let mut endless = Client::connect(server.addr);
+    endless.send(b"\xff\xfa\x18");
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..128 {
+        endless.send(&chunk);
+    }
+    endless.send(b"\xff\xf0after\r\n");
+    assert_bytes(&endless.read_line(), b"after\r\n");
+    assert_bytes(&endless.read_line(), &suffix(server.pid));
+
+    // Are You There, as fast as the server takes it, from a client that
+    // does not read: the answers fill the output limit and the server
+    // stops reading, as it does for lines.
+    let mut flood = Client::connect(server.addr);
+    let written = flood.write_without_reading(AYT, 16 << 20);
+    assert!(written < 16 << 20, "the server never stopped reading");
+    let grown = server.peak_rss_kib().saturating_sub(base_kib);
+    // The output limit (64 KiB), a read chunk and its unfiltered copy, and
+    // the reply scratch (kept up to 256 KiB): under 512 KiB, doubled for
+    // the allocator. Queueing every answer would take 7 bytes per 2 sent.
+    assert!(grown <= 1024, "peak RSS grew by {grown} KiB");
+    // The rest is sent from a thread, as the server reads only as this
+    // side takes its answers: the last AYT's second byte if a write cut
+    // it, then a line.
+    let mut writer = Client::from(flood.stream.try_clone().unwrap());
+    let tail = [&AYT[2 - written % 2..], b"end\r\n"].concat();
+    let writing = std::thread::spawn(move || writer.send(&tail));
+    for _ in 0..written.div_ceil(2) {
+        assert_bytes(&flood.read_line(), YES);
+    }
+    assert_bytes(&flood.read_line(), b"end\r\n");
+    writing.join().expect("writer");
+    assert_eq!(bystander.echo("after"), server.pid);
+}
+
 /// The `kv` example's binary, built once for this test run.
 fn kv_binary() -> &'static PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
