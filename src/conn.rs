@@ -54,7 +54,8 @@ const FIN_SENT: u8 = 1 << 4;
 /// The socket would not take more output; wait for a writable event.
 const WRITE_BLOCKED: u8 = 1 << 5;
 /// The input buffer holds bytes not offered to the protocol because the
-/// output was full (with telnet: or raw bytes or a command wait behind them).
+/// output was full; with telnet, a command and unfiltered bytes may wait
+/// behind them.
 const HELD_BACK: u8 = 1 << 6;
 
 /// What the server does with a connection after handling an event.

@@ -311,6 +311,8 @@ impl Tmux {
             .args(["-L", &self.socket, "-f", "/dev/null"])
             .args(args)
             .env("TERM", "xterm")
+            // Run from inside tmux, the test still gets its own server.
+            .env_remove("TMUX")
             .stdin(Stdio::null())
             .output()
             .expect("run tmux");
