@@ -10,7 +10,7 @@
 //!
 //! # Which bytes are commands
 //!
-//! With the filter on (`Config::telnet`), every byte 0xFF (IAC, "interpret
+//! With the filter on ([`Config::telnet`]), every byte 0xFF (IAC, "interpret
 //! as command") starts a command, wherever it appears. No other byte does:
 //! bytes outside commands are data and pass through unchanged, including
 //! 0xF0 to 0xFE, NUL, CR and any CR NUL or CR LF pair.
@@ -51,6 +51,8 @@
 //! where the filter stands in a command (after IAC, after a verb, inside a
 //! subnegotiation), held in one byte. Data is never held back: every data
 //! byte is returned by the call that sees it.
+//!
+//! [`Config::telnet`]: crate::Config::telnet
 
 /// Interpret As Command: starts every telnet command.
 pub const IAC: u8 = 255;
