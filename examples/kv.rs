@@ -57,6 +57,8 @@ impl LineProtocol for Kv {
 fn main() -> ExitCode {
     let mut config = Config {
         addr: "127.0.0.1:7070".parse().expect("a valid default address"),
+        // Typed by hand in telnet: Ctrl-C must not swallow the replies.
+        telnet: true,
         ..Config::default()
     };
     if let Some(arg) = std::env::args().nth(1) {

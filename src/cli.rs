@@ -43,6 +43,8 @@ Options:
                             drain starts
       --pid-file PATH       write the pid to PATH once listening; removed at
                             exit
+      --raw                 echo every byte as data, 0xFF included; without
+                            it, telnet commands are answered, not echoed
   -h, --help                print this help
   -V, --version             print the version
 
@@ -60,7 +62,12 @@ client count are reported to the service manager.
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
-    let mut config = Config::default();
+    // People poke at the echo server with telnet, so its commands are
+    // handled unless asked otherwise.
+    let mut config = Config {
+        telnet: true,
+        ..Config::default()
+    };
     let mut addr: Option<SocketAddr> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -91,6 +98,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 )));
             }
             "-q" | "--quiet" => config.quiet = true,
+            "--raw" => config.telnet = false,
             "--backlog" => config.backlog = number(&flag, &value()?)?,
             "--max-line" => config.max_input = number(&flag, &value()?)?,
             "--max-output" => config.max_output = number(&flag, &value()?)?,
@@ -179,6 +187,8 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.addr, drainport::DEFAULT_ADDR);
         assert!(!c.quiet);
+        assert!(c.telnet, "telnet commands are handled by default");
+        assert!(!config(&["--raw"]).unwrap().telnet);
         let c = config(&[
             "-q",
             "--max-line=10",

@@ -41,6 +41,13 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// Skip the stdout line for each accepted connection.
     pub quiet: bool,
+    /// Run every client's input through the telnet filter
+    /// ([`crate::telnet`]) before the protocol sees it: telnet's commands
+    /// (every sequence starting with byte 0xFF) are taken out of the data
+    /// and answered, and Ctrl-C in telnet drops the line being typed.
+    /// Off by default, so that a protocol gets its bytes exactly as sent;
+    /// turn it on for text protocols that people drive with telnet.
+    pub telnet: bool,
 }
 
 impl Default for Config {
@@ -56,6 +63,7 @@ impl Default for Config {
             drain_notice: None,
             pid_file: None,
             quiet: false,
+            telnet: false,
         }
     }
 }

@@ -8,6 +8,15 @@
 //! back as soon as they are empty. The protocol's per-connection state
 //! ([`Protocol::Conn`]) sits inline in the slot, so `()` costs nothing.
 //!
+//! With `Config::telnet`, fresh bytes pass through the telnet filter
+//! ([`crate::telnet`]) before the protocol sees them. Bytes without 0xFF
+//! cost one `memchr` and take the ordinary path. Otherwise the filter runs
+//! from command to command: the protocol takes the data before a command,
+//! and the command is acted on only once the protocol has answered all it
+//! can of that data, so a telnet answer never overtakes a reply owed
+//! before it, even when the output limit holds input back. A Discard
+//! (Ctrl-C) then drops what the protocol left untaken.
+//!
 //! The code here never touches the poll registry or the connection table. It
 //! answers every event with a [`Verdict`], and the server acts on it.
 
@@ -19,6 +28,7 @@ use mio::event::Event;
 use mio::net::TcpStream;
 
 use crate::protocol::{Action, Fed, Protocol, Stop, feed};
+use crate::telnet::{Command, Telnet};
 
 /// Bytes read per `read(2)`. A read shorter than this proves the socket empty.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -44,7 +54,8 @@ const FIN_SENT: u8 = 1 << 4;
 /// The socket would not take more output; wait for a writable event.
 const WRITE_BLOCKED: u8 = 1 << 5;
 /// The input buffer holds bytes not offered to the protocol because the
-/// output was full.
+/// output was full; with telnet, a command and unfiltered bytes may wait
+/// behind them.
 const HELD_BACK: u8 = 1 << 6;
 
 /// What the server does with a connection after handling an event.
@@ -119,6 +130,8 @@ pub(crate) struct Context<P> {
     /// The input cap: the most bytes held for one unfinished message.
     pub(crate) max_input: usize,
     pub(crate) max_output: usize,
+    /// Run input through the telnet filter (`Config::telnet`).
+    telnet: bool,
     pub(crate) counters: Counters,
     read_buf: Box<[u8]>,
     scratch: Vec<u8>,
@@ -130,10 +143,17 @@ impl<P: Protocol> Context<P> {
             protocol,
             max_input: max_input.max(1),
             max_output: max_output.max(1),
+            telnet: false,
             counters: Counters::default(),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             scratch: Vec::new(),
         }
+    }
+
+    /// Runs every connection's input through the telnet filter, or not.
+    pub(crate) fn with_telnet(mut self, on: bool) -> Self {
+        self.telnet = on;
+        self
     }
 }
 
@@ -147,6 +167,15 @@ pub(crate) struct Bufs {
     pub(crate) sent: usize,
     /// Bytes thrown away while waiting to close.
     discarded: usize,
+    /// Telnet only: bytes read but not yet filtered, because a command
+    /// before them waits for the protocol to answer the data before it.
+    /// At most one read's worth: nothing is read while this is non-empty.
+    pub(crate) raw: Vec<u8>,
+    /// Where the filter stands in `raw`.
+    pub(crate) raw_at: usize,
+    /// Telnet only: a command the filter returned, to act on once the
+    /// protocol has taken all it can of `input`.
+    command: Option<Command>,
 }
 
 impl Bufs {
@@ -172,6 +201,8 @@ pub(crate) struct Conn<S = TcpStream, C = ()> {
     stream: S,
     flags: u8,
     pub(crate) bufs: Option<Box<Bufs>>,
+    /// Where the telnet filter stands; one byte, unused without telnet.
+    telnet: Telnet,
     state: C,
 }
 
@@ -181,6 +212,7 @@ impl<S: Stream, C: Default> Conn<S, C> {
             stream,
             flags: 0,
             bufs: None,
+            telnet: Telnet::new(),
             state: C::default(),
         }
     }
@@ -231,7 +263,7 @@ impl<S: Stream, C> Conn<S, C> {
                 return self.keep();
             }
             if self.is(HELD_BACK) {
-                if self.feed_buffered(cx).is_err() {
+                if self.feed_held(cx).is_err() {
                     return Verdict::Close;
                 }
                 continue;
@@ -293,7 +325,12 @@ impl<S: Stream, C> Conn<S, C> {
     /// Gives the buffers back if they are empty, then waits for an event.
     fn keep(&mut self) -> Verdict {
         if let Some(b) = &self.bufs {
-            if b.input.is_empty() && b.pending() == 0 && !self.is(CLOSING) {
+            if b.input.is_empty()
+                && b.pending() == 0
+                && b.raw.is_empty()
+                && b.command.is_none()
+                && !self.is(CLOSING)
+            {
                 self.bufs = None;
             }
         }
@@ -303,6 +340,12 @@ impl<S: Stream, C> Conn<S, C> {
     /// Offers the `n` bytes just read into the shared buffer to the protocol.
     fn ingest<P: Protocol<Conn = C>>(&mut self, n: usize, cx: &mut Context<P>) -> io::Result<()> {
         let fresh = &cx.read_buf[..n];
+        if cx.telnet && !self.telnet.passes(fresh) {
+            // Rare: people type few commands. The bytes are kept so that
+            // the filter can stop at each command and resume after it.
+            self.bufs().raw.extend_from_slice(fresh);
+            return self.feed_held(cx);
+        }
         let buffered = self.bufs.as_ref().is_some_and(|b| !b.input.is_empty());
         if buffered {
             // The new bytes continue a message already begun.
@@ -329,6 +372,13 @@ impl<S: Stream, C> Conn<S, C> {
 
     /// Offers the connection's own input buffer to the protocol.
     fn feed_buffered<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
+        self.feed_input(cx);
+        self.send_scratch(cx)
+    }
+
+    /// Offers the input buffer to the protocol, leaving its replies in the
+    /// shared scratch vector (or after the pending output) unsent.
+    fn feed_input<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) {
         let bufs = self.bufs.get_or_insert_with(Box::default);
         let input = mem::take(&mut bufs.input);
         let got = feed(
@@ -342,6 +392,56 @@ impl<S: Stream, C> Conn<S, C> {
         bufs.input = input;
         bufs.input.drain(..got.consumed);
         self.note(got, &mut cx.counters);
+    }
+
+    /// Feeds what waits in the connection's buffers: input held back by
+    /// the output limit and, with telnet, the command and the unfiltered
+    /// bytes after it. Stops when the output is full again, the connection
+    /// is closing, or everything has been offered; then sends the replies
+    /// in one write.
+    fn feed_held<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
+        // Each round filters at least one raw byte, so the rounds are
+        // bounded by the raw bytes: at most one read chunk.
+        loop {
+            self.feed_input(cx);
+            if self.is(HELD_BACK) || self.is(CLOSING) {
+                break;
+            }
+            let Some(bufs) = self.bufs.as_deref_mut() else {
+                break;
+            };
+            // The protocol has taken every message it could before the
+            // command: now the command's turn.
+            match bufs.command {
+                Some(Command::Reply(reply)) => {
+                    let out = out_for(Some(&mut *bufs), &mut cx.scratch);
+                    if out.len() >= cx.max_output {
+                        // As for a message: a client that sends commands and
+                        // never reads gets no more answers until it does.
+                        self.flags |= HELD_BACK;
+                        break;
+                    }
+                    reply.append_to(out);
+                }
+                Some(Command::Discard) => bufs.input.clear(),
+                None => {}
+            }
+            bufs.command = None;
+            if bufs.raw_at == bufs.raw.len() {
+                // Freed, not cleared: a connection left with a partial line
+                // must not keep a read chunk's worth of capacity too.
+                bufs.raw = Vec::new();
+                bufs.raw_at = 0;
+                break;
+            }
+            // A cursor, not a drain: many commands in one read must not
+            // cost a copy of the rest each.
+            let raw = &mut bufs.raw[bufs.raw_at..];
+            let got = self.telnet.filter(raw);
+            bufs.input.extend_from_slice(&raw[..got.data]);
+            bufs.raw_at += got.used;
+            bufs.command = got.command;
+        }
         self.send_scratch(cx)
     }
 
@@ -377,6 +477,9 @@ impl<S: Stream, C> Conn<S, C> {
         self.flags &= !HELD_BACK;
         if let Some(b) = self.bufs.as_deref_mut() {
             b.input = Vec::new();
+            b.raw = Vec::new();
+            b.raw_at = 0;
+            b.command = None;
         }
     }
 
@@ -540,11 +643,18 @@ mod tests {
 
     #[test]
     fn an_idle_connection_is_a_small_slot() {
-        // The socket, the flags and an empty buffer handle: what 15000 idle
-        // clients cost beyond the kernel's own socket memory. Debug builds
-        // of mio add a selector id to every socket.
+        // The socket, the flags, the telnet filter's byte and an empty
+        // buffer handle: what 15000 idle clients cost beyond the kernel's
+        // own socket memory. Debug builds of mio add a selector id to every
+        // socket.
         let limit = if cfg!(debug_assertions) { 32 } else { 16 };
         let size = std::mem::size_of::<Option<Conn<TcpStream, ()>>>();
         assert!(size <= limit, "an idle slot takes {size} bytes");
+        // docs/design.md promises two bytes of protocol state for free.
+        let size = std::mem::size_of::<Option<Conn<TcpStream, u16>>>();
+        assert!(
+            size <= limit,
+            "a slot with a u16 of state takes {size} bytes"
+        );
     }
 }

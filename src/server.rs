@@ -179,7 +179,8 @@ impl<P: Protocol> Server<P> {
             pid_file: None,
             listeners: Some(listeners),
             conns: Slab::new(),
-            cx: Context::new(protocol, config.max_input, config.max_output),
+            cx: Context::new(protocol, config.max_input, config.max_output)
+                .with_telnet(config.telnet),
             state: State::Running,
             hangup_at: None,
             again: Vec::new(),

@@ -34,6 +34,8 @@ const POLL: Duration = Duration::from_millis(20);
 pub fn server_args(addr: SocketAddr) -> Vec<String> {
     vec![
         "-q".into(),
+        // The binary clients check that telnet's bytes come back as sent.
+        "--raw".into(),
         "--drain-notice".into(),
         DRAIN_NOTICE.into(),
         "--drain-timeout".into(),

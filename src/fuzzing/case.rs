@@ -60,6 +60,8 @@ pub(super) enum Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Case {
     pub(super) max_line: usize,
+    /// The connection runs its input through the telnet filter.
+    pub(super) telnet: bool,
     pub(super) max_output: usize,
     pub(super) capacity: usize,
     pub(super) ops: Vec<Op>,
@@ -108,12 +110,48 @@ fn payload(b: u8) -> u8 {
     }
 }
 
+/// Telnet commands a payload byte 0xff stands for when the case runs the
+/// telnet filter: Ctrl-C, Are You There, negotiation, subnegotiations
+/// (finished, and unfinished so that data is swallowed until the next
+/// command), an escaped 0xff, and an IAC whose command comes with the
+/// next payload byte.
+const TELNET: [&[u8]; 16] = [
+    b"\xff\xf4\xff\xfd\x06",
+    b"\xff\xf6",
+    b"\xff\xfd\x01",
+    b"\xff\xfb\x18",
+    b"\xff\xfc\x03",
+    b"\xff\xfe\x03",
+    b"\xff\xfa\x18\x00xy\xff\xff\xff\xf0",
+    b"\xff\xfa\x1f",
+    b"\xff\xf0",
+    b"\xff\xff",
+    b"\xff\xf1",
+    b"\xff\xf5",
+    b"\xff\xf8",
+    b"\xff\xfd\x06",
+    b"\xff\xf4",
+    b"\xff",
+];
+
+/// The bytes one payload byte stands for.
+fn payload_bytes(b: u8, telnet: bool, data: &mut Vec<u8>) {
+    match payload(b) {
+        0xff if telnet => data.extend_from_slice(TELNET[usize::from(b / 16)]),
+        byte => data.push(byte),
+    }
+}
+
 impl Case {
     /// Turns any bytes into a case that sends at most `budget` bytes, and
     /// at most `per_capacity` for each byte of its smallest send buffer.
     pub(super) fn decode(data: &[u8], budget: usize, per_capacity: usize) -> Case {
         let mut bytes = Bytes { data, at: 0 };
-        let max_line = bytes.pick(&MAX_LINES);
+        // The first byte picks the line limit and, with its top bit,
+        // whether the telnet filter runs.
+        let first = bytes.byte();
+        let max_line = MAX_LINES[usize::from(first & 0x7f) % MAX_LINES.len()];
+        let telnet = first & 0x80 != 0;
         let max_output = bytes.pick(&MAX_OUTPUTS);
         let capacity = bytes.pick(&CAPACITIES);
         let mut smallest = capacity;
@@ -126,7 +164,10 @@ impl Case {
             let op = match bytes.byte() % 16 {
                 0..=2 => {
                     let len = usize::from(bytes.byte() % 32) + 1;
-                    let data: Vec<u8> = (0..len.min(left)).map(|_| payload(bytes.byte())).collect();
+                    let mut data = Vec::new();
+                    for _ in 0..len.min(left) {
+                        payload_bytes(bytes.byte(), telnet, &mut data);
+                    }
                     Op::Send(data)
                 }
                 3 => {
@@ -170,6 +211,7 @@ impl Case {
         }
         Case {
             max_line,
+            telnet,
             max_output,
             capacity,
             ops,

@@ -104,8 +104,9 @@ impl Driver {
         let mut driver = Driver {
             conn: Some(Conn::new(Socket(Rc::clone(&wire)))),
             wire,
-            cx: Context::new(Tagged(Lines(Suffix)), case.max_line, case.max_output),
-            model: Model::new(case.max_line),
+            cx: Context::new(Tagged(Lines(Suffix)), case.max_line, case.max_output)
+                .with_telnet(case.telnet),
+            model: Model::new(case.max_line, case.telnet),
             received: Vec::new(),
             again: false,
             life: Life::Open,
@@ -319,10 +320,11 @@ impl Driver {
                 self.max_output, self.max_reply
             ));
         }
-        let held = bufs.input.len() + bufs.output.len();
+        let unfiltered = bufs.raw.len() - bufs.raw_at;
+        let held = bufs.input.len() + bufs.output.len() + unfiltered;
         if held > self.bound + notices {
             return Err(format!(
-                "the connection holds {held} bytes ({} input, {} output of which {} already sent), over the bound {} + notices {notices}",
+                "the connection holds {held} bytes ({} input, {unfiltered} unfiltered, {} output of which {} already sent), over the bound {} + notices {notices}",
                 bufs.input.len(),
                 bufs.output.len(),
                 bufs.sent,

@@ -8,10 +8,15 @@
 //!   own protocol state can get right, in order, nothing lost, nothing
 //!   duplicated, whatever the split points), and exactly the too-long error
 //!   and nothing after it for a line longer than `max_line`;
-//! - the connection's buffers held at most `max_output` + one reply +
-//!   `READ_CHUNK` + `max_line` bytes, plus the length of each drain notice
-//!   it took with the protocol's word after it (both are queued whatever the
-//!   backpressure);
+//! - with the telnet filter on (half the cases, whose sends then carry
+//!   telnet commands), commands were taken out of the data, their answers
+//!   came after the replies to the lines before them and before the rest,
+//!   and a Ctrl-C dropped the partial line before it, whatever the split
+//!   points and backpressure;
+//! - the connection's buffers (bytes not yet filtered included) held at
+//!   most `max_output` + one reply + `READ_CHUNK` + `max_line` bytes, plus
+//!   the length of each drain notice it took with the protocol's word after
+//!   it (both are queued whatever the backpressure);
 //! - a drain notice, and the protocol's word after it, landed after the
 //!   output produced so far and ahead of any later reply, and only a
 //!   connection already closing dropped them; a protocol that answered the

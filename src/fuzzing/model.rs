@@ -1,7 +1,8 @@
 //! The model: what a correct connection answers to the bytes the peer sent,
-//! worked out with no code shared with the connection.
+//! worked out with no code shared with the connection or the telnet filter.
 
 use super::{DRAINING, GREETING, NOTICE, QUIT, SUFFIX, TAGS, body};
+use crate::telnet::AYT_REPLY;
 
 pub(super) fn too_long_reply(max_line: usize) -> Vec<u8> {
     format!("error: line longer than {max_line} bytes\n").into_bytes()
@@ -31,10 +32,75 @@ pub(super) struct Model {
     /// Where each reply to a line ends in `out`: how many of them a
     /// connection has produced follows from how much output it produced.
     ends: Vec<usize>,
+    /// With telnet: the telnet decoder, else `None`.
+    telnet: Option<TelnetModel>,
+}
+
+/// What a telnet command asks of the connection.
+enum Event {
+    Answer(Vec<u8>),
+    DropPartial,
+}
+
+/// The telnet rules of `src/telnet.rs`'s docs, decoded one byte at a time
+/// from the command bytes seen so far.
+#[derive(Default)]
+struct TelnetModel {
+    /// The unfinished command: empty, `[IAC]`, or `[IAC, verb]`.
+    cmd: Vec<u8>,
+    /// Inside a subnegotiation (`cmd` is then empty or `[IAC]`).
+    sub: bool,
+}
+
+impl TelnetModel {
+    /// Takes one byte; a data byte goes to `data`.
+    fn byte(&mut self, b: u8, data: &mut Vec<u8>) -> Option<Event> {
+        match (self.sub, self.cmd.as_slice()) {
+            (false, []) if b == 0xff => self.cmd.push(b),
+            (false, []) => data.push(b),
+            (false, [_]) => {
+                self.cmd.clear();
+                match b {
+                    0xff => data.push(0xff),
+                    251..=254 => self.cmd.extend([0xff, b]),
+                    250 => self.sub = true,
+                    244 | 245 | 248 => return Some(Event::DropPartial),
+                    246 => return Some(Event::Answer(AYT_REPLY.to_vec())),
+                    _ => {}
+                }
+            }
+            (false, [_, verb]) => {
+                let answer = match (*verb, b) {
+                    (253, 6) => Some(vec![0xff, 251, 6]),
+                    (253, _) => Some(vec![0xff, 252, b]),
+                    (251, _) => Some(vec![0xff, 254, b]),
+                    _ => None,
+                };
+                self.cmd.clear();
+                return answer.map(Event::Answer);
+            }
+            (true, []) if b == 0xff => self.cmd.push(b),
+            (true, []) => {}
+            (true, _) => match b {
+                240 => {
+                    self.sub = false;
+                    self.cmd.clear();
+                }
+                0xff => self.cmd.clear(),
+                _ => {
+                    // Another command ends the subnegotiation.
+                    self.sub = false;
+                    return self.byte(b, data);
+                }
+            },
+            (false, _) => unreachable!("commands are at most two bytes before their last"),
+        }
+        None
+    }
 }
 
 impl Model {
-    pub(super) fn new(max_line: usize) -> Model {
+    pub(super) fn new(max_line: usize, telnet: bool) -> Model {
         Model {
             max_line,
             input: Vec::new(),
@@ -43,10 +109,39 @@ impl Model {
             out: GREETING.to_vec(),
             stop: None,
             ends: Vec::new(),
+            telnet: telnet.then(TelnetModel::default),
         }
     }
 
+    /// The peer sent `bytes`.
     pub(super) fn send(&mut self, bytes: &[u8]) {
+        let Some(mut telnet) = self.telnet.take() else {
+            self.take_data(bytes);
+            return;
+        };
+        let mut data = Vec::new();
+        for &b in bytes {
+            if let Some(event) = telnet.byte(b, &mut data) {
+                // Lines before a command are answered before it.
+                self.take_data(&data);
+                data.clear();
+                if self.stop.is_none() {
+                    match event {
+                        Event::Answer(bytes) => self.out.extend_from_slice(&bytes),
+                        Event::DropPartial => {
+                            self.pos = self.input.len();
+                            self.scanned = 0;
+                        }
+                    }
+                }
+            }
+        }
+        self.take_data(&data);
+        self.telnet = Some(telnet);
+    }
+
+    /// Data bytes, after any telnet commands are taken out.
+    fn take_data(&mut self, bytes: &[u8]) {
         self.input.extend_from_slice(bytes);
         while self.stop.is_none() {
             let rest = &self.input[self.pos..];

@@ -128,6 +128,7 @@ fn random_operation_sequences_keep_every_invariant() {
 fn case(max_line: usize, max_output: usize, capacity: usize, ops: Vec<Op>) -> Case {
     Case {
         max_line,
+        telnet: false,
         max_output,
         capacity,
         ops,
@@ -146,6 +147,72 @@ fn lines_split_anywhere_come_back_whole_and_in_order() {
         Op::Settle,
     ];
     assert_eq!(case(100, 100, 1000, ops).run(), Ok(()));
+}
+
+/// Telnet's Ctrl-C.
+const CTRL_C: &[u8] = b"\xff\xf4\xff\xfd\x06";
+
+fn telnet_case(max_line: usize, max_output: usize, capacity: usize, ops: Vec<Op>) -> Case {
+    Case {
+        telnet: true,
+        ..case(max_line, max_output, capacity, ops)
+    }
+}
+
+#[test]
+fn telnet_answers_wait_behind_lines_held_back_by_the_output_limit() {
+    // A hundred lines wait behind a 5-byte output limit and a 3-byte send
+    // buffer when the Ctrl-C arrives, with a partial line before it and an
+    // Are You There after; the model wants every reply, then WILL TM,
+    // then the rest.
+    let mut sent = b"l\n".repeat(100);
+    sent.extend_from_slice(b"part");
+    sent.extend_from_slice(CTRL_C);
+    sent.extend_from_slice(b"ab\xff\xf6cd\n");
+    let ops = vec![
+        Op::Send(sent[..150].to_vec()),
+        Op::Deliver(0xff),
+        Op::Send(sent[150..].to_vec()),
+        Op::Deliver(0xff),
+        Op::PeerRead(7),
+        Op::Deliver(0xff),
+        Op::Settle,
+    ];
+    let c = telnet_case(16, 5, 3, ops);
+    let mut driver = Driver::new(&c, Mutation::None);
+    for op in &c.ops {
+        driver.apply(op).unwrap();
+    }
+    driver.finish().unwrap();
+    let tail: &[u8] = b"l\n~ok\n2\n\xff\xfb\x06[Yes]\r\nabcd\n~ok\n1\n";
+    assert!(driver.received.ends_with(tail));
+    assert!(!driver.received.windows(4).any(|w| w == b"part"));
+}
+
+#[test]
+fn a_flood_of_telnet_commands_from_a_peer_that_never_reads_is_held_back() {
+    // 20000 Are You There and 20000 refused options, each answered: the
+    // answers count against the output limit like replies, so the
+    // connection stops reading instead of queueing 230 KB of them.
+    let mut flood = b"\xff\xf6".repeat(20_000);
+    flood.extend_from_slice(&b"\xff\xfd\x01".repeat(20_000));
+    let ops = vec![
+        Op::Send(flood),
+        Op::Deliver(0xff),
+        Op::Pump,
+        Op::Pump,
+        Op::Deliver(0xff),
+        Op::Settle,
+    ];
+    assert_eq!(telnet_case(100, 100, 64, ops).run(), Ok(()));
+}
+
+#[test]
+fn the_telnet_model_takes_commands_out_in_order() {
+    let mut m = Model::new(100, true);
+    m.send(b"one\npa\xff\xf4\xff");
+    m.send(b"\xfd\x06\xff\xfa\x18two\xff\xf0three\xff\xff\n");
+    assert_eq!(m.out, b"~hi\none\n~ok\n1\n\xff\xfb\x06three\xff\n~ok\n2\n");
 }
 
 #[test]
@@ -350,12 +417,12 @@ fn memory_over_the_bound_is_caught() {
 
 #[test]
 fn the_model_answers_a_tail_and_refuses_a_long_line() {
-    let mut m = Model::new(4);
+    let mut m = Model::new(4, false);
     m.send(b"ab\r\ncd");
     assert_eq!(m.out, b"~hi\nab\r\n~ok\n1\n");
     m.half_close();
     assert_eq!(m.out, b"~hi\nab\r\n~ok\n1\ncd\n~ok\n2\n");
-    let mut m = Model::new(4);
+    let mut m = Model::new(4, false);
     m.send(b"abcd\nzz\n");
     assert_eq!(m.out, b"~hi\nerror: line longer than 4 bytes\n");
     assert_eq!(m.stop, Some(ModelStop::TooLong));
@@ -363,7 +430,7 @@ fn the_model_answers_a_tail_and_refuses_a_long_line() {
 
 #[test]
 fn the_model_places_a_drain_and_closes_on_an_odd_count() {
-    let mut m = Model::new(100);
+    let mut m = Model::new(100, false);
     m.send(b"a\nb\nc\n");
     // Two replies produced: the notice goes between the second and third.
     assert!(!m.drain(b"~hi\na\n~ok\n1\nb\n~ok\n2\n".len()));

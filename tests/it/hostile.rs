@@ -375,11 +375,14 @@ fn half_close_with_data_pending_both_ways() {
 
 #[test]
 fn telnet_negotiation_nul_bytes_and_bare_carriage_returns() {
-    let mut siege = Siege::start(&["-q", "--max-line", "4096", "127.0.0.1:0"]);
+    // With --raw every byte is data, telnet's included; tests/it/telnet.rs
+    // covers what the default telnet filter makes of them.
+    let mut siege = Siege::start(&["-q", "--raw", "--max-line", "4096", "127.0.0.1:0"]);
     let pid = siege.pid();
 
     // What a telnet client sends before the user types: option
-    // negotiation (IAC DO/WILL/SB ... SE), then the typed line.
+    // negotiation (IAC DO/WILL/SB ... SE), then the typed line, echoed as
+    // it came.
     let mut telnet = Client::connect(siege.addr());
     let negotiation = b"\xff\xfd\x03\xff\xfb\x18\xff\xfa\x18\x00VT100\xff\xf0\xff\xfb\x1f";
     let line = [&negotiation[..], b"hello\r\n"].concat();

@@ -11,22 +11,26 @@ fn suffix(server: &Server) -> Vec<u8> {
 
 #[test]
 fn crlf_and_odd_bytes_come_back_exactly() {
-    let server = Server::start(&["127.0.0.1:0"]);
-    let mut client = Client::connect(server.addr);
     let lines: [&[u8]; 6] = [
         b"test\r\n",
         b"\n",
         b"\r\n",
         b"\r\r\r\n",
         b"nul\0byte\n",
-        // Telnet IAC sequences are ordinary data.
-        b"\xff\xf4\xff\xfd\x06\n",
+        b"high \x80\xf0\xf4\xfd\xfe bytes\n",
     ];
-    // Sent in one write, answered in order.
-    client.send(&lines.concat());
-    for line in lines {
-        assert_eq!(client.read_line(), line);
-        assert_eq!(client.read_line(), suffix(&server));
+    // With --raw, telnet IAC sequences are ordinary data too.
+    let iac: &[u8] = b"\xff\xf4\xff\xfd\x06\n";
+    for (args, extra) in [(&[][..], None), (&["--raw"][..], Some(iac))] {
+        let server = Server::start(&[args, &["127.0.0.1:0"]].concat());
+        let mut client = Client::connect(server.addr);
+        let lines: Vec<&[u8]> = lines.iter().copied().chain(extra).collect();
+        // Sent in one write, answered in order.
+        client.send(&lines.concat());
+        for line in lines {
+            assert_eq!(client.read_line(), line, "{args:?}");
+            assert_eq!(client.read_line(), suffix(&server));
+        }
     }
 }
 

@@ -12,4 +12,5 @@ mod ops;
 mod rolling;
 mod seed;
 mod steer;
+mod telnet;
 mod util;
