@@ -73,10 +73,13 @@ fn second_signal_is_a_hard_stop() {
     let closing = format!(": process {} is closing this connection\n", server.pid);
     assert_eq!(String::from_utf8(client.read_line()).unwrap(), closing);
     client.expect_eof();
-    let lines = server.expect_clean_exit().join("\n");
+    let pid = server.pid;
+    let lines = server.expect_clean_exit();
     assert!(
-        lines.contains("received terminate signal during drain: closing 1 clients"),
-        "{lines}"
+        lines.contains(&format!(
+            "Process {pid} received terminate signal during drain: closing 1 client"
+        )),
+        "{lines:#?}"
     );
 }
 
