@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use libc::SIGHUP;
 
 use crate::netns::Namespace;
-use crate::util::{Client, DEADLINE, Server, raise_fd_limit, starved_server, wait_until};
+use crate::util::{
+    Client, DEADLINE, Server, raise_fd_limit, starved_server, status_field, wait_until,
+};
 
 /// A bare listener made with libc, joined to the group on `addr`, that never
 /// accepts: connections the kernel hashes to it wait in its queue.
@@ -125,12 +127,15 @@ fn connections_migrated_from_a_closing_sibling_are_served() {
                 (line, client)
             })
             .collect();
-        // Wait until drainport has answered everyone it could: the rest are
-        // in the raw listener's queue.
-        let queued = raw.queued();
+        // Wait until drainport has answered everyone it could and the rest
+        // are in the raw listener's queue: a client's connect returns before
+        // the listener's side has queued the connection.
+        let queued = wait_until("each client answered or queued on the raw listener", || {
+            let queued = raw.queued();
+            let status = server.wait_status("lines=");
+            (status_field(&status, "lines") + u64::from(queued) == 200).then_some(queued)
+        });
         assert!(queued > 0, "no connection landed on the raw listener");
-        let answered_before = 200 - queued;
-        server.wait_status(&format!("lines={answered_before} "));
         // Closing it migrates its queue to drainport.
         drop(raw);
         for (line, client) in &mut clients {

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use crate::util::{BIN, Client, wait_until};
+use crate::util::{BIN, Client, wait_for_text, wait_until};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rolling-restart");
 
@@ -80,6 +80,12 @@ impl Fleet {
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("1.log")).unwrap_or_default()
     }
+
+    /// Waits until the log holds `needle`.
+    #[track_caller]
+    fn wait_log(&self, needle: &str) {
+        wait_for_text("the instance's log", needle, || self.log());
+    }
 }
 
 impl Drop for Fleet {
@@ -139,13 +145,10 @@ fn three_generations_drain_while_a_fourth_accepts() {
         let clients = clients_of(fleet.addr, pid, 2, &mut strays);
         generations.push((pid, clients));
     }
-    let out = fleet.log();
-    // Every generation but the last was told to drain.
+    // Every generation but the last was told to drain. The script sends the
+    // HUP and returns without waiting for the process to act on it.
     for (pid, _) in &generations[..3] {
-        assert!(
-            out.contains(&format!("Process {pid} received hangup signal")),
-            "{out}"
-        );
+        fleet.wait_log(&format!("Process {pid} received hangup signal"));
         assert!(
             alive(*pid),
             "generation {pid} exited with clients connected"

@@ -260,6 +260,24 @@ pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Polls `read` (a log file, say) until the text contains `needle`, and
+/// returns it. On timeout the panic shows the last text read.
+#[track_caller]
+pub fn wait_for_text(what: &str, needle: &str, mut read: impl FnMut() -> String) -> String {
+    let start = Instant::now();
+    loop {
+        let text = read();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no {needle:?} in {what} within {DEADLINE:?}; it reads:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A test client on a blocking socket.
 pub struct Client {
     pub stream: TcpStream,
