@@ -7,7 +7,7 @@ use std::thread;
 use libc::{SIGCONT, SIGHUP, SIGINT, SIGSTOP, SIGTERM};
 
 use crate::netns::Namespace;
-use crate::util::{Client, Server, parse_from, raise_fd_limit};
+use crate::util::{Client, Server, parse_from, raise_fd_limit, skip};
 
 #[test]
 fn no_clients_means_immediate_exit() {
@@ -164,7 +164,7 @@ fn burst_across_hup_with_tcp_migrate_req() {
     let ns = match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
         Ok(ns) => ns,
         Err(reason) => {
-            println!("skipped: {reason}");
+            skip(&reason);
             return;
         }
     };

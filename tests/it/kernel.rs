@@ -14,7 +14,8 @@ use libc::SIGHUP;
 
 use crate::netns::Namespace;
 use crate::util::{
-    Client, DEADLINE, Server, raise_fd_limit, starved_server, status_field, wait_until,
+    Client, DEADLINE, Server, have_tool, raise_fd_limit, skip, starved_server, status_field,
+    wait_until,
 };
 
 /// A bare listener made with libc, joined to the group on `addr`, that never
@@ -110,7 +111,7 @@ fn connections_migrated_from_a_closing_sibling_are_served() {
     let ns = match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
         Ok(ns) => ns,
         Err(reason) => {
-            println!("skipped: {reason}");
+            skip(&reason);
             return;
         }
     };
@@ -295,6 +296,9 @@ fn siblings_come_and_go_during_a_drain() {
 /// the process exits 0 when all have left.
 #[test]
 fn a_drain_that_starts_out_of_descriptors_serves_the_queue() {
+    if !have_tool("prlimit", "util-linux") {
+        return;
+    }
     // 64 descriptors: a handful for the server itself, the rest for clients.
     const CLIENTS: usize = 100;
     let (mut server, mut clients, accepted) = starved_server(64, CLIENTS, "queued");
