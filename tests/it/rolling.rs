@@ -57,6 +57,28 @@ impl Fleet {
         out
     }
 
+    /// Runs the script with `args` on the fleet's state directory.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(SCRIPT)
+            .arg("-d")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("run rolling-restart")
+    }
+
+    /// The lines `rolling-restart status` prints.
+    #[track_caller]
+    fn status(&self) -> Vec<String> {
+        let out = self.run(&["status"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Upgrades and returns the new pid.
     #[track_caller]
     fn upgrade(&mut self) -> u32 {
@@ -205,6 +227,7 @@ fn an_upgrade_that_never_gets_ready_leaves_the_old_process_serving() {
         "{stderr}"
     );
 
+    assert!(!stderr.contains("tail:"), "{stderr}");
     assert_eq!(fleet.pid(), Some(old));
     assert!(!fleet.log().contains("received hangup signal"));
     assert_eq!(client.echo("after"), old);
@@ -233,6 +256,14 @@ fn script_usage_errors_are_one_line() {
         (&["-n", "zero", "--", "true"][..], "-n takes a whole number"),
         (&["--frob"][..], "unknown option '--frob'"),
         (&["-n", "1"][..], "no command given"),
+        (&["-t", "0", "--", "true"][..], "-t takes whole seconds"),
+        (&["-t", "08", "--", "true"][..], "-t takes whole seconds"),
+        (&["-t", "1.5", "status"][..], "-t takes whole seconds"),
+        (&["-n", "", "--", "true"][..], "-n takes a whole number"),
+        (&["-d", "", "status"][..], "-d needs a directory"),
+        (&["statu"][..], "unknown command 'statu'"),
+        (&["stop", "wait"][..], "one of status, stop, wait"),
+        (&["status", "--", "true"][..], "status takes no command"),
     ] {
         let out = Command::new(SCRIPT).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -240,4 +271,70 @@ fn script_usage_errors_are_one_line() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+/// An operator's view of the fleet: `status` lists every live process the
+/// script started, by generation and state; `stop` drains the running ones
+/// and leaves the draining ones alone (a second SIGHUP would be a hard
+/// stop); `wait` returns once all have exited.
+#[test]
+fn status_stop_and_wait_cover_every_generation() {
+    let mut fleet = Fleet::new("status");
+    let first = fleet.upgrade();
+    // A client keeps the first generation draining.
+    let mut held = Client::connect(fleet.addr);
+    assert_eq!(held.echo("hold"), first);
+    let second = fleet.upgrade();
+    fleet.wait_log(&format!("Process {first} received hangup signal"));
+    assert_eq!(
+        fleet.status(),
+        [
+            format!("generation=1 instance=1 pid={first} state=draining"),
+            format!("generation=2 instance=1 pid={second} state=running"),
+        ]
+    );
+
+    let out = fleet.run(&["stop"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout,
+        format!("rolling-restart: generation 2, instance 1: pid {second} draining\n")
+    );
+    // stop returns once the drain has started, so the log says so now.
+    assert!(
+        fleet
+            .log()
+            .contains(&format!("Process {second} received hangup signal")),
+        "{}",
+        fleet.log()
+    );
+
+    // The first generation still has its client, so wait runs out.
+    let out = fleet.run(&["-t", "1", "wait"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("still alive after 1s: pid "), "{stderr}");
+    assert!(stderr.contains(&first.to_string()), "{stderr}");
+    // Not stopped hard: the client is served, by its own process.
+    assert_eq!(held.echo("still here"), first);
+    assert!(fleet.status().contains(&format!(
+        "generation=1 instance=1 pid={first} state=draining"
+    )));
+
+    drop(held);
+    let out = fleet.run(&["-t", "30", "wait"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!alive(first) && !alive(second));
+    assert_eq!(fleet.status(), Vec::<String>::new());
+    let log = fleet.log();
+    for pid in [first, second] {
+        assert!(
+            log.contains(&format!("Process {pid} has no clients left, exiting")),
+            "{log}"
+        );
+    }
+    let out = fleet.run(&["stop"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing running"));
 }
