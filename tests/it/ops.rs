@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libc::{SIGHUP, SIGTERM, SIGUSR1};
 
-use crate::util::{BIN, Client, DEADLINE, Server, wait_until};
+use crate::util::{BIN, Client, DEADLINE, Server, have_tool, wait_until};
 
 /// A fresh, empty directory under the system's temporary directory.
 fn scratch_dir(name: &str) -> PathBuf {
@@ -292,4 +292,45 @@ fn close_spread_closes_clients_one_by_one() {
         lines.ends_with(&format!("Process {} exiting", server.pid)),
         "{lines}"
     );
+}
+
+const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/drainport@.service");
+
+/// The shipped systemd template unit passes `systemd-analyze verify`, runs
+/// as an unprivileged user, and is the one `docs/operations.md` shows.
+#[test]
+fn systemd_unit_passes_verify() {
+    let unit = std::fs::read_to_string(UNIT).expect("read the unit");
+    let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
+    let guide = std::fs::read_to_string(guide).expect("read docs/operations.md");
+    assert!(
+        guide.contains(&unit),
+        "docs/operations.md does not show {UNIT} as it is"
+    );
+    let user = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("User="))
+        .expect("a User= line");
+    assert!(!["", "root", "0"].contains(&user), "User={user}");
+
+    if !have_tool("systemd-analyze", "systemd") {
+        return;
+    }
+    // verify checks that ExecStart's program exists: point it at the
+    // binary under test, in a copy.
+    const PROGRAM: &str = "ExecStart=/opt/drainport/current/drainport ";
+    assert!(unit.contains(PROGRAM), "{unit}");
+    let dir = scratch_dir("unit");
+    let copy = dir.join("drainport@.service");
+    std::fs::write(&copy, unit.replace(PROGRAM, &format!("ExecStart={BIN} "))).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("run systemd-analyze");
+    // It exits 0 after some complaints (an unknown key, say), which it
+    // prints on stderr: both must be clean.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{out:?}");
+    let _ = std::fs::remove_dir_all(dir);
 }
