@@ -338,3 +338,30 @@ fn status_stop_and_wait_cover_every_generation() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing running"));
 }
+
+/// A process whose log does not show it starting (the log was moved) may
+/// already be draining, and a second SIGHUP would stop it hard: `status`
+/// says its state is unknown and `stop` leaves it alone.
+#[test]
+fn stop_leaves_alone_a_process_whose_state_is_unknown() {
+    let mut fleet = Fleet::new("unknown");
+    let pid = fleet.upgrade();
+    let moved = fleet.dir.join("1.log.old");
+    std::fs::rename(fleet.dir.join("1.log"), &moved).unwrap();
+    assert_eq!(
+        fleet.status(),
+        [format!("generation=1 instance=1 pid={pid} state=unknown")]
+    );
+    let out = fleet.run(&["stop"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains(&format!("pid {pid} left alone")),
+        "{stderr}"
+    );
+    // The process still writes to the moved log: no drain started.
+    let mut client = Client::connect(fleet.addr);
+    assert_eq!(client.echo("served"), pid);
+    let log = std::fs::read_to_string(&moved).unwrap();
+    assert!(!log.contains("received hangup signal"), "{log}");
+}
