@@ -14,6 +14,12 @@ pub(crate) fn line(args: fmt::Arguments<'_>) {
     let _ = out.write_all(b"\n");
 }
 
+/// The ending that makes "client" plural for `n` of them: `""` for one,
+/// `"s"` otherwise, so that a line reads `1 client left`, `2 clients left`.
+pub(crate) fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
 /// `say!(...)` formats and writes one stdout line.
 macro_rules! say {
     ($($arg:tt)*) => {

@@ -26,7 +26,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::Config;
 use crate::conn::{Conn, Context, Ready, Verdict};
 use crate::listener::{Listeners, Protection};
-use crate::log::say;
+use crate::log::{plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protocol::Protocol;
@@ -376,9 +376,10 @@ impl<P: Protocol> Server<P> {
         if !self.starved {
             self.starved = true;
             say!(
-                "Process {} cannot accept ({err}); pausing accept, {} clients connected",
+                "Process {} cannot accept ({err}); pausing accept, {} client{} connected",
                 self.pid,
-                self.conns.len()
+                self.conns.len(),
+                plural(self.conns.len())
             );
         }
     }
@@ -441,8 +442,9 @@ impl<P: Protocol> Server<P> {
         self.reported = self.conns.len();
         self.report_at = now + PROGRESS_INTERVAL;
         self.notifier.send(format_args!(
-            "STOPPING=1\nSTATUS=draining, {} clients left",
-            self.conns.len()
+            "STOPPING=1\nSTATUS=draining, {} client{} left",
+            self.conns.len(),
+            plural(self.conns.len())
         ));
         for key in 0..self.conns.key_bound() {
             self.notice(key);
@@ -495,11 +497,16 @@ impl<P: Protocol> Server<P> {
         let total = self.conns.len();
         match spread {
             Some(spread) => say!(
-                "Process {} {reason}: closing {total} clients over {}s",
+                "Process {} {reason}: closing {total} client{} over {}s",
                 self.pid,
+                plural(total),
                 spread.as_secs_f64()
             ),
-            None => say!("Process {} {reason}: closing {total} clients", self.pid),
+            None => say!(
+                "Process {} {reason}: closing {total} client{}",
+                self.pid,
+                plural(total)
+            ),
         }
         self.state = State::Closing(Spread::new(now, spread.unwrap_or_default(), total));
         self.close_due(now);
@@ -566,12 +573,23 @@ impl<P: Protocol> Server<P> {
         self.reported = clients;
         self.report_at = now + PROGRESS_INTERVAL;
         if self.state == State::Running {
-            self.notifier
-                .send(format_args!("STATUS=serving, {clients} clients"));
+            self.notifier.send(format_args!(
+                "STATUS=serving, {clients} client{}",
+                plural(clients)
+            ));
         } else {
-            say!("Process {} draining: {clients} clients left", self.pid);
-            self.notifier
-                .send(format_args!("STATUS=draining, {clients} clients left"));
+            // At 0 the exit line follows, and says it.
+            if clients > 0 {
+                say!(
+                    "Process {} draining: {clients} client{} left",
+                    self.pid,
+                    plural(clients)
+                );
+            }
+            self.notifier.send(format_args!(
+                "STATUS=draining, {clients} client{} left",
+                plural(clients)
+            ));
         }
     }
 

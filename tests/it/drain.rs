@@ -7,7 +7,7 @@ use std::thread;
 use libc::{SIGCONT, SIGHUP, SIGINT, SIGSTOP, SIGTERM};
 
 use crate::netns::Namespace;
-use crate::util::{Client, Server, parse_from, raise_fd_limit};
+use crate::util::{Client, Server, parse_from, raise_fd_limit, skip};
 
 #[test]
 fn no_clients_means_immediate_exit() {
@@ -73,10 +73,13 @@ fn second_signal_is_a_hard_stop() {
     let closing = format!(": process {} is closing this connection\n", server.pid);
     assert_eq!(String::from_utf8(client.read_line()).unwrap(), closing);
     client.expect_eof();
-    let lines = server.expect_clean_exit().join("\n");
+    let pid = server.pid;
+    let lines = server.expect_clean_exit();
     assert!(
-        lines.contains("received terminate signal during drain: closing 1 clients"),
-        "{lines}"
+        lines.contains(&format!(
+            "Process {pid} received terminate signal during drain: closing 1 client"
+        )),
+        "{lines:#?}"
     );
 }
 
@@ -161,7 +164,7 @@ fn burst_across_hup_with_tcp_migrate_req() {
     let ns = match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
         Ok(ns) => ns,
         Err(reason) => {
-            println!("skipped: {reason}");
+            skip(&reason);
             return;
         }
     };

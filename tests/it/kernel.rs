@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 use libc::SIGHUP;
 
 use crate::netns::Namespace;
-use crate::util::{Client, DEADLINE, Server, raise_fd_limit, starved_server, wait_until};
+use crate::util::{
+    Client, DEADLINE, Server, have_tool, raise_fd_limit, skip, starved_server, status_field,
+    wait_until,
+};
 
 /// A bare listener made with libc, joined to the group on `addr` with the
 /// CPU tag `cpu` as drainport's own listeners carry them, that never
@@ -125,7 +128,7 @@ fn connections_migrated_from_a_closing_sibling_are_served() {
     let ns = match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
         Ok(ns) => ns,
         Err(reason) => {
-            println!("skipped: {reason}");
+            skip(&reason);
             return;
         }
     };
@@ -142,12 +145,15 @@ fn connections_migrated_from_a_closing_sibling_are_served() {
                 (line, client)
             })
             .collect();
-        // Wait until drainport has answered everyone it could: the rest are
-        // in the raw listener's queue.
-        let queued: u32 = raw.iter().map(RawListener::queued).sum();
+        // Wait until drainport has answered everyone it could and the rest
+        // are in the raw listeners' queues: a client's connect returns before
+        // the listener's side has queued the connection.
+        let queued = wait_until("each client answered or queued on a raw listener", || {
+            let queued: u32 = raw.iter().map(RawListener::queued).sum();
+            let status = server.wait_status("lines=");
+            (status_field(&status, "lines") + u64::from(queued) == 200).then_some(queued)
+        });
         assert!(queued > 0, "no connection landed on the raw listener");
-        let answered_before = 200 - queued;
-        server.wait_status(&format!("lines={answered_before} "));
         // Closing it migrates its queue to drainport.
         drop(raw);
         for (line, client) in &mut clients {
@@ -307,6 +313,9 @@ fn siblings_come_and_go_during_a_drain() {
 /// the process exits 0 when all have left.
 #[test]
 fn a_drain_that_starts_out_of_descriptors_serves_the_queue() {
+    if !have_tool("prlimit", "util-linux") {
+        return;
+    }
     // 64 descriptors: a handful for the server itself, the rest for clients.
     const CLIENTS: usize = 100;
     let (mut server, mut clients, accepted) = starved_server(64, CLIENTS, "queued");

@@ -120,7 +120,8 @@ fn client_reset_leaves_the_server_serving() {
         client.reset();
     }
     assert_eq!(bystander.echo("still served"), server.pid);
-    // The reset clients are gone from the table: only the bystander is left.
+    // The reset clients leave the table: only the bystander is left.
+    server.wait_status("clients=1 ");
     server.signal(SIGHUP);
     server.expect_line(&format!("process {} closing tasks: 1", server.pid));
     drop(bystander);

@@ -12,6 +12,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
+use crate::util::find_tool;
+
 pub struct Namespace {
     name: String,
 }
@@ -22,7 +24,10 @@ impl Namespace {
     pub fn create(sysctls: &[(&str, &str)]) -> Result<Namespace, String> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            return Err("network namespaces need root".into());
+            return Err("needs root, to make a network namespace".into());
+        }
+        if find_tool("ip").is_none() {
+            return Err("needs `ip` (Debian package iproute2), not found on PATH".into());
         }
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(

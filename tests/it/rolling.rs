@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use crate::util::{BIN, Client, wait_until};
+use crate::util::{BIN, Client, wait_for_text, wait_until};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rolling-restart");
 
@@ -57,6 +57,28 @@ impl Fleet {
         out
     }
 
+    /// Runs the script with `args` on the fleet's state directory.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(SCRIPT)
+            .arg("-d")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("run rolling-restart")
+    }
+
+    /// The lines `rolling-restart status` prints.
+    #[track_caller]
+    fn status(&self) -> Vec<String> {
+        let out = self.run(&["status"]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Upgrades and returns the new pid.
     #[track_caller]
     fn upgrade(&mut self) -> u32 {
@@ -79,6 +101,12 @@ impl Fleet {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("1.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log holds `needle`.
+    #[track_caller]
+    fn wait_log(&self, needle: &str) {
+        wait_for_text("the instance's log", needle, || self.log());
     }
 }
 
@@ -139,13 +167,10 @@ fn three_generations_drain_while_a_fourth_accepts() {
         let clients = clients_of(fleet.addr, pid, 2, &mut strays);
         generations.push((pid, clients));
     }
-    let out = fleet.log();
-    // Every generation but the last was told to drain.
+    // Every generation but the last was told to drain. The script sends the
+    // HUP and returns without waiting for the process to act on it.
     for (pid, _) in &generations[..3] {
-        assert!(
-            out.contains(&format!("Process {pid} received hangup signal")),
-            "{out}"
-        );
+        fleet.wait_log(&format!("Process {pid} received hangup signal"));
         assert!(
             alive(*pid),
             "generation {pid} exited with clients connected"
@@ -202,6 +227,7 @@ fn an_upgrade_that_never_gets_ready_leaves_the_old_process_serving() {
         "{stderr}"
     );
 
+    assert!(!stderr.contains("tail:"), "{stderr}");
     assert_eq!(fleet.pid(), Some(old));
     assert!(!fleet.log().contains("received hangup signal"));
     assert_eq!(client.echo("after"), old);
@@ -230,6 +256,14 @@ fn script_usage_errors_are_one_line() {
         (&["-n", "zero", "--", "true"][..], "-n takes a whole number"),
         (&["--frob"][..], "unknown option '--frob'"),
         (&["-n", "1"][..], "no command given"),
+        (&["-t", "0", "--", "true"][..], "-t takes whole seconds"),
+        (&["-t", "08", "--", "true"][..], "-t takes whole seconds"),
+        (&["-t", "1.5", "status"][..], "-t takes whole seconds"),
+        (&["-n", "", "--", "true"][..], "-n takes a whole number"),
+        (&["-d", "", "status"][..], "-d needs a directory"),
+        (&["statu"][..], "unknown command 'statu'"),
+        (&["stop", "wait"][..], "one of status, stop, wait"),
+        (&["status", "--", "true"][..], "status takes no command"),
     ] {
         let out = Command::new(SCRIPT).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -237,4 +271,97 @@ fn script_usage_errors_are_one_line() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+/// An operator's view of the fleet: `status` lists every live process the
+/// script started, by generation and state; `stop` drains the running ones
+/// and leaves the draining ones alone (a second SIGHUP would be a hard
+/// stop); `wait` returns once all have exited.
+#[test]
+fn status_stop_and_wait_cover_every_generation() {
+    let mut fleet = Fleet::new("status");
+    let first = fleet.upgrade();
+    // A client keeps the first generation draining.
+    let mut held = Client::connect(fleet.addr);
+    assert_eq!(held.echo("hold"), first);
+    let second = fleet.upgrade();
+    fleet.wait_log(&format!("Process {first} received hangup signal"));
+    assert_eq!(
+        fleet.status(),
+        [
+            format!("generation=1 instance=1 pid={first} state=draining"),
+            format!("generation=2 instance=1 pid={second} state=running"),
+        ]
+    );
+
+    let out = fleet.run(&["stop"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        stdout,
+        format!("rolling-restart: generation 2, instance 1: pid {second} draining\n")
+    );
+    // stop returns once the drain has started, so the log says so now.
+    assert!(
+        fleet
+            .log()
+            .contains(&format!("Process {second} received hangup signal")),
+        "{}",
+        fleet.log()
+    );
+
+    // The first generation still has its client, so wait runs out.
+    let out = fleet.run(&["-t", "1", "wait"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("still alive after 1s: pid "), "{stderr}");
+    assert!(stderr.contains(&first.to_string()), "{stderr}");
+    // Not stopped hard: the client is served, by its own process.
+    assert_eq!(held.echo("still here"), first);
+    assert!(fleet.status().contains(&format!(
+        "generation=1 instance=1 pid={first} state=draining"
+    )));
+
+    drop(held);
+    let out = fleet.run(&["-t", "30", "wait"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!alive(first) && !alive(second));
+    assert_eq!(fleet.status(), Vec::<String>::new());
+    let log = fleet.log();
+    for pid in [first, second] {
+        assert!(
+            log.contains(&format!("Process {pid} has no clients left, exiting")),
+            "{log}"
+        );
+    }
+    let out = fleet.run(&["stop"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing running"));
+}
+
+/// A process whose log does not show it starting (the log was moved) may
+/// already be draining, and a second SIGHUP would stop it hard: `status`
+/// says its state is unknown and `stop` leaves it alone.
+#[test]
+fn stop_leaves_alone_a_process_whose_state_is_unknown() {
+    let mut fleet = Fleet::new("unknown");
+    let pid = fleet.upgrade();
+    let moved = fleet.dir.join("1.log.old");
+    std::fs::rename(fleet.dir.join("1.log"), &moved).unwrap();
+    assert_eq!(
+        fleet.status(),
+        [format!("generation=1 instance=1 pid={pid} state=unknown")]
+    );
+    let out = fleet.run(&["stop"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains(&format!("pid {pid} left alone")),
+        "{stderr}"
+    );
+    // The process still writes to the moved log: no drain started.
+    let mut client = Client::connect(fleet.addr);
+    assert_eq!(client.echo("served"), pid);
+    let log = std::fs::read_to_string(&moved).unwrap();
+    assert!(!log.contains("received hangup signal"), "{log}");
 }

@@ -3,7 +3,7 @@
 
 use libc::SIGHUP;
 
-use crate::util::{Client, Server};
+use crate::util::{Client, Server, skip};
 
 /// Connects clients until `want` of them are served by `server`, keeping the
 /// others too. SO_REUSEPORT spreads connections by hash, so this is bounded
@@ -78,7 +78,7 @@ fn seed_session() {
 #[test]
 fn ipv6_addresses_work() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        println!("skipped: no IPv6 loopback on this machine");
+        skip("no IPv6 loopback on this machine");
         return;
     }
     let mut first = Server::start(&["[::1]:0"]);

@@ -45,7 +45,12 @@ impl Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("spawn drainport");
+        // Name the program that could not start: under `prlimit`, a missing
+        // `prlimit` is not a missing `drainport`.
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -258,6 +263,61 @@ pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+}
+
+/// Polls `read` (a log file, say) until the text contains `needle`, and
+/// returns it. On timeout the panic shows the last text read.
+#[track_caller]
+pub fn wait_for_text(what: &str, needle: &str, mut read: impl FnMut() -> String) -> String {
+    let start = Instant::now();
+    loop {
+        let text = read();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no {needle:?} in {what} within {DEADLINE:?}; it reads:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Says on the real stderr that the calling test is skipped, and why, as
+/// `skipped: <test>: <reason>`. The harness captures `print!` and
+/// `eprint!`, which would hide the line in a plain `cargo test` run; a
+/// direct write to stderr is not captured. The caller returns right after.
+pub fn skip(reason: &str) {
+    // The harness names each test's thread after the test.
+    let current = thread::current();
+    let test = current.name().unwrap_or("<unnamed test>");
+    let _ = writeln!(io::stderr().lock(), "skipped: {test}: {reason}");
+}
+
+/// Whether the external `tool` is on `PATH`. If it is not, the calling test
+/// is skipped with a line naming the tool and the Debian `package` that
+/// brings it, and should return.
+#[must_use]
+pub fn have_tool(tool: &str, package: &str) -> bool {
+    if find_tool(tool).is_some() {
+        return true;
+    }
+    skip(&format!(
+        "needs `{tool}` (Debian package {package}), not found on PATH"
+    ));
+    false
+}
+
+/// The path of the executable `tool` on `PATH`, if there is one.
+pub fn find_tool(tool: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// A test client on a blocking socket.
