@@ -22,7 +22,9 @@ use std::time::Instant;
 
 use libc::SIGHUP;
 
-use crate::util::{BIN, Client, DEADLINE, Server, parse_from, status_field, wait_until};
+use crate::util::{
+    BIN, Client, DEADLINE, Server, have_tool, parse_from, skip, status_field, wait_until,
+};
 
 /// The unprivileged user the servers run as when the tests run as root.
 const NOBODY: &str = "65534";
@@ -51,8 +53,8 @@ impl Runner {
             (Who::Root, false) => Err("the root variant needs root".into()),
             (Who::Root, true) | (Who::Unprivileged, false) => Ok(Runner { who, copy: None }),
             (Who::Unprivileged, true) => {
-                if Command::new("setpriv").arg("--version").output().is_err() {
-                    return Err("setpriv (util-linux) is not installed".into());
+                if !have_tool("setpriv", "util-linux") {
+                    return Err("the unprivileged run needs setpriv".into());
                 }
                 let dir =
                     std::env::temp_dir().join(format!("drainport-steer-{}", std::process::id()));
@@ -207,12 +209,6 @@ fn client_of(server: &Server) -> Client {
         }
     }
     panic!("SO_REUSEPORT never picked process {}", server.pid);
-}
-
-fn skip(reason: &str) {
-    use std::io::Write;
-    // Straight to stderr: the test harness captures `eprintln!`.
-    let _ = writeln!(io::stderr(), "skipped: {reason}");
 }
 
 /// One process drains beside a running sibling, then 300 clients connect
@@ -434,8 +430,8 @@ fn rolling_restarts_under_churn_reset_and_stall_nothing() {
 /// SYN filter for root, nothing for an unprivileged user, with the fix.
 #[test]
 fn startup_says_when_a_drain_is_unprotected() {
-    if Command::new("setarch").arg("--version").output().is_err() {
-        return skip("setarch (util-linux) is not installed");
+    if !have_tool("setarch", "util-linux") {
+        return;
     }
     let old_kernel = ["setarch", std::env::consts::ARCH, "--uname-2.6"];
     for who in [Who::Unprivileged, Who::Root] {

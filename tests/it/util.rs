@@ -410,7 +410,10 @@ impl Client {
         let mut stalled_since: Option<Instant> = None;
         let start = Instant::now();
         while written < limit && start.elapsed() < DEADLINE {
-            match self.stream.write(&batch) {
+            // Resume where the last write stopped, so that the stream is
+            // `line` repeated even when a write takes part of one: a cut
+            // telnet command must not turn into data.
+            match self.stream.write(&batch[written % line.len()..]) {
                 Ok(n) => {
                     written += n;
                     stalled_since = None;
