@@ -4,6 +4,7 @@
 mod drain;
 mod errors;
 mod hostile;
+mod http;
 mod kernel;
 mod limits;
 mod lines;
