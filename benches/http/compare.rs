@@ -1,0 +1,118 @@
+//! drainport's HTTP example against one nginx worker: the same wrk load on
+//! each, run by run, the two taking turns (and swapping who goes first), on
+//! a fresh server each run. Server on one CPU, wrk on the other.
+
+use std::time::Duration;
+
+use crate::Setup;
+use crate::servers::{Kind, Server};
+use crate::util::{self, Res};
+use crate::wrk::{self, WrkResult};
+
+/// Connections wrk keeps open, as in the release scenario.
+pub const CONNS: usize = 50;
+/// Warm-up before each measured run, discarded.
+const WARMUP_SECS: u64 = 1;
+/// How long a run waits for the machine to fall quiet first.
+const QUIET_WAIT: Duration = Duration::from_secs(10);
+/// Busy share of all CPUs under which the machine counts as quiet.
+const QUIET_BELOW: f64 = 0.15;
+
+/// One measured run of one server.
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    pub wrk: WrkResult,
+    /// Server user + system CPU per request, µs.
+    pub cpu_us: f64,
+    /// Share of all CPUs busy just before the run, with no bench load.
+    pub busy_before: f64,
+    /// The size of one `GET /` response (with `Connection: close`).
+    pub response_bytes: usize,
+}
+
+/// Runs per server, in the order they ran.
+#[derive(Default)]
+pub struct Comparison {
+    pub drainport: Vec<Run>,
+    pub nginx: Vec<Run>,
+}
+
+pub fn run(s: &Setup, runs: usize, secs: u64) -> Res<Comparison> {
+    let mut out = Comparison::default();
+    for i in 0..runs {
+        let order = if i % 2 == 0 {
+            [Kind::Drainport, Kind::Nginx]
+        } else {
+            [Kind::Nginx, Kind::Drainport]
+        };
+        for kind in order {
+            let r = one(s, kind, secs)?;
+            eprintln!(
+                "http: compare run {}/{runs} {:9}: {:>9.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {:.2} µs CPU/req, errors: {}",
+                i + 1,
+                kind.name(),
+                r.wrk.rps,
+                r.wrk.p50_us,
+                r.wrk.p99_us,
+                r.cpu_us,
+                r.wrk.error_text()
+            );
+            match kind {
+                Kind::Drainport => out.drainport.push(r),
+                Kind::Nginx => out.nginx.push(r),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn one(s: &Setup, kind: Kind, secs: u64) -> Res<Run> {
+    let busy_before = wait_quiet();
+    let port = crate::servers::free_port()?;
+    let server = match kind {
+        Kind::Drainport => Server::drainport(&s.example, port, s.server_cpu, &s.pin)?,
+        Kind::Nginx => Server::nginx(
+            s.nginx.as_deref().ok_or("no nginx")?,
+            port,
+            1,
+            s.server_cpu,
+            &s.pin,
+        )?,
+    };
+    let response_bytes = server.check()?;
+    let url = server.url();
+    let warm = wrk::start(
+        &s.pin,
+        s.client_cpu,
+        &s.wrk,
+        &wrk::args(CONNS, WARMUP_SECS, &url),
+    )?;
+    wrk::finish(warm, Duration::from_secs(WARMUP_SECS + 10))?;
+    let before = server.cpu_ticks()?;
+    let child = wrk::start(&s.pin, s.client_cpu, &s.wrk, &wrk::args(CONNS, secs, &url))?;
+    let result = wrk::finish(child, Duration::from_secs(secs + 10))?;
+    let after = server.cpu_ticks()?;
+    server.stop()?;
+    if result.requests == 0 {
+        return Err(format!("{}: wrk completed no request", kind.name()));
+    }
+    let cpu_us = (after - before) as f64 / util::clk_tck() as f64 * 1e6 / result.requests as f64;
+    Ok(Run {
+        wrk: result,
+        cpu_us,
+        busy_before,
+        response_bytes,
+    })
+}
+
+/// Waits (up to [`QUIET_WAIT`]) for the other work on the machine to fall
+/// under [`QUIET_BELOW`], and returns the last share measured.
+pub fn wait_quiet() -> f64 {
+    let start = std::time::Instant::now();
+    loop {
+        let busy = util::machine_busy(Duration::from_millis(500));
+        if busy < QUIET_BELOW || start.elapsed() >= QUIET_WAIT {
+            return busy;
+        }
+    }
+}
