@@ -21,8 +21,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use drainport::protocol::{Action, Protocol, Step};
 
-use crate::request::{self, Head, Method, Parsed, Reject};
-use crate::response::{self, Persist, Status};
+use super::request::{self, Head, Method, Parsed, Reject};
+use super::response::{self, Persist, Status};
 
 /// The response waiting for the end of a request body.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
