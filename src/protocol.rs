@@ -18,7 +18,47 @@
 //!   slot, made with `Default` when the client is admitted.
 //!
 //! Line protocols implement [`LineProtocol`] and are served through
-//! [`Lines`].
+//! [`Lines`]. Anything else implements [`Protocol`] over bytes. This one
+//! numbers the lines of each client, which takes state per connection, and
+//! sends a client away when the drain starts:
+//!
+//! ```
+//! use std::io::Write as _;
+//!
+//! use drainport::protocol::{Action, Protocol, Step, Stop, feed, find_newline};
+//!
+//! struct Numbered;
+//!
+//! impl Protocol for Numbered {
+//!     /// Lines this client sent. Two bytes fit in the slot's padding.
+//!     type Conn = u16;
+//!
+//!     fn on_data(&mut self, seen: &mut u16, input: &[u8], out: &mut Vec<u8>) -> Step {
+//!         let Some(end) = find_newline(input) else {
+//!             // A line longer than the input cap is refused for us.
+//!             return Step::NeedMore;
+//!         };
+//!         *seen = seen.wrapping_add(1);
+//!         let _ = write!(out, "{seen}: ");
+//!         out.extend_from_slice(&input[..=end]);
+//!         Step::Took(end + 1)
+//!     }
+//!
+//!     fn on_drain(&mut self, seen: &mut u16, out: &mut Vec<u8>) -> Action {
+//!         let _ = writeln!(out, "draining after {seen} lines, bye");
+//!         Action::Close
+//!     }
+//! }
+//!
+//! // Fed as the machinery feeds it, for two clients.
+//! let (mut one, mut two) = (0, 0);
+//! let mut out = Vec::new();
+//! let fed = feed(&mut Numbered, &mut one, b"a\nb\npart", 1024, &mut out, 65536);
+//! assert_eq!((fed.consumed, fed.stop), (4, Stop::NeedMore));
+//! feed(&mut Numbered, &mut two, b"x\n", 1024, &mut out, 65536);
+//! assert_eq!(Numbered.on_drain(&mut one, &mut out), Action::Close);
+//! assert_eq!(out, b"1: a\n2: b\n1: x\ndraining after 2 lines, bye\n");
+//! ```
 
 use std::io::Write as _;
 

@@ -11,7 +11,7 @@ use crate::protocol::Lines;
 use super::case::{Case, ERROR, Op, READ_CLOSED, READABLE, WRITABLE, ready_from};
 use super::model::{Model, ModelStop, too_long_reply};
 use super::wire::{Mutation, Reset, Socket, Wire, take_front};
-use super::{CLOSING, NOTICE, SUFFIX, Suffix};
+use super::{CLOSING, DRAINING, NOTICE, SUFFIX, Seen, Suffix, TAGS, Tagged};
 
 /// The reads `close_with_notice` spends emptying the socket (its
 /// `HARD_CLOSE_READS`): up to this many full chunks are taken, so a hard
@@ -71,9 +71,9 @@ pub(super) enum Life {
 
 pub(super) struct Driver {
     pub(super) wire: Rc<RefCell<Wire>>,
-    conn: Option<Conn<Socket>>,
-    cx: Context<Lines<Suffix>>,
-    model: Model,
+    conn: Option<Conn<Socket, Seen>>,
+    cx: Context<Tagged>,
+    pub(super) model: Model,
     /// Bytes the peer has read, checked against the model as they arrive.
     pub(super) received: Vec<u8>,
     /// The connection answered `Again` and has not been pumped since.
@@ -86,7 +86,9 @@ pub(super) struct Driver {
     max_output: usize,
     max_reply: usize,
     /// Drain notices the connection took. Each is queued whatever the
-    /// backpressure, so it adds its length to the bounds.
+    /// backpressure, with the protocol's word after it, so it adds their
+    /// length to the bounds. (The greeting needs no such allowance: it is
+    /// appended to empty output, which the limit then counts.)
     notices: usize,
 }
 
@@ -97,11 +99,12 @@ impl Driver {
             mutation,
             ..Wire::default()
         }));
-        let max_reply = (case.max_line + 1 + SUFFIX.len()).max(too_long_reply(case.max_line).len());
-        Driver {
+        let max_reply = (case.max_line + 1 + SUFFIX.len() + TAGS[0].len())
+            .max(too_long_reply(case.max_line).len());
+        let mut driver = Driver {
             conn: Some(Conn::new(Socket(Rc::clone(&wire)))),
             wire,
-            cx: Context::new(Lines(Suffix), case.max_line, case.max_output),
+            cx: Context::new(Tagged(Lines(Suffix)), case.max_line, case.max_output),
             model: Model::new(case.max_line),
             received: Vec::new(),
             again: false,
@@ -111,7 +114,12 @@ impl Driver {
             max_output: case.max_output,
             max_reply,
             notices: 0,
-        }
+        };
+        // Admitted as the server admits a client: the protocol greets it.
+        // A fresh socket with room takes the greeting, so nothing can fail.
+        let conn = driver.conn.as_mut().expect("just made");
+        assert_eq!(conn.on_connect(&mut driver.cx), Verdict::Keep);
+        driver
     }
 
     pub(super) fn apply(&mut self, op: &Op) -> Result<(), String> {
@@ -303,7 +311,7 @@ impl Driver {
         let Some(bufs) = self.conn.as_ref().and_then(|c| c.bufs.as_deref()) else {
             return Ok(());
         };
-        let notices = self.notices * NOTICE.len();
+        let notices = self.notices * (NOTICE.len() + DRAINING.len());
         let pending = bufs.output.len() - bufs.sent;
         if pending >= self.max_output + self.max_reply + notices {
             return Err(format!(
@@ -346,8 +354,10 @@ impl Driver {
         Ok(())
     }
 
-    /// The notice goes after the output produced so far and before any
-    /// later reply; only a connection already closing may drop it.
+    /// The notice, and the protocol's word after it, go after the output
+    /// produced so far and before any later reply; only a connection already
+    /// closing may drop them. When the protocol closes at the drain, what it
+    /// had not answered never will be.
     fn notice(&mut self) -> Result<(), String> {
         let at = self.produced().len();
         let Some(conn) = self.conn.as_mut() else {
@@ -362,9 +372,10 @@ impl Driver {
                     self.model.out.len()
                 ));
             }
-            if produced.get(at..at + NOTICE.len()) == Some(NOTICE) {
-                self.model.out.splice(at..at, NOTICE.iter().copied());
+            let said = [NOTICE, DRAINING].concat();
+            if produced.get(at..at + said.len()) == Some(&said[..]) {
                 self.notices += 1;
+                self.model.drain(at);
             } else if self.model.stop.is_none() {
                 return Err("an open connection dropped the drain notice".into());
             }
@@ -509,7 +520,9 @@ impl Driver {
             (Some(ModelStop::HalfClosed), Life::Open) => {
                 Err("the peer half-closed and was answered, yet the connection stayed open".into())
             }
-            (Some(ModelStop::TooLong | ModelStop::Quit), Life::Open) if !w.shut => {
+            (Some(ModelStop::TooLong | ModelStop::Quit | ModelStop::Drained), Life::Open)
+                if !w.shut =>
+            {
                 Err("closing, all output read, yet no FIN sent".into())
             }
             _ => Ok(()),

@@ -3,15 +3,20 @@
 //!
 //! Guarantees: a sequence of operations that ends without an error has
 //! shown, at every step, that
-//! - the peer received a prefix of the model's replies (each line as sent
-//!   plus a suffix, in order, nothing lost, nothing duplicated, whatever the
-//!   split points), and exactly the too-long error and nothing after it for a
-//!   line longer than `max_line`;
+//! - the peer received a prefix of the model's replies (the greeting, then
+//!   each line as sent plus a suffix and a tag that only the connection's
+//!   own protocol state can get right, in order, nothing lost, nothing
+//!   duplicated, whatever the split points), and exactly the too-long error
+//!   and nothing after it for a line longer than `max_line`;
 //! - the connection's buffers held at most `max_output` + one reply +
 //!   `READ_CHUNK` + `max_line` bytes, plus the length of each drain notice
-//!   it took (a notice is queued whatever the backpressure);
-//! - a drain notice landed after the output produced so far and ahead of any
-//!   later reply, and only a connection already closing dropped it;
+//!   it took with the protocol's word after it (both are queued whatever the
+//!   backpressure);
+//! - a drain notice, and the protocol's word after it, landed after the
+//!   output produced so far and ahead of any later reply, and only a
+//!   connection already closing dropped them; a protocol that answered the
+//!   drain with `Close` got nothing more answered, and its connection sent
+//!   its FIN and closed on the peer's EOF;
 //! - a hard stop sent what was pending and then the closing line when the
 //!   send buffer had room, shut the write side, and left no unread input
 //!   behind when there were at most four read chunks of it;
@@ -42,7 +47,7 @@ mod model;
 mod tests;
 mod wire;
 
-use crate::protocol::{Action, LineProtocol};
+use crate::protocol::{Action, LineProtocol, Lines, Protocol, Step};
 
 use case::Case;
 
@@ -52,6 +57,13 @@ const SUFFIX: &[u8] = b"~ok\n";
 const CLOSING: &[u8] = b"~bye\n";
 /// The line the server sends every client when a drain starts.
 const NOTICE: &[u8] = b"~notice\n";
+/// The test protocol's greeting.
+const GREETING: &[u8] = b"~hi\n";
+/// What the test protocol appends when the drain starts, after the notice.
+const DRAINING: &[u8] = b"~drain\n";
+/// The tag after the reply to a connection's odd-numbered lines, and after
+/// its even-numbered ones.
+const TAGS: [&[u8]; 2] = [b"1\n", b"2\n"];
 /// A line whose body is this asks the protocol to close.
 const QUIT: &[u8] = b"q";
 /// Bytes a fuzz case may send per byte of the smallest send buffer it uses:
@@ -74,7 +86,7 @@ pub fn run(data: &[u8]) {
 
 /// Replies with the line, a `\n` if it had none, then [`SUFFIX`]; closes
 /// after a line whose body is [`QUIT`]. Served through `Lines`, as the echo
-/// server is.
+/// server is, inside [`Tagged`].
 struct Suffix;
 
 impl LineProtocol for Suffix {
@@ -93,6 +105,73 @@ impl LineProtocol for Suffix {
 
     fn on_closing(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(CLOSING);
+    }
+}
+
+/// The protocol the driver serves: [`Suffix`] through `Lines`, wrapped to
+/// keep state per connection as a protocol of its own would. It greets on
+/// connect, tags each reply with the parity of the connection's line count,
+/// says [`DRAINING`] at a drain, and then closes if that count is odd. The
+/// state steers what the connection does, so the model catches state that
+/// is lost, shared or stale.
+struct Tagged(Lines<Suffix>);
+
+/// What [`Tagged`] keeps per connection: the lines it answered, modulo 256
+/// (parity is all that matters). One byte, in the slot's padding.
+#[derive(Default)]
+struct Seen {
+    lines: u8,
+}
+
+impl Seen {
+    fn tag(&mut self, out: &mut Vec<u8>) {
+        self.lines = self.lines.wrapping_add(1);
+        out.extend_from_slice(TAGS[usize::from(self.lines % 2 == 0)]);
+    }
+
+    fn odd(&self) -> bool {
+        self.lines % 2 == 1
+    }
+}
+
+impl Protocol for Tagged {
+    type Conn = Seen;
+
+    fn on_connect(&mut self, _: &mut Seen, out: &mut Vec<u8>) -> Action {
+        out.extend_from_slice(GREETING);
+        Action::Continue
+    }
+
+    fn on_data(&mut self, seen: &mut Seen, input: &[u8], out: &mut Vec<u8>) -> Step {
+        let step = self.0.on_data(&mut (), input, out);
+        if matches!(step, Step::Took(_) | Step::Close(_)) {
+            seen.tag(out);
+        }
+        step
+    }
+
+    fn on_eof(&mut self, seen: &mut Seen, rest: &[u8], out: &mut Vec<u8>) {
+        if !rest.is_empty() {
+            self.0.on_eof(&mut (), rest, out);
+            seen.tag(out);
+        }
+    }
+
+    fn on_too_long(&mut self, _: &mut Seen, cap: usize, out: &mut Vec<u8>) {
+        self.0.on_too_long(&mut (), cap, out);
+    }
+
+    fn on_drain(&mut self, seen: &mut Seen, out: &mut Vec<u8>) -> Action {
+        out.extend_from_slice(DRAINING);
+        if seen.odd() {
+            Action::Close
+        } else {
+            Action::Continue
+        }
+    }
+
+    fn on_closing(&mut self, _: &mut Seen, out: &mut Vec<u8>) {
+        self.0.on_closing(&mut (), out);
     }
 }
 

@@ -1,7 +1,7 @@
 //! The model: what a correct connection answers to the bytes the peer sent,
 //! worked out with no code shared with the connection.
 
-use super::{QUIT, SUFFIX, body};
+use super::{DRAINING, GREETING, NOTICE, QUIT, SUFFIX, TAGS, body};
 
 pub(super) fn too_long_reply(max_line: usize) -> Vec<u8> {
     format!("error: line longer than {max_line} bytes\n").into_bytes()
@@ -13,6 +13,8 @@ pub(super) enum ModelStop {
     TooLong,
     Quit,
     HalfClosed,
+    /// The protocol answered a drain with `Close`.
+    Drained,
 }
 
 /// What a correct connection answers, computed from the bytes the peer sent.
@@ -26,6 +28,9 @@ pub(super) struct Model {
     scanned: usize,
     pub(super) out: Vec<u8>,
     pub(super) stop: Option<ModelStop>,
+    /// Where each reply to a line ends in `out`: how many of them a
+    /// connection has produced follows from how much output it produced.
+    ends: Vec<usize>,
 }
 
 impl Model {
@@ -35,8 +40,9 @@ impl Model {
             input: Vec::new(),
             pos: 0,
             scanned: 0,
-            out: Vec::new(),
+            out: GREETING.to_vec(),
             stop: None,
+            ends: Vec::new(),
         }
     }
 
@@ -79,11 +85,38 @@ impl Model {
         }
     }
 
+    /// The connection took a drain notice when it had produced `at` bytes,
+    /// a boundary between replies. The protocol closes if it had answered an
+    /// odd number of lines by then: no reply the connection had not produced
+    /// yet will come, and nothing sent later is answered. Returns whether it
+    /// closed.
+    pub(super) fn drain(&mut self, at: usize) -> bool {
+        let said = [NOTICE, DRAINING].concat();
+        let answered = self.ends.partition_point(|&end| end <= at);
+        let close = answered % 2 == 1;
+        if close {
+            self.out.truncate(at);
+            self.ends.truncate(answered);
+            self.out.extend_from_slice(&said);
+            self.stop = Some(ModelStop::Drained);
+        } else {
+            for end in &mut self.ends[answered..] {
+                *end += said.len();
+            }
+            self.out.splice(at..at, said);
+        }
+        close
+    }
+
     fn reply(&mut self, line: &[u8]) {
         self.out.extend_from_slice(line);
         if !line.ends_with(b"\n") {
             self.out.push(b'\n');
         }
         self.out.extend_from_slice(SUFFIX);
+        let number = self.ends.len() + 1;
+        self.out
+            .extend_from_slice(TAGS[usize::from(number % 2 == 0)]);
+        self.ends.push(self.out.len());
     }
 }

@@ -7,7 +7,7 @@ use super::case::{Case, Op};
 use super::driver::{Driver, Life};
 use super::model::{Model, ModelStop};
 use super::wire::Mutation;
-use super::{FUZZ_BUDGET, FUZZ_PER_CAPACITY, NOTICE};
+use super::{DRAINING, FUZZ_BUDGET, FUZZ_PER_CAPACITY, NOTICE};
 use crate::conn::{DISCARD_LIMIT, READ_CHUNK};
 
 /// Tries smaller versions of a failing case and returns the smallest that
@@ -229,11 +229,15 @@ fn memory_stays_bounded_when_every_flush_is_short() {
     assert_eq!(defaults.run(), Ok(()));
 }
 
-/// The drain notice lands after the replies already produced, ahead of
-/// those to lines still held back, and an open connection never drops it.
+/// The drain notice, and the protocol's word after it, land after the
+/// replies already produced, ahead of those to lines still held back, and an
+/// open connection never drops them. The first two drains find an even
+/// number of lines answered, so the protocol stays; the third finds 41 and
+/// closes, so the `q` after it is never answered.
 #[test]
 fn the_drain_notice_keeps_its_place_in_the_output() {
     let ops = vec![
+        Op::Send(b"x\n".to_vec()),
         Op::SendLines { len: 10, count: 40 },
         Op::Deliver(0xff),
         Op::Notice,
@@ -250,9 +254,37 @@ fn the_drain_notice_keeps_its_place_in_the_output() {
     for op in &c.ops {
         driver.apply(op).unwrap();
     }
-    let notices = driver.received.windows(NOTICE.len());
-    assert_eq!(notices.filter(|w| *w == NOTICE).count(), 3);
+    let said = [NOTICE, DRAINING].concat();
+    let notices = driver.received.windows(said.len());
+    assert_eq!(notices.filter(|w| *w == said).count(), 3);
+    assert_eq!(driver.model.stop, Some(ModelStop::Drained));
     driver.finish().unwrap();
+    assert_eq!(driver.life, Life::Closed);
+}
+
+/// A protocol that closes at the drain while lines are held back behind
+/// full output: the notice follows the replies already produced, the held
+/// lines are never answered, the FIN goes out, and the close waits for the
+/// peer's EOF.
+#[test]
+fn a_protocol_that_closes_at_the_drain_answers_nothing_more() {
+    let ops = vec![
+        Op::SendLines { len: 10, count: 40 },
+        Op::Deliver(0xff),
+        Op::Notice,
+        Op::Settle,
+    ];
+    let c = case(100, 50, 30, ops);
+    let mut driver = Driver::new(&c, Mutation::None);
+    for op in &c.ops {
+        driver.apply(op).unwrap();
+    }
+    let said = [NOTICE, DRAINING].concat();
+    assert!(driver.received.ends_with(&said), "nothing after the drain");
+    assert!(driver.wire.borrow().shut, "no FIN after the drain");
+    assert_eq!(driver.life, Life::Open, "closed before the peer's EOF");
+    driver.finish().unwrap();
+    assert_eq!(driver.life, Life::Closed);
 }
 
 /// A closing connection waits for its peer's EOF, but not through more
@@ -320,13 +352,30 @@ fn memory_over_the_bound_is_caught() {
 fn the_model_answers_a_tail_and_refuses_a_long_line() {
     let mut m = Model::new(4);
     m.send(b"ab\r\ncd");
-    assert_eq!(m.out, b"ab\r\n~ok\n");
+    assert_eq!(m.out, b"~hi\nab\r\n~ok\n1\n");
     m.half_close();
-    assert_eq!(m.out, b"ab\r\n~ok\ncd\n~ok\n");
+    assert_eq!(m.out, b"~hi\nab\r\n~ok\n1\ncd\n~ok\n2\n");
     let mut m = Model::new(4);
     m.send(b"abcd\nzz\n");
-    assert_eq!(m.out, b"error: line longer than 4 bytes\n");
+    assert_eq!(m.out, b"~hi\nerror: line longer than 4 bytes\n");
     assert_eq!(m.stop, Some(ModelStop::TooLong));
+}
+
+#[test]
+fn the_model_places_a_drain_and_closes_on_an_odd_count() {
+    let mut m = Model::new(100);
+    m.send(b"a\nb\nc\n");
+    // Two replies produced: the notice goes between the second and third.
+    assert!(!m.drain(b"~hi\na\n~ok\n1\nb\n~ok\n2\n".len()));
+    assert_eq!(
+        m.out,
+        b"~hi\na\n~ok\n1\nb\n~ok\n2\n~notice\n~drain\nc\n~ok\n1\n"
+    );
+    // Three produced: the protocol closes, and d is never answered.
+    assert!(m.drain(m.out.len()));
+    m.send(b"d\n");
+    assert!(m.out.ends_with(b"c\n~ok\n1\n~notice\n~drain\n"));
+    assert_eq!(m.stop, Some(ModelStop::Drained));
 }
 
 /// Replays a fuzzer's crash file: `DRAINPORT_CASE=path cargo test
