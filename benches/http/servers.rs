@@ -282,7 +282,7 @@ pub fn nginx_conf(dir: &Path, port: u16, workers: usize) -> String {
         "worker_processes {workers};
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 1024; }}
 http {{
     access_log off;
     # nginx closes a keep-alive connection after 1000 requests by default;
