@@ -21,7 +21,7 @@
 //! Flags (after `--`):
 //!
 //! ```text
-//! --runs N            comparison runs per server, at least 3 [default: 5]
+//! --runs N            comparison runs per server, at least 3 [default: 7]
 //! --secs S            measured seconds per comparison run [default: 5]
 //! --release-runs N    releases per server [default: 3]
 //! --release-secs S    the wrk run a release happens in [default: 10]
@@ -85,7 +85,7 @@ struct Opts {
 
 fn parse_args() -> Res<Opts> {
     let mut o = Opts {
-        runs: 5,
+        runs: 7,
         secs: 5,
         release_runs: 3,
         release_secs: 10,
@@ -170,6 +170,18 @@ fn build_example() -> Res<PathBuf> {
         return Err(format!("the http example is not at {}", example.display()));
     }
     Ok(example)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 fn loadavg() -> String {
@@ -277,7 +289,12 @@ fn run() -> Res<()> {
         date: util::utc_now(),
         command,
         source: source(),
-        machine: format!("{} cores, {}", util::cpus(), util::kernel()),
+        machine: format!(
+            "{} cores ({}), {}",
+            util::cpus(),
+            cpu_model(),
+            util::kernel()
+        ),
         load_start,
         load_end: loadavg(),
         pinning,

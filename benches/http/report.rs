@@ -218,7 +218,7 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
             .collect();
         let _ = writeln!(
             w,
-            "\nResponses: drainport's `GET /` answer is {} bytes and nginx's {} (both with `Connection: close` on the check request; on keep-alive both are shorter by about the same). The machine was {} % busy (median; max {:.0} %) in the 0.5 s before each run.",
+            "\nResponses on a keep-alive connection: drainport's is {} bytes (status line, `Date`, `Content-Type`, `Content-Length`, body), nginx's {} (with `Server` and `Connection: keep-alive` besides). The machine was {} % busy (median; max {:.0} %) in the 0.5 s before each run.",
             c.drainport[0].response_bytes,
             c.nginx[0].response_bytes,
             fmt(median(busy.clone()), 0),
@@ -269,6 +269,19 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
                 r.wrk.error_text(),
                 ms(r.exits_ms[0]),
                 ms(r.exits_ms[1]),
+            );
+        }
+    }
+
+    if let Some(rel) = rel {
+        let nginx: Vec<&Release> = rel.iter().filter(|r| r.kind == Kind::Nginx).collect();
+        let errors: u64 = nginx.iter().map(|r| r.wrk.errors()).sum();
+        if errors > 0 {
+            let reloads = nginx.len() * 2;
+            let _ = writeln!(
+                w,
+                "\nnginx's errors: {errors} over {reloads} reloads, {:.0} per reload, against the {CONNS} connections wrk keeps. An old nginx worker closes its idle keep-alive connections when it shuts down gracefully, and wrk counts a connection that closes after it has sent a request, unanswered, as a read error. drainport answers that request, with `Connection: close`, and then closes.",
+                errors as f64 / reloads as f64
             );
         }
     }

@@ -167,22 +167,42 @@ impl Server {
         })
     }
 
-    /// One `GET /` on a fresh connection: the whole response.
+    /// One keep-alive `GET /` on a fresh connection: the response, read
+    /// up to the end of its body.
     pub fn get(&self) -> Res<String> {
+        let name = self.kind.name();
         let mut s = TcpStream::connect_timeout(&self.addr(), START_DEADLINE)
-            .map_err(|e| format!("connect to {}: {e}", self.kind.name()))?;
+            .map_err(|e| format!("connect to {name}: {e}"))?;
         s.set_read_timeout(Some(START_DEADLINE)).ok();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-            .map_err(|e| format!("send to {}: {e}", self.kind.name()))?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .map_err(|e| format!("send to {name}: {e}"))?;
         let mut resp = Vec::new();
-        s.read_to_end(&mut resp)
-            .map_err(|e| format!("read from {}: {e}", self.kind.name()))?;
-        String::from_utf8(resp).map_err(|_| format!("{} sent non-UTF-8", self.kind.name()))
+        let mut chunk = [0u8; 4096];
+        // Bounded: each pass reads at least one byte, and 64 KiB is plenty.
+        while resp.len() < 65_536 {
+            if let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&resp[..end]).to_ascii_lowercase();
+                let body: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| format!("{name} sent no Content-Length: {head:?}"))?;
+                if resp.len() >= end + 4 + body {
+                    resp.truncate(end + 4 + body);
+                    break;
+                }
+            }
+            match s.read(&mut chunk) {
+                Ok(0) => return Err(format!("{name} closed before a whole response")),
+                Ok(n) => resp.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read from {name}: {e}")),
+            }
+        }
+        String::from_utf8(resp).map_err(|_| format!("{name} sent non-UTF-8"))
     }
 
-    /// Checks that `GET /` answers 200 with `hello from <pid or nginx>`, and returns
-    /// the response's size in bytes (over a keep-alive connection it would
-    /// carry no `Connection: close`, which is 19 bytes).
+    /// Checks that `GET /` answers 200 with `hello from <pid or nginx>`,
+    /// and returns the response's size in bytes on a keep-alive connection.
     pub fn check(&self) -> Res<usize> {
         let resp = self.get()?;
         let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
