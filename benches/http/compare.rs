@@ -26,6 +26,9 @@ pub struct Run {
     pub cpu_us: f64,
     /// Share of all CPUs busy just before the run, with no bench load.
     pub busy_before: f64,
+    /// Share of all CPUs that other processes used during the measured
+    /// run: the machine's busy time less the server's and wrk's.
+    pub others: f64,
     /// The size of one `GET /` response (with `Connection: close`).
     pub response_bytes: usize,
 }
@@ -48,13 +51,14 @@ pub fn run(s: &Setup, runs: usize, secs: u64) -> Res<Comparison> {
         for kind in order {
             let r = one(s, kind, secs)?;
             eprintln!(
-                "http: compare run {}/{runs} {:9}: {:>9.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {:.2} µs CPU/req, errors: {}",
+                "http: compare run {}/{runs} {:9}: {:>9.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {:.2} µs CPU/req, others used {:.0}% of the CPUs, errors: {}",
                 i + 1,
                 kind.name(),
                 r.wrk.rps,
                 r.wrk.p50_us,
                 r.wrk.p99_us,
                 r.cpu_us,
+                r.others * 100.0,
                 r.wrk.error_text()
             );
             match kind {
@@ -89,9 +93,24 @@ fn one(s: &Setup, kind: Kind, secs: u64) -> Res<Run> {
     )?;
     wrk::finish(warm, Duration::from_secs(WARMUP_SECS + 10))?;
     let before = server.cpu_ticks()?;
+    let machine_before = machine_ticks()?;
+    let children_before = children_ticks();
     let child = wrk::start(&s.pin, s.client_cpu, &s.wrk, &wrk::args(CONNS, secs, &url))?;
     let result = wrk::finish(child, Duration::from_secs(secs + 10))?;
     let after = server.cpu_ticks()?;
+    let machine_after = machine_ticks()?;
+    // wrk is the only child reaped in the window, so this is its CPU time.
+    let wrk_ticks = children_ticks() - children_before;
+    let (busy, total) = (
+        machine_after.0 - machine_before.0,
+        machine_after.1 - machine_before.1,
+    );
+    let ours = (after - before) as f64 + wrk_ticks;
+    let others = if total > 0 {
+        ((busy as f64 - ours) / total as f64).max(0.0)
+    } else {
+        0.0
+    };
     server.stop()?;
     if result.requests == 0 {
         return Err(format!("{}: wrk completed no request", kind.name()));
@@ -101,6 +120,7 @@ fn one(s: &Setup, kind: Kind, secs: u64) -> Res<Run> {
         wrk: result,
         cpu_us,
         busy_before,
+        others,
         response_bytes,
     })
 }
@@ -115,4 +135,32 @@ pub fn wait_quiet() -> f64 {
             return busy;
         }
     }
+}
+
+/// (busy, total) clock ticks of all CPUs together, from `/proc/stat`.
+fn machine_ticks() -> Res<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .filter(|l| l.starts_with("cpu "))
+        .ok_or("no cpu line in /proc/stat")?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Ok((total - idle, total))
+}
+
+/// User + system CPU of this process's reaped children, in clock ticks.
+fn children_ticks() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid rusage to fill.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_utime) + secs(ru.ru_stime)) * util::clk_tck() as f64
 }

@@ -224,6 +224,30 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
             fmt(median(busy.clone()), 0),
             range(&busy).1
         );
+        let _ = writeln!(
+            w,
+            "\nRun by run, in the order they ran. *Others* is the share of both CPUs used during the measured window by processes other than the server and wrk (the machine's busy time from `/proc/stat`, less the server's and wrk's CPU time): where it is high, another job competed with the run.\n\n\
+             | Run | Server | requests/s | p50 (µs) | p99 (µs) | CPU per request (µs) | Others |\n|---:|---|---:|---:|---:|---:|---:|"
+        );
+        for (i, (d, n)) in c.drainport.iter().zip(&c.nginx).enumerate() {
+            let pair = if i % 2 == 0 {
+                [("drainport", d), ("nginx", n)]
+            } else {
+                [("nginx", n), ("drainport", d)]
+            };
+            for (name, r) in pair {
+                let _ = writeln!(
+                    w,
+                    "| {} | {name} | {} | {} | {} | {} | {} % |",
+                    i + 1,
+                    fmt(r.wrk.rps, 0),
+                    fmt(r.wrk.p50_us, 0),
+                    fmt(r.wrk.p99_us, 0),
+                    fmt(r.cpu_us, 2),
+                    fmt(r.others * 100.0, 0)
+                );
+            }
+        }
     }
 
     if let Some(rel) = rel.filter(|r| !r.is_empty()) {
