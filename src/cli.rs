@@ -29,7 +29,8 @@ Arguments:
 Options:
   -q, --quiet               no stdout line per accepted connection
       --backlog N           listen backlog [default: {DEFAULT_BACKLOG}]
-      --max-line BYTES      longest line, terminator included [default: {DEFAULT_MAX_INPUT}]
+      --max-line BYTES      longest line, terminator included: the most bytes
+                            held for one unfinished message [default: {DEFAULT_MAX_INPUT}]
       --max-output BYTES    unsent output per client before its input is left
                             unread [default: {DEFAULT_MAX_OUTPUT}]
       --max-clients N       stop accepting at N clients; others wait in the

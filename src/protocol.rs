@@ -10,10 +10,10 @@
 //! every protocol:
 //! - `on_data` never sees more than the input cap at once, so a protocol
 //!   that returns [`Step::NeedMore`] on a full window is refused a message
-//!   longer than the cap ([`Protocol::on_too_long`]), and a connection never
-//!   holds more than the cap for one unfinished message;
-//! - `on_data` is not called once the output holds the output limit, so the
-//!   output overshoots the limit by at most the replies of one call;
+//!   longer than the cap ([`Protocol::on_too_long`]), and between reads a
+//!   connection keeps less than the cap of one unfinished message;
+//! - `on_data` is not called while the output holds the output limit or
+//!   more, so the output overshoots the limit by at most one call's replies;
 //! - per-connection state ([`Protocol::Conn`]) lives in the connection's
 //!   slot, made with `Default` when the client is admitted.
 //!

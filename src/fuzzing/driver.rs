@@ -364,17 +364,19 @@ impl Driver {
             return Ok(());
         };
         let verdict = conn.on_drain(Some(NOTICE), &mut self.cx);
+        let said = [NOTICE, DRAINING].concat();
+        let took = self.produced().get(at..at + said.len()) == Some(&said[..]);
+        // Counted even after a reset: the connection may still hold what it
+        // took, and the memory bounds must allow for it.
+        self.notices += usize::from(took);
         if self.wire.borrow().reset.is_none() {
-            let produced = self.produced();
             if at > self.model.out.len() {
                 return Err(format!(
                     "produced {at} bytes, more than the model's {}",
                     self.model.out.len()
                 ));
             }
-            let said = [NOTICE, DRAINING].concat();
-            if produced.get(at..at + said.len()) == Some(&said[..]) {
-                self.notices += 1;
+            if took {
                 self.model.drain(at);
             } else if self.model.stop.is_none() {
                 return Err("an open connection dropped the drain notice".into());
