@@ -86,7 +86,7 @@ struct Figure {
     target: Option<f64>,
 }
 
-const FIGURES: [Figure; 4] = [
+const FIGURES: [Figure; 5] = [
     Figure {
         name: "requests/s",
         dec: 0,
@@ -114,6 +114,13 @@ const FIGURES: [Figure; 4] = [
         get: |r| r.cpu_us,
         higher_better: false,
         target: Some(1.0),
+    },
+    Figure {
+        name: "server busy (% of its CPU; under 100 means wrk set the pace)",
+        dec: 0,
+        get: |r| r.cpu_us * r.wrk.rps / 1e4,
+        higher_better: false,
+        target: None,
     },
 ];
 
@@ -226,8 +233,11 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
         );
         let _ = writeln!(
             w,
-            "\nRun by run, in the order they ran. *Others* is the share of both CPUs used during the measured window by processes other than the server and wrk (the machine's busy time from `/proc/stat`, less the server's and wrk's CPU time): where it is high, another job competed with the run.\n\n\
-             | Run | Server | requests/s | p50 (µs) | p99 (µs) | CPU per request (µs) | Others |\n|---:|---|---:|---:|---:|---:|---:|"
+            "\nRun by run, in the order they ran. *Others* is the share of both CPUs used during the measured window by processes other than the server and wrk (the machine's busy time from `/proc/stat`, less the server's and wrk's CPU time): where it is high, another job competed with the run. A pair of runs where others took over {limit:.0} % was run again, up to {tries} tries; {rerun} pairs were run again this time, and a pair still over it on its last try was kept.\n\n\
+             | Run | Server | requests/s | p50 (µs) | p99 (µs) | CPU per request (µs) | Others |\n|---:|---|---:|---:|---:|---:|---:|",
+            limit = crate::compare::OTHERS_LIMIT * 100.0,
+            tries = crate::compare::PAIR_TRIES,
+            rerun = c.rerun,
         );
         for (i, (d, n)) in c.drainport.iter().zip(&c.nginx).enumerate() {
             let pair = if i % 2 == 0 {
