@@ -88,6 +88,8 @@ impl Http {
         };
         let date = self.date();
         match std::mem::take(&mut conn.pending) {
+            // `start` always sets a response before `answer` runs; `None`
+            // is only the state between requests.
             Pending::Get | Pending::None => {
                 response::write(out, Status::Ok, &date, &self.body, false, persist);
             }
