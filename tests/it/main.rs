@@ -4,6 +4,9 @@
 mod drain;
 mod errors;
 mod hostile;
+mod http;
+/// The HTTP example's modules, for their unit tests (see its `mod.rs`).
+mod http_example;
 mod kernel;
 mod limits;
 mod lines;

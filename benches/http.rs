@@ -1,0 +1,348 @@
+//! HTTP benchmark: `cargo bench --bench http [-- FLAGS]`.
+//!
+//! Builds `examples/http.rs` in release mode, then:
+//!
+//! 1. **Beside nginx.** The example and nginx (one worker, the same short
+//!    answer, keep-alive, no access log, run from a temporary prefix) each
+//!    take `wrk -t1 -c50 --latency`, pinned with `taskset`: the server on
+//!    CPU 0, wrk on CPU 1. The two take turns, a fresh server per run;
+//!    req/s, latency p50/p99 and server CPU per request are medians.
+//! 2. **A release under load.** Two example processes share a port under
+//!    `wrk -c50`; a third starts, the first is HUPed, later the second.
+//!    wrk must count no error of any kind and each HUPed process must exit
+//!    within a second. The same release against nginx (`nginx -s reload`).
+//!
+//! Each part that needs `wrk` or `nginx` is skipped with a printed reason
+//! when it is missing (`apt-get install wrk nginx-light`). The report goes
+//! to stdout and, unless `--quick`, `--only` or `--no-write`, into the
+//! section of `docs/benchmarks.md` between `<!-- http:start -->` and
+//! `<!-- http:end -->`.
+//!
+//! Flags (after `--`):
+//!
+//! ```text
+//! --runs N            comparison runs per server, at least 3 [default: 7]
+//! --secs S            measured seconds per comparison run [default: 5]
+//! --release-runs N    releases per server [default: 3]
+//! --release-secs S    the wrk run a release happens in [default: 10]
+//! --only PART         compare | release
+//! --quick             3 runs of 2 s, one release of 6 s; no report file
+//! --no-write          print the report only
+//! ```
+//!
+//! Every process the bench starts is stopped by pid (and dies with it).
+
+#[path = "http/compare.rs"]
+mod compare;
+#[path = "http/release.rs"]
+mod release;
+#[path = "http/report.rs"]
+mod report;
+#[path = "http/servers.rs"]
+mod servers;
+// The HTTP report takes no command output of its own.
+#[allow(dead_code)]
+#[path = "shared/mod.rs"]
+mod shared;
+// The load bench's process, /proc and clock helpers; not all are used here.
+#[allow(dead_code)]
+#[path = "load/util.rs"]
+mod util;
+#[path = "http/wrk.rs"]
+mod wrk;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use servers::Pinning;
+use util::Res;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const START: &str = "<!-- http:start -->";
+const END: &str = "<!-- http:end -->";
+
+/// What every part needs: the binaries and where things run.
+pub struct Setup {
+    pub example: PathBuf,
+    pub wrk: PathBuf,
+    pub nginx: Option<PathBuf>,
+    pub pin: Pinning,
+    pub server_cpu: Option<usize>,
+    pub client_cpu: Option<usize>,
+}
+
+struct Opts {
+    runs: usize,
+    secs: u64,
+    release_runs: usize,
+    release_secs: u64,
+    compare: bool,
+    release: bool,
+    write: bool,
+    given: Vec<String>,
+}
+
+fn parse_args() -> Res<Opts> {
+    let mut o = Opts {
+        runs: 7,
+        secs: 5,
+        release_runs: 3,
+        release_secs: 10,
+        compare: true,
+        release: true,
+        write: true,
+        given: Vec::new(),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // --quick first, so that sizes given beside it win.
+    if args.iter().any(|a| a == "--quick") {
+        o.runs = 3;
+        o.secs = 2;
+        o.release_runs = 1;
+        o.release_secs = 6;
+        o.write = false;
+    }
+    let mut it = args.into_iter();
+    while let Some(flag) = it.next() {
+        let mut value = |flag: &str| it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--bench" => continue,
+            "--quick" => {}
+            "--no-write" => o.write = false,
+            "--runs" | "--secs" | "--release-runs" | "--release-secs" | "--only" => {
+                let v = value(&flag)?;
+                let bad = || format!("{flag} does not take {v:?}");
+                match flag.as_str() {
+                    "--runs" => o.runs = v.parse().map_err(|_| bad())?,
+                    "--secs" => o.secs = v.parse().map_err(|_| bad())?,
+                    "--release-runs" => o.release_runs = v.parse().map_err(|_| bad())?,
+                    "--release-secs" => o.release_secs = v.parse().map_err(|_| bad())?,
+                    _ => {
+                        o.compare = v == "compare";
+                        o.release = v == "release";
+                        o.write = false;
+                        if !o.compare && !o.release {
+                            return Err(bad());
+                        }
+                    }
+                }
+                o.given.push(flag.clone());
+                o.given.push(v);
+                continue;
+            }
+            other => {
+                eprintln!("http: ignoring argument {other:?}");
+                continue;
+            }
+        }
+        o.given.push(flag);
+    }
+    if o.runs < 3 {
+        return Err("--runs must be at least 3: every figure is a median".into());
+    }
+    if !(1..=120).contains(&o.secs) || !(3..=120).contains(&o.release_secs) {
+        return Err("--secs must be 1 to 120 and --release-secs 3 to 120".into());
+    }
+    Ok(o)
+}
+
+/// Builds the example in release mode and returns its path beside this
+/// bench's own binary (`target/release/deps/http-*` → `target/release/examples/http`).
+fn build_example() -> Res<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("http: cargo build --release --example http");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--example", "http", "--manifest-path"])
+        .arg(Path::new(ROOT).join("Cargo.toml"))
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the http example failed: {status}"));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let example = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("examples/http"))
+        .ok_or("no target directory above the bench binary")?;
+    if !example.is_file() {
+        return Err(format!("the http example is not at {}", example.display()));
+    }
+    Ok(example)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn source() -> String {
+    let git = |args: &[&str]| {
+        let mut all = vec!["-C", ROOT, "--no-optional-locks"];
+        all.extend_from_slice(args);
+        util::first_line("git", &all)
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) if !head.contains(' ') => {
+            let dirty = git(&[
+                "status",
+                "--porcelain",
+                "--",
+                "src",
+                "examples",
+                "Cargo.toml",
+            ]);
+            match dirty {
+                Some(_) => format!("git {head}, with uncommitted changes"),
+                None => format!("git {head}"),
+            }
+        }
+        _ => "unknown (not a git checkout)".into(),
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("http: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Res<()> {
+    let started = Instant::now();
+    let load_start = loadavg();
+    let o = parse_args()?;
+    wrk::self_check()?;
+    let mut skipped = Vec::new();
+    let Some(wrk) =
+        util::which("wrk").or_else(|| Some(PathBuf::from("/usr/bin/wrk")).filter(|p| p.is_file()))
+    else {
+        eprintln!("http: skipped: wrk is not installed (apt-get install wrk); nothing to measure");
+        return Ok(());
+    };
+    let nginx = util::which("nginx")
+        .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()));
+    if nginx.is_none() {
+        let why = "nginx is not installed (apt-get install nginx-light): the comparison and nginx's release are skipped";
+        eprintln!("http: skipped: {why}");
+        skipped.push(why.to_owned());
+    }
+    let pin = Pinning::find();
+    if pin.taskset.is_none() {
+        eprintln!("http: taskset is not installed; pinning with sched_setaffinity instead");
+    }
+    let (server_cpu, client_cpu, pinning) = if util::cpus() >= 2 {
+        (
+            Some(0),
+            Some(1),
+            format!(
+                "servers with `{}…`, wrk with `{}…`",
+                pin.text(0).trim(),
+                pin.text(1).trim()
+            ),
+        )
+    } else {
+        (None, None, "none: this machine has one CPU".to_owned())
+    };
+    let setup = Setup {
+        example: build_example()?,
+        wrk,
+        nginx,
+        pin,
+        server_cpu,
+        client_cpu,
+    };
+
+    let comparison = if o.compare && setup.nginx.is_some() {
+        Some(compare::run(&setup, o.runs, o.secs)?)
+    } else {
+        None
+    };
+    let releases = if o.release {
+        Some(release::run(&setup, o.release_runs, o.release_secs)?)
+    } else {
+        None
+    };
+
+    let mut command = "cargo bench --bench http".to_owned();
+    if !o.given.is_empty() {
+        command.push_str(" -- ");
+        command.push_str(&o.given.join(" "));
+    }
+    let nginx_conf = servers::nginx_conf(Path::new("DIR"), 0, 1).replace(":0;", ":PORT;");
+    let meta = report::Meta {
+        date: util::utc_now(),
+        command,
+        source: source(),
+        machine: format!(
+            "{} cores ({}), {}",
+            util::cpus(),
+            cpu_model(),
+            util::kernel()
+        ),
+        load_start,
+        load_end: loadavg(),
+        pinning,
+        wrk_version: util::first_line(&setup.wrk.to_string_lossy(), &["-v"])
+            .map(|v| v.split(" Copyright").next().unwrap_or(&v).trim().to_owned())
+            .unwrap_or_else(|| "wrk".into()),
+        nginx_version: setup
+            .nginx
+            .as_ref()
+            .and_then(|n| util::first_line(&n.to_string_lossy(), &["-v"]))
+            .unwrap_or_else(|| "no nginx".into()),
+        runs: o.runs,
+        secs: o.secs,
+        release_secs: o.release_secs,
+        skipped,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        by_hand: vec![
+            "cargo build --release --example http".into(),
+            "taskset -c 0 target/release/examples/http -q 127.0.0.1:PORT &".into(),
+            format!(
+                "taskset -c 1 wrk -t1 -c{} -d{}s --latency http://127.0.0.1:PORT/",
+                compare::CONNS,
+                o.secs
+            ),
+            "kill -HUP %1".into(),
+            "cat > DIR/nginx.conf <<'EOF'".into(),
+            nginx_conf.trim_end().to_owned(),
+            "EOF".into(),
+            "taskset -c 0 nginx -p DIR -c DIR/nginx.conf -e DIR/error.log -g 'daemon off;' &"
+                .into(),
+            format!(
+                "taskset -c 1 wrk -t1 -c{} -d{}s --latency http://127.0.0.1:PORT/",
+                compare::CONNS,
+                o.secs
+            ),
+            "kill -QUIT %2".into(),
+        ],
+    };
+    let text = report::render(&meta, comparison.as_ref(), releases.as_deref());
+    println!("{text}");
+    if o.write {
+        let path = Path::new(ROOT).join("docs/benchmarks.md");
+        shared::write_marked(&path, START, END, &text, |doc, section| {
+            Some(format!("{}\n\n## HTTP\n\n{section}\n", doc.trim_end()))
+        })?;
+        eprintln!("http: wrote {}", path.display());
+    } else {
+        eprintln!("http: report not written (--quick, --only or --no-write)");
+    }
+    Ok(())
+}

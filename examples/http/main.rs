@@ -1,0 +1,47 @@
+//! A small HTTP/1.1 server on the drain machinery.
+//!
+//! ```text
+//! cargo run --release --example http -- [-q] [--drain-timeout SECS] [--close-spread SECS] [ADDR]
+//! curl -v http://127.0.0.1:8080/any/path     -> hello from <pid>
+//! kill -HUP <pid>                             -> drains the HTTP way
+//! ```
+//!
+//! `GET` and `HEAD` for any path answer `hello from <pid>\n`; keep-alive,
+//! pipelining and `Content-Length` bodies work; everything else gets a
+//! clear 4xx/5xx (`protocol.rs` and `request.rs` list them).
+//!
+//! **Drain.** On SIGHUP every connection finishes the request it is on and
+//! its next response carries `Connection: close`. A keep-alive connection
+//! idle between requests is left open, since a request may be on its way,
+//! and closes after answering the next one. A keep-alive client that never
+//! sends again would hold the process forever, so the drain has a timeout:
+//! by default 5 s, after which the idle clients left are closed one by one
+//! over 1 s (`--close-spread`), so their reconnects do not land on the
+//! siblings all at once. HTTP clients expect an idle keep-alive connection
+//! to close at any time and retry an idempotent request that found it
+//! closed; the timeout leaves that race only to clients idle for the whole
+//! of it. A close is a FIN after the flush, never a reset.
+
+mod cli;
+mod protocol;
+mod request;
+mod response;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let config = match cli::parse_args(std::env::args().skip(1)) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("http: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match drainport::serve(&config, protocol::Http::new(std::process::id())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("http: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

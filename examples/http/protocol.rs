@@ -1,0 +1,390 @@
+//! HTTP/1.1 on the drain machinery: one request per `on_data` call,
+//! answered in order, with the per-connection state that keep-alive,
+//! request bodies and the drain need.
+//!
+//! Guarantees:
+//! - A request body (`Content-Length`) is read and discarded as it
+//!   arrives, so a body of any size passes through a bounded input window;
+//!   the answer goes out once the whole body has been read.
+//! - The connection stays open after a response unless the client asked
+//!   otherwise (`Connection: close`, or HTTP/1.0 without keep-alive), the
+//!   request was refused, or the drain has started.
+//! - **Drain.** A connection finishes the request it is on, and its next
+//!   response carries `Connection: close`; then the server closes it. A
+//!   connection idle between requests is not cut, since a request may be
+//!   on its way: it closes after answering the next one. Idle clients that
+//!   never send again are closed by the drain timeout (see `main.rs`).
+//! - Pipelined requests after the one answered with `Connection: close`
+//!   are discarded unanswered, as RFC 9112 (9.3.2) lets a client expect.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use drainport::protocol::{Action, Protocol, Step};
+
+use super::request::{self, Head, Method, Parsed, Reject};
+use super::response::{self, Persist, Status};
+
+/// The response waiting for the end of a request body.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    #[default]
+    None,
+    Get,
+    Head,
+    NotAllowed,
+}
+
+/// One connection's state: 16 bytes, no heap.
+#[derive(Debug, Default)]
+pub struct Conn {
+    /// Body bytes of the current request still to read and discard.
+    body_left: u64,
+    /// What to answer once they are read.
+    pending: Pending,
+    /// The current request said HTTP/1.0.
+    http10: bool,
+    /// The current request asked for the connection to close after it.
+    close_after: bool,
+    /// The drain has started: the next response says `Connection: close`.
+    draining: bool,
+}
+
+/// The server: the body every GET gets, and the `Date` of this second.
+pub struct Http {
+    body: Vec<u8>,
+    date_secs: u64,
+    date: [u8; 29],
+}
+
+impl Http {
+    pub fn new(pid: u32) -> Http {
+        Http {
+            body: format!("hello from {pid}\n").into_bytes(),
+            date_secs: 0,
+            date: response::http_date(0),
+        }
+    }
+
+    /// The `Date` value, formatted again only when the second changes.
+    fn date(&mut self) -> [u8; 29] {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if now != self.date_secs {
+            self.date_secs = now;
+            self.date = response::http_date(now);
+        }
+        self.date
+    }
+
+    /// Sends the response to the request that just ended (its head and
+    /// body fully taken, `took` bytes of them in this call).
+    fn answer(&mut self, conn: &mut Conn, took: usize, out: &mut Vec<u8>) -> Step {
+        let close = conn.close_after || conn.draining;
+        let persist = match (close, conn.http10) {
+            (true, _) => Persist::Close,
+            (false, true) => Persist::KeepAlive,
+            (false, false) => Persist::Default,
+        };
+        let date = self.date();
+        match std::mem::take(&mut conn.pending) {
+            // `start` always sets a response before `answer` runs; `None`
+            // is only the state between requests.
+            Pending::Get | Pending::None => {
+                response::write(out, Status::Ok, &date, &self.body, false, persist);
+            }
+            Pending::Head => response::write(out, Status::Ok, &date, &self.body, true, persist),
+            Pending::NotAllowed => response::write(
+                out,
+                Status::MethodNotAllowed,
+                &date,
+                b"only GET and HEAD are served here\n",
+                false,
+                persist,
+            ),
+        }
+        if close {
+            Step::Close(took)
+        } else {
+            Step::Took(took)
+        }
+    }
+
+    /// Answers a refused request and closes.
+    fn refuse(&mut self, reject: Reject, out: &mut Vec<u8>) {
+        let (status, body): (Status, &[u8]) = match reject {
+            Reject::Bad(why) => (Status::BadRequest, why.as_bytes()),
+            Reject::LengthRequired => (
+                Status::LengthRequired,
+                b"chunked request bodies are not supported: send Content-Length",
+            ),
+            Reject::ExpectationFailed => (Status::ExpectationFailed, b"only 100-continue"),
+            Reject::HeadersTooLarge => (Status::HeadersTooLarge, b"request head too large"),
+            Reject::NotImplemented => (
+                Status::NotImplemented,
+                b"transfer codings are not supported: send Content-Length",
+            ),
+        };
+        let mut text = body.to_vec();
+        text.push(b'\n');
+        let date = self.date();
+        response::write(out, status, &date, &text, false, Persist::Close);
+    }
+
+    fn start(&mut self, conn: &mut Conn, head: Head, out: &mut Vec<u8>) -> Step {
+        conn.http10 = head.http10;
+        conn.close_after = !head.keep_alive;
+        conn.pending = match head.method {
+            Method::Get => Pending::Get,
+            Method::Head => Pending::Head,
+            Method::Other => Pending::NotAllowed,
+        };
+        if head.body == 0 {
+            return self.answer(conn, head.len, out);
+        }
+        if head.expect_continue {
+            // The client holds its body back until it hears this.
+            response::write(out, Status::Continue, b"", b"", true, Persist::Default);
+        }
+        conn.body_left = head.body;
+        Step::Took(head.len)
+    }
+}
+
+impl Protocol for Http {
+    type Conn = Conn;
+
+    fn on_data(&mut self, conn: &mut Conn, input: &[u8], out: &mut Vec<u8>) -> Step {
+        if input.is_empty() {
+            return Step::NeedMore;
+        }
+        if conn.body_left > 0 {
+            let took = conn.body_left.min(input.len() as u64);
+            conn.body_left -= took;
+            if conn.body_left > 0 {
+                return Step::Took(took as usize);
+            }
+            return self.answer(conn, took as usize, out);
+        }
+        match request::parse(input) {
+            Parsed::Partial => Step::NeedMore,
+            Parsed::Request(head) => self.start(conn, head, out),
+            Parsed::Rejected(reject) => {
+                self.refuse(reject, out);
+                Step::Close(input.len())
+            }
+        }
+    }
+
+    fn on_too_long(&mut self, _: &mut Conn, _: usize, out: &mut Vec<u8>) {
+        // Bodies are taken as they come, so only a head reaches the cap.
+        self.refuse(Reject::HeadersTooLarge, out);
+    }
+
+    fn on_drain(&mut self, conn: &mut Conn, _: &mut Vec<u8>) -> Action {
+        conn.draining = true;
+        Action::Continue
+    }
+
+    fn on_closing(&mut self, conn: &mut Conn, out: &mut Vec<u8>) {
+        // A hard stop in the middle of a body: say why it will not be
+        // answered. An idle connection gets nothing (a response nobody
+        // asked for would be read as the answer to its next request).
+        if conn.body_left > 0 {
+            let date = self.date();
+            let body = b"server is shutting down\n";
+            response::write(out, Status::Unavailable, &date, body, false, Persist::Close);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` the way the machinery does: calls `on_data` with the
+    /// rest while it takes bytes. Returns the output, the bytes taken and
+    /// whether the protocol asked to close.
+    fn feed(http: &mut Http, conn: &mut Conn, input: &[u8]) -> (String, usize, bool) {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for _ in 0..1000 {
+            match http.on_data(conn, &input[at..], &mut out) {
+                Step::Took(n) => at += n,
+                Step::Close(n) => {
+                    return (String::from_utf8(out).unwrap(), at + n, true);
+                }
+                Step::NeedMore => break,
+            }
+        }
+        (String::from_utf8(out).unwrap(), at, false)
+    }
+
+    fn responses(out: &str) -> usize {
+        out.matches("HTTP/1.1 ").count()
+    }
+
+    #[test]
+    fn conn_stays_small() {
+        assert!(std::mem::size_of::<Conn>() <= 16);
+    }
+
+    #[test]
+    fn get_head_and_pipelining() {
+        let mut http = Http::new(42);
+        let mut conn = Conn::default();
+        let two = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nHEAD /a HTTP/1.1\r\nHost: x\r\n\r\nGET";
+        let (out, took, close) = feed(&mut http, &mut conn, two);
+        assert_eq!(responses(&out), 2, "{out}");
+        assert_eq!(took, two.len() - 3, "the partial third request waits");
+        assert!(!close);
+        assert!(
+            out.ends_with("Content-Length: 14\r\n\r\n"),
+            "HEAD has no body: {out}"
+        );
+        assert_eq!(out.matches("hello from 42\n").count(), 1, "{out}");
+        assert!(!out.contains("Connection:"), "{out}");
+    }
+
+    #[test]
+    fn http10_closes_unless_kept_alive() {
+        let mut http = Http::new(1);
+        let (out, _, close) = feed(&mut http, &mut Conn::default(), b"GET / HTTP/1.0\r\n\r\n");
+        assert!(close && out.contains("Connection: close\r\n"), "{out}");
+        let req = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+        let (out, _, close) = feed(&mut http, &mut Conn::default(), req);
+        assert!(
+            !close && out.contains("Connection: keep-alive\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn body_is_read_in_pieces_then_answered() {
+        let mut http = Http::new(1);
+        let mut conn = Conn::default();
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123";
+        let (out, took, _) = feed(&mut http, &mut conn, head);
+        assert_eq!(
+            (out.as_str(), took),
+            ("", head.len()),
+            "no answer before the body ends"
+        );
+        let (out, took, _) = feed(&mut http, &mut conn, b"45678");
+        assert_eq!((out.as_str(), took), ("", 5));
+        // The body's last byte, then the next request, in one read.
+        let rest = b"9GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (out, took, close) = feed(&mut http, &mut conn, rest);
+        assert_eq!(
+            (responses(&out), took, close),
+            (2, rest.len(), false),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_body_larger_than_any_window_is_taken() {
+        let mut http = Http::new(1);
+        let mut conn = Conn::default();
+        let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n";
+        feed(&mut http, &mut conn, head);
+        let chunk = vec![b'x'; 65_536];
+        let mut sent = 0;
+        let mut last = String::new();
+        while sent < 10_000_000 {
+            let n = chunk.len().min(10_000_000 - sent);
+            let (out, took, _) = feed(&mut http, &mut conn, &chunk[..n]);
+            assert_eq!(took, n);
+            sent += n;
+            last = out;
+        }
+        assert!(last.starts_with("HTTP/1.1 405 "), "{last}");
+        assert!(last.contains("Allow: GET, HEAD\r\n"), "{last}");
+    }
+
+    #[test]
+    fn expect_continue_before_the_body() {
+        let mut http = Http::new(1);
+        let mut conn = Conn::default();
+        let req = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+        let (out, _, _) = feed(&mut http, &mut conn, req);
+        assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\n");
+        let (out, _, _) = feed(&mut http, &mut conn, b"ok");
+        assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+    }
+
+    #[test]
+    fn refusals_answer_then_close() {
+        let mut http = Http::new(1);
+        for (req, status) in [
+            (&b"nonsense\r\n\r\n"[..], "400"),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "411",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br\r\n\r\n",
+                "501",
+            ),
+        ] {
+            let (out, took, close) = feed(&mut http, &mut Conn::default(), req);
+            assert!(out.starts_with(&format!("HTTP/1.1 {status} ")), "{out}");
+            assert!(out.contains("Connection: close\r\n"), "{out}");
+            assert_eq!((took, close), (req.len(), true));
+        }
+        let mut out = Vec::new();
+        http.on_too_long(&mut Conn::default(), 65_536, &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 431 "));
+    }
+
+    #[test]
+    fn drain_closes_after_the_next_response() {
+        let mut http = Http::new(1);
+        let mut conn = Conn::default();
+        let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (out, _, close) = feed(&mut http, &mut conn, get);
+        assert!(!close && !out.contains("Connection:"));
+        // Idle when the drain starts: nothing is sent, nothing closed.
+        let mut notice = Vec::new();
+        assert_eq!(http.on_drain(&mut conn, &mut notice), Action::Continue);
+        assert!(notice.is_empty());
+        // The next request is answered, with Connection: close, and the
+        // pipelined one behind it is left.
+        let mut two = get.to_vec();
+        two.extend_from_slice(get);
+        let (out, took, close) = feed(&mut http, &mut conn, &two);
+        assert_eq!(responses(&out), 1, "{out}");
+        assert!(out.contains("Connection: close\r\n") && close, "{out}");
+        assert_eq!(took, get.len());
+    }
+
+    #[test]
+    fn drain_in_the_middle_of_a_body() {
+        let mut http = Http::new(1);
+        let mut conn = Conn::default();
+        feed(
+            &mut http,
+            &mut conn,
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab",
+        );
+        http.on_drain(&mut conn, &mut Vec::new());
+        let (out, _, close) = feed(&mut http, &mut conn, b"cd");
+        assert!(close && out.starts_with("HTTP/1.1 200 ") && out.contains("Connection: close"));
+    }
+
+    #[test]
+    fn hard_stop_speaks_only_mid_request() {
+        let mut http = Http::new(1);
+        let mut out = Vec::new();
+        http.on_closing(&mut Conn::default(), &mut out);
+        assert!(out.is_empty());
+        let mut conn = Conn::default();
+        feed(
+            &mut http,
+            &mut conn,
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n",
+        );
+        http.on_closing(&mut conn, &mut out);
+        assert!(out.starts_with(b"HTTP/1.1 503 "));
+    }
+}

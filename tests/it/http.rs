@@ -1,0 +1,296 @@
+//! The HTTP example (`examples/http/`) as a real process, driven by `curl`
+//! (skipped, with the reason printed, when curl is not installed) and by a
+//! raw socket where a request must be malformed on purpose.
+//!
+//! `cargo test` builds the examples before the integration tests run, and
+//! the example's binary is found beside this test's own
+//! (`target/<profile>/examples/http`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use crate::util::{Client, DEADLINE, Server, wait_until};
+
+/// `target/<profile>/examples/http`, next to `target/<profile>/deps/it-*`.
+#[track_caller]
+fn example_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join("http"))
+        .expect("the test binary lives in target/<profile>/deps");
+    assert!(
+        bin.is_file(),
+        "the http example is not built at {}: run `cargo test` (which builds examples), \
+         or `cargo build --example http` before `cargo test --test it`",
+        bin.display()
+    );
+    bin
+}
+
+/// The example on a free port, with `args` before the address.
+#[track_caller]
+fn start(args: &[&str]) -> Server {
+    let mut cmd = Command::new(example_bin());
+    cmd.args(args).arg("127.0.0.1:0");
+    Server::spawn(cmd)
+}
+
+fn has_curl() -> bool {
+    let found = Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("skipped: curl is not installed (apt-get install curl)");
+    }
+    found
+}
+
+/// Runs curl (silent, errors shown, bounded by `--max-time`) and waits for
+/// it with a deadline.
+#[track_caller]
+fn curl(args: &[&str]) -> Output {
+    let secs = DEADLINE.as_secs().to_string();
+    let mut child = Command::new("curl")
+        .args(["-sS", "--max-time", &secs])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn curl");
+    wait_until("curl to finish", || child.try_wait().expect("try_wait"));
+    child.wait_with_output().expect("curl output")
+}
+
+/// curl's stdout, failing on a non-zero exit.
+#[track_caller]
+fn curl_ok(args: &[&str]) -> String {
+    let out = curl(args);
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {:?}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 from curl")
+}
+
+fn url(server: &Server, path: &str) -> String {
+    format!("http://{}{path}", server.addr)
+}
+
+/// Sends raw bytes on a fresh connection and reads until the server closes.
+#[track_caller]
+fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut client = Client::connect(addr);
+    client.send(request);
+    let all = client.read_to_eof().expect("response then EOF");
+    String::from_utf8(all).expect("UTF-8 response")
+}
+
+#[test]
+fn keep_alive_reuses_one_connection() {
+    if !has_curl() {
+        return;
+    }
+    let server = start(&[]);
+    let pid = server.pid;
+    let (a, b) = (url(&server, "/one"), url(&server, "/two?x=1"));
+    let out = curl_ok(&["-w", "[%{num_connects}]\n", &a, &b]);
+    assert_eq!(
+        out,
+        format!("hello from {pid}\n[1]\nhello from {pid}\n[0]\n")
+    );
+
+    // HTTP/1.0 closes after each response unless it asks for keep-alive.
+    let out = curl_ok(&["-0", "-w", "[%{num_connects}]\n", &a, &b]);
+    assert!(
+        out.ends_with("\n[1]\n") && out.contains("\n[1]\nhello"),
+        "{out}"
+    );
+    let out = curl_ok(&[
+        "-0",
+        "-H",
+        "Connection: keep-alive",
+        "-w",
+        "[%{num_connects}]\n",
+        &a,
+        &b,
+    ]);
+    assert!(out.ends_with("\n[0]\n"), "{out}");
+}
+
+#[test]
+fn head_has_headers_only() {
+    if !has_curl() {
+        return;
+    }
+    let server = start(&[]);
+    let body_len = format!("hello from {}\n", server.pid).len();
+    let out = curl_ok(&["--head", &url(&server, "/anything")]);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(
+        out.contains(&format!("\r\nContent-Length: {body_len}\r\n")),
+        "{out}"
+    );
+    assert!(out.ends_with("\r\n\r\n"), "no body after the head: {out:?}");
+}
+
+#[test]
+fn request_bodies_are_read_and_refusals_are_clear() {
+    if !has_curl() {
+        return;
+    }
+    let server = start(&[]);
+    let pid = server.pid;
+    let u = url(&server, "/upload");
+    // 2 MiB: more than the input cap, and curl sends Expect: 100-continue.
+    let path = std::env::temp_dir().join(format!("drainport-http-body-{}", std::process::id()));
+    std::fs::write(&path, vec![b'x'; 2 << 20]).expect("write the body file");
+    let data = format!("@{}", path.display());
+    let out = curl_ok(&[
+        "-X",
+        "GET",
+        "--data-binary",
+        &data,
+        "-w",
+        "[%{http_code}]",
+        &u,
+        &u,
+    ]);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        out,
+        format!("hello from {pid}\n[200]hello from {pid}\n[200]")
+    );
+
+    let out = curl_ok(&["-d", "abc", "-w", "[%{http_code} %header{allow}]", &u]);
+    assert!(out.ends_with("[405 GET, HEAD]"), "{out}");
+    let out = curl_ok(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-d",
+        "abc",
+        "-w",
+        "[%{http_code}]",
+        &u,
+    ]);
+    assert!(out.ends_with("[411]"), "{out}");
+}
+
+#[test]
+fn malformed_requests_get_an_answer_and_a_close() {
+    let server = start(&[]);
+    let resp = raw_exchange(
+        server.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nNo Colon Here\r\n\r\n",
+    );
+    assert!(resp.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{resp}");
+    assert!(resp.contains("\r\nConnection: close\r\n"), "{resp}");
+
+    // A head over the input cap (64 KiB).
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.resize(100_000, b'a');
+    let mut client = Client::connect(server.addr);
+    client.send(&big);
+    let resp = String::from_utf8(client.read_to_eof().expect("431 then EOF")).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 431 "), "{resp}");
+
+    // The server is still serving.
+    let resp = raw_exchange(server.addr, b"GET / HTTP/1.0\r\n\r\n");
+    assert!(
+        resp.ends_with(&format!("\r\n\r\nhello from {}\n", server.pid)),
+        "{resp}"
+    );
+}
+
+/// A one-shot HTTP server in the test: it tells `arrived` when curl's
+/// request is in, and answers only when `release` says so. curl handles its
+/// URLs one after another, so while it waits here its connection to the
+/// example sits idle in its cache: the moment to start the drain.
+fn barrier() -> (
+    SocketAddr,
+    mpsc::Receiver<()>,
+    mpsc::Sender<()>,
+    thread::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the barrier");
+    let addr = listener.local_addr().unwrap();
+    let (arrived_tx, arrived) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let thread = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept curl");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 65_536 {
+            let n = stream.read(&mut byte).expect("read curl's request");
+            assert!(n == 1, "curl closed the barrier connection");
+            head.push(byte[0]);
+        }
+        arrived_tx.send(()).unwrap();
+        // Dropping the sender (a failed test) releases the barrier too.
+        let _ = release_rx.recv_timeout(DEADLINE);
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nbarrier\n",
+        );
+    });
+    (addr, arrived, release, thread)
+}
+
+#[test]
+fn sighup_makes_the_next_response_say_close_then_exits_0() {
+    if !has_curl() {
+        return;
+    }
+    // A drain timeout far beyond the test's waits: the idle connection must
+    // close because of its next request, not because of the clock.
+    let mut server = start(&["--drain-timeout", "600"]);
+    let pid = server.pid;
+    let (barrier_addr, arrived, release, barrier_thread) = barrier();
+    let (a, b) = (url(&server, "/before-1"), url(&server, "/before-2"));
+    let hold = format!("http://{barrier_addr}/hold");
+    let after = url(&server, "/after");
+    let curl_thread = thread::spawn(move || {
+        let fmt = "[%{num_connects} %{http_code} %header{connection}]\n";
+        curl(&["-w", fmt, &a, &b, &hold, &after])
+    });
+
+    arrived
+        .recv_timeout(DEADLINE)
+        .expect("curl reached the barrier");
+    server.signal(libc::SIGHUP);
+    server.expect_line(&format!("Process {pid} received hangup signal"));
+    server.expect_line(&format!("process {pid} closing tasks: 1"));
+    // The idle keep-alive connection is not cut by the drain.
+    assert!(server.is_running());
+    release.send(()).unwrap();
+
+    let out = curl_thread.join().expect("curl thread");
+    barrier_thread.join().expect("barrier thread");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl: {:?} {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hello = format!("hello from {pid}\n");
+    assert_eq!(
+        stdout,
+        format!("{hello}[1 200 ]\n{hello}[0 200 ]\nbarrier\n[1 200 close]\n{hello}[0 200 close]\n"),
+        "before the drain: one connection, reused; after it: the same connection, \
+         answered with Connection: close"
+    );
+    server.expect_clean_exit();
+    assert_eq!(server.count_lines("has no clients left, exiting"), 1);
+}
