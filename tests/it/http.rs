@@ -8,50 +8,22 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use crate::util::{Client, DEADLINE, Server, wait_until};
-
-/// `target/<profile>/examples/http`, next to `target/<profile>/deps/it-*`.
-#[track_caller]
-fn example_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join("http"))
-        .expect("the test binary lives in target/<profile>/deps");
-    assert!(
-        bin.is_file(),
-        "the http example is not built at {}: run `cargo test` (which builds examples), \
-         or `cargo build --example http` before `cargo test --test it`",
-        bin.display()
-    );
-    bin
-}
+use crate::util::{Client, DEADLINE, Server, example_bin, have_tool, wait_until};
 
 /// The example on a free port, with `args` before the address.
 #[track_caller]
 fn start(args: &[&str]) -> Server {
-    let mut cmd = Command::new(example_bin());
+    let mut cmd = Command::new(example_bin("http"));
     cmd.args(args).arg("127.0.0.1:0");
     Server::spawn(cmd)
 }
 
 fn has_curl() -> bool {
-    let found = Command::new("curl")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        eprintln!("skipped: curl is not installed (apt-get install curl)");
-    }
-    found
+    have_tool("curl", "curl")
 }
 
 /// Runs curl (silent, errors shown, bounded by `--max-time`) and waits for

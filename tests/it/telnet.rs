@@ -3,10 +3,9 @@
 //! in a pseudo-terminal when telnet and tmux are installed.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 
-use crate::util::{Client, Server, status_field, wait_until};
+use crate::util::{Client, Server, example_bin, find_tool, have_tool, status_field, wait_until};
 
 /// What telnet sends on Ctrl-C: Interrupt Process, then DO TIMING-MARK. It
 /// throws away everything it receives until the timing mark is answered.
@@ -229,43 +228,11 @@ fn hostile_telnet_clients_cost_bounded_memory() {
     assert_eq!(bystander.echo("after"), server.pid);
 }
 
-/// The `kv` example's binary, built once for this test run.
-fn kv_binary() -> &'static PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let out = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--offline",
-                "--example",
-                "kv",
-                "--message-format=json",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build --example kv");
-        assert!(out.status.success(), "cargo build --example kv failed");
-        executable(&out).expect("cargo named no kv executable")
-    })
-}
-
-/// The path cargo reports for the `kv` executable in its JSON messages.
-fn executable(out: &Output) -> Option<PathBuf> {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("\"name\":\"kv\"") && l.contains("\"executable\":\""))?;
-    let start = line.find("\"executable\":\"")? + "\"executable\":\"".len();
-    let end = start + line[start..].find('"')?;
-    Some(PathBuf::from(&line[start..end]))
-}
-
 #[test]
 fn kv_example_answers_after_ctrl_c() {
     // The issue's report: after a Ctrl-C, telnet showed no reply from kv at
     // all, BYE included.
-    let mut cmd = Command::new(kv_binary());
+    let mut cmd = Command::new(example_bin("kv"));
     cmd.arg("127.0.0.1:0");
     let server = Server::spawn(cmd);
     let mut client = Client::connect(server.addr);
@@ -274,14 +241,6 @@ fn kv_example_answers_after_ctrl_c() {
     client.send(&[&b"GET "[..], CTRL_C, b"GET k\r\nQUIT\r\n"].concat());
     let want = [WILL_TM, b"v\n", b"BYE\n"].concat();
     assert_bytes(&client.read_to_eof().expect("read to EOF"), &want);
-}
-
-/// Where `tool` is on `PATH`, if anywhere.
-fn find_tool(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
 }
 
 /// A private tmux server (its own socket) running one command in a
@@ -332,10 +291,11 @@ impl Drop for Tmux {
 
 #[test]
 fn real_telnet_in_a_terminal_keeps_its_replies_after_ctrl_c() {
-    let (Some(telnet), Some(tmux)) = (find_tool("telnet"), find_tool("tmux")) else {
-        println!("skipped: needs telnet and tmux on PATH (Debian: apt install telnet tmux)");
+    if !(have_tool("telnet", "telnet") && have_tool("tmux", "tmux")) {
         return;
-    };
+    }
+    let telnet = find_tool("telnet").expect("found above");
+    let tmux = find_tool("tmux").expect("found above");
     let mut server = Server::start(&["127.0.0.1:0"]);
     let command = format!(
         "{} {} {}",

@@ -308,6 +308,26 @@ pub fn have_tool(tool: &str, package: &str) -> bool {
     false
 }
 
+/// An example's binary, `target/<profile>/examples/NAME`, beside this
+/// test's own `target/<profile>/deps/it-*`. `cargo test` builds every
+/// example before the integration tests run.
+#[track_caller]
+pub fn example_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join(name))
+        .expect("the test binary lives in target/<profile>/deps");
+    assert!(
+        bin.is_file(),
+        "the {name} example is not built at {}: run `cargo test` (which builds examples), \
+         or `cargo build --example {name}` before `cargo test --test it`",
+        bin.display()
+    );
+    bin
+}
+
 /// The path of the executable `tool` on `PATH`, if there is one.
 pub fn find_tool(tool: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
