@@ -41,6 +41,8 @@ mod report;
 #[path = "http/servers.rs"]
 mod servers;
 // The HTTP report takes no command output of its own.
+#[path = "shared/num.rs"]
+mod num;
 #[allow(dead_code)]
 #[path = "shared/mod.rs"]
 mod shared;

@@ -42,6 +42,8 @@ mod driver;
 #[path = "load/report.rs"]
 mod report;
 // The load report takes no command output of its own.
+#[path = "shared/num.rs"]
+mod num;
 #[allow(dead_code)]
 #[path = "shared/mod.rs"]
 mod shared;

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::compare::{CONNS, Comparison, Run};
+use crate::num::num;
 use crate::release::Release;
 use crate::servers::Kind;
 
@@ -46,32 +47,14 @@ fn range(v: &[f64]) -> (f64, f64) {
     (lo, hi)
 }
 
-fn fmt(v: f64, dec: usize) -> String {
-    let s = format!("{:.*}", dec, v.abs());
-    let (int, frac) = s.split_once('.').map_or((s.as_str(), ""), |(a, b)| (a, b));
-    let mut grouped = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    let sign = if v < 0.0 { "-" } else { "" };
-    if frac.is_empty() {
-        format!("{sign}{grouped}")
-    } else {
-        format!("{sign}{grouped}.{frac}")
-    }
-}
-
 /// `median (lo – hi)`.
 fn cell(v: &[f64], dec: usize) -> String {
     let (lo, hi) = range(v);
     format!(
         "{} ({} – {})",
-        fmt(median(v.to_vec()), dec),
-        fmt(lo, dec),
-        fmt(hi, dec)
+        num(median(v.to_vec()), dec),
+        num(lo, dec),
+        num(hi, dec)
     )
 }
 
@@ -176,7 +159,7 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
                         misses.push(format!(
                             "{}: drainport ÷ nginx is {} against {sign} {t:.1}x.",
                             f.name,
-                            fmt(ratio, 2)
+                            num(ratio, 2)
                         ));
                     }
                     (
@@ -200,8 +183,8 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
         let _ = writeln!(
             w,
             "| requests checked by wrk, all runs | {} | {} | — | — |  |",
-            fmt(reqs(&c.drainport) as f64, 0),
-            fmt(reqs(&c.nginx) as f64, 0)
+            num(reqs(&c.drainport) as f64, 0),
+            num(reqs(&c.nginx) as f64, 0)
         );
         let _ = writeln!(
             w,
@@ -228,7 +211,7 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
             "\nResponses on a keep-alive connection: drainport's is {} bytes (status line, `Date`, `Content-Type`, `Content-Length`, body), nginx's {} (with `Server` and `Connection: keep-alive` besides). The machine was {} % busy (median; max {:.0} %) in the 0.5 s before each run.",
             c.drainport[0].response_bytes,
             c.nginx[0].response_bytes,
-            fmt(median(busy.clone()), 0),
+            num(median(busy.clone()), 0),
             range(&busy).1
         );
         let _ = writeln!(
@@ -250,11 +233,11 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
                     w,
                     "| {} | {name} | {} | {} | {} | {} | {} % |",
                     i + 1,
-                    fmt(r.wrk.rps, 0),
-                    fmt(r.wrk.p50_us, 0),
-                    fmt(r.wrk.p99_us, 0),
-                    fmt(r.cpu_us, 2),
-                    fmt(r.others * 100.0, 0)
+                    num(r.wrk.rps, 0),
+                    num(r.wrk.p50_us, 0),
+                    num(r.wrk.p99_us, 0),
+                    num(r.cpu_us, 2),
+                    num(r.others * 100.0, 0)
                 );
             }
         }
@@ -280,7 +263,7 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
             } else {
                 1
             } + 1;
-            let ms = |v: Option<f64>| v.map_or("did not exit in 10 s".into(), |v| fmt(v, 0));
+            let ms = |v: Option<f64>| v.map_or("did not exit in 10 s".into(), |v| num(v, 0));
             let within = r.exits_ms.iter().all(|e| e.is_some_and(|ms| ms <= 1000.0));
             let result = match r.kind {
                 Kind::Drainport if r.wrk.errors() == 0 && within => "PASS".to_owned(),
@@ -299,7 +282,7 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
                 w,
                 "| {} | {run} | {} | {} | {} | {} | {result} |",
                 r.kind.name(),
-                fmt(r.wrk.requests as f64, 0),
+                num(r.wrk.requests as f64, 0),
                 r.wrk.error_text(),
                 ms(r.exits_ms[0]),
                 ms(r.exits_ms[1]),

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use crate::driver::Plan;
+use crate::num::num;
 
 /// Every figure, one value per run, by key (`s2.p99`, `r1.bpc`, ...).
 #[derive(Default)]
@@ -109,32 +110,6 @@ impl Goal {
                 num(by, if unit == "x" { 3 } else { dec.max(2) })
             ),
         )
-    }
-}
-
-/// Formats with `dec` decimals and thousands separators.
-fn num(v: f64, dec: usize) -> String {
-    if !v.is_finite() {
-        return format!("{v}");
-    }
-    let s = format!("{:.*}", dec, v.abs());
-    let (int, frac) = s.split_once('.').map_or((s.as_str(), ""), |(a, b)| (a, b));
-    let mut grouped = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    let sign = if v < 0.0 && s.chars().any(|c| c != '0' && c != '.') {
-        "-"
-    } else {
-        ""
-    };
-    if frac.is_empty() {
-        format!("{sign}{grouped}")
-    } else {
-        format!("{sign}{grouped}.{frac}")
     }
 }
 

@@ -13,7 +13,8 @@ use std::time::Duration;
 use libc::{SIGHUP, SIGUSR1};
 
 use crate::util::{
-    BIN, Client, Server, exit_code_or_signal, have_tool, raise_fd_limit, status_field, wait_until,
+    BIN, Client, Server, assert_long_bytes, exit_code_or_signal, have_tool, raise_fd_limit,
+    status_field, wait_until,
 };
 
 /// A server under attack and the well-behaved client that watches it.
@@ -358,13 +359,7 @@ fn half_close_with_data_pending_both_ways() {
     }
     want.extend_from_slice(b"the tail\n");
     want.extend_from_slice(&suffix(pid));
-    assert!(
-        got == want,
-        "{} bytes back, {} expected; first difference at {}",
-        got.len(),
-        want.len(),
-        got.iter().zip(&want).take_while(|(a, b)| a == b).count()
-    );
+    assert_long_bytes(&got, &want);
     // --max-output (64 KiB) of replies, a 64 KiB read chunk, a partial line
     // and the shared reply scratch (kept up to 256 KiB): under 512 KiB,
     // doubled for the allocator. A server that took all the input and held

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::util::{Client, Server, example_bin, find_tool, have_tool, status_field, wait_until};
+use crate::util::{
+    Client, Server, assert_long_bytes, example_bin, find_tool, have_tool, status_field, wait_until,
+};
 
 /// What telnet sends on Ctrl-C: Interrupt Process, then DO TIMING-MARK. It
 /// throws away everything it receives until the timing mark is answered.
@@ -176,13 +178,7 @@ fn replies_held_back_by_a_full_output_stay_ahead_of_telnet_answers() {
         &echoed(b"end\r\n", server.pid),
     ]
     .concat();
-    assert!(
-        got == want,
-        "{} bytes back, {} expected; first difference at {}",
-        got.len(),
-        want.len(),
-        got.iter().zip(&want).take_while(|(a, b)| a == b).count()
-    );
+    assert_long_bytes(&got, &want);
 }
 
 #[test]

@@ -493,6 +493,19 @@ impl Client {
     }
 }
 
+/// Asserts that two long byte strings are equal, and where they are not,
+/// says at which byte they part instead of printing both.
+#[track_caller]
+pub fn assert_long_bytes(got: &[u8], want: &[u8]) {
+    assert!(
+        got == want,
+        "{} bytes back, {} expected; first difference at {}",
+        got.len(),
+        want.len(),
+        got.iter().zip(want).take_while(|(a, b)| a == b).count()
+    );
+}
+
 /// The pid in a `: from <pid>` line.
 pub fn parse_from(line: &[u8]) -> Option<u32> {
     std::str::from_utf8(line)
