@@ -21,10 +21,11 @@
 
 #[path = "shared/mod.rs"]
 mod shared;
+#[path = "shared/tcp.rs"]
+mod tcp;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -89,7 +90,8 @@ fn main() {
         .map(|i| {
             let (counters, stop) = (counters.clone(), stop.clone());
             thread::spawn(move || {
-                pin_to(i % cpus);
+                // Unpinned, the thread still connects; only the spread suffers.
+                let _ = tcp::pin_to(i % cpus);
                 short_clients(addr, &counters, &stop)
             })
         })
@@ -310,7 +312,7 @@ fn short_clients(addr: SocketAddr, c: &Counters, stop: &AtomicBool) {
                 if t.elapsed() > Duration::from_millis(900) {
                     c.slow_connects.fetch_add(1, Ordering::SeqCst);
                 }
-                if syn_retransmits(&s) > 0 {
+                if tcp::syn_retransmits(&s).is_ok_and(|n| n > 0) {
                     c.syn_retransmits.fetch_add(1, Ordering::SeqCst);
                 }
                 echo(&mut s, &mut r, &format!("short {n}"))
@@ -344,35 +346,6 @@ fn long_client(addr: SocketAddr, c: &Counters, stop: &AtomicBool) {
         }
         c.long_lines.fetch_add(1, Ordering::SeqCst);
         thread::sleep(LONG_CLIENT_PERIOD);
-    }
-}
-
-/// Pins the calling thread to `cpu`, so that its SYNs are handled there.
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
-    // get a valid set of the size passed.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// How many times this connection's segments, its SYN included, were sent
-/// again; read right after the connect, it counts resent SYNs.
-fn syn_retransmits(stream: &TcpStream) -> u32 {
-    // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed tcp_info.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &mut len,
-        );
-        if rc == 0 { info.tcpi_total_retrans } else { 0 }
     }
 }
 

@@ -21,5 +21,8 @@ mod ops;
 mod rolling;
 mod seed;
 mod steer;
+/// Client-socket probes shared with the rolling benchmark.
+#[path = "../../benches/shared/tcp.rs"]
+mod tcp;
 mod telnet;
 mod util;

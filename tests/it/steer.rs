@@ -9,9 +9,7 @@
 //! connect, so "no client waited" is checked without a clock.
 
 use std::fs;
-use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,6 +20,7 @@ use std::time::Instant;
 
 use libc::SIGHUP;
 
+use crate::tcp::{pin_to, syn_retransmits};
 use crate::util::{
     BIN, Client, DEADLINE, Server, have_tool, parse_from, skip, status_field, wait_until,
 };
@@ -144,37 +143,6 @@ fn cpus() -> Vec<usize> {
     (0..n.max(1) as usize).collect()
 }
 
-/// Pins the calling thread to `cpu`, so that its SYNs are handled there.
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
-    // get a valid set of the size passed.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
-        assert_eq!(rc, 0, "pin to CPU {cpu}: {}", io::Error::last_os_error());
-    }
-}
-
-/// How many times this connection's SYN was sent again: 0 unless a SYN was
-/// dropped and the client waited for its retransmission.
-fn syn_retransmits(stream: &TcpStream) -> u32 {
-    // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed tcp_info.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&raw mut info).cast(),
-            &mut len,
-        );
-        assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
-        info.tcpi_total_retrans
-    }
-}
-
 /// Connects `per_cpu` clients from each online CPU, all before any is
 /// used, and returns them with their SYN retransmission counts.
 fn connect_from_every_cpu(addr: SocketAddr, per_cpu: usize) -> Vec<(Client, u32)> {
@@ -182,11 +150,11 @@ fn connect_from_every_cpu(addr: SocketAddr, per_cpu: usize) -> Vec<(Client, u32)
         .into_iter()
         .map(|cpu| {
             thread::spawn(move || {
-                pin_to(cpu);
+                pin_to(cpu).unwrap_or_else(|e| panic!("pin to CPU {cpu}: {e}"));
                 (0..per_cpu)
                     .map(|_| {
                         let client = Client::connect(addr);
-                        let retransmits = syn_retransmits(&client.stream);
+                        let retransmits = syn_retransmits(&client.stream).expect("TCP_INFO");
                         (client, retransmits)
                     })
                     .collect::<Vec<_>>()
@@ -300,7 +268,7 @@ impl Churn {
                     failures.clone(),
                 );
                 thread::spawn(move || {
-                    pin_to(cpu);
+                    pin_to(cpu).unwrap_or_else(|e| panic!("pin to CPU {cpu}: {e}"));
                     let start = Instant::now();
                     for i in 0..CHURN_LIMIT {
                         if stop.load(Ordering::Relaxed) || start.elapsed() > DEADLINE {
@@ -362,7 +330,7 @@ impl Churn {
 fn churn_once(addr: SocketAddr, cpu: usize, i: usize) -> Result<u32, String> {
     let stream = TcpStream::connect_timeout(&addr, DEADLINE)
         .map_err(|e| format!("connect from CPU {cpu}: {e}"))?;
-    if syn_retransmits(&stream) > 0 {
+    if syn_retransmits(&stream).map_err(|e| format!("TCP_INFO: {e}"))? > 0 {
         return Err(format!("CPU {cpu}: the SYN was dropped and sent again"));
     }
     let mut client = Client::from(stream);

@@ -1,0 +1,47 @@
+//! What the steering checks need from a client socket: pinning the thread
+//! that connects, so its SYNs are handled on a chosen CPU, and reading how
+//! often a connection's SYN was sent. The rolling benchmark and the
+//! integration tests compile this in with `#[path]`.
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+
+/// Pins the calling thread to `cpu`, so that its SYNs are handled there.
+pub fn pin_to(cpu: usize) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
+    // get a valid set of the size passed.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// How many times this connection's segments were sent again. Read right
+/// after the connect, it counts resent SYNs: 0 unless a SYN was dropped and
+/// the client waited for its retransmission.
+pub fn syn_retransmits(stream: &TcpStream) -> io::Result<u32> {
+    // SAFETY: TCP_INFO fills at most `len` bytes of a zeroed tcp_info.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        if rc == 0 {
+            Ok(info.tcpi_total_retrans)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
