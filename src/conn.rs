@@ -552,14 +552,8 @@ impl<S: Stream, C> Conn<S, C> {
 
     /// A client was admitted: the protocol may greet it, or turn it away.
     pub(crate) fn on_connect<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> Verdict {
-        match self.say(cx, |protocol, state, out| protocol.on_connect(state, out)) {
-            Ok(Action::Continue) => Verdict::Keep,
-            Ok(Action::Close) => {
-                self.close_after_flush();
-                self.pump(cx)
-            }
-            Err(_) => Verdict::Close,
-        }
+        let said = self.say(cx, |protocol, state, out| protocol.on_connect(state, out));
+        self.act_on(said, cx)
     }
 
     /// The drain started: queues `notice` (the operator's line, newline
@@ -580,6 +574,16 @@ impl<S: Stream, C> Conn<S, C> {
             }
             protocol.on_drain(state, out)
         });
+        self.act_on(said, cx)
+    }
+
+    /// The verdict after a hook outside of `on_data` ran: keep, close once
+    /// its output is flushed, or close now if sending it failed.
+    fn act_on<P: Protocol<Conn = C>>(
+        &mut self,
+        said: io::Result<Action>,
+        cx: &mut Context<P>,
+    ) -> Verdict {
         match said {
             Ok(Action::Continue) => Verdict::Keep,
             Ok(Action::Close) => {

@@ -293,6 +293,14 @@ impl<P: Protocol> Server<P> {
             && !self.at_client_limit()
     }
 
+    /// Makes the next `accept` try every listener, event or not: for a
+    /// sweep, the start of a drain, and retirement.
+    fn mark_all_queues(&mut self) {
+        if let Some(listeners) = &mut self.listeners {
+            listeners.mark_all();
+        }
+    }
+
     /// Some listener may hold connections not yet taken.
     fn backlog_waiting(&self) -> bool {
         self.listeners
@@ -427,7 +435,6 @@ impl<P: Protocol> Server<P> {
             // admitted during the grace below, so its failure is no news:
             // startup already said whether anything protects the drain.
             let _ = listeners.refuse_syns();
-            listeners.mark_all();
         }
         say!(
             "Process {} received {} signal",
@@ -451,6 +458,7 @@ impl<P: Protocol> Server<P> {
         }
         self.retire_at = Some(now + RETIRE_GRACE);
         // What is queued already reached this process: serve it.
+        self.mark_all_queues();
         self.accept(now);
     }
 
@@ -466,9 +474,7 @@ impl<P: Protocol> Server<P> {
     /// Closes the listener once its queue is empty; retries later if
     /// accepting is paused, so that no queued connection is reset.
     fn retire(&mut self, now: Instant) {
-        if let Some(listeners) = &mut self.listeners {
-            listeners.mark_all();
-        }
+        self.mark_all_queues();
         if self.accept(now) {
             self.close_listeners();
         } else {
@@ -489,9 +495,7 @@ impl<P: Protocol> Server<P> {
     fn close_all(&mut self, reason: &str, now: Instant, spread: Option<Duration>) {
         // Take what is still queued so those clients get the line too.
         self.paused_until = None;
-        if let Some(listeners) = &mut self.listeners {
-            listeners.mark_all();
-        }
+        self.mark_all_queues();
         while self.listeners.is_some() && !self.accept(now) && self.paused_until.is_none() {}
         self.close_listeners();
         let total = self.conns.len();
@@ -620,9 +624,7 @@ impl<P: Protocol> Server<P> {
         self.report_progress(now);
         if self.state == State::Running && now >= self.sweep_at {
             self.sweep_at = now + SWEEP_INTERVAL;
-            if let Some(listeners) = &mut self.listeners {
-                listeners.mark_all();
-            }
+            self.mark_all_queues();
         }
         if self.backlog_waiting() && self.may_accept(now) {
             self.accept(now);
