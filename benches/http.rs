@@ -186,38 +186,6 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
-fn source() -> String {
-    let git = |args: &[&str]| {
-        let mut all = vec!["-C", ROOT, "--no-optional-locks"];
-        all.extend_from_slice(args);
-        util::first_line("git", &all)
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(head) if !head.contains(' ') => {
-            let dirty = git(&[
-                "status",
-                "--porcelain",
-                "--",
-                "src",
-                "examples",
-                "Cargo.toml",
-            ]);
-            match dirty {
-                Some(_) => format!("git {head}, with uncommitted changes"),
-                None => format!("git {head}"),
-            }
-        }
-        _ => "unknown (not a git checkout)".into(),
-    }
-}
-
 fn main() {
     if let Err(e) = run() {
         eprintln!("http: {e}");
@@ -227,7 +195,7 @@ fn main() {
 
 fn run() -> Res<()> {
     let started = Instant::now();
-    let load_start = loadavg();
+    let load_start = util::loadavg();
     let o = parse_args()?;
     wrk::self_check()?;
     let mut skipped = Vec::new();
@@ -290,7 +258,7 @@ fn run() -> Res<()> {
     let meta = report::Meta {
         date: util::utc_now(),
         command,
-        source: source(),
+        source: util::source(&["src", "examples", "Cargo.toml"]),
         machine: format!(
             "{} cores ({}), {}",
             util::cpus(),
@@ -298,7 +266,7 @@ fn run() -> Res<()> {
             util::kernel()
         ),
         load_start,
-        load_end: loadavg(),
+        load_end: util::loadavg(),
         pinning,
         wrk_version: util::first_line(&setup.wrk.to_string_lossy(), &["-v"])
             .map(|v| v.split(" Copyright").next().unwrap_or(&v).trim().to_owned())

@@ -223,37 +223,9 @@ fn main() {
     }
 }
 
-/// The commit measured, read without touching the repository's index.
-fn source() -> String {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        let mut all = vec!["-C", dir, "--no-optional-locks"];
-        all.extend_from_slice(args);
-        util::first_line("git", &all)
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(head) if !head.contains(' ') => {
-            let dirty = git(&["status", "--porcelain", "--", "src", "Cargo.toml"]).is_some();
-            if dirty {
-                format!("git {head}, with uncommitted changes in src/ or Cargo.toml")
-            } else {
-                format!("git {head}")
-            }
-        }
-        _ => "unknown (not a git checkout)".to_owned(),
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
 fn run() -> Res<()> {
     let started = Instant::now();
-    let load_before = loadavg();
+    let load_before = util::loadavg();
     let o = parse_args()?;
     let (server_cpu, client_cpu, pinning) = if util::cpus() >= 2 {
         util::pin_self(1)?;
@@ -341,7 +313,7 @@ fn run() -> Res<()> {
         redis: redis_meta,
         perf: perf_meta,
         elapsed_s: started.elapsed().as_secs_f64(),
-        source: source(),
+        source: util::source(&["src", "Cargo.toml"]),
         loadavg: format!("The 1-minute load average was {load_before} when the bench started."),
     };
     let text = report::render(&meta, &stats, &errors);

@@ -572,3 +572,36 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
 }
+
+/// The commit measured, read without touching the repository's index, and
+/// whether `paths` (those that make up what is measured) have uncommitted
+/// changes.
+pub fn source(paths: &[&str]) -> String {
+    let git = |args: &[&str]| {
+        let mut all = vec!["-C", env!("CARGO_MANIFEST_DIR"), "--no-optional-locks"];
+        all.extend_from_slice(args);
+        first_line("git", &all)
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(head) if !head.contains(' ') => {
+            let mut status = vec!["status", "--porcelain", "--"];
+            status.extend_from_slice(paths);
+            match git(&status) {
+                Some(_) => format!(
+                    "git {head}, with uncommitted changes in {}",
+                    paths.join(", ")
+                ),
+                None => format!("git {head}"),
+            }
+        }
+        _ => "unknown (not a git checkout)".to_owned(),
+    }
+}
+
+/// The 1-minute load average, as `/proc/loadavg` gives it.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
