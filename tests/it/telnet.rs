@@ -251,9 +251,26 @@ impl Tmux {
     fn start(tmux: &PathBuf, command: &str) -> Tmux {
         let socket = format!("drainport-test-{}", std::process::id());
         let mut session = Tmux { socket, pid: None };
+        // The window stays when its command exits, so a test that waits
+        // for text can say why it never came instead of losing the server.
         session.run(
             tmux,
-            &["new-session", "-d", "-x", "100", "-y", "40", command],
+            &[
+                "start-server",
+                ";",
+                "set-option",
+                "-g",
+                "remain-on-exit",
+                "on",
+                ";",
+                "new-session",
+                "-d",
+                "-x",
+                "100",
+                "-y",
+                "40",
+                command,
+            ],
         );
         let pid = session.run(tmux, &["display-message", "-p", "#{pid}"]);
         session.pid = Some(pid.trim().parse().expect("tmux server pid"));
@@ -266,6 +283,9 @@ impl Tmux {
             .args(["-L", &self.socket, "-f", "/dev/null"])
             .args(args)
             .env("TERM", "xterm")
+            // tmux runs the command with $SHELL, else the user's login
+            // shell, which for a system user such as nobody is nologin.
+            .env("SHELL", "/bin/sh")
             // Run from inside tmux, the test still gets its own server.
             .env_remove("TMUX")
             .stdin(Stdio::null())
@@ -273,6 +293,15 @@ impl Tmux {
             .expect("run tmux");
         assert!(out.status.success(), "tmux {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The text on the window; panics with it if the command has exited.
+    #[track_caller]
+    fn screen(&self, tmux: &PathBuf) -> String {
+        let text = self.run(tmux, &["capture-pane", "-p"]);
+        let dead = self.run(tmux, &["display-message", "-p", "#{pane_dead}"]);
+        assert!(dead.trim() != "1", "the command in tmux exited:\n{text}");
+        text
     }
 }
 
@@ -300,7 +329,7 @@ fn real_telnet_in_a_terminal_keeps_its_replies_after_ctrl_c() {
         server.addr.port()
     );
     let term = Tmux::start(&tmux, &command);
-    let screen = || term.run(&tmux, &["capture-pane", "-p"]);
+    let screen = || term.screen(&tmux);
     let from = format!(": from {}", server.pid);
     let wait_for = |what: &str, count: usize| {
         wait_until(&format!("{count} x {what:?} on telnet's screen"), || {
