@@ -99,10 +99,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             "-q" | "--quiet" => config.quiet = true,
             "--raw" => config.telnet = false,
-            "--backlog" => config.backlog = number(&flag, &value()?)?,
-            "--max-line" => config.max_input = number(&flag, &value()?)?,
-            "--max-output" => config.max_output = number(&flag, &value()?)?,
-            "--max-clients" => config.max_clients = Some(number(&flag, &value()?)?),
+            "--backlog" => config.backlog = number(&flag, &value()?, libc::c_int::MAX as u64)?,
+            "--max-line" => config.max_input = number(&flag, &value()?, usize::MAX as u64)?,
+            "--max-output" => config.max_output = number(&flag, &value()?, usize::MAX as u64)?,
+            "--max-clients" => {
+                config.max_clients = Some(number(&flag, &value()?, usize::MAX as u64)?);
+            }
             "--drain-timeout" => config.drain_timeout = Some(seconds(&flag, &value()?)?),
             "--close-spread" => config.close_spread = Some(seconds(&flag, &value()?)?),
             "--drain-notice" => config.drain_notice = Some(notice(&value()?)?),
@@ -142,17 +144,15 @@ fn address(previous: Option<SocketAddr>, text: &str) -> Result<SocketAddr, Strin
     })
 }
 
-/// A whole number of at least 1.
-fn number<T: std::str::FromStr + PartialOrd + From<u8>>(
-    flag: &str,
-    text: &str,
-) -> Result<T, String> {
-    match text.parse::<T>() {
-        Ok(n) if n >= T::from(1) => Ok(n),
-        _ => Err(format!(
-            "option '{flag}' takes a whole number of at least 1, not '{text}'"
-        )),
-    }
+/// A whole number from 1 to `max`, which `T` must hold.
+fn number<T: TryFrom<u64>>(flag: &str, text: &str, max: u64) -> Result<T, String> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| {
+            format!("option '{flag}' takes a whole number from 1 to {max}, not '{text}'")
+        })
 }
 
 /// One line of text: a newline inside would make it several.
@@ -163,12 +163,21 @@ fn notice(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// The longest drain timeout or close spread taken: a year. Longer means
+/// never, which leaving the option out already says.
+const MAX_SECONDS: u64 = 365 * 24 * 3600;
+
+/// A number of seconds from one nanosecond to [`MAX_SECONDS`].
 fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
     text.parse::<f64>()
         .ok()
         .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("option '{flag}' takes a positive number of seconds, not '{text}'"))
+        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(MAX_SECONDS))
+        .ok_or_else(|| {
+            format!(
+                "option '{flag}' takes a number of seconds from 0.000000001 to {MAX_SECONDS} (a year), not '{text}'"
+            )
+        })
 }
 
 #[cfg(test)]
@@ -225,8 +234,21 @@ mod tests {
             (&["--bogus"][..], "unknown option '--bogus'"),
             (&["nonsense"][..], "invalid address 'nonsense'"),
             (&["--max-line"][..], "needs a value"),
-            (&["--max-line", "0"][..], "at least 1"),
-            (&["--drain-timeout", "-1"][..], "positive number of seconds"),
+            (&["--max-line", "0"][..], "from 1 to"),
+            (&["--backlog", "99999999999"][..], "from 1 to 2147483647,"),
+            (&["--max-clients", "99999999999999999999"][..], "from 1 to"),
+            (
+                &["--drain-timeout", "-1"][..],
+                "from 0.000000001 to 31536000",
+            ),
+            (
+                &["--drain-timeout", "1e300"][..],
+                "from 0.000000001 to 31536000",
+            ),
+            (
+                &["--close-spread", "1e-10"][..],
+                "from 0.000000001 to 31536000",
+            ),
             (&["127.0.0.1:1", "127.0.0.1:2"][..], "only one address"),
             (&["--close-spread", "5"][..], "needs '--drain-timeout'"),
             (&["--drain-notice", "two\nlines"][..], "one line"),

@@ -443,7 +443,8 @@ impl<P: Protocol> Server<P> {
         );
         say!("process {} closing tasks: {}", self.pid, self.conns.len());
         self.state = State::Draining {
-            deadline: self.drain_timeout.map(|t| now + t),
+            // A timeout too long for the clock to hold means no deadline.
+            deadline: self.drain_timeout.and_then(|t| now.checked_add(t)),
         };
         self.hangup_at = Some(now);
         self.reported = self.conns.len();

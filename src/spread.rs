@@ -49,13 +49,15 @@ impl Spread {
         }
     }
 
-    /// When the close after `closed` closes is due, or `None` when all are.
+    /// When the close after `closed` closes is due; `None` when all are, or
+    /// when it falls beyond what the clock can hold, which is never.
     pub(crate) fn next(&self, closed: usize) -> Option<Instant> {
         if closed >= self.total {
             return None;
         }
         let offset = (self.window.as_nanos() * (closed as u128 + 1)).div_ceil(self.total as u128);
-        Some(self.start + Duration::from_nanos(u64::try_from(offset).unwrap_or(u64::MAX)))
+        self.start
+            .checked_add(Duration::from_nanos(u64::try_from(offset).ok()?))
     }
 }
 
@@ -88,6 +90,14 @@ mod tests {
                 assert!(s.due(at - Duration::from_nanos(1)) <= closed);
             }
         }
+    }
+
+    #[test]
+    fn a_window_beyond_the_clock_is_never_due() {
+        let t0 = Instant::now();
+        let s = Spread::new(t0, Duration::MAX, 2);
+        assert_eq!(s.next(0), None);
+        assert_eq!(s.due(t0 + Duration::from_secs(3600)), 0);
     }
 
     #[test]
