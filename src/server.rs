@@ -413,6 +413,13 @@ impl<P: Protocol> Server<P> {
                 }
                 (_, State::Closing(spread)) => {
                     // Impatience wins over the spread: close the rest now.
+                    let left = self.conns.len();
+                    say!(
+                        "Process {} received {} signal while closing: closing {left} client{} now",
+                        self.pid,
+                        signal_name(signal),
+                        plural(left)
+                    );
                     self.state = State::Closing(spread.hurry(now));
                     self.close_due(now);
                 }
@@ -583,16 +590,22 @@ impl<P: Protocol> Server<P> {
                 plural(clients)
             ));
         } else {
+            // The same word as the status line's state: after the deadline
+            // the clients left are being closed, not waited for.
+            let phase = match self.state {
+                State::Closing(_) => "closing",
+                _ => "draining",
+            };
             // At 0 the exit line follows, and says it.
             if clients > 0 {
                 say!(
-                    "Process {} draining: {clients} client{} left",
+                    "Process {} {phase}: {clients} client{} left",
                     self.pid,
                     plural(clients)
                 );
             }
             self.notifier.send(format_args!(
-                "STATUS=draining, {clients} client{} left",
+                "STATUS={phase}, {clients} client{} left",
                 plural(clients)
             ));
         }

@@ -281,12 +281,24 @@ fn close_spread_closes_clients_one_by_one() {
         assert_eq!(client.echo("still here"), server.pid);
     }
 
-    // An impatient operator's second signal closes the rest now.
+    // The count of clients left names the phase, as the status line does.
+    // It may come before or after the status line.
+    let progress = format!("Process {} closing: 2 clients left", server.pid);
+    wait_until(&progress, || {
+        (server.count_lines(&progress) == 1).then_some(())
+    });
+
+    // An impatient operator's second signal closes the rest now, and the
+    // log says so.
     server.signal(SIGTERM);
     for client in &mut clients {
         assert_eq!(client.read_line(), closing);
         client.expect_eof();
     }
+    server.expect_line(&format!(
+        "Process {} received terminate signal while closing: closing 2 clients now",
+        server.pid
+    ));
     let lines = server.expect_clean_exit().join("\n");
     assert!(
         lines.ends_with(&format!("Process {} exiting", server.pid)),

@@ -339,6 +339,56 @@ fn status_stop_and_wait_cover_every_generation() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing running"));
 }
 
+/// `status` follows a process through its drain: running, draining, then
+/// closing once the drain timeout passes, and still closing after a signal
+/// that cuts the close spread short.
+#[test]
+fn status_follows_a_drain_into_closing() {
+    let mut fleet = Fleet::new("closing");
+    let addr = fleet.addr.to_string();
+    // A long spread keeps the second client open well past the deadline.
+    let command = [
+        BIN,
+        "--drain-timeout",
+        "0.2",
+        "--close-spread",
+        "600",
+        addr.as_str(),
+    ];
+    let out = fleet.upgrade_with(Some(&command));
+    assert!(out.status.success(), "{out:?}");
+    let pid = fleet.pid().expect("a pid file after an upgrade");
+    let state = |s: &str| vec![format!("generation=1 instance=1 pid={pid} state={s}")];
+    assert_eq!(fleet.status(), state("running"));
+    let mut clients: Vec<Client> = (0..2).map(|_| Client::connect(fleet.addr)).collect();
+    for client in &mut clients {
+        assert_eq!(client.echo("hold"), pid);
+    }
+
+    let out = fleet.run(&["stop"]);
+    assert!(out.status.success(), "{out:?}");
+    fleet.wait_log(&format!("Process {pid} reached its drain timeout"));
+    assert_eq!(fleet.status(), state("closing"));
+
+    // SAFETY: kill(2) on the process this test started through the script.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+    fleet.wait_log(&format!("Process {pid} exiting"));
+    assert!(
+        fleet.log().contains(&format!(
+            "Process {pid} received hangup signal while closing: closing "
+        )),
+        "{}",
+        fleet.log()
+    );
+    let closing = format!(": process {pid} is closing this connection\n");
+    for client in &mut clients {
+        let rest = client.read_to_eof().expect("read to EOF");
+        assert_eq!(String::from_utf8_lossy(&rest), closing);
+    }
+    let out = fleet.run(&["-t", "30", "wait"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// A process whose log does not show it starting (the log was moved) may
 /// already be draining, and a second SIGHUP would stop it hard: `status`
 /// says its state is unknown and `stop` leaves it alone.
