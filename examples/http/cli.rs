@@ -13,7 +13,9 @@ const CLOSE_SPREAD: Duration = Duration::from_secs(1);
 
 const USAGE: &str = "usage: http [-q] [--drain-timeout SECS] [--close-spread SECS] [ADDR]";
 
-pub fn parse_args(args: impl Iterator<Item = String>) -> Result<Config, String> {
+/// The configuration to serve with, or `None` when `--help` asked for the
+/// usage line, which then goes to stdout.
+pub fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, String> {
     let mut config = Config {
         drain_timeout: Some(DRAIN_TIMEOUT),
         close_spread: Some(CLOSE_SPREAD),
@@ -33,16 +35,19 @@ pub fn parse_args(args: impl Iterator<Item = String>) -> Result<Config, String> 
             "-q" | "--quiet" => config.quiet = true,
             "--drain-timeout" => config.drain_timeout = Some(secs("--drain-timeout")?),
             "--close-spread" => config.close_spread = Some(secs("--close-spread")?),
-            "-h" | "--help" => return Err(USAGE.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
             addr if !addr.starts_with('-') => {
                 config.addr = addr
                     .parse()
                     .map_err(|_| format!("invalid address '{addr}': expected IP:PORT"))?;
             }
-            other => return Err(format!("unknown flag '{other}'\n{USAGE}")),
+            other => return Err(format!("unknown flag '{other}'; {USAGE}")),
         }
     }
-    Ok(config)
+    Ok(Some(config))
 }
 
 #[cfg(test)]
@@ -51,6 +56,7 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Config, String> {
         parse_args(args.iter().map(|s| s.to_string()))
+            .map(|c| c.expect("a configuration, not --help"))
     }
 
     #[test]
@@ -80,5 +86,9 @@ mod tests {
         assert!(parse(&["--drain-timeout", "-1"]).is_err());
         assert!(parse(&["--nope"]).is_err());
         assert!(parse(&["localhost"]).is_err());
+        assert!(matches!(
+            parse_args(["--help".to_string()].into_iter()),
+            Ok(None)
+        ));
     }
 }

@@ -31,7 +31,8 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let config = match cli::parse_args(std::env::args().skip(1)) {
-        Ok(config) => config,
+        Ok(Some(config)) => config,
+        Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("http: {e}");
             return ExitCode::FAILURE;
