@@ -107,7 +107,7 @@ fn are_you_there_gets_a_visible_line_and_keeps_the_line() {
 }
 
 #[test]
-fn option_requests_are_refused_once_and_subnegotiation_dropped() {
+fn option_requests_are_refused_and_subnegotiation_dropped() {
     let server = Server::start(&["127.0.0.1:0"]);
     let mut client = Client::connect(server.addr);
     // `mode character` asks DO SGA, DO ECHO; a full telnet also offers
