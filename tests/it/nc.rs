@@ -2,13 +2,12 @@
 //! `nc -N ADDR PORT`, typing lines, then Ctrl-D, which is EOF on nc's
 //! standard input.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
+use std::sync::mpsc::Receiver;
 
-use crate::util::{DEADLINE, Server, find_tool, have_tool, skip, wait_until};
+use crate::util::{DEADLINE, Server, find_tool, have_tool, line_reader, skip, wait_until};
 
 /// A running `nc` with its standard input in the test's hands and its
 /// output read line by line. Dropping it kills nc if it still runs.
@@ -30,16 +29,7 @@ impl Nc {
             .spawn()
             .expect("spawn nc");
         let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = line_reader(child.stdout.take().expect("piped stdout"));
         Nc {
             child,
             stdin,

@@ -51,16 +51,7 @@ impl Server {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = line_reader(child.stdout.take().expect("piped stdout"));
         let pid = child.id();
         let mut server = Server {
             child,
@@ -195,6 +186,21 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The lines of a child's output, read on a thread of their own as they
+/// come, so that a wait can have a deadline.
+pub fn line_reader(output: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
