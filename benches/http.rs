@@ -174,18 +174,6 @@ fn build_example() -> Res<PathBuf> {
     Ok(example)
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")?
-                .split_once(':')
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn main() {
     if let Err(e) = run() {
         eprintln!("http: {e}");
@@ -256,18 +244,9 @@ fn run() -> Res<()> {
     }
     let nginx_conf = servers::nginx_conf(Path::new("DIR"), 0, 1).replace(":0;", ":PORT;");
     let meta = report::Meta {
-        date: util::utc_now(),
-        command,
-        source: util::source(&["src", "examples", "Cargo.toml"]),
-        machine: format!(
-            "{} cores ({}), {}",
-            util::cpus(),
-            cpu_model(),
-            util::kernel()
-        ),
+        run: util::Provenance::now(command, &["src", "examples", "Cargo.toml"], pinning),
         load_start,
         load_end: util::loadavg(),
-        pinning,
         wrk_version: util::first_line(&setup.wrk.to_string_lossy(), &["-v"])
             .map(|v| v.split(" Copyright").next().unwrap_or(&v).trim().to_owned())
             .unwrap_or_else(|| "wrk".into()),

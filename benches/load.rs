@@ -188,31 +188,6 @@ fn parse_args() -> Res<Opts> {
     Ok(o)
 }
 
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")?
-                .split_once(':')
-                .map(|(_, m)| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        })
-        .map_or("?".into(), |kb| format!("{:.0}", kb / 1024.0 / 1024.0));
-    format!(
-        "{} cores ({model}), {mem_gib} GiB, {}",
-        util::cpus(),
-        util::kernel()
-    )
-}
-
 fn main() {
     if let Ok(mode) = std::env::var(client::WORKER_ENV) {
         client::main(&mode);
@@ -305,15 +280,11 @@ fn run() -> Res<()> {
         command.push_str(&o.given.join(" "));
     }
     let meta = Meta {
-        date: util::utc_now(),
-        command,
-        machine: machine(),
-        pinning,
+        run: util::Provenance::now(command, &["src", "Cargo.toml"], pinning),
         plan,
         redis: redis_meta,
         perf: perf_meta,
         elapsed_s: started.elapsed().as_secs_f64(),
-        source: util::source(&["src", "Cargo.toml"]),
         loadavg: format!("The 1-minute load average was {load_before} when the bench started."),
     };
     let text = report::render(&meta, &stats, &errors);

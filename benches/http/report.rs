@@ -10,13 +10,9 @@ use crate::servers::Kind;
 
 /// What the report's header states.
 pub struct Meta {
-    pub date: String,
-    pub command: String,
-    pub source: String,
-    pub machine: String,
+    pub run: crate::util::Provenance,
     pub load_start: String,
     pub load_end: String,
-    pub pinning: String,
     pub wrk_version: String,
     pub nginx_version: String,
     pub runs: usize,
@@ -115,11 +111,7 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
         w,
         "Written by `benches/http.rs` between the `http` markers; rerun it rather than editing this section.\n"
     );
-    let _ = writeln!(w, "- Date: {}", meta.date);
-    let _ = writeln!(w, "- Command: `{}`", meta.command);
-    let _ = writeln!(w, "- Source: {}", meta.source);
-    let _ = writeln!(w, "- Machine: {}", meta.machine);
-    let _ = writeln!(w, "- Pinning: {}", meta.pinning);
+    meta.run.write(w);
     let _ = writeln!(
         w,
         "- Other load: the 1-minute load average was {} when the bench started and {} when it ended (other builds and tests shared the machine); each comparison run first waited up to 10 s for the machine to fall under 15% busy.",

@@ -215,16 +215,12 @@ type RedisRow = (
 
 /// What the report says about the run besides the figures.
 pub struct Meta {
-    pub date: String,
-    pub command: String,
-    pub machine: String,
-    pub pinning: String,
+    pub run: crate::util::Provenance,
     pub plan: Plan,
     pub redis: Result<String, String>,
     pub perf: Result<String, String>,
     pub elapsed_s: f64,
     pub loadavg: String,
-    pub source: String,
 }
 
 const START: &str = "<!-- load:start -->";
@@ -266,11 +262,7 @@ pub fn render(meta: &Meta, stats: &Stats, errors: &[String]) -> String {
          ratios are the median of the per-run ratios.\n",
         meta.plan.runs
     );
-    let _ = writeln!(w, "- Date: {}", meta.date);
-    let _ = writeln!(w, "- Command: `{}`", meta.command);
-    let _ = writeln!(w, "- Source: {}", meta.source);
-    let _ = writeln!(w, "- Machine: {}", meta.machine);
-    let _ = writeln!(w, "- Pinning: {}", meta.pinning);
+    meta.run.write(w);
     let _ = writeln!(
         w,
         "- Other load on the machine: all CPUs {}% busy (median; max {}%) in the 0.5 s before \

@@ -605,3 +605,57 @@ pub fn loadavg() -> String {
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "?".into())
 }
+
+/// The machine a report was measured on: cores, CPU model, memory, kernel.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or("?".into(), |kb| format!("{:.0}", kb / 1024.0 / 1024.0));
+    format!("{} cores ({model}), {mem_gib} GiB, {}", cpus(), kernel())
+}
+
+/// When, how, from which code and where a report was measured: the lines
+/// every report opens with.
+pub struct Provenance {
+    pub date: String,
+    pub command: String,
+    pub source: String,
+    pub machine: String,
+    pub pinning: String,
+}
+
+impl Provenance {
+    /// Today's date, this machine and the source of `paths`.
+    pub fn now(command: String, paths: &[&str], pinning: String) -> Provenance {
+        Provenance {
+            date: utc_now(),
+            command,
+            source: source(paths),
+            machine: machine(),
+            pinning,
+        }
+    }
+
+    pub fn write(&self, w: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(w, "- Date: {}", self.date);
+        let _ = writeln!(w, "- Command: `{}`", self.command);
+        let _ = writeln!(w, "- Source: {}", self.source);
+        let _ = writeln!(w, "- Machine: {}", self.machine);
+        let _ = writeln!(w, "- Pinning: {}", self.pinning);
+    }
+}
