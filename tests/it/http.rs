@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-use crate::util::{Client, DEADLINE, Server, example_bin, have_tool, wait_until};
+use crate::util::{Client, DEADLINE, ScratchDir, Server, example_bin, have_tool, wait_until};
 
 /// The example on a free port, with `args` before the address.
 #[track_caller]
@@ -126,7 +126,8 @@ fn request_bodies_are_read_and_refusals_are_clear() {
     let pid = server.pid;
     let u = url(&server, "/upload");
     // 2 MiB: more than the input cap, and curl sends Expect: 100-continue.
-    let path = std::env::temp_dir().join(format!("drainport-http-body-{}", std::process::id()));
+    let dir = ScratchDir::new("http-body");
+    let path = dir.join("body");
     std::fs::write(&path, vec![b'x'; 2 << 20]).expect("write the body file");
     let data = format!("@{}", path.display());
     let out = curl_ok(&[
@@ -139,7 +140,6 @@ fn request_bodies_are_read_and_refusals_are_clear() {
         &u,
         &u,
     ]);
-    let _ = std::fs::remove_file(&path);
     assert_eq!(
         out,
         format!("hello from {pid}\n[200]hello from {pid}\n[200]")

@@ -3,27 +3,12 @@
 //! spread-out close at the drain deadline.
 
 use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use libc::{SIGHUP, SIGTERM, SIGUSR1};
 
-use crate::util::{BIN, Client, DEADLINE, Server, have_tool, wait_until};
-
-/// A fresh, empty directory under the system's temporary directory.
-fn scratch_dir(name: &str) -> PathBuf {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "drainport-{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use crate::util::{BIN, Client, DEADLINE, ScratchDir, Server, have_tool, wait_until};
 
 /// Receives notify datagrams until one contains `needle`; returns it.
 #[track_caller]
@@ -44,7 +29,7 @@ fn expect_datagram(socket: &UnixDatagram, needle: &str, seen: &mut Vec<String>) 
 
 #[test]
 fn systemd_notify_protocol() {
-    let dir = scratch_dir("notify");
+    let dir = ScratchDir::new("notify");
     let path = dir.join("notify.sock");
     let socket = UnixDatagram::bind(&path).unwrap();
     let mut cmd = Command::new(BIN);
@@ -77,7 +62,6 @@ fn systemd_notify_protocol() {
     );
     drop(client);
     server.expect_clean_exit();
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -103,7 +87,7 @@ fn systemd_notify_to_an_abstract_socket() {
 
 #[test]
 fn pid_file_lives_as_long_as_the_process() {
-    let dir = scratch_dir("pidfile");
+    let dir = ScratchDir::new("pidfile");
     let path = dir.join("drainport.pid");
     let mut server = Server::start(&["--pid-file", path.to_str().unwrap(), "127.0.0.1:0"]);
     // Written before the listening line, so it is there now.
@@ -114,13 +98,13 @@ fn pid_file_lives_as_long_as_the_process() {
     server.signal(SIGHUP);
     server.expect_clean_exit();
     assert!(!path.exists(), "pid file left behind");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&*dir).unwrap().collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
 #[test]
 fn a_replaced_pid_file_is_left_to_its_new_owner() {
-    let dir = scratch_dir("pidfile-replaced");
+    let dir = ScratchDir::new("pidfile-replaced");
     let path = dir.join("drainport.pid");
     let mut server = Server::start(&["--pid-file", path.to_str().unwrap(), "127.0.0.1:0"]);
     // The next generation took the path over.
@@ -332,7 +316,7 @@ fn systemd_unit_passes_verify() {
     // binary under test, in a copy.
     const PROGRAM: &str = "ExecStart=/opt/drainport/current/drainport ";
     assert!(unit.contains(PROGRAM), "{unit}");
-    let dir = scratch_dir("unit");
+    let dir = ScratchDir::new("unit");
     let copy = dir.join("drainport@.service");
     std::fs::write(&copy, unit.replace(PROGRAM, &format!("ExecStart={BIN} "))).unwrap();
     let out = Command::new("systemd-analyze")
@@ -344,5 +328,4 @@ fn systemd_unit_passes_verify() {
     // prints on stderr: both must be clean.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.is_empty(), "{out:?}");
-    let _ = std::fs::remove_dir_all(dir);
 }

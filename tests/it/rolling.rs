@@ -2,17 +2,16 @@
 //! drain side by side, and upgrades that fail without hurting anyone.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use crate::util::{BIN, Client, wait_for_text, wait_until};
+use crate::util::{BIN, Client, ScratchDir, wait_for_text, wait_until};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rolling-restart");
 
 /// Instances managed by the script in a private state directory. Every
 /// process the script started is killed, by pid, when the fleet is dropped.
 struct Fleet {
-    dir: PathBuf,
+    dir: ScratchDir,
     addr: SocketAddr,
     /// Seconds a new process may take to become ready.
     timeout: &'static str,
@@ -21,9 +20,7 @@ struct Fleet {
 
 impl Fleet {
     fn new(name: &str) -> Fleet {
-        let dir =
-            std::env::temp_dir().join(format!("drainport-rolling-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = ScratchDir::new(&format!("rolling-{name}"));
         // A port nobody uses: bind one, let it go, and take it.
         let addr = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -44,7 +41,7 @@ impl Fleet {
         let default = [BIN, addr.as_str()];
         let out = Command::new(SCRIPT)
             .args(["-n", "1", "-t", self.timeout, "-d"])
-            .arg(&self.dir)
+            .arg(&*self.dir)
             .arg("--")
             .args(command.unwrap_or(&default))
             .output()
@@ -61,7 +58,7 @@ impl Fleet {
     fn run(&self, args: &[&str]) -> Output {
         Command::new(SCRIPT)
             .arg("-d")
-            .arg(&self.dir)
+            .arg(&*self.dir)
             .args(args)
             .output()
             .expect("run rolling-restart")
@@ -120,7 +117,6 @@ impl Drop for Fleet {
                 unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
             }
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

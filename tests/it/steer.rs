@@ -22,7 +22,8 @@ use libc::SIGHUP;
 
 use crate::tcp::{pin_to, syn_retransmits};
 use crate::util::{
-    BIN, Client, DEADLINE, Server, have_tool, parse_from, skip, status_field, wait_until,
+    BIN, Client, DEADLINE, ScratchDir, Server, have_tool, parse_from, skip, status_field,
+    wait_until,
 };
 
 /// The unprivileged user the servers run as when the tests run as root.
@@ -40,8 +41,12 @@ enum Who {
 /// permissions.
 struct Runner {
     who: Who,
-    copy: Option<PathBuf>,
+    /// Where the copy of the binary is, for an unprivileged run under root.
+    copy: Option<ScratchDir>,
 }
+
+/// The copied binary's name in the runner's directory.
+const COPY: &str = "drainport";
 
 impl Runner {
     /// A runner, or the reason this test cannot run here.
@@ -55,18 +60,16 @@ impl Runner {
                 if !have_tool("setpriv", "util-linux") {
                     return Err("the unprivileged run needs setpriv".into());
                 }
-                let dir =
-                    std::env::temp_dir().join(format!("drainport-steer-{}", std::process::id()));
-                fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-                fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
+                let dir = ScratchDir::new("steer");
+                fs::set_permissions(&*dir, fs::Permissions::from_mode(0o755))
                     .map_err(|e| e.to_string())?;
-                let bin = dir.join(format!("drainport-{}", unique()));
+                let bin = dir.join(COPY);
                 fs::copy(BIN, &bin).map_err(|e| format!("copy {BIN}: {e}"))?;
                 fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))
                     .map_err(|e| e.to_string())?;
                 Ok(Runner {
                     who,
-                    copy: Some(bin),
+                    copy: Some(dir),
                 })
             }
         }
@@ -81,7 +84,10 @@ impl Runner {
     /// of its arguments), as this runner's user.
     #[track_caller]
     fn start_with(&self, wrapper: &[&str], args: &[&str]) -> Server {
-        let bin = self.copy.as_deref().unwrap_or(std::path::Path::new(BIN));
+        let bin = self
+            .copy
+            .as_ref()
+            .map_or_else(|| PathBuf::from(BIN), |dir| dir.join(COPY));
         let mut cmd = match &self.copy {
             Some(_) => {
                 let mut cmd = Command::new("setpriv");
@@ -99,7 +105,7 @@ impl Runner {
                     cmd.args(rest);
                     cmd
                 }
-                None => Command::new(bin),
+                None => Command::new(&bin),
             },
         };
         if self.copy.is_some() || !wrapper.is_empty() {
@@ -120,20 +126,6 @@ impl Runner {
         }
         server
     }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        if let Some(bin) = &self.copy {
-            let _ = fs::remove_file(bin);
-        }
-    }
-}
-
-/// A number no other runner of this test process uses.
-fn unique() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The online CPUs, numbered from 0.
