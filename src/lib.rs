@@ -28,11 +28,13 @@
 
 #![deny(missing_docs)]
 
+mod admission;
 mod config;
 mod conn;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod handshakes;
 mod listener;
 mod log;
 mod notify;

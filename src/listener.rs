@@ -18,9 +18,14 @@
 //!    that drops bare SYNs ([`Listeners::refuse_syns`]) is added as a safety
 //!    net for SYNs that steering could not place elsewhere (a kernel before
 //!    6.2, or no sibling for that CPU).
-//! 2. The server keeps accepting until a grace period has passed for
-//!    handshakes in flight and every queue is empty.
+//! 2. The process keeps accepting until the handshakes that were in flight
+//!    on the port have completed or been dropped (the handshake window of
+//!    [`crate::admission`]) and every queue is empty.
 //! 3. It closes the sockets, which now hold nothing to reset.
+//!
+//! The same tags are taken off while a running process cannot accept (at
+//! its client limit, or out of descriptors) and put back when it can, so
+//! a full process leaves the group's selection to its siblings.
 //!
 //! Closing a listener with connections still queued would reset them unless
 //! `net.ipv4.tcp_migrate_req` is 1; with the steps above there are none, so
@@ -74,27 +79,43 @@ impl Protection {
 /// Every listener this process holds on one address, one per online CPU.
 pub(crate) struct Listeners {
     socks: Vec<Listener>,
-    /// `queued[i]`: listener `i` may hold connections not yet accepted.
-    queued: Vec<bool>,
+    /// Which listeners may hold connections not yet accepted, and whose
+    /// turn is next.
+    marks: Marks,
     addr: SocketAddr,
 }
 
 impl Listeners {
-    /// Opens one listener per online CPU on `addr`, tagged with its CPU.
-    /// With port 0 the first one picks the port and the rest join it.
-    pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Listeners> {
+    /// Opens one socket per online CPU on `addr`, tagged with its CPU and
+    /// bound but not yet listening: nothing can queue on it until
+    /// [`Listeners::listen`]. With port 0 the first one picks the port and
+    /// the rest join it.
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Listeners> {
         let mut addr = addr;
         let mut socks = Vec::new();
         for cpu in steer::online_cpus() {
-            let sock = Listener::bind(addr, backlog, cpu)?;
+            let sock = Listener::bind(addr, cpu)?;
             addr = sock.addr;
             socks.push(sock);
         }
         Ok(Listeners {
-            queued: vec![false; socks.len()],
+            marks: Marks::new(socks.len()),
             socks,
             addr,
         })
+    }
+
+    /// Starts listening on every socket. From the first success on,
+    /// clients can queue here, so a caller that fails after this must
+    /// retire the listeners like a drain does rather than close them.
+    pub(crate) fn listen(&self, backlog: u32) -> io::Result<()> {
+        let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
+        for sock in &self.socks {
+            syscall!(listen(sock.socket.as_raw_fd(), backlog)).map_err(|err| {
+                io::Error::new(err.kind(), format!("cannot listen on {}: {err}", self.addr))
+            })?;
+        }
+        Ok(())
     }
 
     /// The address actually bound (with the real port when 0 was asked for).
@@ -110,6 +131,13 @@ impl Listeners {
         Ok(())
     }
 
+    /// Closes every listener. Whatever is still queued on them is reset,
+    /// so the caller first makes sure nothing is.
+    pub(crate) fn close(&mut self) {
+        self.socks.clear();
+        self.marks = Marks::new(0);
+    }
+
     /// Takes every listener out of `registry`.
     pub(crate) fn deregister(&mut self, registry: &Registry) {
         for sock in &mut self.socks {
@@ -119,36 +147,46 @@ impl Listeners {
 
     /// Notes that listener `i` reported a connection.
     pub(crate) fn mark(&mut self, i: usize) {
-        if let Some(q) = self.queued.get_mut(i) {
-            *q = true;
-        }
+        self.marks.mark(i);
     }
 
     /// Notes that any listener may hold connections, for a sweep that does
     /// not wait for an event.
     pub(crate) fn mark_all(&mut self) {
-        self.queued.fill(true);
+        self.marks.mark_all();
     }
 
-    /// The first listener that may hold connections.
+    /// Whose turn it is among the listeners that may hold connections.
     pub(crate) fn next_queued(&self) -> Option<usize> {
-        self.queued.iter().position(|&q| q)
+        self.marks.next()
     }
 
-    /// Accepts one connection from listener `i`; `WouldBlock` clears its mark.
+    /// Accepts one connection from listener `i`, and gives the next turn
+    /// to the listener after it; `WouldBlock` clears its mark.
     pub(crate) fn accept(&mut self, i: usize) -> io::Result<(TcpStream, SocketAddr)> {
         let result = self.socks[i].socket.accept();
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-            self.queued[i] = false;
+            self.marks.clear(i);
+        } else {
+            self.marks.took(i);
         }
         result
     }
 
-    /// Step 1 of retirement: clears every CPU tag so that the group sends
-    /// new SYNs to siblings.
+    /// Leaves the group's selection: clears every CPU tag so that the group
+    /// sends new SYNs to siblings. Used at the drain, and while the process
+    /// cannot accept (full, or out of descriptors).
     pub(crate) fn steer_away(&self) -> io::Result<()> {
         for sock in &self.socks {
             set_int_opt(&sock.socket, libc::SOL_SOCKET, SO_INCOMING_CPU, NO_CPU)?;
+        }
+        Ok(())
+    }
+
+    /// Rejoins the selection: puts every listener's CPU tag back.
+    pub(crate) fn steer_back(&self) -> io::Result<()> {
+        for sock in &self.socks {
+            set_int_opt(&sock.socket, libc::SOL_SOCKET, SO_INCOMING_CPU, sock.cpu)?;
         }
         Ok(())
     }
@@ -164,18 +202,67 @@ impl Listeners {
     }
 }
 
+/// Which listeners may hold connections, taken in turn: after a listener
+/// gives up a connection, the scan starts at the one after it, so a flood
+/// on one CPU's queue cannot starve the others.
+#[derive(Debug)]
+struct Marks {
+    queued: Vec<bool>,
+    /// Where the next scan starts.
+    cursor: usize,
+}
+
+impl Marks {
+    fn new(n: usize) -> Marks {
+        Marks {
+            queued: vec![false; n],
+            cursor: 0,
+        }
+    }
+
+    fn mark(&mut self, i: usize) {
+        if let Some(q) = self.queued.get_mut(i) {
+            *q = true;
+        }
+    }
+
+    fn mark_all(&mut self) {
+        self.queued.fill(true);
+    }
+
+    fn clear(&mut self, i: usize) {
+        self.queued[i] = false;
+    }
+
+    /// Listener `i` gave up a connection: the next turn is the next one's.
+    fn took(&mut self, i: usize) {
+        self.cursor = (i + 1) % self.queued.len();
+    }
+
+    /// The first marked listener from the cursor on, wrapping around.
+    fn next(&self) -> Option<usize> {
+        let n = self.queued.len();
+        (0..n)
+            .map(|k| (self.cursor + k) % n)
+            .find(|&i| self.queued[i])
+    }
+}
+
 /// One listening socket in a `SO_REUSEPORT` group.
 struct Listener {
     socket: TcpListener,
     addr: SocketAddr,
+    /// The CPU tag it carries while the process takes new clients.
+    cpu: libc::c_int,
 }
 
 impl Listener {
-    /// Opens a non-blocking, close-on-exec listener with `SO_REUSEADDR`,
-    /// `SO_REUSEPORT` and the CPU tag `cpu`, so that sibling processes can
-    /// bind the same address and the group steers by CPU.
-    fn bind(addr: SocketAddr, backlog: u32, cpu: u32) -> io::Result<Listener> {
-        Self::open(addr, backlog, cpu).map_err(|err| {
+    /// Opens a non-blocking, close-on-exec socket with `SO_REUSEADDR`,
+    /// `SO_REUSEPORT` and the CPU tag `cpu`, bound to `addr`, so that
+    /// sibling processes can bind the same address and the group steers
+    /// by CPU.
+    fn bind(addr: SocketAddr, cpu: u32) -> io::Result<Listener> {
+        Self::open(addr, cpu).map_err(|err| {
             io::Error::new(
                 err.kind(),
                 format!("cannot listen on {addr}: {err}{}", bind_hint(&err)),
@@ -183,7 +270,7 @@ impl Listener {
         })
     }
 
-    fn open(addr: SocketAddr, backlog: u32, cpu: u32) -> io::Result<Listener> {
+    fn open(addr: SocketAddr, cpu: u32) -> io::Result<Listener> {
         let domain = match addr {
             SocketAddr::V4(_) => libc::AF_INET,
             SocketAddr::V6(_) => libc::AF_INET6,
@@ -209,23 +296,22 @@ impl Listener {
         let cpu = libc::c_int::try_from(cpu).unwrap_or(NO_CPU);
         set_int_opt(&fd, libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)?;
         let (storage, len) = sockaddr(&addr);
+        // SAFETY: `storage` is a live sockaddr_storage holding a sockaddr of
+        // `len` bytes, which is no longer than the storage; bind only reads it.
         syscall!(bind(
             fd.as_raw_fd(),
             (&raw const storage).cast::<libc::sockaddr>(),
             len
         ))?;
-        let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
-        syscall!(listen(fd.as_raw_fd(), backlog))?;
         let socket = TcpListener::from_std(StdListener::from(fd));
         let addr = socket.local_addr()?;
-        Ok(Listener { socket, addr })
+        Ok(Listener { socket, addr, cpu })
     }
 }
 
 /// Whether this process may attach a socket filter to a TCP socket, tried
 /// on a socket of its own that never listens.
 fn filter_permitted() -> bool {
-    // SAFETY: a plain socket call; the descriptor is owned at once.
     let Ok(fd) = syscall!(socket(
         libc::AF_INET,
         libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
@@ -259,6 +345,8 @@ fn attach_syn_filter(fd: libc::c_int) -> io::Result<()> {
         len: code.len() as u16,
         filter: code.as_ptr().cast_mut(),
     };
+    // SAFETY: `prog` points at `code`, both alive for the call, and its
+    // length is `code`'s; the kernel copies the program before returning.
     syscall!(setsockopt(
         fd,
         libc::SOL_SOCKET,
@@ -284,6 +372,8 @@ fn set_int_opt(
     name: libc::c_int,
     value: libc::c_int,
 ) -> io::Result<()> {
+    // SAFETY: the option value is a live `c_int` and the length is its size;
+    // setsockopt only reads it.
     syscall!(setsockopt(
         fd.as_raw_fd(),
         level,
@@ -339,5 +429,45 @@ fn bind_hint(err: &io::Error) -> &'static str {
         Some(libc::EADDRNOTAVAIL) => "; no local interface has this address",
         Some(libc::EACCES) => "; ports below 1024 need privileges",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Marks;
+
+    #[test]
+    fn a_flooded_listener_does_not_starve_the_others() {
+        // Listener 0 always has more; listener 1 has one waiting. Before
+        // turns were kept, every scan started at 0 and 1 waited for 0 to
+        // run dry.
+        let mut marks = Marks::new(2);
+        marks.mark(0);
+        marks.mark(1);
+        let first = marks.next().unwrap();
+        marks.took(first);
+        let second = marks.next().unwrap();
+        assert_ne!(first, second, "one listener took two turns in a row");
+    }
+
+    #[test]
+    fn turns_go_round_and_skip_empty_queues() {
+        let mut marks = Marks::new(4);
+        marks.mark_all();
+        marks.clear(2);
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            let i = marks.next().unwrap();
+            order.push(i);
+            marks.took(i);
+        }
+        assert_eq!(order, [0, 1, 3, 0, 1, 3]);
+        for i in [0, 1, 3] {
+            marks.clear(i);
+        }
+        assert_eq!(marks.next(), None);
+        marks.mark(2);
+        assert_eq!(marks.next(), Some(2));
+        marks.mark(99); // out of range: ignored, never a panic
     }
 }

@@ -1,16 +1,18 @@
-//! The event loop: one `Poll` over the listener, the signal pipe and every
+//! The event loop: one `Poll` over the listeners, the signal pipe and every
 //! client, and the state machine that takes a process from running to
-//! draining to exit.
+//! draining to exit. Which clients come in, and when the listeners close,
+//! is [`crate::admission`]'s to decide.
 //!
 //! Guarantees:
 //! - A draining process admits no new client, serves every client it has,
-//!   and exits with `Ok` once the last one leaves (at once if it has none).
+//!   and exits with `Ok` once the last one leaves and its listeners are
+//!   retired (at the end of the handshake window if it has no client).
 //! - While a sibling runs, a draining process receives no new SYN, and no
 //!   connection that reached it is reset when its listeners close (see
-//!   [`crate::listener`] for how).
+//!   [`crate::listener`] and [`crate::admission`] for how).
 //! - The check "done, time to exit" lives in [`Server::finished`] only.
-//! - Running out of file descriptors, or reaching `max_clients`, pauses
-//!   accepting; waiting clients stay in the backlog and the loop never spins.
+//! - Every timer comes from one list, [`Server::timers`], so the poll
+//!   sleeps until the nearest one and never past it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,16 +25,16 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::admission::{self, Accept, Admission};
 use crate::config::Config;
 use crate::conn::{Conn, Context, Ready, Verdict};
-use crate::listener::{Listeners, Protection};
+use crate::listener::Listeners;
 use crate::log::{plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protocol::Protocol;
 use crate::slab::Slab;
 use crate::spread::Spread;
-use crate::steer;
 use crate::sys;
 
 /// The signal pipe's token.
@@ -49,19 +51,6 @@ const HANDLED_SIGNALS: [libc::c_int; 4] = [SIGHUP, SIGTERM, SIGINT, SIGUSR1];
 /// busy life, where 1024 (12 KiB) first filled in the close storm of a
 /// large drain and showed as RSS growth there.
 const EVENTS_CAPACITY: usize = 256;
-/// Accepts per turn before clients get theirs.
-const ACCEPTS_PER_TURN: usize = 256;
-/// How long accepting pauses after running out of descriptors or memory.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How long retiring listeners stay open after new SYNs were steered away,
-/// for handshakes already in flight on them: one round trip, which on
-/// loopback is microseconds and on most networks well under this. Nothing
-/// new arrives meanwhile while a sibling runs, so the wait costs no client
-/// anything; it only delays the exit of a process that has no clients.
-const RETIRE_GRACE: Duration = Duration::from_millis(200);
-/// How often a running process tries `accept` without an event. A
-/// connection migrated from a closing sibling may not raise one.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// The least time between two progress reports (stdout while draining, and
 /// the service manager's STATUS).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -70,7 +59,9 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///
 /// Returns `Ok` after a drain (clean or hard-stopped) and `Err` when the
 /// server could not start or the poll itself failed; the error's message
-/// names what failed.
+/// names what failed. A failure after the listeners started listening
+/// comes only after the clients that reached them were served, so that a
+/// broken start resets no connection.
 pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     // Signals are wired first: from here to the last instruction, a SIGHUP,
     // SIGTERM or SIGINT is a message, never a death.
@@ -86,16 +77,28 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
             format!("cannot raise the file descriptor limit: {e}"),
         )
     })?;
-    let listeners = Listeners::bind(config.addr, config.backlog)?;
-    let addr = listeners.local_addr();
-    warn_unprotected(pid, Protection::probe());
-    let mut server = Server::new(config, protocol, listeners, signals, notifier)?;
-    // Ready means listening: the pid file and READY=1 follow the bind.
-    server.pid_file = config
+    // Whatever can fail is done before the first listen(2): from then on,
+    // clients can queue on this process, and dropping its listeners would
+    // reset them. The pid file is written now and only renamed into place
+    // once listening.
+    let pid_file = config
         .pid_file
         .as_deref()
-        .map(PidFile::create)
+        .map(PidFile::prepare)
         .transpose()?;
+    let listeners = Listeners::bind(config.addr)?;
+    let addr = listeners.local_addr();
+    admission::warn_unprotected(pid);
+    let mut server = Server::new(config, protocol, listeners, signals, notifier)?;
+    let started = server
+        .admission
+        .listen(config.backlog)
+        .and_then(|()| pid_file.map(|p| p.commit()).transpose());
+    match started {
+        Ok(pid_file) => server.pid_file = pid_file,
+        Err(e) => return server.fail(e),
+    }
+    // Ready means listening: the pid file and READY=1 follow the listen.
     say!("Process {pid} listening on: {addr}");
     server.notifier.send(format_args!(
         "READY=1\nMAINPID={pid}\nSTATUS=serving, 0 clients"
@@ -110,14 +113,29 @@ enum State {
     Draining {
         deadline: Option<Instant>,
     },
-    /// Closing every client on a schedule.
+    /// Closing every client on a schedule: the hard stop.
     Closing(Spread),
+}
+
+/// The loop's timers. Both the poll's timeout and the firing come from
+/// [`Server::timers`], so no timer can wake the loop without being run, or
+/// be due without waking it.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// Admission's own: a sweep, a look at handshakes in flight, the end
+    /// of an accept pause, or clients waiting to be taken.
+    Admission,
+    /// The drain timeout.
+    DrainDeadline,
+    /// The next close of a spread hard stop.
+    SpreadClose,
+    /// The next progress report.
+    Progress,
 }
 
 struct Server<P: Protocol> {
     pid: u32,
     quiet: bool,
-    max_clients: Option<usize>,
     drain_timeout: Option<Duration>,
     close_spread: Option<Duration>,
     /// The drain notice, newline included.
@@ -127,8 +145,7 @@ struct Server<P: Protocol> {
     notifier: Notifier,
     /// Dropped, and so removed, when the server returns.
     pid_file: Option<PidFile>,
-    /// Open until retired at the end of the drain's grace.
-    listeners: Option<Listeners>,
+    admission: Admission,
     conns: Slab<Conn<TcpStream, P::Conn>>,
     cx: Context<P>,
     state: State,
@@ -136,15 +153,6 @@ struct Server<P: Protocol> {
     hangup_at: Option<Instant>,
     /// Clients with work left after their turn.
     again: Vec<usize>,
-    /// Accepting is paused until then, after running out of descriptors.
-    paused_until: Option<Instant>,
-    /// An out-of-descriptors episode has been reported, and the queue has
-    /// not been emptied since.
-    starved: bool,
-    /// When a running process next sweeps its accept queue.
-    sweep_at: Instant,
-    /// When a retiring listener is closed.
-    retire_at: Option<Instant>,
     /// The client count last reported, and when the next report may go.
     reported: usize,
     report_at: Instant,
@@ -154,19 +162,26 @@ impl<P: Protocol> Server<P> {
     fn new(
         config: &Config,
         protocol: P,
-        mut listeners: Listeners,
+        listeners: Listeners,
         mut signals: Signals,
         notifier: Notifier,
     ) -> io::Result<Self> {
+        let pid = process::id();
         let poll = Poll::new()?;
-        listeners.register(poll.registry(), LISTENERS)?;
+        let now = Instant::now();
+        let admission = Admission::new(
+            pid,
+            listeners,
+            poll.registry(),
+            LISTENERS,
+            config.max_clients,
+            now,
+        )?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let now = Instant::now();
         Ok(Server {
-            pid: process::id(),
+            pid,
             quiet: config.quiet,
-            max_clients: config.max_clients,
             drain_timeout: config.drain_timeout,
             close_spread: config.close_spread,
             drain_notice: config
@@ -177,17 +192,13 @@ impl<P: Protocol> Server<P> {
             signals,
             notifier,
             pid_file: None,
-            listeners: Some(listeners),
+            admission,
             conns: Slab::new(),
             cx: Context::new(protocol, config.max_input, config.max_output)
                 .with_telnet(config.telnet),
             state: State::Running,
             hangup_at: None,
             again: Vec::new(),
-            paused_until: None,
-            starved: false,
-            sweep_at: now + SWEEP_INTERVAL,
-            retire_at: None,
             reported: 0,
             report_at: now,
         })
@@ -207,15 +218,14 @@ impl<P: Protocol> Server<P> {
                 }
                 return Err(e);
             }
+            self.admission.new_turn();
             let mut listener_ready = false;
             let mut signals_ready = false;
             for event in &events {
                 match event.token() {
                     SIGNALS => signals_ready = true,
                     Token(t) if t >= LISTENERS => {
-                        if let Some(listeners) = &mut self.listeners {
-                            listeners.mark(t - LISTENERS);
-                        }
+                        self.admission.mark(t - LISTENERS);
                         listener_ready = true;
                     }
                     Token(key) => self.on_client_event(key, event),
@@ -232,20 +242,34 @@ impl<P: Protocol> Server<P> {
             self.on_timers(now);
             self.conns.recycle();
         }
-        Ok(())
-    }
-
-    /// The one place that decides the process is done: draining or closing,
-    /// the listener retired, and no client left.
-    fn finished(&self) -> bool {
-        if self.state == State::Running || self.listeners.is_some() || !self.conns.is_empty() {
-            return false;
-        }
         match self.state {
             State::Closing(_) => say!("Process {} exiting", self.pid),
             _ => say!("Process {} has no clients left, exiting", self.pid),
         }
-        true
+        Ok(())
+    }
+
+    /// Starting failed after the listeners began to listen: they may hold
+    /// clients, so retire them as a drain does, serve whoever reached this
+    /// process, and only then report `err`.
+    fn fail(mut self, err: io::Error) -> io::Result<()> {
+        say!(
+            "Process {} cannot start ({err}); serving the clients that reached it before exiting",
+            self.pid
+        );
+        let now = Instant::now();
+        let _ = self.admission.retire(now);
+        self.state = State::Draining { deadline: None };
+        self.hangup_at = Some(now);
+        self.accept(now);
+        self.run()?;
+        Err(err)
+    }
+
+    /// The one place that decides the process is done: draining or closing,
+    /// the listeners retired, and no client left.
+    fn finished(&self) -> bool {
+        self.state != State::Running && self.admission.is_closed() && self.conns.is_empty()
     }
 
     fn on_client_event(&mut self, key: usize, event: &Event) {
@@ -283,67 +307,14 @@ impl<P: Protocol> Server<P> {
         }
     }
 
-    fn at_client_limit(&self) -> bool {
-        self.state == State::Running && self.max_clients.is_some_and(|max| self.conns.len() >= max)
-    }
-
-    fn may_accept(&self, now: Instant) -> bool {
-        self.listeners.is_some()
-            && self.paused_until.is_none_or(|until| now >= until)
-            && !self.at_client_limit()
-    }
-
-    /// Makes the next `accept` try every listener, event or not: for a
-    /// sweep, the start of a drain, and retirement.
-    fn mark_all_queues(&mut self) {
-        if let Some(listeners) = &mut self.listeners {
-            listeners.mark_all();
-        }
-    }
-
-    /// Some listener may hold connections not yet taken.
-    fn backlog_waiting(&self) -> bool {
-        self.listeners
-            .as_ref()
-            .is_some_and(|l| l.next_queued().is_some())
-    }
-
-    /// Accepts what the marked queues hold, within one turn. Returns true
-    /// when every queue was seen empty.
-    fn accept(&mut self, now: Instant) -> bool {
-        if !self.may_accept(now) {
-            return false;
-        }
-        self.paused_until = None;
-        for _ in 0..ACCEPTS_PER_TURN {
-            if self.at_client_limit() {
-                return false;
-            }
-            let Some(listeners) = &mut self.listeners else {
-                return true;
-            };
-            let Some(i) = listeners.next_queued() else {
-                if self.starved {
-                    // The episode ends when everyone who waited has been
-                    // taken, not at the first free descriptor: freed
-                    // descriptors trickle in, and each would otherwise
-                    // start a new episode with a new log line.
-                    self.starved = false;
-                    say!("Process {} is accepting connections again", self.pid);
-                }
-                return true;
-            };
-            match listeners.accept(i) {
-                Ok((stream, peer)) => self.admit(stream, peer),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if retryable(&e) => {}
-                Err(e) => {
-                    self.pause_accepting(now, &e);
-                    return false;
-                }
+    /// Admits what admission hands over, and returns why it stopped.
+    fn accept(&mut self, now: Instant) -> Accept {
+        loop {
+            match self.admission.accept(self.conns.len(), now) {
+                Accept::Client(stream, peer) => self.admit(stream, peer),
+                stop => return stop,
             }
         }
-        !self.backlog_waiting()
     }
 
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
@@ -376,25 +347,11 @@ impl<P: Protocol> Server<P> {
         }
     }
 
-    /// Stops calling `accept` for a while. The connection that could not be
-    /// taken stays queued in the kernel, so the client waits instead of
-    /// being dropped, and the loop sleeps instead of spinning on it.
-    fn pause_accepting(&mut self, now: Instant, err: &io::Error) {
-        self.paused_until = Some(now + ACCEPT_PAUSE);
-        if !self.starved {
-            self.starved = true;
-            say!(
-                "Process {} cannot accept ({err}); pausing accept, {} client{} connected",
-                self.pid,
-                self.conns.len(),
-                plural(self.conns.len())
-            );
-        }
-    }
-
     fn on_signals(&mut self, now: Instant) {
-        // Empty the pipe first, then act on what arrived, in order. Each
-        // signal appears at most once per read of the pipe.
+        // Empty the pipe first, then act. signal-hook reports each pending
+        // signal once per read, by signal number rather than by arrival, so
+        // the handled signals fit this array; two different stop signals in
+        // one read count as two (a drain, then a hard stop).
         let mut received = [0; HANDLED_SIGNALS.len()];
         let mut count = 0;
         for signal in self.signals.pending() {
@@ -430,18 +387,11 @@ impl<P: Protocol> Server<P> {
     fn start_drain(&mut self, signal: libc::c_int, now: Instant) {
         // Steering comes first, so that by the time the operator reads the
         // lines below, new clients go to siblings.
-        if let Some(listeners) = &mut self.listeners {
-            if let Err(e) = listeners.steer_away() {
-                say!(
-                    "Process {} cannot steer new connections away ({e}); clients that connect during the drain may be admitted here",
-                    self.pid
-                );
-            }
-            // The safety net for SYNs steering could not place elsewhere,
-            // where this process may attach it. Without it, such a SYN is
-            // admitted during the grace below, so its failure is no news:
-            // startup already said whether anything protects the drain.
-            let _ = listeners.refuse_syns();
+        if let Err(e) = self.admission.retire(now) {
+            say!(
+                "Process {} cannot steer new connections away ({e}); clients that connect during the drain may be admitted here",
+                self.pid
+            );
         }
         say!(
             "Process {} received {} signal",
@@ -464,9 +414,7 @@ impl<P: Protocol> Server<P> {
         for key in 0..self.conns.key_bound() {
             self.notice(key);
         }
-        self.retire_at = Some(now + RETIRE_GRACE);
         // What is queued already reached this process: serve it.
-        self.mark_all_queues();
         self.accept(now);
     }
 
@@ -479,33 +427,15 @@ impl<P: Protocol> Server<P> {
         }
     }
 
-    /// Closes the listener once its queue is empty; retries later if
-    /// accepting is paused, so that no queued connection is reset.
-    fn retire(&mut self, now: Instant) {
-        self.mark_all_queues();
-        if self.accept(now) {
-            self.close_listeners();
-        } else {
-            self.retire_at = Some(now + ACCEPT_PAUSE.min(RETIRE_GRACE));
-        }
-    }
-
-    /// The last step of retirement: out of the poll, then closed.
-    fn close_listeners(&mut self) {
-        if let Some(mut listeners) = self.listeners.take() {
-            listeners.deregister(self.poll.registry());
-        }
-        self.retire_at = None;
-    }
-
     /// Ends the drain: every client gets the protocol's closing line and is
     /// closed, all now, or evenly over `spread`.
     fn close_all(&mut self, reason: &str, now: Instant, spread: Option<Duration>) {
-        // Take what is still queued so those clients get the line too.
-        self.paused_until = None;
-        self.mark_all_queues();
-        while self.listeners.is_some() && !self.accept(now) && self.paused_until.is_none() {}
-        self.close_listeners();
+        // Take what is still queued so those clients get the line too. If
+        // accepting is paused, what is left queued is reset by the close:
+        // a hard stop does not wait for descriptors.
+        self.admission.stop_now(now);
+        self.accept(now);
+        self.admission.close();
         let total = self.conns.len();
         match spread {
             Some(spread) => say!(
@@ -618,68 +548,64 @@ impl<P: Protocol> Server<P> {
             && (self.state != State::Running || self.notifier.is_active())
     }
 
-    fn on_timers(&mut self, now: Instant) {
-        if self.retire_at.is_some_and(|at| now >= at) {
-            self.retire(now);
-        }
-        match self.state {
-            State::Draining {
-                deadline: Some(deadline),
-            } if now >= deadline => {
-                let reason = format!(
-                    "reached its drain timeout of {}s",
-                    self.drain_timeout.unwrap_or_default().as_secs_f64()
-                );
-                self.close_all(&reason, now, self.close_spread);
-            }
-            State::Closing(_) => self.close_due(now),
-            _ => {}
-        }
-        self.report_progress(now);
-        if self.state == State::Running && now >= self.sweep_at {
-            self.sweep_at = now + SWEEP_INTERVAL;
-            self.mark_all_queues();
-        }
-        if self.backlog_waiting() && self.may_accept(now) {
-            self.accept(now);
-        }
-    }
-
-    /// How long the next poll may sleep: not at all when work is waiting,
-    /// otherwise until the nearest timer.
-    fn timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() || (self.backlog_waiting() && self.may_accept(now)) {
-            return Some(Duration::ZERO);
-        }
+    /// Every timer with when it is next due. The one list both the poll's
+    /// timeout and [`Server::on_timers`] are derived from.
+    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 4] {
         let deadline = match self.state {
             State::Draining { deadline } => deadline,
             _ => None,
         };
-        let sweep = (self.state == State::Running).then_some(self.sweep_at);
-        let report = self.progress_wanted().then_some(self.report_at);
         [
-            self.paused_until,
-            self.retire_at,
-            deadline,
-            sweep,
-            report,
-            self.next_close(),
+            (Timer::Admission, self.admission.due(self.conns.len(), now)),
+            (Timer::DrainDeadline, deadline),
+            (Timer::SpreadClose, self.next_close()),
+            (
+                Timer::Progress,
+                self.progress_wanted().then_some(self.report_at),
+            ),
         ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|at| at.saturating_duration_since(now))
     }
-}
 
-/// Accept errors that concern one connection only: try the next.
-fn retryable(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::Interrupted
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    ) || err.raw_os_error() == Some(libc::EPROTO)
+    fn on_timers(&mut self, now: Instant) {
+        for (timer, at) in self.timers(now) {
+            if at.is_some_and(|at| at <= now) {
+                self.fire(timer, now);
+            }
+        }
+    }
+
+    fn fire(&mut self, timer: Timer, now: Instant) {
+        match timer {
+            Timer::Admission => {
+                self.admission.on_timer(self.conns.len(), now);
+                self.accept(now);
+            }
+            Timer::DrainDeadline => {
+                if let State::Draining { .. } = self.state {
+                    let reason = format!(
+                        "reached its drain timeout of {}s",
+                        self.drain_timeout.unwrap_or_default().as_secs_f64()
+                    );
+                    self.close_all(&reason, now, self.close_spread);
+                }
+            }
+            Timer::SpreadClose => self.close_due(now),
+            Timer::Progress => self.report_progress(now),
+        }
+    }
+
+    /// How long the next poll may sleep: not at all when a client has work
+    /// left, otherwise until the nearest timer.
+    fn timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.timers(now)
+            .into_iter()
+            .filter_map(|(_, at)| at)
+            .min()
+            .map(|at| at.saturating_duration_since(now))
+    }
 }
 
 fn signal_name(signal: libc::c_int) -> &'static str {
@@ -688,29 +614,5 @@ fn signal_name(signal: libc::c_int) -> &'static str {
         SIGTERM => "terminate",
         SIGINT => "interrupt",
         _ => "unexpected",
-    }
-}
-
-/// Says once, at startup, when nothing keeps new clients away from a
-/// draining process, with the consequence and the fix.
-fn warn_unprotected(pid: u32, protection: Protection) {
-    let kernel = match steer::kernel_version() {
-        Some((major, minor)) => format!("Linux {major}.{minor}"),
-        None => "this kernel".to_owned(),
-    };
-    let (major, minor) = steer::STEERING_KERNEL;
-    match protection {
-        Protection::Steering => {}
-        Protection::FilterOnly => say!(
-            "Process {pid}: {kernel} cannot steer new connections away from a draining process \
-             (Linux {major}.{minor} or later can); they are dropped instead, so a client that \
-             connects during a drain waits about a second"
-        ),
-        Protection::None => say!(
-            "Process {pid}: nothing keeps new connections away from a draining process: \
-             {kernel} cannot steer them (Linux {major}.{minor} or later can) and the SYN filter \
-             needs CAP_NET_ADMIN; clients that connect during a drain may be reset. \
-             Run Linux {major}.{minor} or later, or grant CAP_NET_ADMIN"
-        ),
     }
 }
