@@ -20,6 +20,7 @@ mod nc;
 mod netns;
 mod ops;
 mod rolling;
+mod runner;
 mod seed;
 mod steer;
 /// Client-socket probes shared with the rolling benchmark.

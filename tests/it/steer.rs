@@ -10,9 +10,6 @@
 
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -20,113 +17,11 @@ use std::time::Instant;
 
 use libc::SIGHUP;
 
+use crate::runner::{Runner, Who};
 use crate::tcp::{pin_to, syn_retransmits};
 use crate::util::{
-    BIN, Client, DEADLINE, ScratchDir, Server, have_tool, parse_from, skip, status_field,
-    wait_until,
+    Client, DEADLINE, Server, have_tool, parse_from, skip, status_field, wait_until,
 };
-
-/// The unprivileged user the servers run as when the tests run as root.
-const NOBODY: &str = "65534";
-
-/// Who the servers run as.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Who {
-    Unprivileged,
-    Root,
-}
-
-/// Starts servers as one user. For an unprivileged run under root, the
-/// binary is copied where that user can reach it, whatever the checkout's
-/// permissions.
-struct Runner {
-    who: Who,
-    /// Where the copy of the binary is, for an unprivileged run under root.
-    copy: Option<ScratchDir>,
-}
-
-/// The copied binary's name in the runner's directory.
-const COPY: &str = "drainport";
-
-impl Runner {
-    /// A runner, or the reason this test cannot run here.
-    fn new(who: Who) -> Result<Runner, String> {
-        // SAFETY: geteuid has no memory effects.
-        let root = unsafe { libc::geteuid() } == 0;
-        match (who, root) {
-            (Who::Root, false) => Err("the root variant needs root".into()),
-            (Who::Root, true) | (Who::Unprivileged, false) => Ok(Runner { who, copy: None }),
-            (Who::Unprivileged, true) => {
-                if !have_tool("setpriv", "util-linux") {
-                    return Err("the unprivileged run needs setpriv".into());
-                }
-                let dir = ScratchDir::new("steer");
-                fs::set_permissions(&*dir, fs::Permissions::from_mode(0o755))
-                    .map_err(|e| e.to_string())?;
-                let bin = dir.join(COPY);
-                fs::copy(BIN, &bin).map_err(|e| format!("copy {BIN}: {e}"))?;
-                fs::set_permissions(&bin, fs::Permissions::from_mode(0o755))
-                    .map_err(|e| e.to_string())?;
-                Ok(Runner {
-                    who,
-                    copy: Some(dir),
-                })
-            }
-        }
-    }
-
-    #[track_caller]
-    fn start(&self, args: &[&str]) -> Server {
-        self.start_with(&[], args)
-    }
-
-    /// Starts the server through `wrapper` (a command that execs the rest
-    /// of its arguments), as this runner's user.
-    #[track_caller]
-    fn start_with(&self, wrapper: &[&str], args: &[&str]) -> Server {
-        let bin = self
-            .copy
-            .as_ref()
-            .map_or_else(|| PathBuf::from(BIN), |dir| dir.join(COPY));
-        let mut cmd = match &self.copy {
-            Some(_) => {
-                let mut cmd = Command::new("setpriv");
-                cmd.args([
-                    &format!("--reuid={NOBODY}"),
-                    &format!("--regid={NOBODY}"),
-                    "--clear-groups",
-                ])
-                .args(wrapper);
-                cmd
-            }
-            None => match wrapper.split_first() {
-                Some((program, rest)) => {
-                    let mut cmd = Command::new(program);
-                    cmd.args(rest);
-                    cmd
-                }
-                None => Command::new(&bin),
-            },
-        };
-        if self.copy.is_some() || !wrapper.is_empty() {
-            cmd.arg(bin);
-        }
-        cmd.args(args);
-        let server = Server::spawn(cmd);
-        if self.who == Who::Unprivileged {
-            let uid = fs::read_to_string(format!("/proc/{}/status", server.pid))
-                .expect("read status")
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:").map(str::to_owned))
-                .expect("Uid line");
-            assert!(
-                uid.split_whitespace().all(|id| id != "0"),
-                "the server runs as root: Uid {uid}"
-            );
-        }
-        server
-    }
-}
 
 /// The online CPUs, numbered from 0.
 fn cpus() -> Vec<usize> {
@@ -225,6 +120,77 @@ fn new_clients_go_to_the_sibling_unprivileged() {
     new_clients_go_to_the_sibling(Who::Unprivileged);
 }
 
+/// A process at `--max-clients` leaves the selection: 100 new clients from
+/// every CPU all go to its sibling, and none waits, not even for a SYN
+/// resent. Once a slot frees, it takes clients again. When every process
+/// is full, a new client waits in a backlog and is served when a slot
+/// frees.
+fn a_full_process_hands_new_clients_to_its_sibling(who: Who) {
+    let run = match Runner::new(who) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
+    let mut full = run.start(&["-q", "--max-clients", "8", "127.0.0.1:0"]);
+    let addr = full.addr.to_string();
+    let mut sibling = run.start(&["-q", &addr]);
+    let mut held: Vec<Client> = (0..8).map(|_| client_of(&full)).collect();
+    full.wait_status("state=running clients=8 ");
+
+    let clients = connect_from_every_cpu(full.addr, 50);
+    let waited = clients.iter().filter(|(_, r)| *r > 0).count();
+    for (i, (mut client, _)) in clients.into_iter().enumerate() {
+        let pid = client
+            .try_echo(&format!("new {i}"))
+            .unwrap_or_else(|e| panic!("client {i} was not served ({who:?}): {e}"));
+        assert_eq!(
+            pid, sibling.pid,
+            "client {i} went to the full process ({who:?})"
+        );
+    }
+    assert_eq!(waited, 0, "clients had their SYN resent ({who:?})");
+
+    // A slot frees: the process rejoins the selection.
+    drop(held.pop());
+    full.wait_status("clients=7 ");
+    held.push(client_of(&full));
+
+    // Both full: a new client waits in a backlog, then is served.
+    let mut tight = run.start(&["-q", "--max-clients", "1", &addr]);
+    sibling.signal(SIGHUP);
+    sibling.expect_clean_exit();
+    let tight_held = client_of(&tight);
+    tight.wait_status("clients=1 ");
+    let mut waiting = Client::connect(full.addr);
+    waiting.send(b"queued\n");
+    // Whichever backlog holds it, a free slot there serves it.
+    drop(held.pop());
+    drop(tight_held);
+    assert_eq!(waiting.read_line(), b"queued\n", "{who:?}");
+    let pid = parse_from(&waiting.read_line());
+    assert!(
+        pid == Some(full.pid) || pid == Some(tight.pid),
+        "served by {pid:?} ({who:?})"
+    );
+    // The hard stop of a full process ends.
+    for mut server in [full, tight] {
+        server.signal(SIGHUP);
+        server.expect_line("closing tasks");
+        server.signal(SIGHUP);
+        server.expect_line("received hangup signal during drain");
+        server.expect_clean_exit();
+    }
+}
+
+#[test]
+fn a_full_process_hands_new_clients_to_its_sibling_unprivileged() {
+    a_full_process_hands_new_clients_to_its_sibling(Who::Unprivileged);
+}
+
+#[test]
+fn a_full_process_hands_new_clients_to_its_sibling_as_root() {
+    a_full_process_hands_new_clients_to_its_sibling(Who::Root);
+}
+
 #[test]
 fn new_clients_go_to_the_sibling_as_root_with_the_filter() {
     new_clients_go_to_the_sibling(Who::Root);
@@ -233,7 +199,7 @@ fn new_clients_go_to_the_sibling_as_root_with_the_filter() {
 /// Short-lived clients from every CPU, each checked: answered, never reset,
 /// and never made to wait for a SYN retransmission. Each takes a ticket
 /// before it connects, and `served` holds (ticket, pid) per answer.
-struct Churn {
+pub struct Churn {
     stop: Arc<AtomicBool>,
     tickets: Arc<AtomicU64>,
     served: Arc<Mutex<Vec<(u64, u32)>>>,
@@ -245,7 +211,7 @@ struct Churn {
 const CHURN_LIMIT: usize = 200_000;
 
 impl Churn {
-    fn start(addr: SocketAddr) -> Churn {
+    pub fn start(addr: SocketAddr) -> Churn {
         let stop = Arc::new(AtomicBool::new(false));
         let tickets = Arc::new(AtomicU64::new(0));
         let served = Arc::new(Mutex::new(Vec::new()));
@@ -286,12 +252,12 @@ impl Churn {
 
     /// The ticket the next connection will take: every connection with
     /// this ticket or a later one starts after this call.
-    fn next_ticket(&self) -> u64 {
+    pub fn next_ticket(&self) -> u64 {
         self.tickets.load(Ordering::SeqCst)
     }
 
     /// The pids that answered connections with a ticket of `from` or later.
-    fn served_since(&self, from: u64) -> Vec<u32> {
+    pub fn served_since(&self, from: u64) -> Vec<u32> {
         let served = self.served.lock().unwrap();
         served
             .iter()
@@ -302,13 +268,13 @@ impl Churn {
 
     /// Waits until `pid` has answered a churn client.
     #[track_caller]
-    fn wait_served_by(&self, pid: u32) {
+    pub fn wait_served_by(&self, pid: u32) {
         wait_until(&format!("a churn client served by {pid}"), || {
             self.served_since(0).contains(&pid).then_some(())
         });
     }
 
-    fn stop(self) -> (Vec<(u64, u32)>, Vec<String>) {
+    pub fn stop(self) -> (Vec<(u64, u32)>, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().expect("churn thread");
