@@ -1,6 +1,14 @@
 //! One client: its socket, its buffers, its protocol state, and its verdict
 //! after each event.
 //!
+//! A connection that has decided to end (the protocol asked to close, a
+//! line was too long, or the client half-closed) is *ending*: it flushes
+//! its output and then, unless the client's EOF has come already, sends
+//! its FIN and reads and discards input until that EOF or until
+//! [`DISCARD_LIMIT`], so that the close never turns into a reset. Ending is
+//! not the server's hard stop (its closing phase), whose last word
+//! [`Conn::close_with_notice`] sends.
+//!
 //! A connection owns no heap memory while idle. Bytes are read into a buffer
 //! shared by the whole loop and replies are built in a shared scratch vector;
 //! a connection takes buffers of its own only to keep what is left over (an
@@ -47,8 +55,9 @@ const UNREAD: u8 = 1;
 const PEER_CLOSED: u8 = 1 << 1;
 /// `read` returned 0: the client sends nothing more.
 const EOF: u8 = 1 << 2;
-/// Close once the output is flushed; input from now on is discarded.
-const CLOSING: u8 = 1 << 3;
+/// The connection has decided to end: flush, send FIN, discard input
+/// until the client's EOF.
+const ENDING: u8 = 1 << 3;
 /// Our side has been shut down for writing.
 const FIN_SENT: u8 = 1 << 4;
 /// The socket would not take more output; wait for a writable event.
@@ -165,7 +174,7 @@ pub(crate) struct Bufs {
     /// Replies from `sent` on are not yet written.
     pub(crate) output: Vec<u8>,
     pub(crate) sent: usize,
-    /// Bytes thrown away while waiting to close.
+    /// Bytes thrown away while ending, waiting for the client's EOF.
     discarded: usize,
     /// Telnet only: bytes read but not yet filtered, because a command
     /// before them waits for the protocol to answer the data before it.
@@ -257,7 +266,7 @@ impl<S: Stream, C> Conn<S, C> {
                 return Verdict::Close;
             }
             let pending = self.pending();
-            if pending >= cx.max_output || (pending > 0 && self.is(CLOSING)) {
+            if pending >= cx.max_output || (pending > 0 && self.is(ENDING)) {
                 // Backpressure: leave the client's input unread until it
                 // takes its replies.
                 return self.keep();
@@ -268,13 +277,13 @@ impl<S: Stream, C> Conn<S, C> {
                 }
                 continue;
             }
-            if self.is(EOF) && !self.is(CLOSING) {
+            if self.is(EOF) && !self.is(ENDING) {
                 if self.on_eof(cx).is_err() {
                     return Verdict::Close;
                 }
                 continue;
             }
-            if self.is(CLOSING) {
+            if self.is(ENDING) {
                 if self.is(EOF) {
                     return Verdict::Close;
                 }
@@ -304,7 +313,7 @@ impl<S: Stream, C> Conn<S, C> {
                         self.flags &= !UNREAD;
                     }
                     cx.counters.bytes_in += n as u64;
-                    if self.is(CLOSING) {
+                    if self.is(ENDING) {
                         let bufs = self.bufs();
                         bufs.discarded += n;
                         if bufs.discarded > DISCARD_LIMIT {
@@ -329,7 +338,7 @@ impl<S: Stream, C> Conn<S, C> {
                 && b.pending() == 0
                 && b.raw.is_empty()
                 && b.command.is_none()
-                && !self.is(CLOSING)
+                && !self.is(ENDING)
             {
                 self.bufs = None;
             }
@@ -397,14 +406,14 @@ impl<S: Stream, C> Conn<S, C> {
     /// Feeds what waits in the connection's buffers: input held back by
     /// the output limit and, with telnet, the command and the unfiltered
     /// bytes after it. Stops when the output is full again, the connection
-    /// is closing, or everything has been offered; then sends the replies
+    /// is ending, or everything has been offered; then sends the replies
     /// in one write.
     fn feed_held<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
         // Each round filters at least one raw byte, so the rounds are
         // bounded by the raw bytes: at most one read chunk.
         loop {
             self.feed_input(cx);
-            if self.is(HELD_BACK) || self.is(CLOSING) {
+            if self.is(HELD_BACK) || self.is(ENDING) {
                 break;
             }
             let Some(bufs) = self.bufs.as_deref_mut() else {
@@ -446,9 +455,9 @@ impl<S: Stream, C> Conn<S, C> {
     }
 
     /// The client half-closed: the protocol gets what it left untaken, and
-    /// the connection closes once the replies are flushed.
+    /// the connection ends: it closes once the replies are flushed.
     fn on_eof<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
-        self.flags |= CLOSING;
+        self.flags |= ENDING;
         let rest = match self.bufs.as_deref_mut() {
             Some(bufs) => mem::take(&mut bufs.input),
             None => Vec::new(),
@@ -466,14 +475,14 @@ impl<S: Stream, C> Conn<S, C> {
         match got.stop {
             Stop::NeedMore => self.flags &= !HELD_BACK,
             Stop::Full => self.flags |= HELD_BACK,
-            Stop::Close | Stop::TooLong => self.close_after_flush(),
+            Stop::Close | Stop::TooLong => self.end_after_flush(),
         }
     }
 
-    /// Marks the connection for closing once its output is flushed; input
-    /// not yet taken will never be.
-    fn close_after_flush(&mut self) {
-        self.flags |= CLOSING;
+    /// Ends the connection: it closes once its output is flushed, its FIN
+    /// sent and the client's EOF read; input not yet taken will never be.
+    fn end_after_flush(&mut self) {
+        self.flags |= ENDING;
         self.flags &= !HELD_BACK;
         if let Some(b) = self.bufs.as_deref_mut() {
             b.input = Vec::new();
@@ -558,14 +567,14 @@ impl<S: Stream, C> Conn<S, C> {
 
     /// The drain started: queues `notice` (the operator's line, newline
     /// included) after any pending output, whatever the backpressure, then
-    /// what the protocol has to say. A connection already closing gets
+    /// what the protocol has to say. A connection already ending gets
     /// neither.
     pub(crate) fn on_drain<P: Protocol<Conn = C>>(
         &mut self,
         notice: Option<&[u8]>,
         cx: &mut Context<P>,
     ) -> Verdict {
-        if self.is(CLOSING) {
+        if self.is(ENDING) {
             return Verdict::Keep;
         }
         let said = self.say(cx, |protocol, state, out| {
@@ -577,8 +586,8 @@ impl<S: Stream, C> Conn<S, C> {
         self.act_on(said, cx)
     }
 
-    /// The verdict after a hook outside of `on_data` ran: keep, close once
-    /// its output is flushed, or close now if sending it failed.
+    /// The verdict after a hook outside of `on_data` ran: keep, end (close
+    /// once its output is flushed), or close now if sending it failed.
     fn act_on<P: Protocol<Conn = C>>(
         &mut self,
         said: io::Result<Action>,
@@ -587,7 +596,7 @@ impl<S: Stream, C> Conn<S, C> {
         match said {
             Ok(Action::Continue) => Verdict::Keep,
             Ok(Action::Close) => {
-                self.close_after_flush();
+                self.end_after_flush();
                 self.pump(cx)
             }
             Err(_) => Verdict::Close,

@@ -11,7 +11,7 @@ use crate::protocol::Lines;
 use super::case::{Case, ERROR, Op, READ_CLOSED, READABLE, WRITABLE, ready_from};
 use super::model::{Model, ModelStop, too_long_reply};
 use super::wire::{Mutation, Reset, Socket, Wire, take_front};
-use super::{CLOSING, DRAINING, NOTICE, SUFFIX, Seen, Suffix, TAGS, Tagged};
+use super::{CLOSING_LINE, DRAINING, NOTICE, SUFFIX, Seen, Suffix, TAGS, Tagged};
 
 /// The reads `close_with_notice` spends emptying the socket (its
 /// `HARD_CLOSE_READS`): up to this many full chunks are taken, so a hard
@@ -358,7 +358,7 @@ impl Driver {
 
     /// The notice, and the protocol's word after it, go after the output
     /// produced so far and before any later reply; only a connection already
-    /// closing may drop them. When the protocol closes at the drain, what it
+    /// ending may drop them. When the protocol closes at the drain, what it
     /// had not answered never will be.
     fn notice(&mut self) -> Result<(), String> {
         let at = self.produced().len();
@@ -392,7 +392,7 @@ impl Driver {
             return Ok(());
         }
         let answered = self.produced().len().min(self.model.out.len());
-        self.expected_after_stop = [&self.model.out[..answered], CLOSING].concat();
+        self.expected_after_stop = [&self.model.out[..answered], CLOSING_LINE].concat();
         let (unread, interrupts, reset, shut, short_before) = {
             let w = self.wire.borrow();
             (
@@ -527,7 +527,7 @@ impl Driver {
             (Some(ModelStop::TooLong | ModelStop::Quit | ModelStop::Drained), Life::Open)
                 if !w.shut =>
             {
-                Err("closing, all output read, yet no FIN sent".into())
+                Err("ending, all output read, yet no FIN sent".into())
             }
             _ => Ok(()),
         }
