@@ -7,7 +7,7 @@
 //! its FIN and reads and discards input until that EOF or until
 //! [`DISCARD_LIMIT`], so that the close never turns into a reset. Ending is
 //! not the server's hard stop (its closing phase), whose last word
-//! [`Conn::close_with_notice`] sends.
+//! [`Conn::close_hard`] sends.
 //!
 //! A connection owns no heap memory while idle. Bytes are read into a buffer
 //! shared by the whole loop and replies are built in a shared scratch vector;
@@ -603,10 +603,13 @@ impl<S: Stream, C> Conn<S, C> {
         }
     }
 
-    /// Closes on a hard stop: empties the socket so the close does not
-    /// become a reset, sends the protocol's last word after any pending
-    /// output, and shuts the write side.
-    pub(crate) fn close_with_notice<P: Protocol<Conn = C>>(mut self, cx: &mut Context<P>) {
+    /// Closes at the hard stop (the server's closing phase), without
+    /// waiting for the client: empties the socket of up to
+    /// `HARD_CLOSE_READS` chunks so the close does not become a reset,
+    /// writes any pending output with the protocol's `on_closing` last word
+    /// after it in one write, and shuts the write side. The server drops the
+    /// connection after this.
+    pub(crate) fn close_hard<P: Protocol<Conn = C>>(mut self, cx: &mut Context<P>) {
         for _ in 0..HARD_CLOSE_READS {
             match self.stream.read(&mut cx.read_buf) {
                 Ok(n) if n == cx.read_buf.len() => continue,

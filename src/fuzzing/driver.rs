@@ -13,7 +13,7 @@ use super::model::{Model, ModelStop, too_long_reply};
 use super::wire::{Mutation, Reset, Socket, Wire, take_front};
 use super::{CLOSING_LINE, DRAINING, NOTICE, SUFFIX, Seen, Suffix, TAGS, Tagged};
 
-/// The reads `close_with_notice` spends emptying the socket (its
+/// The reads `close_hard` spends emptying the socket (its
 /// `HARD_CLOSE_READS`): up to this many full chunks are taken, so a hard
 /// close with no more than this much unread input is a FIN, not a reset.
 const HARD_CLOSE_CHUNKS: usize = 4;
@@ -62,7 +62,7 @@ pub(super) enum Life {
     Open,
     /// The connection answered `Close` and was dropped.
     Closed,
-    /// `close_with_notice` consumed it.
+    /// `close_hard` consumed it.
     HardStopped {
         /// Everything pending and the closing line fit in the send buffer.
         fully_flushed: bool,
@@ -404,7 +404,7 @@ impl Driver {
             )
         };
         let conn = self.conn.take().expect("checked above");
-        conn.close_with_notice(&mut self.cx);
+        conn.close_hard(&mut self.cx);
         self.again = false;
         let w = self.wire.borrow();
         let clean = interrupts == 0 && !reset;
