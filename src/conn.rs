@@ -31,6 +31,7 @@
 use std::io;
 use std::mem;
 use std::net::Shutdown;
+use std::ops::ControlFlow;
 
 use mio::event::Event;
 use mio::net::TcpStream;
@@ -259,76 +260,120 @@ impl<S: Stream, C> Conn<S, C> {
     }
 
     /// Moves bytes until the connection must wait for an event, runs out of
-    /// its turn, or is done.
+    /// its turn, or is done. Each round either serves the client or, once
+    /// the connection is ending, winds it down; a connection that decides
+    /// to end mid-turn spends the rest of the turn winding down.
     pub(crate) fn pump<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> Verdict {
         for _ in 0..READS_PER_EVENT {
-            if self.flush(&mut cx.counters).is_err() {
-                return Verdict::Close;
-            }
-            let pending = self.pending();
-            if pending >= cx.max_output || (pending > 0 && self.is(ENDING)) {
-                // Backpressure: leave the client's input unread until it
-                // takes its replies.
-                return self.keep();
-            }
-            if self.is(HELD_BACK) {
-                if self.feed_held(cx).is_err() {
-                    return Verdict::Close;
-                }
-                continue;
-            }
-            if self.is(EOF) && !self.is(ENDING) {
-                if self.on_eof(cx).is_err() {
-                    return Verdict::Close;
-                }
-                continue;
-            }
-            if self.is(ENDING) {
-                if self.is(EOF) {
-                    return Verdict::Close;
-                }
-                if !self.is(FIN_SENT) {
-                    // Tell the client we are done, then wait for its EOF so
-                    // that the close cannot turn into a reset that destroys
-                    // the replies it has not read yet.
-                    self.flags |= FIN_SENT;
-                    if self.stream.shutdown_write().is_err() {
-                        return Verdict::Close;
-                    }
-                }
-            }
-            if !self.is(UNREAD) {
-                return self.keep();
-            }
-            match self.stream.read(&mut cx.read_buf) {
-                Ok(0) => {
-                    self.flags |= EOF;
-                    self.flags &= !(UNREAD | PEER_CLOSED);
-                }
-                Ok(n) => {
-                    if n < cx.read_buf.len() && !self.is(PEER_CLOSED) {
-                        // A short read emptied the socket; new bytes will
-                        // raise a new edge. Reading again would only return
-                        // WouldBlock.
-                        self.flags &= !UNREAD;
-                    }
-                    cx.counters.bytes_in += n as u64;
-                    if self.is(ENDING) {
-                        let bufs = self.bufs();
-                        bufs.discarded += n;
-                        if bufs.discarded > DISCARD_LIMIT {
-                            return Verdict::Close;
-                        }
-                    } else if self.ingest(n, cx).is_err() {
-                        return Verdict::Close;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.flags &= !UNREAD,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Verdict::Close,
+            let round = if self.is(ENDING) {
+                self.wind_down(cx)
+            } else {
+                self.serve(cx)
+            };
+            if let ControlFlow::Break(verdict) = round {
+                return verdict;
             }
         }
         Verdict::Again
+    }
+
+    /// One round of the data path: flush, then feed held input, answer the
+    /// client's EOF, or read and feed fresh bytes.
+    fn serve<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> ControlFlow<Verdict> {
+        if self.flush(&mut cx.counters).is_err() {
+            return ControlFlow::Break(Verdict::Close);
+        }
+        if self.pending() >= cx.max_output {
+            // Backpressure: leave the client's input unread until it takes
+            // its replies.
+            return ControlFlow::Break(self.keep());
+        }
+        let fed = if self.is(HELD_BACK) {
+            self.feed_held(cx)
+        } else if self.is(EOF) {
+            self.on_eof(cx)
+        } else if !self.is(UNREAD) {
+            return ControlFlow::Break(self.keep());
+        } else {
+            match self.read(cx) {
+                Ok(0) => Ok(()),
+                Ok(n) => self.ingest(n, cx),
+                Err(e) => Err(e),
+            }
+        };
+        match fed {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(Verdict::Close),
+        }
+    }
+
+    /// One round of ending: flush, send FIN once, then read and discard
+    /// until the client's EOF or the discard limit.
+    fn wind_down<P>(&mut self, cx: &mut Context<P>) -> ControlFlow<Verdict> {
+        debug_assert!(!self.is(HELD_BACK), "ending drops what was held back");
+        if self.flush(&mut cx.counters).is_err() {
+            return ControlFlow::Break(Verdict::Close);
+        }
+        if self.pending() > 0 {
+            // The FIN must follow the replies; until they are flushed the
+            // input waits unread, as under backpressure.
+            return ControlFlow::Break(self.keep());
+        }
+        if self.is(EOF) {
+            return ControlFlow::Break(Verdict::Close);
+        }
+        if !self.is(FIN_SENT) {
+            // Tell the client we are done, then wait for its EOF so that the
+            // close cannot turn into a reset that destroys the replies it
+            // has not read yet.
+            self.flags |= FIN_SENT;
+            if self.stream.shutdown_write().is_err() {
+                return ControlFlow::Break(Verdict::Close);
+            }
+        }
+        if !self.is(UNREAD) {
+            return ControlFlow::Break(self.keep());
+        }
+        match self.read(cx) {
+            Ok(0) => ControlFlow::Continue(()),
+            Ok(n) => {
+                let bufs = self.bufs();
+                bufs.discarded += n;
+                if bufs.discarded > DISCARD_LIMIT {
+                    return ControlFlow::Break(Verdict::Close);
+                }
+                ControlFlow::Continue(())
+            }
+            Err(_) => ControlFlow::Break(Verdict::Close),
+        }
+    }
+
+    /// One read into the shared buffer, counted and noted in the flags.
+    /// Returns the bytes read, 0 when none were: at EOF, or when the read
+    /// would block or was interrupted.
+    fn read<P>(&mut self, cx: &mut Context<P>) -> io::Result<usize> {
+        match self.stream.read(&mut cx.read_buf) {
+            Ok(0) => {
+                self.flags |= EOF;
+                self.flags &= !(UNREAD | PEER_CLOSED);
+                Ok(0)
+            }
+            Ok(n) => {
+                if n < cx.read_buf.len() && !self.is(PEER_CLOSED) {
+                    // A short read emptied the socket; new bytes will raise
+                    // a new edge. Reading again would only return WouldBlock.
+                    self.flags &= !UNREAD;
+                }
+                cx.counters.bytes_in += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.flags &= !UNREAD;
+                Ok(0)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     /// Gives the buffers back if they are empty, then waits for an event.
