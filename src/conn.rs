@@ -19,11 +19,12 @@
 //! With `Config::telnet`, fresh bytes pass through the telnet filter
 //! ([`crate::telnet`]) before the protocol sees them. Bytes without 0xFF
 //! cost one `memchr` and take the ordinary path. Otherwise the filter runs
-//! from command to command: the protocol takes the data before a command,
-//! and the command is acted on only once the protocol has answered all it
-//! can of that data, so a telnet answer never overtakes a reply owed
-//! before it, even when the output limit holds input back. A Discard
-//! (Ctrl-C) then drops what the protocol left untaken.
+//! from command to command ([`unfiltered`] keeps that order): the protocol
+//! takes the data before a command, and the command is acted on only once
+//! the protocol has answered all it can of that data, so a telnet answer
+//! never overtakes a reply owed before it, even when the output limit holds
+//! input back. A Discard (Ctrl-C) then drops what the protocol left
+//! untaken.
 //!
 //! The code here never touches the poll registry or the connection table. It
 //! answers every event with a [`Verdict`], and the server acts on it.
@@ -37,7 +38,11 @@ use mio::event::Event;
 use mio::net::TcpStream;
 
 use crate::protocol::{Action, Fed, Protocol, Stop, feed};
-use crate::telnet::{Command, Telnet};
+use crate::telnet::Telnet;
+
+mod unfiltered;
+
+use unfiltered::{Advance, Unfiltered};
 
 /// Bytes read per `read(2)`. A read shorter than this proves the socket empty.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -64,9 +69,11 @@ const FIN_SENT: u8 = 1 << 4;
 /// The socket would not take more output; wait for a writable event.
 const WRITE_BLOCKED: u8 = 1 << 5;
 /// The input buffer holds bytes not offered to the protocol because the
-/// output was full; with telnet, a command and unfiltered bytes may wait
-/// behind them.
-const HELD_BACK: u8 = 1 << 6;
+/// output was full.
+const INPUT_HELD: u8 = 1 << 6;
+/// Telnet only: bytes read but not yet filtered, or a command the filter
+/// stopped at, wait in `Bufs::unfiltered` behind the input.
+const UNFILTERED: u8 = 1 << 7;
 
 /// What the server does with a connection after handling an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,15 +184,9 @@ pub(crate) struct Bufs {
     pub(crate) sent: usize,
     /// Bytes thrown away while ending, waiting for the client's EOF.
     discarded: usize,
-    /// Telnet only: bytes read but not yet filtered, because a command
-    /// before them waits for the protocol to answer the data before it.
-    /// At most one read's worth: nothing is read while this is non-empty.
-    pub(crate) raw: Vec<u8>,
-    /// Where the filter stands in `raw`.
-    pub(crate) raw_at: usize,
-    /// Telnet only: a command the filter returned, to act on once the
-    /// protocol has taken all it can of `input`.
-    command: Option<Command>,
+    /// Telnet only: the command the filter stopped at and the bytes read
+    /// after it, waiting for the protocol to answer the data before it.
+    pub(crate) unfiltered: Unfiltered,
 }
 
 impl Bufs {
@@ -288,7 +289,7 @@ impl<S: Stream, C> Conn<S, C> {
             // its replies.
             return ControlFlow::Break(self.keep());
         }
-        let fed = if self.is(HELD_BACK) {
+        let fed = if self.is(INPUT_HELD | UNFILTERED) {
             self.feed_held(cx)
         } else if self.is(EOF) {
             self.on_eof(cx)
@@ -310,7 +311,10 @@ impl<S: Stream, C> Conn<S, C> {
     /// One round of ending: flush, send FIN once, then read and discard
     /// until the client's EOF or the discard limit.
     fn wind_down<P>(&mut self, cx: &mut Context<P>) -> ControlFlow<Verdict> {
-        debug_assert!(!self.is(HELD_BACK), "ending drops what was held back");
+        debug_assert!(
+            !self.is(INPUT_HELD | UNFILTERED),
+            "ending drops what was held back"
+        );
         if self.flush(&mut cx.counters).is_err() {
             return ControlFlow::Break(Verdict::Close);
         }
@@ -379,11 +383,7 @@ impl<S: Stream, C> Conn<S, C> {
     /// Gives the buffers back if they are empty, then waits for an event.
     fn keep(&mut self) -> Verdict {
         if let Some(b) = &self.bufs {
-            if b.input.is_empty()
-                && b.pending() == 0
-                && b.raw.is_empty()
-                && b.command.is_none()
-                && !self.is(ENDING)
+            if b.input.is_empty() && b.pending() == 0 && b.unfiltered.is_empty() && !self.is(ENDING)
             {
                 self.bufs = None;
             }
@@ -397,7 +397,8 @@ impl<S: Stream, C> Conn<S, C> {
         if cx.telnet && !self.telnet.passes(fresh) {
             // Rare: people type few commands. The bytes are kept so that
             // the filter can stop at each command and resume after it.
-            self.bufs().raw.extend_from_slice(fresh);
+            self.bufs().unfiltered.push(fresh);
+            self.flags |= UNFILTERED;
             return self.feed_held(cx);
         }
         let buffered = self.bufs.as_ref().is_some_and(|b| !b.input.is_empty());
@@ -458,45 +459,40 @@ impl<S: Stream, C> Conn<S, C> {
         // bounded by the raw bytes: at most one read chunk.
         loop {
             self.feed_input(cx);
-            if self.is(HELD_BACK) || self.is(ENDING) {
+            if self.is(INPUT_HELD | ENDING) || !self.is(UNFILTERED) {
                 break;
             }
-            let Some(bufs) = self.bufs.as_deref_mut() else {
-                break;
-            };
-            // The protocol has taken every message it could before the
-            // command: now the command's turn.
-            match bufs.command {
-                Some(Command::Reply(reply)) => {
-                    let out = out_for(Some(&mut *bufs), &mut cx.scratch);
-                    if out.len() >= cx.max_output {
-                        // As for a message: a client that sends commands and
-                        // never reads gets no more answers until it does.
-                        self.flags |= HELD_BACK;
-                        break;
-                    }
-                    reply.append_to(out);
+            match self.advance_telnet(cx) {
+                Advance::Fed => {}
+                Advance::Blocked => break,
+                Advance::Done => {
+                    self.flags &= !UNFILTERED;
+                    break;
                 }
-                Some(Command::Discard) => bufs.input.clear(),
-                None => {}
             }
-            bufs.command = None;
-            if bufs.raw_at == bufs.raw.len() {
-                // Freed, not cleared: a connection left with a partial line
-                // must not keep a read chunk's worth of capacity too.
-                bufs.raw = Vec::new();
-                bufs.raw_at = 0;
-                break;
-            }
-            // A cursor, not a drain: many commands in one read must not
-            // cost a copy of the rest each.
-            let raw = &mut bufs.raw[bufs.raw_at..];
-            let got = self.telnet.filter(raw);
-            bufs.input.extend_from_slice(&raw[..got.data]);
-            bufs.raw_at += got.used;
-            bufs.command = got.command;
         }
         self.send_scratch(cx)
+    }
+
+    /// The protocol has taken every message it could before the telnet
+    /// command: the command's turn, then the filter's up to the next one.
+    fn advance_telnet<P>(&mut self, cx: &mut Context<P>) -> Advance {
+        let bufs = self.bufs.get_or_insert_with(Box::default);
+        let mut unfiltered = mem::take(&mut bufs.unfiltered);
+        let mut input = mem::take(&mut bufs.input);
+        let next = unfiltered.advance(&mut self.telnet, &mut input, |reply| {
+            let out = out_for(Some(&mut *bufs), &mut cx.scratch);
+            if out.len() >= cx.max_output {
+                // As for a message: a client that sends commands and
+                // never reads gets no more answers until it does.
+                return false;
+            }
+            reply.append_to(out);
+            true
+        });
+        bufs.input = input;
+        bufs.unfiltered = unfiltered;
+        next
     }
 
     /// The client half-closed: the protocol gets what it left untaken, and
@@ -518,8 +514,8 @@ impl<S: Stream, C> Conn<S, C> {
     fn note(&mut self, got: Fed, counters: &mut Counters) {
         counters.lines += got.messages;
         match got.stop {
-            Stop::NeedMore => self.flags &= !HELD_BACK,
-            Stop::Full => self.flags |= HELD_BACK,
+            Stop::NeedMore => self.flags &= !INPUT_HELD,
+            Stop::Full => self.flags |= INPUT_HELD,
             Stop::Close | Stop::TooLong => self.end_after_flush(),
         }
     }
@@ -528,12 +524,10 @@ impl<S: Stream, C> Conn<S, C> {
     /// sent and the client's EOF read; input not yet taken will never be.
     fn end_after_flush(&mut self) {
         self.flags |= ENDING;
-        self.flags &= !HELD_BACK;
+        self.flags &= !(INPUT_HELD | UNFILTERED);
         if let Some(b) = self.bufs.as_deref_mut() {
             b.input = Vec::new();
-            b.raw = Vec::new();
-            b.raw_at = 0;
-            b.command = None;
+            b.unfiltered = Unfiltered::default();
         }
     }
 

@@ -320,7 +320,7 @@ impl Driver {
                 self.max_output, self.max_reply
             ));
         }
-        let unfiltered = bufs.raw.len() - bufs.raw_at;
+        let unfiltered = bufs.unfiltered.len();
         let held = bufs.input.len() + bufs.output.len() + unfiltered;
         if held > self.bound + notices {
             return Err(format!(
