@@ -41,12 +41,24 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// Skip the stdout line for each accepted connection.
     pub quiet: bool,
-    /// Run every client's input through the telnet filter
-    /// ([`crate::telnet`]) before the protocol sees it: telnet's commands
-    /// (every sequence starting with byte 0xFF) are taken out of the data
-    /// and answered, and Ctrl-C in telnet drops the line being typed.
-    /// Off by default, so that a protocol gets its bytes exactly as sent;
-    /// turn it on for text protocols that people drive with telnet.
+    /// Run every client's input through a telnet filter before the
+    /// protocol sees it. Every byte 0xFF (IAC) starts a telnet command, and
+    /// no other byte does; commands are taken out of the data:
+    ///
+    /// - `IAC IAC` is one data byte 0xFF.
+    /// - `IAC IP`, `IAC AO` and `IAC EL` (telnet's Ctrl-C among them) drop
+    ///   what the protocol has not taken: the line being typed.
+    /// - `IAC DO TIMING-MARK` is answered `IAC WILL TIMING-MARK`; any other
+    ///   `IAC DO x` gets `IAC WONT x`, and `IAC WILL x` gets `IAC DONT x`.
+    ///   The client's own `WONT` and `DONT` get no answer, so no
+    ///   negotiation loop can start, and none is ever started.
+    /// - `IAC AYT` is answered with the line `[Yes]`.
+    /// - Subnegotiations and every other command are dropped.
+    ///
+    /// An answer goes out after the replies to the data before its command
+    /// and before the replies to the data after it. Off by default, so that
+    /// a protocol gets its bytes exactly as sent; turn it on for text
+    /// protocols that people drive with telnet.
     pub telnet: bool,
 }
 

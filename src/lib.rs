@@ -45,7 +45,7 @@ mod slab;
 mod spread;
 mod steer;
 mod sys;
-pub mod telnet;
+mod telnet;
 
 pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
 pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};

@@ -469,7 +469,7 @@ impl<P: Protocol> Server<P> {
                 break;
             }
             if let Some(conn) = self.conns.remove(key) {
-                conn.close_with_notice(&mut self.cx);
+                conn.close_hard(&mut self.cx);
                 to_close -= 1;
             }
         }

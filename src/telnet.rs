@@ -55,33 +55,33 @@
 //! [`Config::telnet`]: crate::Config::telnet
 
 /// Interpret As Command: starts every telnet command.
-pub const IAC: u8 = 255;
+pub(crate) const IAC: u8 = 255;
 /// Refuses, or confirms the end of, an option on our side.
-pub const DONT: u8 = 254;
+pub(crate) const DONT: u8 = 254;
 /// Asks us to enable an option.
-pub const DO: u8 = 253;
+pub(crate) const DO: u8 = 253;
 /// The client will not use an option.
-pub const WONT: u8 = 252;
+pub(crate) const WONT: u8 = 252;
 /// The client offers to use an option.
-pub const WILL: u8 = 251;
+pub(crate) const WILL: u8 = 251;
 /// Starts a subnegotiation.
-pub const SB: u8 = 250;
+pub(crate) const SB: u8 = 250;
 /// Erase Line.
-pub const EL: u8 = 248;
+pub(crate) const EL: u8 = 248;
 /// Are You There.
-pub const AYT: u8 = 246;
+pub(crate) const AYT: u8 = 246;
 /// Abort Output.
-pub const AO: u8 = 245;
+pub(crate) const AO: u8 = 245;
 /// Interrupt Process: what telnet sends on Ctrl-C.
-pub const IP: u8 = 244;
+pub(crate) const IP: u8 = 244;
 /// Ends a subnegotiation.
-pub const SE: u8 = 240;
+pub(crate) const SE: u8 = 240;
 /// The TIMING-MARK option (RFC 860).
-pub const TIMING_MARK: u8 = 6;
+pub(crate) const TIMING_MARK: u8 = 6;
 
 /// The line answering `IAC AYT`. CR LF, as the telnet network virtual
 /// terminal ends lines.
-pub const AYT_REPLY: &[u8] = b"[Yes]\r\n";
+pub(crate) const AYT_REPLY: &[u8] = b"[Yes]\r\n";
 
 /// Where the filter stands between two bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,13 +110,13 @@ enum Verb {
 
 /// One connection's telnet filter: one byte of state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Telnet {
+pub(crate) struct Telnet {
     state: State,
 }
 
 /// A command the connection has to act on, in its place in the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Send this reply after the replies to the data before the command.
     Reply(Reply),
     /// Interrupt Process, Abort Output or Erase Line: answer the complete
@@ -127,7 +127,7 @@ pub enum Command {
 
 /// An answer the filter owes the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// `IAC verb option`: WILL TIMING-MARK, or a refusal (WONT, DONT).
     Option {
         /// WILL, WONT or DONT.
@@ -141,7 +141,7 @@ pub enum Reply {
 
 impl Reply {
     /// Appends the reply's bytes to `out`.
-    pub fn append_to(self, out: &mut Vec<u8>) {
+    pub(crate) fn append_to(self, out: &mut Vec<u8>) {
         match self {
             Reply::Option { verb, option } => out.extend_from_slice(&[IAC, verb, option]),
             Reply::AreYouThere => out.extend_from_slice(AYT_REPLY),
@@ -151,27 +151,27 @@ impl Reply {
 
 /// What one call to [`Telnet::filter`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Filtered {
+pub(crate) struct Filtered {
     /// The data bytes, now at the front of the buffer: `buf[..data]`.
-    pub data: usize,
+    pub(crate) data: usize,
     /// Bytes of the input used up, data and commands (`data <= used`).
     /// Call again with `buf[used..]` for the rest.
-    pub used: usize,
+    pub(crate) used: usize,
     /// The command that stopped the call, right after the data; `None` when
     /// the call used the whole buffer.
-    pub command: Option<Command>,
+    pub(crate) command: Option<Command>,
 }
 
 impl Telnet {
     /// A filter outside any command, as at the start of a connection.
-    pub const fn new() -> Telnet {
+    pub(crate) const fn new() -> Telnet {
         Telnet { state: State::Data }
     }
 
     /// True when `fresh` can be used as it is: the filter is outside any
     /// command and `fresh` holds no IAC. The check is one `memchr`, so
     /// ordinary text costs next to nothing.
-    pub fn passes(&self, fresh: &[u8]) -> bool {
+    pub(crate) fn passes(&self, fresh: &[u8]) -> bool {
         self.state == State::Data && find_iac(fresh).is_none()
     }
 
@@ -182,7 +182,7 @@ impl Telnet {
     /// order; commands that need no action are dropped on the way. A command
     /// cut short by the end of `buf` is remembered and finished by the next
     /// call.
-    pub fn filter(&mut self, buf: &mut [u8]) -> Filtered {
+    pub(crate) fn filter(&mut self, buf: &mut [u8]) -> Filtered {
         let mut read = 0;
         let mut data = 0;
         let mut command = None;

@@ -11,9 +11,9 @@ use crate::protocol::Lines;
 use super::case::{Case, ERROR, Op, READ_CLOSED, READABLE, WRITABLE, ready_from};
 use super::model::{Model, ModelStop, too_long_reply};
 use super::wire::{Mutation, Reset, Socket, Wire, take_front};
-use super::{CLOSING, DRAINING, NOTICE, SUFFIX, Seen, Suffix, TAGS, Tagged};
+use super::{CLOSING_LINE, DRAINING, NOTICE, SUFFIX, Seen, Suffix, TAGS, Tagged};
 
-/// The reads `close_with_notice` spends emptying the socket (its
+/// The reads `close_hard` spends emptying the socket (its
 /// `HARD_CLOSE_READS`): up to this many full chunks are taken, so a hard
 /// close with no more than this much unread input is a FIN, not a reset.
 const HARD_CLOSE_CHUNKS: usize = 4;
@@ -62,7 +62,7 @@ pub(super) enum Life {
     Open,
     /// The connection answered `Close` and was dropped.
     Closed,
-    /// `close_with_notice` consumed it.
+    /// `close_hard` consumed it.
     HardStopped {
         /// Everything pending and the closing line fit in the send buffer.
         fully_flushed: bool,
@@ -320,7 +320,7 @@ impl Driver {
                 self.max_output, self.max_reply
             ));
         }
-        let unfiltered = bufs.raw.len() - bufs.raw_at;
+        let unfiltered = bufs.unfiltered.len();
         let held = bufs.input.len() + bufs.output.len() + unfiltered;
         if held > self.bound + notices {
             return Err(format!(
@@ -358,7 +358,7 @@ impl Driver {
 
     /// The notice, and the protocol's word after it, go after the output
     /// produced so far and before any later reply; only a connection already
-    /// closing may drop them. When the protocol closes at the drain, what it
+    /// ending may drop them. When the protocol closes at the drain, what it
     /// had not answered never will be.
     fn notice(&mut self) -> Result<(), String> {
         let at = self.produced().len();
@@ -392,7 +392,7 @@ impl Driver {
             return Ok(());
         }
         let answered = self.produced().len().min(self.model.out.len());
-        self.expected_after_stop = [&self.model.out[..answered], CLOSING].concat();
+        self.expected_after_stop = [&self.model.out[..answered], CLOSING_LINE].concat();
         let (unread, interrupts, reset, shut, short_before) = {
             let w = self.wire.borrow();
             (
@@ -404,7 +404,7 @@ impl Driver {
             )
         };
         let conn = self.conn.take().expect("checked above");
-        conn.close_with_notice(&mut self.cx);
+        conn.close_hard(&mut self.cx);
         self.again = false;
         let w = self.wire.borrow();
         let clean = interrupts == 0 && !reset;
@@ -527,7 +527,7 @@ impl Driver {
             (Some(ModelStop::TooLong | ModelStop::Quit | ModelStop::Drained), Life::Open)
                 if !w.shut =>
             {
-                Err("closing, all output read, yet no FIN sent".into())
+                Err("ending, all output read, yet no FIN sent".into())
             }
             _ => Ok(()),
         }

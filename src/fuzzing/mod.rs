@@ -19,19 +19,19 @@
 //!   it (both are queued whatever the backpressure);
 //! - a drain notice, and the protocol's word after it, landed after the
 //!   output produced so far and ahead of any later reply, and only a
-//!   connection already closing dropped them; a protocol that answered the
+//!   connection already ending dropped them; a protocol that answered the
 //!   drain with `Close` got nothing more answered, and its connection sent
 //!   its FIN and closed on the peer's EOF;
 //! - a hard stop sent what was pending and then the closing line when the
 //!   send buffer had room, shut the write side, and left no unread input
 //!   behind when there were at most four read chunks of it;
 //! - a `Close` verdict came only for a reset, a peer that half-closed and was
-//!   answered, or a closing connection whose EOF arrived (or whose discarded
+//!   answered, or an ending connection whose EOF arrived (or whose discarded
 //!   input passed the limit), so a close never turns into a reset;
 //! - once every event the kernel owed had been delivered, every `Again`
 //!   pumped (the driver pumps only after `Again`, as the server does) and
 //!   all output read by the peer, all complete lines were
-//!   answered, a closing connection had sent its FIN, a half-closed or reset
+//!   answered, an ending connection had sent its FIN, a half-closed or reset
 //!   one was closed, and an idle one held nothing but an unterminated tail.
 //!
 //! The scripted socket behaves like a Linux TCP socket under edge-triggered
@@ -59,7 +59,7 @@ use case::Case;
 /// Appended to every reply by the test protocol.
 const SUFFIX: &[u8] = b"~ok\n";
 /// The test protocol's last line on a hard stop.
-const CLOSING: &[u8] = b"~bye\n";
+const CLOSING_LINE: &[u8] = b"~bye\n";
 /// The line the server sends every client when a drain starts.
 const NOTICE: &[u8] = b"~notice\n";
 /// The test protocol's greeting.
@@ -109,7 +109,7 @@ impl LineProtocol for Suffix {
     }
 
     fn on_closing(&mut self, out: &mut Vec<u8>) {
-        out.extend_from_slice(CLOSING);
+        out.extend_from_slice(CLOSING_LINE);
     }
 }
 

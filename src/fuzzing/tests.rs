@@ -354,10 +354,10 @@ fn a_protocol_that_closes_at_the_drain_answers_nothing_more() {
     assert_eq!(driver.life, Life::Closed);
 }
 
-/// A closing connection waits for its peer's EOF, but not through more
+/// An ending connection waits for its peer's EOF, but not through more
 /// than the discard limit of further input.
 #[test]
-fn a_closing_connection_stops_discarding_at_the_limit() {
+fn an_ending_connection_stops_discarding_at_the_limit() {
     let ops = vec![
         Op::Send(b"q\n".to_vec()),
         Op::Settle,
