@@ -623,10 +623,14 @@ fn run_steady(runner: &Runner, p: usize, n: usize, threads: usize) -> Steady {
 
 struct Draining {
     p: usize,
-    /// While the first process drains, holding one client.
-    during: Tally,
-    /// Once it has exited; `None` if it did not exit in time.
-    after: Option<Tally>,
+    /// In its grace: SIGHUP cleared its tags, its listeners are still open
+    /// (it is held there with SIGSTOP). `None` if they were already closed.
+    grace: Option<Tally>,
+    /// Connections queued on the drainer's listeners after that run.
+    grace_queued: Option<usize>,
+    /// Retired: its listeners are closed; it still drains its client.
+    /// `None` if they did not close in time.
+    retired: Option<Tally>,
     unclean: usize,
 }
 
@@ -641,39 +645,63 @@ fn run_draining(runner: &Runner, p: usize, n: usize, threads: usize) -> Draining
         held = Some(h);
     });
     let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    let drainer = pids[0];
     servers[0].signal(libc::SIGHUP);
-    // The hangup line follows the clearing of the tags.
+    // The hangup line follows the clearing of the tags. RETIRE_GRACE
+    // (200 ms) later the drainer closes its listeners; stopped, it keeps
+    // them open and untagged for as long as the run takes.
     if servers[0]
         .wait_line("received hangup signal", START_DEADLINE)
         .is_none()
     {
-        panic!("the drainer {} did not report its hangup", pids[0]);
+        panic!("the drainer {drainer} did not report its hangup");
     }
-    let during = connects(addr, &pids, n, threads);
+    servers[0].signal(libc::SIGSTOP);
+    let open = listeners_of(addr, drainer).map(|(count, _)| count);
+    let grace = if open == Some(0) {
+        eprintln!("spread: the drainer {drainer} closed its listeners before it was stopped");
+        None
+    } else {
+        Some(connects(addr, &pids, n, threads))
+    };
+    let grace_queued = listeners_of(addr, drainer).map(|(_, queued)| queued);
+    servers[0].signal(libc::SIGCONT);
+    let retired = if wait_retired(addr, drainer) {
+        Some(connects(addr, &pids, n, threads))
+    } else {
+        eprintln!("spread: the drainer {drainer} kept its listeners");
+        None
+    };
     // Its last client leaves, so it finishes its drain and exits.
     drop(held);
     let exited = servers[0].wait_until(Instant::now() + EXIT_DEADLINE);
-    let after = match exited {
-        Some(status) => {
-            if !status.success() {
-                eprintln!("spread: the drainer {} exited with {status}", pids[0]);
-            }
-            Some(connects(addr, &pids, n, threads))
-        }
-        None => {
-            eprintln!(
-                "spread: the drainer {} did not exit after its client left",
-                pids[0]
-            );
-            None
-        }
-    };
+    if !exited.is_some_and(|s| s.success()) {
+        eprintln!("spread: the drainer {drainer} did not exit 0 after its client left: {exited:?}");
+    }
     let unclean = stop_all(&mut servers) + usize::from(!exited.is_some_and(|s| s.success()));
     Draining {
         p,
-        during,
-        after,
+        grace,
+        grace_queued,
+        retired,
         unclean,
+    }
+}
+
+/// Waits until `pid` has no listener on `addr`; without `ss`, waits well
+/// past the retirement grace instead.
+fn wait_retired(addr: SocketAddr, pid: u32) -> bool {
+    let deadline = Instant::now() + START_DEADLINE;
+    loop {
+        match listeners_of(addr, pid) {
+            Some((0, _)) => return true,
+            Some(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            Some(_) => return false,
+            None => {
+                thread::sleep(Duration::from_secs(1));
+                return true;
+            }
+        }
     }
 }
 
@@ -701,7 +729,7 @@ fn run_full(runner: &Runner, p: usize, n: usize, threads: usize) -> Full {
     });
     let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
     let tally = connects(addr, &pids, n, threads);
-    let queued = accept_queue(addr, pids[0]);
+    let queued = listeners_of(addr, pids[0]).map(|(_, queued)| queued);
     // With its clients gone it serves (and closes) what queued, and the
     // stop below finds it running normally.
     drop(held);
@@ -714,10 +742,10 @@ fn run_full(runner: &Runner, p: usize, n: usize, threads: usize) -> Full {
     }
 }
 
-/// The connections waiting in the accept queues of `pid`'s listeners on
-/// `addr`, from `ss` (its process column needs root for another user's
-/// sockets). `None` when that cannot be read.
-fn accept_queue(addr: SocketAddr, pid: u32) -> Option<usize> {
+/// How many listeners `pid` has on `addr`, and how many connections wait
+/// in their accept queues, from `ss` (its process column shows another
+/// user's sockets only to root). `None` when that cannot be read.
+fn listeners_of(addr: SocketAddr, pid: u32) -> Option<(usize, usize)> {
     let out = Command::new("ss")
         .args(["-Hltnp", &format!("sport = :{}", addr.port())])
         .output()
@@ -726,16 +754,109 @@ fn accept_queue(addr: SocketAddr, pid: u32) -> Option<usize> {
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout);
+    if !text.contains("pid=") {
+        // No process column at all: this user may not see it.
+        return None;
+    }
     let needle = format!("pid={pid},");
-    let mut found = false;
-    let mut sum = 0;
+    let (mut count, mut queued) = (0, 0);
     for line in text.lines().filter(|l| l.contains(&needle)) {
         // State Recv-Q Send-Q Local Peer Process
-        let recv_q: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-        sum += recv_q;
-        found = true;
+        queued += line.split_whitespace().nth(1)?.parse::<usize>().ok()?;
+        count += 1;
     }
-    found.then_some(sum)
+    Some((count, queued))
+}
+
+// ---------------------------------------------------------------------------
+// The kernel's pick, modelled
+
+/// The listening section of a reuseport group as Linux 6.2+ keeps it
+/// (`struct sock_reuseport`): listeners in the order they called
+/// `listen()`, a closed one replaced by the array's last (`swap_remove`,
+/// as `__reuseport_detach_sock()` does), each with its process and tag.
+struct Group {
+    socks: Vec<(usize, Option<usize>)>,
+    cpus: usize,
+}
+
+impl Group {
+    /// `procs` processes started one after another, each with one listener
+    /// per CPU in CPU order, all tagged.
+    fn new(procs: usize, cpus: usize) -> Group {
+        let socks = (0..procs)
+            .flat_map(|p| (0..cpus).map(move |c| (p, Some(c))))
+            .collect();
+        Group { socks, cpus }
+    }
+
+    /// Process `p` sets its tags to -1 (a drain starts).
+    fn untag(&mut self, p: usize) {
+        for s in self.socks.iter_mut().filter(|s| s.0 == p) {
+            s.1 = None;
+        }
+    }
+
+    /// Process `p` closes its listeners, in CPU order (its `Vec` drops
+    /// them in that order).
+    fn close(&mut self, p: usize) {
+        while let Some(i) = self.socks.iter().position(|s| s.0 == p) {
+            self.socks.swap_remove(i);
+        }
+    }
+
+    /// `slots[p][c]`: of the array's start positions (the hash's pick,
+    /// uniform), how many lead a SYN on CPU `c` to process `p`:
+    /// `reuseport_select_sock_by_hash()` walks on from the start to the
+    /// first listener tagged `c`, or keeps the start if none is.
+    fn slots(&self, procs: usize) -> Vec<Vec<usize>> {
+        let n = self.socks.len();
+        let mut slots = vec![vec![0; self.cpus]; procs];
+        let cases = (0..self.cpus).flat_map(|c| (0..n).map(move |start| (c, start)));
+        for (c, start) in cases {
+            let pick = (0..n)
+                .map(|k| self.socks[(start + k) % n])
+                .find(|s| s.1 == Some(c))
+                .unwrap_or(self.socks[start]);
+            slots[pick.0][c] += 1;
+        }
+        slots
+    }
+
+    /// The busiest and least busy of `which` over their fair share, as the
+    /// model expects them for the connects `t` counted from each CPU.
+    fn ratios(&self, t: &Tally, which: &[usize]) -> (f64, f64) {
+        let n = self.socks.len() as f64;
+        let slots = self.slots(t.pids.len());
+        let from_cpu: Vec<usize> = (0..self.cpus)
+            .map(|c| t.by_cpu.iter().map(|counts| counts[c]).sum())
+            .collect();
+        let expected: Vec<f64> = which
+            .iter()
+            .map(|&p| {
+                (0..self.cpus)
+                    .map(|c| from_cpu[c] as f64 * slots[p][c] as f64 / n)
+                    .sum()
+            })
+            .collect();
+        let fair = expected.iter().sum::<f64>() / which.len() as f64;
+        let max = expected.iter().copied().fold(f64::MIN, f64::max);
+        let min = expected.iter().copied().fold(f64::MAX, f64::min);
+        (max / fair, min / fair)
+    }
+
+    /// `a+b+… of n` per process in `which`: its start positions per CPU.
+    fn slot_cells(&self, procs: usize, which: &[usize]) -> String {
+        let slots = self.slots(procs);
+        let cells: Vec<String> = which
+            .iter()
+            .map(|&p| {
+                let per_cpu: Vec<String> = slots[p].iter().map(usize::to_string).collect();
+                per_cpu.join("+")
+            })
+            .collect();
+        format!("{} of {}", cells.join(", "), self.socks.len())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -772,7 +893,8 @@ fn render(m: &Meta) -> String {
          - Machine: {} CPUs, Linux {kernel}\n\
          - Servers run as {}; every process opens one listener per CPU, tagged with `SO_INCOMING_CPU`\n\
          - Each row: {} short connects (connect, one line, the reply's `: from <pid>`, close) from {} client threads pinned round-robin to CPUs 0–{}; each connect has {} s for connect and reply together\n\
-         - Processes are listed in start order, which is their order in the kernel's reuseport array; a count reads `total (from CPU 0+CPU 1+…)`\n\
+         - Processes are started one at a time and listed in start order, which is their listeners' order in the kernel's reuseport array. A count reads `total (from CPU 0+CPU 1+…)`. Ratios are the busiest and the least busy process's count over the fair share (their total ÷ their number).\n\
+         - *Kernel walk*: the same ratios as `reuseport_select_sock_by_hash()` gives them for the connects counted from each CPU, modelled from the array (the hash picks a start position, uniform; the pick walks on to the first listener tagged with the SYN's CPU). Its start positions per process read `CPU 0+CPU 1+… of all positions`.\n\
          - Whole bench: {:.1} s\n",
         shared::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         m.command,
@@ -784,26 +906,31 @@ fn render(m: &Meta) -> String {
         BUDGET.as_secs(),
         m.elapsed.as_secs_f64(),
     );
+    let kernel_walk = |g: &Group, t: &Tally, which: &[usize]| {
+        let (max, min) = g.ratios(t, which);
+        format!("{} / {}", ratio(max), ratio(min))
+    };
 
     let _ = writeln!(
         s,
         "### Steady: P processes running\n\n\
-         | P | answered | busiest ÷ fair | least busy ÷ fair | per process | answered in ≥ 1 s | SYN resent | no answer in 5 s | failed | run |\n\
-         |---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+         | P | answered | busiest ÷ fair | least busy ÷ fair | kernel walk | per process | answered in ≥ 1 s | SYN resent | no answer in 5 s | failed | run |\n\
+         |---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
     );
     for r in m.steady {
         let t = &r.tally;
         let all: Vec<usize> = (0..r.p).collect();
         let (max, min) = t.ratios(&all);
-        let cells: Vec<String> = all.iter().map(|&i| t.cell(i)).collect();
+        let g = Group::new(r.p, m.cpus);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
             r.p,
             answered(t),
             ratio(max),
             ratio(min),
-            cells.join(", "),
+            kernel_walk(&g, t, &all),
+            cells(t, &all),
             t.slow,
             t.resent,
             t.no_answer,
@@ -815,83 +942,82 @@ fn render(m: &Meta) -> String {
     let _ = writeln!(
         s,
         "\n### One draining: the first process has had SIGHUP and holds one client\n\n\
-         Ratios are over the P-1 running processes. \"Kernel walk\" is what `reuseport_select_sock_by_hash()` predicts for the busiest: the drainer's share all goes to the process after it in the array, 2/P of the connects, or 2(P-1)/P of the fair share. The second table repeats the run once the drainer's client has left and it has exited.\n\n\
-         | P | answered | drainer got | busiest ÷ fair | kernel walk | least busy ÷ fair | running processes | answered in ≥ 1 s | SYN resent | no answer in 5 s | failed | run |\n\
-         |---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+         drainport clears a draining process's tags at SIGHUP and closes its listeners once its grace (`RETIRE_GRACE`, 200 ms) is over and its queues are empty; it then serves its clients without being in the group. So the drain is measured twice. **In its grace**: the drainer is stopped (SIGSTOP) right after its hangup line, its listeners open and untagged, for the whole run, then continued. **Retired**: its listeners closed (checked with `ss`), its client still held. Ratios are over the P-1 running processes.\n\n\
+         | P | phase | answered | drainer got | queued on the drainer | busiest ÷ fair | least busy ÷ fair | kernel walk | running processes | kernel walk: start positions | answered in ≥ 1 s | SYN resent | no answer in 5 s | failed | run |\n\
+         |---:|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|"
     );
     for r in m.draining {
-        let t = &r.during;
         let running: Vec<usize> = (1..r.p).collect();
-        let (max, min) = t.ratios(&running);
-        let cells: Vec<String> = running.iter().map(|&i| t.cell(i)).collect();
-        let _ = writeln!(
-            s,
-            "| {} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
-            r.p,
-            answered(t),
-            t.cell(0),
-            ratio(max),
-            ratio(2.0 * (r.p - 1) as f64 / r.p as f64),
-            ratio(min),
-            cells.join(", "),
-            t.slow,
-            t.resent,
-            t.no_answer,
-            t.failed,
-            t.secs
+        let mut g = Group::new(r.p, m.cpus);
+        g.untag(0);
+        let grace = (
+            "in its grace",
+            r.grace.as_ref(),
+            r.grace_queued
+                .map_or_else(|| "unknown".into(), |q| q.to_string()),
+            "its listeners were closed before it could be stopped",
         );
-    }
-    let _ = writeln!(
-        s,
-        "\n| P | after the drainer exited: answered | busiest ÷ fair | least busy ÷ fair | remaining processes | answered in ≥ 1 s | SYN resent | no answer in 5 s | failed |\n\
-         |---:|---:|---:|---:|---|---:|---:|---:|---:|"
-    );
-    for r in m.draining {
-        let Some(t) = &r.after else {
-            let _ = writeln!(s, "| {} | the drainer did not exit | | | | | | | |", r.p);
-            continue;
-        };
-        let running: Vec<usize> = (1..r.p).collect();
-        let (max, min) = t.ratios(&running);
-        let cells: Vec<String> = running.iter().map(|&i| t.cell(i)).collect();
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.p,
-            answered(t),
-            ratio(max),
-            ratio(min),
-            cells.join(", "),
-            t.slow,
-            t.resent,
-            t.no_answer,
-            t.failed
+        let mut retired_group = Group::new(r.p, m.cpus);
+        retired_group.close(0);
+        let retired = (
+            "retired",
+            r.retired.as_ref(),
+            "closed".to_owned(),
+            "its listeners did not close",
         );
+        for ((phase, tally, queued, missing), g) in [(grace, &g), (retired, &retired_group)] {
+            let Some(t) = tally else {
+                let _ = writeln!(
+                    s,
+                    "| {} | {phase} | {missing} | | | | | | | | | | | | |",
+                    r.p
+                );
+                continue;
+            };
+            let (max, min) = t.ratios(&running);
+            let _ = writeln!(
+                s,
+                "| {} | {phase} | {} | **{}** | {queued} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+                r.p,
+                answered(t),
+                t.cell(0),
+                ratio(max),
+                ratio(min),
+                kernel_walk(g, t, &running),
+                cells(t, &running),
+                g.slot_cells(r.p, &running),
+                t.slow,
+                t.resent,
+                t.no_answer,
+                t.failed,
+                t.secs
+            );
+        }
     }
 
     let _ = writeln!(
         s,
         "\n### One full: the first process runs with `--max-clients {FULL_MAX_CLIENTS}` and holds {FULL_MAX_CLIENTS} clients\n\n\
-         Ratios are over the P-1 others. A connect queued on the full process is never served (its {FULL_MAX_CLIENTS} clients stay), so it waits out its 5 s.\n\n\
-         | P | full process served | queued on its listeners after the run | answered by the others | busiest ÷ fair | least busy ÷ fair | others | answered in ≥ 1 s | SYN resent | no answer in 5 s | failed | run |\n\
-         |---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+         Its listeners stay tagged, so the kernel keeps giving it its share; it accepts none of them while its {FULL_MAX_CLIENTS} clients stay, so each waits in its accept queue until the client gives up at 5 s. Ratios are over the P-1 others.\n\n\
+         | P | full process served | queued on its listeners after the run | connects ÷ P | answered by the others | busiest ÷ fair | least busy ÷ fair | others | answered in ≥ 1 s | SYN resent | no answer in 5 s | failed | run |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
     );
     for r in m.full {
         let t = &r.tally;
         let others: Vec<usize> = (1..r.p).collect();
         let (max, min) = t.ratios(&others);
-        let cells: Vec<String> = others.iter().map(|&i| t.cell(i)).collect();
         let by_others: usize = others.iter().map(|&i| t.count(i)).sum();
         let _ = writeln!(
             s,
-            "| {} | **{}** | {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {:.1} s |",
+            "| {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {} | **{}** | {} | {:.1} s |",
             r.p,
             t.cell(0),
             r.queued.map_or_else(|| "unknown".into(), |q| q.to_string()),
+            m.connects / r.p,
             by_others,
             ratio(max),
             ratio(min),
-            cells.join(", "),
+            cells(t, &others),
             t.slow,
             t.resent,
             t.no_answer,
@@ -900,15 +1026,18 @@ fn render(m: &Meta) -> String {
         );
     }
 
-    let strays: usize =
-        m.steady
-            .iter()
-            .map(|r| r.tally.stray)
-            .chain(m.draining.iter().flat_map(|r| {
-                std::iter::once(r.during.stray).chain(r.after.as_ref().map(|t| t.stray))
-            }))
-            .chain(m.full.iter().map(|r| r.tally.stray))
-            .sum();
+    let strays: usize = m
+        .steady
+        .iter()
+        .map(|r| r.tally.stray)
+        .chain(
+            m.draining
+                .iter()
+                .flat_map(|r| [&r.grace, &r.retired])
+                .filter_map(|t| t.as_ref().map(|t| t.stray)),
+        )
+        .chain(m.full.iter().map(|r| r.tally.stray))
+        .sum();
     let unclean: usize = m.steady.iter().map(|r| r.unclean).sum::<usize>()
         + m.draining.iter().map(|r| r.unclean).sum::<usize>()
         + m.full.iter().map(|r| r.unclean).sum::<usize>();
@@ -917,6 +1046,12 @@ fn render(m: &Meta) -> String {
         "\nReplies from a process not started by the bench: {strays}. Servers that did not exit 0 by themselves when stopped: {unclean}."
     );
     s
+}
+
+/// The counts of processes `which`, comma-separated.
+fn cells(t: &Tally, which: &[usize]) -> String {
+    let cells: Vec<String> = which.iter().map(|&i| t.cell(i)).collect();
+    cells.join(", ")
 }
 
 /// The answered connects of a batch.
