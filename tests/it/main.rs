@@ -22,6 +22,7 @@ mod ops;
 mod rolling;
 mod runner;
 mod seed;
+mod startup;
 mod steer;
 /// Client-socket probes shared with the rolling benchmark.
 #[path = "../../benches/shared/tcp.rs"]

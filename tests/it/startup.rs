@@ -1,0 +1,98 @@
+//! A new process that fails to start costs its running siblings nothing.
+//! Whatever makes it fail, before it binds or after it listens, no client
+//! of the port is reset: it exits 1 with one line on stderr, and a client
+//! the kernel queued on it in between is served first.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use libc::SIGHUP;
+
+use crate::runner::{Runner, Who};
+use crate::steer::Churn;
+use crate::util::{ScratchDir, skip, wait_until};
+
+/// Failed starts per run, half of each kind.
+const STARTS: usize = 60;
+
+fn a_failed_start_resets_no_client(who: Who) {
+    let run = match Runner::new(who) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
+    let mut server = run.start(&["-q", "127.0.0.1:0"]);
+    let addr = server.addr.to_string();
+    // A pid file path that is a directory: the file is written beside it
+    // before listening, and the rename over it fails after.
+    let dir = ScratchDir::new("failed-start");
+    fs::set_permissions(&*dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let taken = dir.join("taken");
+    fs::create_dir(&taken).unwrap();
+    let taken = taken.to_str().unwrap().to_owned();
+    let after_listen = ["--pid-file", &taken, &addr];
+    let before_bind = ["-q", "--pid-file", "/nonexistent-dir/x.pid", &addr];
+
+    let churn = Churn::start(server.addr);
+    churn.wait_served_by(server.pid);
+    let mut served_by_failed = 0;
+    for i in 0..STARTS {
+        let args: &[&str] = if i % 2 == 0 {
+            &after_listen
+        } else {
+            &before_bind
+        };
+        let output = run
+            .command(&[], args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run a failing start");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "start {i}: {stderr}{stdout}");
+        assert_eq!(stderr.lines().count(), 1, "start {i}: {stderr}");
+        assert!(
+            stderr.starts_with("drainport: cannot write pid file"),
+            "start {i}: {stderr}"
+        );
+        if i % 2 == 0 {
+            assert!(
+                stdout.contains("cannot start (cannot write pid file"),
+                "start {i}: {stdout}"
+            );
+            served_by_failed += stdout.matches("accepted connection").count();
+        } else {
+            assert!(!stdout.contains("listening"), "start {i}: {stdout}");
+        }
+    }
+    // Churn goes on past the last failed start before it is judged.
+    let from = churn.next_ticket();
+    wait_until("churn to go on after the last failed start", || {
+        (churn.served_since(from).len() >= 20).then_some(())
+    });
+    let (served, failures) = churn.stop();
+    assert!(
+        failures.is_empty(),
+        "{} of {} churn connections failed ({who:?}; {served_by_failed} were served by a \
+         failing process): {:?}",
+        failures.len(),
+        served.len() + failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(
+        fs::read_dir(&*dir).unwrap().count() == 1,
+        "a temporary pid file was left"
+    );
+    server.signal(SIGHUP);
+    server.expect_clean_exit();
+}
+
+#[test]
+fn a_failed_start_resets_no_client_unprivileged() {
+    a_failed_start_resets_no_client(Who::Unprivileged);
+}
+
+#[test]
+fn a_failed_start_resets_no_client_as_root() {
+    a_failed_start_resets_no_client(Who::Root);
+}
