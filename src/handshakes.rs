@@ -38,10 +38,13 @@ const REQUEST_LEN: usize = NLMSG_HDR + REQ_LEN;
 /// How long one reply may take before the question counts as unanswered.
 /// The kernel answers a dump at once; this only bounds a broken one.
 const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
-/// Reads per question. A dump arrives a buffer at a time, and 4096 buffers
-/// of 32 KiB hold far more handshakes than a backlog allows.
-const MAX_READS: usize = 4096;
-const READ_BUF: usize = 32 * 1024;
+/// Reads per question. A dump arrives a buffer at a time, and 16384
+/// buffers of 8 KiB hold far more handshakes than a backlog allows.
+const MAX_READS: usize = 16 * 1024;
+/// The kernel fills a dump buffer up to the size of the reader's, so a
+/// small one on the stack costs a few more reads on a busy port, and a
+/// draining process no heap.
+const READ_BUF: usize = 8 * 1024;
 
 /// Lists the handshakes in flight on `local`'s port (all of them when its
 /// address is unspecified, those to its address otherwise).
@@ -79,7 +82,7 @@ pub(crate) fn in_flight(local: SocketAddr) -> io::Result<Vec<Handshake>> {
         (&raw const kernel).cast(),
         mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
     ))?;
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = [0u8; READ_BUF];
     let mut found = Vec::new();
     for _ in 0..MAX_READS {
         // SAFETY: `buf` is live and writable for its whole length.

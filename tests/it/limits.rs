@@ -122,3 +122,35 @@ fn client_limit_keeps_the_rest_waiting() {
     );
     assert_eq!(b.echo("b again"), server.pid);
 }
+
+/// The hard stop of a process at `--max-clients`, with a client still
+/// waiting in its backlog: the drain takes the waiting client (the limit
+/// holds only while running), the second signal closes all three with the
+/// closing line, and the process exits 0.
+#[test]
+fn a_full_process_stops_hard_with_its_queue() {
+    let mut server = Server::start(&["--max-clients", "2", "127.0.0.1:0"]);
+    let mut held: Vec<Client> = (0..2).map(|_| Client::connect(server.addr)).collect();
+    for (i, client) in held.iter_mut().enumerate() {
+        assert_eq!(client.echo(&format!("held {i}")), server.pid);
+    }
+    let mut queued = Client::connect(server.addr);
+    queued.send(b"queued\n");
+    server.wait_status("state=running clients=2 ");
+
+    server.signal(libc::SIGHUP);
+    server.expect_line("closing tasks: 2");
+    assert_eq!(queued.read_line(), b"queued\n");
+    server.signal(libc::SIGHUP);
+    server.expect_line("received hangup signal during drain: closing 3 clients");
+    let closing = format!(": process {} is closing this connection\n", server.pid);
+    for client in held.iter_mut().chain([&mut queued]) {
+        let rest = client.read_to_eof().expect("read to EOF");
+        assert!(
+            String::from_utf8_lossy(&rest).ends_with(&closing),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    server.expect_clean_exit();
+}
