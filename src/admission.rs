@@ -303,9 +303,10 @@ impl Admission {
         phase
     }
 
-    /// Runs what is due: a sweep, a look at the handshakes in flight, a
-    /// change of selection. The caller accepts afterwards.
-    pub(crate) fn on_timer(&mut self, clients: usize, now: Instant) {
+    /// Runs what is due: a sweep, a look at the handshakes in flight (read
+    /// into `buf`, at least a page), a change of selection. The caller
+    /// accepts afterwards.
+    pub(crate) fn on_timer(&mut self, clients: usize, now: Instant, buf: &mut [u8]) {
         match &mut self.phase {
             Phase::Open { sweep_at } if now >= *sweep_at => {
                 *sweep_at = now + SWEEP_INTERVAL;
@@ -316,7 +317,7 @@ impl Admission {
                 ended: ended @ false,
             } if now >= window.due() => {
                 let addr = self.listeners.local_addr();
-                match window.look(now, || handshakes::in_flight(addr)) {
+                match window.look(now, || handshakes::in_flight(addr, buf)) {
                     Look::Wait => {}
                     Look::Done => *ended = true,
                     Look::Expired(left) => {

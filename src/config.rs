@@ -60,6 +60,15 @@ pub struct Config {
     /// a protocol gets its bytes exactly as sent; turn it on for text
     /// protocols that people drive with telnet.
     pub telnet: bool,
+    /// The service this process runs, as siblings on the address see it.
+    /// `None` means the protocol's type name without module paths (such as
+    /// `Lines<Echo>`), so every release of one program is one service
+    /// wherever it is installed and whatever its file is called.
+    pub service: Option<String>,
+    /// Start even when another service already serves the address. By
+    /// default the process refuses, so that two different programs of one
+    /// user never split a port's clients between them.
+    pub join_any: bool,
 }
 
 impl Default for Config {
@@ -76,6 +85,8 @@ impl Default for Config {
             pid_file: None,
             quiet: false,
             telnet: false,
+            service: None,
+            join_any: false,
         }
     }
 }

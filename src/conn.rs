@@ -167,6 +167,13 @@ impl<P: Protocol> Context<P> {
         }
     }
 
+    /// The shared read buffer, for other work of the loop between reads:
+    /// its first page is touched by the first read, so borrowing it costs
+    /// no memory that idle clients do not already cost.
+    pub(crate) fn spare_buffer(&mut self) -> &mut [u8] {
+        &mut self.read_buf
+    }
+
     /// Runs every connection's input through the telnet filter, or not.
     pub(crate) fn with_telnet(mut self, on: bool) -> Self {
         self.telnet = on;

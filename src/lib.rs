@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod claim;
 mod config;
 mod conn;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -26,6 +26,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::admission::{self, Accept, Admission};
+use crate::claim::{self, Claim};
 use crate::config::Config;
 use crate::conn::{Conn, Context, Ready, Verdict};
 use crate::listener::Listeners;
@@ -88,8 +89,10 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .transpose()?;
     let listeners = Listeners::bind(config.addr)?;
     let addr = listeners.local_addr();
+    let claim = claim_address::<P>(config, addr)?;
     admission::warn_unprotected(pid);
     let mut server = Server::new(config, protocol, listeners, signals, notifier)?;
+    server.claim = claim;
     let started = server
         .admission
         .listen(config.backlog)
@@ -145,6 +148,8 @@ struct Server<P: Protocol> {
     notifier: Notifier,
     /// Dropped, and so removed, when the server returns.
     pid_file: Option<PidFile>,
+    /// This process's announcement of the service it runs on its address.
+    claim: Option<Claim>,
     admission: Admission,
     conns: Slab<Conn<TcpStream, P::Conn>>,
     cx: Context<P>,
@@ -192,6 +197,7 @@ impl<P: Protocol> Server<P> {
             signals,
             notifier,
             pid_file: None,
+            claim: None,
             admission,
             conns: Slab::new(),
             cx: Context::new(protocol, config.max_input, config.max_output)
@@ -577,7 +583,8 @@ impl<P: Protocol> Server<P> {
     fn fire(&mut self, timer: Timer, now: Instant) {
         match timer {
             Timer::Admission => {
-                self.admission.on_timer(self.conns.len(), now);
+                self.admission
+                    .on_timer(self.conns.len(), now, self.cx.spare_buffer());
                 self.accept(now);
             }
             Timer::DrainDeadline => {
@@ -606,6 +613,53 @@ impl<P: Protocol> Server<P> {
             .min()
             .map(|at| at.saturating_duration_since(now))
     }
+}
+
+/// Announces the service this process runs on `addr`, and refuses to go on
+/// when another service already serves it (unless `config.join_any`).
+/// Comes after the bind and before the listen, so refusing resets nothing.
+/// Where the announcement cannot be made or read, the process says so and
+/// goes on: the check protects against a mistake, it is not a lock.
+fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Claim>> {
+    let pid = process::id();
+    let service = match &config.service {
+        Some(name) => claim::clean(name.as_ref()),
+        None => claim::service_of::<P>(),
+    };
+    let claimed = match claim::announce(addr, &service) {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            say!(
+                "Process {pid} cannot announce its service on {addr} ({e}); siblings cannot check it"
+            );
+            return Ok(None);
+        }
+    };
+    let siblings = match claim::siblings(addr) {
+        Ok(siblings) => siblings,
+        Err(e) => {
+            say!("Process {pid} cannot list the services on {addr} ({e}); not checked");
+            return Ok(Some(claimed));
+        }
+    };
+    if let Some(other) = siblings.iter().find(|s| s.service != service) {
+        if !config.join_any {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{addr} is served by another service, {} (pid {}), and this is {service}; \
+                     refusing to split its clients between two programs (--join-any to share it)",
+                    other.service, other.pid
+                ),
+            ));
+        }
+        say!(
+            "Process {pid} joins {addr}, which {} (pid {}) also serves",
+            other.service,
+            other.pid
+        );
+    }
+    Ok(Some(claimed))
 }
 
 fn signal_name(signal: libc::c_int) -> &'static str {

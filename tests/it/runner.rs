@@ -83,6 +83,42 @@ impl Runner {
         server
     }
 
+    /// Starts `program` (an executable built by cargo, such as an example)
+    /// with `args`, as this runner's user, and waits until it listens. For
+    /// an unprivileged run under root it runs from a copy under `name`.
+    #[track_caller]
+    pub fn start_program(&self, program: &std::path::Path, name: &str, args: &[&str]) -> Server {
+        Server::spawn(self.program_command(program, name, args))
+    }
+
+    /// The command that runs `program ARGS` as this runner's user.
+    pub fn program_command(&self, program: &std::path::Path, name: &str, args: &[&str]) -> Command {
+        match &self.copy {
+            Some(dir) => {
+                let copy = dir.join(name);
+                if !copy.exists() {
+                    fs::copy(program, &copy)
+                        .unwrap_or_else(|e| panic!("copy {}: {e}", program.display()));
+                    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+                }
+                let mut cmd = Command::new("setpriv");
+                cmd.args([
+                    &format!("--reuid={NOBODY}"),
+                    &format!("--regid={NOBODY}"),
+                    "--clear-groups",
+                ])
+                .arg(copy)
+                .args(args);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                cmd
+            }
+        }
+    }
+
     /// The command that runs `drainport ARGS` through `wrapper`, as this
     /// runner's user, for a caller that does not expect it to listen.
     pub fn command(&self, wrapper: &[&str], args: &[&str]) -> Command {

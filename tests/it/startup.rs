@@ -1,7 +1,9 @@
 //! A new process that fails to start costs its running siblings nothing.
 //! Whatever makes it fail, before it binds or after it listens, no client
 //! of the port is reset: it exits 1 with one line on stderr, and a client
-//! the kernel queued on it in between is served first.
+//! the kernel queued on it in between is served first. And a process of
+//! another program refuses to share a port, where a new release of the
+//! same one joins it.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +13,7 @@ use libc::SIGHUP;
 
 use crate::runner::{Runner, Who};
 use crate::steer::Churn;
-use crate::util::{ScratchDir, skip, wait_until};
+use crate::util::{BIN, Client, ScratchDir, example_bin, skip, wait_until};
 
 /// Failed starts per run, half of each kind.
 const STARTS: usize = 60;
@@ -95,4 +97,72 @@ fn a_failed_start_resets_no_client_unprivileged() {
 #[test]
 fn a_failed_start_resets_no_client_as_root() {
     a_failed_start_resets_no_client(Who::Root);
+}
+
+/// drainport and the kv example, run by one user, on one address: whichever
+/// starts second refuses with one line and exits 1, before it listens, and
+/// the first keeps every client. A copy of drainport from another path (a
+/// new release) joins.
+fn another_program_is_refused_a_release_joins(who: Who) {
+    let run = match Runner::new(who) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
+    let kv = example_bin("kv");
+    let mut echo = run.start(&["-q", "127.0.0.1:0"]);
+    let addr = echo.addr.to_string();
+
+    let refused = run
+        .program_command(&kv, "kv", &[&addr])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kv");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "kv beside drainport: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "is served by another service, Lines<Echo> (pid {}), and this is Lines<Kv>",
+            echo.pid
+        )),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("listening"));
+    for i in 0..50 {
+        assert_eq!(
+            Client::connect(echo.addr).echo(&format!("mine {i}")),
+            echo.pid
+        );
+    }
+
+    // A new release, from another path and under another name, joins.
+    let release = ScratchDir::new("release");
+    fs::set_permissions(&*release, fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = release.join("drainport");
+    fs::copy(BIN, &copy).unwrap();
+    let mut next = run.start_program(&copy, "drainport-next", &["-q", &addr]);
+    assert!(
+        next.seen.iter().all(|l| !l.contains("also serves")),
+        "{:#?}",
+        next.seen
+    );
+
+    for server in [&mut echo, &mut next] {
+        server.signal(SIGHUP);
+        server.expect_clean_exit();
+    }
+}
+
+#[test]
+fn another_program_is_refused_a_release_joins_unprivileged() {
+    another_program_is_refused_a_release_joins(Who::Unprivileged);
+}
+
+#[test]
+fn another_program_is_refused_a_release_joins_as_root() {
+    another_program_is_refused_a_release_joins(Who::Root);
 }
