@@ -113,7 +113,7 @@ impl Outcome {
             "attempted {}, ok {}, failed {} ({}), stalled {}; long-lived: {} of {} ready, cut {} {:?}, \
              {} connect errors {:?}, bad replies {}, unanswered {}; servers started {}, bad exits {:?}; \
              relay: {} packets forwarded, {} late > 2 ms (worst {:.1} ms), SCHED_FIFO {}, \
-             server RSTs {} (bare {}); tcp_migrate_req {}; machine {:.0} % busy, {:.1} % stolen",
+             server RSTs {} (bare {}); tcp_migrate_req {}; {:.1} s, machine {:.0} % busy, {:.1} % stolen",
             l.attempted,
             l.ok,
             l.failed_total(),
@@ -136,6 +136,7 @@ impl Outcome {
             self.relay.to_client.rst,
             self.relay.to_client.bare_rst,
             self.migrate_req,
+            self.wall.as_secs_f64(),
             self.busy_percent,
             self.steal_percent,
         )
