@@ -200,7 +200,9 @@ fn main() {
                                 seed: o.seed,
                                 ..Case::new(Duration::from_secs_f64(delay / 1000.0))
                             };
-                            match rolling::run(&bin, &case) {
+                            match rolling::prepare(&case)
+                                .and_then(|bed| rolling::run(bed, &bin, &case))
+                            {
                                 Ok(out) => {
                                     println!("{}", row(&case, &bin, &out));
                                     details.push(detail(&case, &out));

@@ -143,17 +143,23 @@ impl Outcome {
     }
 }
 
-/// Runs one case on a bed of its own.
-pub fn run(bin: &Binary, case: &Case) -> Result<Outcome, String> {
-    let started = Instant::now();
-    let cpu_before = cpu_times();
-    let mut bed = Bed::up(Link {
+/// A fresh bed for `case`, with its `tcp_migrate_req` set. An error here
+/// means the machine cannot host the bed (no namespaces, no TUN device).
+pub fn prepare(case: &Case) -> Result<Bed, String> {
+    let bed = Bed::up(Link {
         delay: case.delay,
         loss_percent: case.loss_percent,
         seed: case.seed,
     })?;
     bed.server
         .set_sysctl("net.ipv4.tcp_migrate_req", &case.migrate_req.to_string())?;
+    Ok(bed)
+}
+
+/// Runs one case on `bed`, from [`prepare`], and tears the bed down.
+pub fn run(mut bed: Bed, bin: &Binary, case: &Case) -> Result<Outcome, String> {
+    let started = Instant::now();
+    let cpu_before = cpu_times();
     let migrate_req = bed.server.sysctl("net.ipv4.tcp_migrate_req")?;
     let addr = SocketAddr::from((bed.server_ip, PORT));
     let start = |servers: &mut Vec<Server>| -> Result<usize, String> {

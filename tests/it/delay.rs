@@ -21,8 +21,16 @@ fn run(case: &Case) -> Option<Outcome> {
         skip(&reason);
         return None;
     }
+    let bed = match rolling::prepare(case) {
+        Ok(bed) => bed,
+        Err(reason) => {
+            skip(&format!("cannot build the delay bed: {reason}"));
+            return None;
+        }
+    };
     let bin = Binary::prepare(BIN, true).expect("copy the binary for uid 65534");
-    let outcome = rolling::run(&bin, case).unwrap_or_else(|e| panic!("the delay bed failed: {e}"));
+    let outcome =
+        rolling::run(bed, &bin, case).unwrap_or_else(|e| panic!("the delay bed failed: {e}"));
     Some(outcome)
 }
 
