@@ -1,6 +1,12 @@
 //! Integration tests: each starts the real `drainport` binary, talks real TCP
 //! on loopback and sends real signals.
 
+mod delay;
+/// The delay bed, shared with the delay benchmark; the benchmark's report
+/// uses parts the tests do not.
+#[allow(dead_code)]
+#[path = "../../benches/delaybed/mod.rs"]
+mod delaybed;
 mod drain;
 mod errors;
 mod hostile;
