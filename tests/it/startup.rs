@@ -11,6 +11,7 @@ use std::process::Stdio;
 
 use libc::SIGHUP;
 
+use crate::netns::Namespace;
 use crate::runner::{Runner, Who};
 use crate::steer::Churn;
 use crate::util::{BIN, Client, ScratchDir, example_bin, skip, wait_until};
@@ -97,6 +98,15 @@ fn a_failed_start_resets_no_client_unprivileged() {
 #[test]
 fn a_failed_start_resets_no_client_as_root() {
     a_failed_start_resets_no_client(Who::Root);
+}
+
+/// The same, unprivileged, in a namespace where `tcp_migrate_req` is 1.
+#[test]
+fn a_failed_start_resets_no_client_with_tcp_migrate_req() {
+    match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
+        Ok(ns) => ns.run(|| a_failed_start_resets_no_client(Who::Unprivileged)),
+        Err(reason) => skip(&reason),
+    }
 }
 
 /// drainport and the kv example, run by one user, on one address: whichever

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use libc::SIGHUP;
 
+use crate::netns::Namespace;
 use crate::runner::{Runner, Who};
 use crate::tcp::{pin_to, syn_retransmits};
 use crate::util::{
@@ -189,6 +190,15 @@ fn a_full_process_hands_new_clients_to_its_sibling_unprivileged() {
 #[test]
 fn a_full_process_hands_new_clients_to_its_sibling_as_root() {
     a_full_process_hands_new_clients_to_its_sibling(Who::Root);
+}
+
+/// The same, unprivileged, in a namespace where `tcp_migrate_req` is 1.
+#[test]
+fn a_full_process_hands_new_clients_to_its_sibling_with_tcp_migrate_req() {
+    match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
+        Ok(ns) => ns.run(|| a_full_process_hands_new_clients_to_its_sibling(Who::Unprivileged)),
+        Err(reason) => skip(&reason),
+    }
 }
 
 #[test]
