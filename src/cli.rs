@@ -41,6 +41,8 @@ Options:
                             drain starts
       --pid-file PATH       write the pid to PATH once listening; removed at
                             exit
+      --log-time            start every stdout line with the time, in UTC to
+                            the millisecond: 2026-12-02T18:30:00.123Z
       --raw                 echo every byte as data, 0xFF included; without
                             it, telnet commands are answered, not echoed
   -h, --help                print this help
@@ -130,7 +132,9 @@ mod tests {
         assert_eq!(c.addr, drainport::DEFAULT_ADDR);
         assert!(!c.quiet);
         assert!(c.telnet, "telnet commands are handled by default");
+        assert!(!c.log_time, "lines are undated by default");
         assert!(!config(&["--raw"]).unwrap().telnet);
+        assert!(config(&["--log-time"]).unwrap().log_time);
         // A switch may be repeated; the address may follow `--`.
         let c = config(&["-q", "--quiet", "--", "127.0.0.1:7"]).unwrap();
         assert!(c.quiet);
@@ -201,6 +205,10 @@ mod tests {
             (&["--quiet=no"][..], "option '--quiet' takes no value"),
             (&["--help=1"][..], "option '--help' takes no value"),
             (&["--version="][..], "option '--version' takes no value"),
+            (
+                &["--log-time=yes"][..],
+                "option '--log-time' takes no value",
+            ),
             (
                 &["-q5"][..],
                 "option '-q' takes no value, but was given '5'",

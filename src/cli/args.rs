@@ -84,14 +84,18 @@ impl Args {
 
     /// The options every server on drainport takes, under the binary's
     /// names and with its ranges: `-q`, `--backlog`, `--max-output`,
-    /// `--max-clients`, `--drain-timeout`, `--close-spread` and
-    /// `--pid-file`. Returns `false` for any other option, which the
+    /// `--max-clients`, `--drain-timeout`, `--close-spread`, `--pid-file`
+    /// and `--log-time`. Returns `false` for any other option, which the
     /// program then handles or refuses.
     pub fn server_option(&mut self, flag: &str, config: &mut Config) -> Result<bool, String> {
         match flag {
             "-q" | "--quiet" => {
                 self.switch(flag)?;
                 config.quiet = true;
+            }
+            "--log-time" => {
+                self.switch(flag)?;
+                config.log_time = true;
             }
             "--backlog" => config.backlog = self.number(flag, libc::c_int::MAX as u64)?,
             "--max-output" => config.max_output = self.number(flag, usize::MAX as u64)?,

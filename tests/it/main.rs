@@ -16,6 +16,7 @@ mod kernel;
 mod kv_example;
 mod limits;
 mod lines;
+mod log_time;
 mod nc;
 mod netns;
 mod ops;
