@@ -3,6 +3,7 @@
 
 mod drain;
 mod errors;
+mod examples_cli;
 mod hostile;
 mod http;
 /// The HTTP example's modules, for their unit tests (see its `mod.rs`).
