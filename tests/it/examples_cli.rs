@@ -165,3 +165,50 @@ fn http_max_clients_caps_the_process() {
     server.expect_line("accepted connection");
     assert!(second.read_line().starts_with(b"HTTP/1.1 200"));
 }
+
+#[test]
+fn kv_help_version_and_one_address() {
+    // The users' report: `kv --help` said "invalid address '--help'".
+    let usage = help(example_bin("kv").as_os_str());
+    assert!(usage.contains("Usage: kv [OPTIONS] [ADDR]"), "{usage}");
+    for needed in [
+        "--log-time",
+        "-h, --help",
+        "-V, --version",
+        "own map",
+        "release loses the data",
+        "telnet 127.0.0.1 7070",
+        "nc -N 127.0.0.1 7070",
+    ] {
+        assert!(
+            usage.contains(needed),
+            "kv --help lacks {needed:?}:\n{usage}"
+        );
+    }
+    let version = run(example_bin("kv").as_os_str(), &os(&["--version"]));
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("kv {}\n", env!("CARGO_PKG_VERSION"))
+    );
+
+    let bad = OsStr::from_bytes(b"\xff");
+    for (args, needle) in [
+        // Extra arguments used to be ignored.
+        (
+            os(&["127.0.0.1:0", "127.0.0.1:1"]),
+            "unexpected extra argument '127.0.0.1:1': only one address is taken",
+        ),
+        (
+            os(&["127.0.0.1:0", "--", "x"]),
+            "unexpected extra argument 'x'",
+        ),
+        (os(&["--help=1"]), "option '--help' takes no value"),
+        (os(&["--log-time=no"]), "option '--log-time' takes no value"),
+        (os(&["-q"]), "unknown option '-q' (see 'kv --help')"),
+        (os(&["nonsense"]), "invalid address 'nonsense'"),
+        (vec![bad], "invalid address"),
+    ] {
+        expect_one_line_error("kv", &args, needle);
+    }
+}

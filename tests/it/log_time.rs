@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use libc::SIGHUP;
 
-use crate::util::{Client, Server};
+use crate::util::{Client, Server, example_bin};
 
 /// The length of `2026-12-02T18:30:00.123Z `.
 const STAMP: usize = 25;
@@ -143,6 +143,23 @@ fn without_log_time_the_lines_are_unchanged() {
         lines.last().unwrap(),
         &format!("Process {pid} has no clients left, exiting")
     );
+}
+
+#[test]
+fn the_examples_date_their_lines_too() {
+    for (example, request) in [
+        ("kv", &b"GET x\r\n"[..]),
+        ("http", &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]),
+    ] {
+        let mut cmd = Command::new(example_bin(example));
+        cmd.arg("--log-time");
+        let (pid, lines, before, after) = one_release(cmd, request);
+        let rest = assert_dated(pid, &lines, before, after);
+        assert!(
+            rest.last().unwrap().ends_with("exiting"),
+            "{example}: {lines:#?}"
+        );
+    }
 }
 
 #[test]
