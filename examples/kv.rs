@@ -1,8 +1,9 @@
 //! A second protocol on the same drain machinery: a tiny in-memory key-value
-//! store, shared by every client of the process.
+//! store, shared by every client of one process.
 //!
 //! ```text
 //! cargo run --example kv -- 127.0.0.1:7070
+//! nc -N 127.0.0.1 7070     (or: telnet 127.0.0.1 7070)
 //! SET colour blue  -> OK
 //! GET colour       -> blue
 //! DEL colour       -> 1
@@ -10,13 +11,119 @@
 //! QUIT             -> BYE, and the server closes the connection
 //! ```
 //!
+//! **Each process has its own map**, in its memory. Sibling processes on
+//! the same port share nothing, so a `GET` served by one does not see a
+//! `SET` that another served, and which process serves a connection is the
+//! kernel's choice. A process that drains takes its map with it when it
+//! exits: a release loses the data. This is a protocol on the library, not
+//! a store; a real one keeps its data outside the processes it releases.
+//!
+//! **Talking to it.** A command is one line, ending in `\n` or `\r\n`.
+//! telnet works: its Ctrl-C drops the line being typed, and `^]` then
+//! `quit` leaves. So does `nc -N`, where Ctrl-D ends the session; without
+//! `-N`, OpenBSD nc never closes its side, and a draining process waits
+//! for it.
+//!
 //! SIGHUP drains it exactly as it drains the echo server.
+//!
+//! **Command line.** `kv [--log-time] [ADDR]`, `-h` and `-V`, read by the
+//! rules of `drainport`'s own (`src/cli/args.rs`, included by path). A
+//! mistake is one line on stderr starting `kv: `, and exit status 1.
+
+// Some of the shared reader is the other servers' alone, and the tests crate
+// compiles both examples, so this file twice.
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "../src/cli/args.rs"]
+mod args;
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use drainport::protocol::line_body;
 use drainport::{Action, Config, LineProtocol, Lines};
+
+use args::{Arg, Args, Command};
+
+/// Where kv listens when no address is given.
+const DEFAULT_ADDR: &str = "127.0.0.1:7070";
+
+fn usage() -> String {
+    format!(
+        "\
+kv {version}: a tiny key-value store on drainport that drains on SIGHUP
+
+Usage: kv [OPTIONS] [ADDR]
+
+Arguments:
+  [ADDR]  IP:PORT to listen on [default: {DEFAULT_ADDR}]; IPv6 as [::1]:7070
+
+Options:
+      --log-time  start every stdout line with the time, in UTC to the
+                  millisecond: 2026-12-02T18:30:00.123Z
+  -h, --help      print this help
+  -V, --version   print the version
+
+Commands, one per line:
+  SET key value   store value under key: OK
+  GET key         the value, or (nil)
+  DEL key         1 if key was there, else 0
+  QUIT            BYE, then the connection closes
+
+Each process keeps its own map, in memory. Sibling processes on the same
+port share nothing, so a GET served by one does not see a SET that another
+served; and a process that drains takes its map with it when it exits, so a
+release loses the data.
+
+Talk to it with 'telnet 127.0.0.1 7070' (leave with ^] then quit) or with
+'nc -N 127.0.0.1 7070' (Ctrl-D ends the session; without -N, OpenBSD nc
+never closes its side, and a draining process waits for it).
+",
+        version = env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Parses the arguments after the program name.
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut config = Config {
+        addr: DEFAULT_ADDR
+            .parse::<SocketAddr>()
+            .expect("a valid default address"),
+        // Typed by hand in telnet: Ctrl-C must not swallow the replies.
+        telnet: true,
+        ..Config::default()
+    };
+    let mut args = Args::new("kv", args);
+    while let Some(arg) = args.next()? {
+        let flag = match arg {
+            Arg::Operand(operand) => {
+                args.address(operand)?;
+                continue;
+            }
+            Arg::Option(flag) => flag,
+        };
+        match flag.as_str() {
+            "-h" | "--help" => {
+                args.switch(&flag)?;
+                return Ok(Command::Print(usage()));
+            }
+            "-V" | "--version" => {
+                args.switch(&flag)?;
+                return Ok(Command::Print(args.version()));
+            }
+            "--log-time" => {
+                args.switch(&flag)?;
+                config.log_time = true;
+            }
+            _ => return Err(args.unknown(&flag)),
+        }
+    }
+    if let Some(addr) = args.given_address() {
+        config.addr = addr;
+    }
+    Ok(Command::Serve(config))
+}
 
 #[derive(Default)]
 struct Kv {
@@ -55,28 +162,24 @@ impl LineProtocol for Kv {
 }
 
 fn main() -> ExitCode {
-    let mut config = Config {
-        addr: "127.0.0.1:7070".parse().expect("a valid default address"),
-        // Typed by hand in telnet: Ctrl-C must not swallow the replies.
-        telnet: true,
-        ..Config::default()
-    };
-    if let Some(arg) = std::env::args().nth(1) {
-        match arg.parse() {
-            Ok(addr) => config.addr = addr,
-            Err(_) => {
-                eprintln!("kv: invalid address '{arg}': expected IP:PORT");
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    match drainport::serve(&config, Lines(Kv::default())) {
+    match run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kv: {e}");
+        Err(message) => {
+            eprintln!("kv: {message}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn run() -> Result<(), String> {
+    let config = match parse_args(std::env::args_os().skip(1))? {
+        Command::Serve(config) => config,
+        Command::Print(text) => {
+            print!("{text}");
+            return Ok(());
+        }
+    };
+    drainport::serve(&config, Lines(Kv::default())).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -98,5 +201,42 @@ mod tests {
         assert_eq!(say(&mut kv, "GET a\n").0, "(nil)\n");
         assert!(say(&mut kv, "nonsense\n").0.starts_with("ERR"));
         assert_eq!(say(&mut kv, "QUIT\n"), ("BYE\n".into(), Action::Close));
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        match parse_args(args.iter().map(OsString::from))? {
+            Command::Serve(config) => Ok(config),
+            Command::Print(_) => Err("printed".into()),
+        }
+    }
+
+    #[test]
+    fn command_line() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.addr, DEFAULT_ADDR.parse().unwrap());
+        assert!(c.telnet && !c.log_time);
+        let c = parse(&["--log-time", "[::1]:0"]).unwrap();
+        assert!(c.log_time);
+        assert_eq!(c.addr, "[::1]:0".parse().unwrap());
+        for help in ["--help", "-h", "-V", "--version"] {
+            assert!(matches!(
+                parse_args([OsString::from(help)]),
+                Ok(Command::Print(_))
+            ));
+        }
+        for (args, needle) in [
+            (
+                &["127.0.0.1:1", "127.0.0.1:2"][..],
+                "unexpected extra argument '127.0.0.1:2'",
+            ),
+            (&["--help=1"][..], "option '--help' takes no value"),
+            (&["--log-time=0"][..], "option '--log-time' takes no value"),
+            (&["-q"][..], "unknown option '-q' (see 'kv --help')"),
+            (&["--max-clients=3"][..], "unknown option '--max-clients'"),
+            (&["nonsense"][..], "invalid address 'nonsense'"),
+        ] {
+            let err = parse(args).err().unwrap();
+            assert!(err.contains(needle), "{args:?} gave {err:?}");
+        }
     }
 }

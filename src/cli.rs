@@ -1,19 +1,17 @@
 //! The command line: flags to a [`Config`], or text to print and exit.
 //!
-//! Every mistake becomes one plain sentence for stderr.
+//! Every mistake becomes one plain sentence for stderr. The reading rules
+//! (no value on a switch, one value per option, `--`) and the options every
+//! server takes live in [`args`], which the examples share.
+
+pub mod args;
 
 use std::ffi::OsString;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
 
-/// What the command line asks for.
-pub enum Command {
-    Serve(Config),
-    /// `--help` or `--version`: print this and exit 0.
-    Print(String),
-}
+pub use args::Command;
+use args::{Arg, Args};
 
 fn usage() -> String {
     format!(
@@ -43,10 +41,15 @@ Options:
                             drain starts
       --pid-file PATH       write the pid to PATH once listening; removed at
                             exit
+      --log-time            start every stdout line with the time, in UTC to
+                            the millisecond: 2026-12-02T18:30:00.123Z
       --raw                 echo every byte as data, 0xFF included; without
                             it, telnet commands are answered, not echoed
   -h, --help                print this help
   -V, --version             print the version
+
+An option's value follows it or is attached with '=' (--backlog=64), once;
+a switch takes no value. Everything after -- is the address.
 
 Signals:
   SIGHUP, SIGTERM, SIGINT   stop accepting, serve current clients, exit when
@@ -68,60 +71,37 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         telnet: true,
         ..Config::default()
     };
-    let mut addr: Option<SocketAddr> = None;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let arg = arg
-            .into_string()
-            .map_err(|a| format!("argument {a:?} is not valid UTF-8"))?;
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if flag.starts_with("--") => {
-                (flag.to_owned(), Some(value.to_owned()))
+    let mut args = Args::new("drainport", args);
+    while let Some(arg) = args.next()? {
+        let flag = match arg {
+            Arg::Operand(operand) => {
+                args.address(operand)?;
+                continue;
             }
-            _ => (arg.clone(), None),
+            Arg::Option(flag) => flag,
         };
-        let mut value = || -> Result<String, String> {
-            match inline.clone() {
-                Some(v) => Ok(v),
-                None => args
-                    .next()
-                    .and_then(|v| v.into_string().ok())
-                    .ok_or_else(|| format!("option '{flag}' needs a value")),
-            }
-        };
+        if args.server_option(&flag, &mut config)? {
+            continue;
+        }
         match flag.as_str() {
-            "-h" | "--help" => return Ok(Command::Print(usage())),
+            "-h" | "--help" => {
+                args.switch(&flag)?;
+                return Ok(Command::Print(usage()));
+            }
             "-V" | "--version" => {
-                return Ok(Command::Print(format!(
-                    "drainport {}\n",
-                    env!("CARGO_PKG_VERSION")
-                )));
+                args.switch(&flag)?;
+                return Ok(Command::Print(args.version()));
             }
-            "-q" | "--quiet" => config.quiet = true,
-            "--raw" => config.telnet = false,
-            "--backlog" => config.backlog = number(&flag, &value()?, libc::c_int::MAX as u64)?,
-            "--max-line" => config.max_input = number(&flag, &value()?, usize::MAX as u64)?,
-            "--max-output" => config.max_output = number(&flag, &value()?, usize::MAX as u64)?,
-            "--max-clients" => {
-                config.max_clients = Some(number(&flag, &value()?, usize::MAX as u64)?);
+            "--raw" => {
+                args.switch(&flag)?;
+                config.telnet = false;
             }
-            "--drain-timeout" => config.drain_timeout = Some(seconds(&flag, &value()?)?),
-            "--close-spread" => config.close_spread = Some(seconds(&flag, &value()?)?),
-            "--drain-notice" => config.drain_notice = Some(notice(&value()?)?),
-            "--pid-file" => config.pid_file = Some(value()?.into()),
-            "--" => {
-                if let Some(rest) = args.next() {
-                    let rest = rest.to_string_lossy().into_owned();
-                    addr = Some(address(addr, &rest)?);
-                }
-            }
-            _ if flag.starts_with('-') && flag.len() > 1 => {
-                return Err(format!("unknown option '{flag}' (see 'drainport --help')"));
-            }
-            _ => addr = Some(address(addr, &arg)?),
+            "--max-line" => config.max_input = args.number(&flag, usize::MAX as u64)?,
+            "--drain-notice" => config.drain_notice = Some(args.line_of_text(&flag)?),
+            _ => return Err(args.unknown(&flag)),
         }
     }
-    if let Some(addr) = addr {
+    if let Some(addr) = args.given_address() {
         config.addr = addr;
     }
     if config.close_spread.is_some() && config.drain_timeout.is_none() {
@@ -133,55 +113,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     Ok(Command::Serve(config))
 }
 
-fn address(previous: Option<SocketAddr>, text: &str) -> Result<SocketAddr, String> {
-    if previous.is_some() {
-        return Err(format!(
-            "unexpected extra argument '{text}': only one address is taken"
-        ));
-    }
-    text.parse().map_err(|_| {
-        format!("invalid address '{text}': expected IP:PORT, such as 127.0.0.1:8080 or [::1]:8080")
-    })
-}
-
-/// A whole number from 1 to `max`, which `T` must hold.
-fn number<T: TryFrom<u64>>(flag: &str, text: &str, max: u64) -> Result<T, String> {
-    text.parse::<u64>()
-        .ok()
-        .filter(|n| (1..=max).contains(n))
-        .and_then(|n| T::try_from(n).ok())
-        .ok_or_else(|| {
-            format!("option '{flag}' takes a whole number from 1 to {max}, not '{text}'")
-        })
-}
-
-/// One line of text: a newline inside would make it several.
-fn notice(text: &str) -> Result<String, String> {
-    if text.contains(['\n', '\r']) {
-        return Err("option '--drain-notice' takes one line of text, without newlines".into());
-    }
-    Ok(text.to_owned())
-}
-
-/// The longest drain timeout or close spread taken: a year. Longer means
-/// never, which leaving the option out already says.
-const MAX_SECONDS: u64 = 365 * 24 * 3600;
-
-/// A number of seconds from one nanosecond to [`MAX_SECONDS`].
-fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
-    text.parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(MAX_SECONDS))
-        .ok_or_else(|| {
-            format!(
-                "option '{flag}' takes a number of seconds from 0.000000001 to {MAX_SECONDS} (a year), not '{text}'"
-            )
-        })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn config(args: &[&str]) -> Result<Config, String> {
@@ -197,7 +132,17 @@ mod tests {
         assert_eq!(c.addr, drainport::DEFAULT_ADDR);
         assert!(!c.quiet);
         assert!(c.telnet, "telnet commands are handled by default");
+        assert!(!c.log_time, "lines are undated by default");
         assert!(!config(&["--raw"]).unwrap().telnet);
+        assert!(config(&["--log-time"]).unwrap().log_time);
+        // A switch may be repeated; the address may follow `--`.
+        let c = config(&["-q", "--quiet", "--", "127.0.0.1:7"]).unwrap();
+        assert!(c.quiet);
+        assert_eq!(c.addr, "127.0.0.1:7".parse().unwrap());
+        // A value that starts with '-' is fine attached, or for a number.
+        let c = config(&["--pid-file=-p", "--drain-notice=-- bye"]).unwrap();
+        assert_eq!(c.pid_file, Some("-p".into()));
+        assert_eq!(c.drain_notice.as_deref(), Some("-- bye"));
         let c = config(&[
             "-q",
             "--max-line=10",
@@ -252,6 +197,58 @@ mod tests {
             (&["127.0.0.1:1", "127.0.0.1:2"][..], "only one address"),
             (&["--close-spread", "5"][..], "needs '--drain-timeout'"),
             (&["--drain-notice", "two\nlines"][..], "one line"),
+            // Switches take no value, in any spelling.
+            (
+                &["--raw=0"][..],
+                "option '--raw' takes no value, but was given '0'",
+            ),
+            (&["--quiet=no"][..], "option '--quiet' takes no value"),
+            (&["--help=1"][..], "option '--help' takes no value"),
+            (&["--version="][..], "option '--version' takes no value"),
+            (
+                &["--log-time=yes"][..],
+                "option '--log-time' takes no value",
+            ),
+            (
+                &["-q5"][..],
+                "option '-q' takes no value, but was given '5'",
+            ),
+            (
+                &["-q=1"][..],
+                "option '-q' takes no value, but was given '1'",
+            ),
+            (&["-qV"][..], "option '-q' takes no value"),
+            (&["-hV"][..], "option '-h' takes no value"),
+            // Once only, and never empty.
+            (
+                &["--backlog", "1", "--backlog=2"][..],
+                "'--backlog' is given twice",
+            ),
+            (&["--pid-file", "a", "--pid-file", "a"][..], "given twice"),
+            (&["--pid-file", ""][..], "takes a path, not an empty one"),
+            (&["--pid-file="][..], "takes a path, not an empty one"),
+            (&["--drain-notice="][..], "not an empty one"),
+            (&["--max-line="][..], "from 1 to"),
+            (&[""][..], "invalid address ''"),
+            // A forgotten value does not swallow the next option.
+            (
+                &["--pid-file", "--quiet"][..],
+                "'--quiet' looks like an option",
+            ),
+            (&["--drain-notice", "-q"][..], "looks like an option"),
+            (&["--max-clients", "--raw"][..], "not '--raw'"),
+            // After `--` everything is an operand: one address only.
+            (
+                &["--", "127.0.0.1:1", "--raw"][..],
+                "extra argument '--raw'",
+            ),
+            (&["--", "--raw"][..], "invalid address '--raw'"),
+            (&["-"][..], "invalid address '-'"),
+            (&["-x"][..], "unknown option '-x' (see 'drainport --help')"),
+            (&["--max-line=10=2"][..], "not '10=2'"),
+            // A newline in an argument cannot split the message.
+            (&["a\nb"][..], "invalid address 'a\\nb'"),
+            (&["--bo\ngus"][..], "unknown option '--bo\\ngus'"),
         ] {
             let err = config(args).err().unwrap();
             assert!(err.contains(needle), "{args:?} gave {err:?}");

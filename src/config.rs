@@ -41,6 +41,14 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// Skip the stdout line for each accepted connection.
     pub quiet: bool,
+    /// Start every stdout line with the time it was written, in UTC to the
+    /// millisecond and followed by a space: `2026-12-02T18:30:00.123Z
+    /// Process 4242 running`. For output that goes to a file or a pipe,
+    /// where nothing else dates it; journald adds a time of its own. Off by
+    /// default, so the lines read exactly as the README shows them. The
+    /// setting is one for the whole process: [`serve`](crate::serve) applies
+    /// it before its first line.
+    pub log_time: bool,
     /// Run every client's input through a telnet filter before the
     /// protocol sees it. Every byte 0xFF (IAC) starts a telnet command, and
     /// no other byte does; commands are taken out of the data:
@@ -84,6 +92,7 @@ impl Default for Config {
             drain_notice: None,
             pid_file: None,
             quiet: false,
+            log_time: false,
             telnet: false,
             service: None,
             join_any: false,

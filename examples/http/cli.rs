@@ -1,53 +1,100 @@
-//! The example's command line: `[-q] [--drain-timeout SECS]
-//! [--close-spread SECS] [ADDR]`, into a `Config` whose drain has a
-//! timeout by default (see `main.rs` for why).
+//! The example's command line: the options every server on drainport
+//! takes, read by the same rules, with the same ranges and the same error
+//! words as `drainport`'s (`src/cli/args.rs`, included by path), into a
+//! `Config` whose drain has a timeout by default (see `main.rs` for why).
 
+// Some of the shared reader is the echo server's alone, and the tests crate
+// compiles both examples, so this file twice.
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "../../src/cli/args.rs"]
+mod args;
+
+use std::ffi::OsString;
 use std::time::Duration;
 
-use drainport::Config;
+use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_OUTPUT};
+
+pub use args::Command;
+use args::{Arg, Args};
 
 /// How long a drain waits for idle keep-alive clients to send again.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Over how long the clients left at the drain timeout are closed.
 const CLOSE_SPREAD: Duration = Duration::from_secs(1);
 
-const USAGE: &str = "usage: http [-q] [--drain-timeout SECS] [--close-spread SECS] [ADDR]";
+fn usage() -> String {
+    format!(
+        "\
+http {version}: an HTTP/1.1 server on drainport that drains on SIGHUP
 
-/// The configuration to serve with, or `None` when `--help` asked for the
-/// usage line, which then goes to stdout.
-pub fn parse_args(args: impl Iterator<Item = String>) -> Result<Option<Config>, String> {
+Usage: http [OPTIONS] [ADDR]
+
+Arguments:
+  [ADDR]  IP:PORT to listen on, shared with sibling processes
+          [default: 127.0.0.1:8080]; IPv6 as [::1]:8080
+
+Options:
+  -q, --quiet               no stdout line per accepted connection
+      --backlog N           listen backlog [default: {DEFAULT_BACKLOG}]
+      --max-output BYTES    unsent output per client before its input is left
+                            unread [default: {DEFAULT_MAX_OUTPUT}]
+      --max-clients N       stop accepting at N clients; others wait in the
+                            backlog [default: no limit]
+      --drain-timeout SECS  close the idle keep-alive clients left SECS after
+                            a drain starts [default: {timeout}]
+      --close-spread SECS   close those clients one by one over SECS
+                            [default: {spread}]
+      --pid-file PATH       write the pid to PATH once listening; removed at
+                            exit
+      --log-time            start every stdout line with the time, in UTC to
+                            the millisecond: 2026-12-02T18:30:00.123Z
+  -h, --help                print this help
+  -V, --version             print the version
+
+An option's value follows it or is attached with '=' (--backlog=64), once;
+a switch takes no value. Everything after -- is the address.
+",
+        version = env!("CARGO_PKG_VERSION"),
+        timeout = DRAIN_TIMEOUT.as_secs_f64(),
+        spread = CLOSE_SPREAD.as_secs_f64(),
+    )
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut config = Config {
         drain_timeout: Some(DRAIN_TIMEOUT),
         close_spread: Some(CLOSE_SPREAD),
         ..Config::default()
     };
-    let mut args = args.peekable();
-    while let Some(arg) = args.next() {
-        let mut secs = |flag: &str| -> Result<Duration, String> {
-            let value = args.next().ok_or_else(|| format!("{flag} needs SECS"))?;
-            value
-                .parse::<f64>()
-                .ok()
-                .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                .ok_or_else(|| format!("{flag}: '{value}' is not a number of seconds"))
+    let mut args = Args::new("http", args);
+    while let Some(arg) = args.next()? {
+        let flag = match arg {
+            Arg::Operand(operand) => {
+                args.address(operand)?;
+                continue;
+            }
+            Arg::Option(flag) => flag,
         };
-        match arg.as_str() {
-            "-q" | "--quiet" => config.quiet = true,
-            "--drain-timeout" => config.drain_timeout = Some(secs("--drain-timeout")?),
-            "--close-spread" => config.close_spread = Some(secs("--close-spread")?),
+        if args.server_option(&flag, &mut config)? {
+            continue;
+        }
+        match flag.as_str() {
             "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(None);
+                args.switch(&flag)?;
+                return Ok(Command::Print(usage()));
             }
-            addr if !addr.starts_with('-') => {
-                config.addr = addr
-                    .parse()
-                    .map_err(|_| format!("invalid address '{addr}': expected IP:PORT"))?;
+            "-V" | "--version" => {
+                args.switch(&flag)?;
+                return Ok(Command::Print(args.version()));
             }
-            other => return Err(format!("unknown flag '{other}'; {USAGE}")),
+            _ => return Err(args.unknown(&flag)),
         }
     }
-    Ok(Some(config))
+    if let Some(addr) = args.given_address() {
+        config.addr = addr;
+    }
+    Ok(Command::Serve(config))
 }
 
 #[cfg(test)]
@@ -55,8 +102,10 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        parse_args(args.iter().map(|s| s.to_string()))
-            .map(|c| c.expect("a configuration, not --help"))
+        match parse_args(args.iter().map(OsString::from))? {
+            Command::Serve(config) => Ok(config),
+            Command::Print(_) => Err("printed".into()),
+        }
     }
 
     #[test]
@@ -64,7 +113,11 @@ mod tests {
         let c = parse(&[]).unwrap();
         assert_eq!(c.drain_timeout, Some(DRAIN_TIMEOUT));
         assert_eq!(c.close_spread, Some(CLOSE_SPREAD));
+        assert_eq!(c.addr, drainport::DEFAULT_ADDR);
+        assert_eq!(c.max_clients, None);
         assert!(!c.quiet);
+        assert!(!c.log_time);
+        assert!(!c.telnet, "HTTP bytes reach the protocol as sent");
     }
 
     #[test]
@@ -73,22 +126,67 @@ mod tests {
             "-q",
             "--drain-timeout",
             "0.5",
-            "--close-spread",
-            "0",
+            "--close-spread=2",
+            "--max-clients",
+            "3",
+            "--backlog=16",
+            "--max-output",
+            "4096",
+            "--pid-file",
+            "/run/h.pid",
+            "--log-time",
             "127.0.0.1:0",
         ])
         .unwrap();
         assert!(c.quiet);
+        assert!(c.log_time);
         assert_eq!(c.drain_timeout, Some(Duration::from_millis(500)));
-        assert_eq!(c.close_spread, Some(Duration::ZERO));
+        assert_eq!(c.close_spread, Some(Duration::from_secs(2)));
+        assert_eq!(c.max_clients, Some(3));
+        assert_eq!(c.backlog, 16);
+        assert_eq!(c.max_output, 4096);
+        assert_eq!(c.pid_file, Some("/run/h.pid".into()));
         assert_eq!(c.addr.port(), 0);
-        assert!(parse(&["--drain-timeout"]).is_err());
-        assert!(parse(&["--drain-timeout", "-1"]).is_err());
-        assert!(parse(&["--nope"]).is_err());
-        assert!(parse(&["localhost"]).is_err());
         assert!(matches!(
-            parse_args(["--help".to_string()].into_iter()),
-            Ok(None)
+            parse_args([OsString::from("--help")]),
+            Ok(Command::Print(_))
         ));
+    }
+
+    #[test]
+    fn mistakes_read_as_the_binary_s() {
+        for (args, needle) in [
+            (
+                &["--drain-timeout"][..],
+                "option '--drain-timeout' needs a value",
+            ),
+            (
+                &["--drain-timeout", "0"][..],
+                "option '--drain-timeout' takes a number of seconds from 0.000000001 to 31536000 (a year), not '0'",
+            ),
+            (&["--close-spread", "0"][..], "from 0.000000001 to 31536000"),
+            (
+                &["--drain-timeout", "-1"][..],
+                "from 0.000000001 to 31536000",
+            ),
+            (&["--max-clients", "0"][..], "from 1 to"),
+            (
+                &["--nope"][..],
+                "unknown option '--nope' (see 'http --help')",
+            ),
+            (&["--raw"][..], "unknown option '--raw'"),
+            (
+                &["--drain-notice", "x"][..],
+                "unknown option '--drain-notice'",
+            ),
+            (&["--quiet=1"][..], "option '--quiet' takes no value"),
+            (&["--help=1"][..], "option '--help' takes no value"),
+            (&["localhost"][..], "invalid address 'localhost'"),
+            (&["127.0.0.1:1", "127.0.0.1:2"][..], "only one address"),
+            (&["--max-clients=1", "--max-clients=2"][..], "given twice"),
+        ] {
+            let err = parse(args).err().unwrap();
+            assert!(err.contains(needle), "{args:?} gave {err:?}");
+        }
     }
 }

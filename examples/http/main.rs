@@ -1,7 +1,7 @@
 //! A small HTTP/1.1 server on the drain machinery.
 //!
 //! ```text
-//! cargo run --release --example http -- [-q] [--drain-timeout SECS] [--close-spread SECS] [ADDR]
+//! cargo run --release --example http -- [OPTIONS] [ADDR]   (--help lists them)
 //! curl -v http://127.0.0.1:8080/any/path     -> hello from <pid>
 //! kill -HUP <pid>                             -> drains the HTTP way
 //! ```
@@ -21,6 +21,12 @@
 //! to close at any time and retry an idempotent request that found it
 //! closed; the timeout leaves that race only to clients idle for the whole
 //! of it. A close is a FIN after the flush, never a reset.
+//!
+//! **Command line.** The options every server on drainport takes (`-q`,
+//! `--backlog`, `--max-output`, `--max-clients`, `--drain-timeout`,
+//! `--close-spread`, `--pid-file`, `--log-time`), `-h` and `-V`, read by
+//! the binary's own rules with its ranges and error words (`cli.rs`). A
+//! mistake is one line on stderr starting `http: `, and exit status 1.
 
 mod cli;
 mod protocol;
@@ -30,19 +36,22 @@ mod response;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let config = match cli::parse_args(std::env::args().skip(1)) {
-        Ok(Some(config)) => config,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("http: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match drainport::serve(&config, protocol::Http::new(std::process::id())) {
+    match run() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("http: {e}");
+        Err(message) => {
+            eprintln!("http: {message}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn run() -> Result<(), String> {
+    let config = match cli::parse_args(std::env::args_os().skip(1))? {
+        cli::Command::Serve(config) => config,
+        cli::Command::Print(text) => {
+            print!("{text}");
+            return Ok(());
+        }
+    };
+    drainport::serve(&config, protocol::Http::new(std::process::id())).map_err(|e| e.to_string())
 }

@@ -1,6 +1,8 @@
 //! Operator mistakes: one plain line on stderr, exit status 1, no panic.
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
+use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Output};
 
 use crate::util::BIN;
@@ -14,7 +16,17 @@ fn run(args: &[&str]) -> Output {
 
 #[track_caller]
 fn expect_one_line_error(args: &[&str], needle: &str) {
-    let out = run(args);
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    expect_one_line_error_os(&args, needle);
+}
+
+/// The same, for arguments that need not be UTF-8.
+#[track_caller]
+fn expect_one_line_error_os(args: &[&OsStr], needle: &str) {
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run drainport");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
     assert_eq!(stderr.lines().count(), 1, "{args:?}: stderr {stderr:?}");
@@ -71,4 +83,111 @@ fn help_and_version() {
         String::from_utf8_lossy(&version.stdout),
         format!("drainport {}\n", env!("CARGO_PKG_VERSION"))
     );
+}
+
+/// Each wrong shape of argument, not just each wrong value: one line, exit
+/// 1, and never the server started by a flag that was half read.
+#[test]
+fn every_bad_form_of_argument_is_one_line() {
+    for (args, needle) in [
+        // A switch given a value, which the old parser dropped: `--raw=0`
+        // turned raw mode on.
+        (
+            &["--raw=0"][..],
+            "option '--raw' takes no value, but was given '0'",
+        ),
+        (
+            &["--quiet=no"][..],
+            "option '--quiet' takes no value, but was given 'no'",
+        ),
+        (&["--help=1"][..], "option '--help' takes no value"),
+        (&["--version=2"][..], "option '--version' takes no value"),
+        (
+            &["--raw="][..],
+            "option '--raw' takes no value, but was given ''",
+        ),
+        // Glued to a short switch.
+        (
+            &["-q5"][..],
+            "option '-q' takes no value, but was given '5'",
+        ),
+        (
+            &["-q=1"][..],
+            "option '-q' takes no value, but was given '1'",
+        ),
+        (&["-qV"][..], "option '-q' takes no value"),
+        (&["-V1"][..], "option '-V' takes no value"),
+        // Given twice: the second would silently win.
+        (
+            &["--max-line", "10", "--max-line=20"][..],
+            "option '--max-line' is given twice",
+        ),
+        (
+            &["--drain-timeout=1", "--drain-timeout", "1"][..],
+            "is given twice",
+        ),
+        // Empty or missing values.
+        (
+            &["--pid-file="][..],
+            "option '--pid-file' takes a path, not an empty one",
+        ),
+        (&["--pid-file", ""][..], "takes a path, not an empty one"),
+        (
+            &["--drain-notice", ""][..],
+            "takes one line of text, not an empty one",
+        ),
+        (
+            &["--backlog="][..],
+            "option '--backlog' takes a whole number from 1 to 2147483647, not ''",
+        ),
+        (
+            &["--max-clients"][..],
+            "option '--max-clients' needs a value",
+        ),
+        (&[""][..], "invalid address ''"),
+        // A forgotten value must not swallow the next option.
+        (
+            &["--pid-file", "--raw", "127.0.0.1:0"][..],
+            "'--raw' looks like an option",
+        ),
+        (&["--drain-notice", "-q"][..], "'-q' looks like an option"),
+        // `--` ends the options: what follows is the address, and only one.
+        (
+            &["--", "127.0.0.1:0", "--raw"][..],
+            "unexpected extra argument '--raw'",
+        ),
+        (&["--", "-q"][..], "invalid address '-q'"),
+        (
+            &["127.0.0.1:0", "--", "127.0.0.1:0"][..],
+            "only one address",
+        ),
+        // A control character in an argument cannot split the message.
+        (&["127.0.0.1\n:80"][..], "invalid address '127.0.0.1\\n:80'"),
+        (&["--\u{1b}[31m"][..], "unknown option '--\\u{1b}[31m'"),
+    ] {
+        expect_one_line_error(args, needle);
+    }
+    // Arguments that are not UTF-8: a path may be anything, text may not.
+    let bad = OsStr::from_bytes(b"\xff\xfe");
+    for (args, needle) in [
+        (&[bad][..], "invalid address"),
+        (
+            &[OsStr::new("--drain-notice"), bad][..],
+            "option '--drain-notice' takes UTF-8 text",
+        ),
+        (
+            &[OsStr::new("--max-line"), bad][..],
+            "option '--max-line' takes a whole number",
+        ),
+        (
+            &[OsStr::from_bytes(b"--raw=\xff")][..],
+            "option '--raw' takes no value",
+        ),
+        (
+            &[OsStr::new("--pid-file"), bad, OsStr::new("--bogus")][..],
+            "unknown option '--bogus'",
+        ),
+    ] {
+        expect_one_line_error_os(args, needle);
+    }
 }

@@ -9,6 +9,7 @@ mod delay;
 mod delaybed;
 mod drain;
 mod errors;
+mod examples_cli;
 mod hostile;
 mod http;
 /// The HTTP example's modules, for their unit tests (see its `mod.rs`).
@@ -22,6 +23,7 @@ mod kernel;
 mod kv_example;
 mod limits;
 mod lines;
+mod log_time;
 mod nc;
 mod netns;
 mod ops;
