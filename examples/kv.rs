@@ -26,7 +26,7 @@
 //!
 //! SIGHUP drains it exactly as it drains the echo server.
 //!
-//! **Command line.** `kv [--log-time] [ADDR]`, `-h` and `-V`, read by the
+//! **Command line.** `kv [--log-time] [--service NAME] [--join-any] [ADDR]`, `-h` and `-V`, read by the
 //! rules of `drainport`'s own (`src/cli/args.rs`, included by path). A
 //! mistake is one line on stderr starting `kv: `, and exit status 1.
 
@@ -62,6 +62,10 @@ Arguments:
 Options:
       --log-time  start every stdout line with the time, in UTC to the
                   millisecond: 2026-12-02T18:30:00.123Z
+      --service NAME
+                  the service this process runs, as siblings on the
+                  address see it [default: its protocol's type, Lines<Kv>]
+      --join-any  start even if another service serves ADDR
   -h, --help      print this help
   -V, --version   print the version
 
@@ -115,6 +119,11 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
             "--log-time" => {
                 args.switch(&flag)?;
                 config.log_time = true;
+            }
+            "--service" => config.service = Some(args.line_of_text(&flag)?),
+            "--join-any" => {
+                args.switch(&flag)?;
+                config.join_any = true;
             }
             _ => return Err(args.unknown(&flag)),
         }

@@ -43,6 +43,9 @@ Options:
                             exit
       --log-time            start every stdout line with the time, in UTC to
                             the millisecond: 2026-12-02T18:30:00.123Z
+      --service NAME        the service this process runs, as siblings on the
+                            address see it [default: its protocol's type]
+      --join-any            start even if another service serves ADDR
       --raw                 echo every byte as data, 0xFF included; without
                             it, telnet commands are answered, not echoed
   -h, --help                print this help

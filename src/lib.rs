@@ -50,18 +50,4 @@ mod telnet;
 
 pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
 pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};
-
-/// Serves `protocol` on `config.addr` until a drain completes.
-///
-/// Returns `Ok` after a drain (clean or hard-stopped) and `Err` when the
-/// server could not start or the poll itself failed; the error's message
-/// names what failed. A failure after the listeners started listening
-/// comes only after the clients that reached them were served, so that a
-/// broken start resets no connection.
-///
-/// Every stdout line is dated from here on if `config.log_time` says so:
-/// the setting is the process's, not this call's.
-pub fn serve<P: Protocol>(config: &Config, protocol: P) -> std::io::Result<()> {
-    log::set_time(config.log_time);
-    server::serve(config, protocol)
-}
+pub use server::serve;

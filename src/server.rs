@@ -63,7 +63,11 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// names what failed. A failure after the listeners started listening
 /// comes only after the clients that reached them were served, so that a
 /// broken start resets no connection.
+///
+/// Every stdout line is dated from here on if `config.log_time` says so:
+/// the setting is the process's, not this call's.
 pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
+    crate::log::set_time(config.log_time);
     // Signals are wired first: from here to the last instruction, a SIGHUP,
     // SIGTERM or SIGINT is a message, never a death.
     let signals = Signals::new(HANDLED_SIGNALS)

@@ -48,6 +48,9 @@ Options:
                             exit
       --log-time            start every stdout line with the time, in UTC to
                             the millisecond: 2026-12-02T18:30:00.123Z
+      --service NAME        the service this process runs, as siblings on the
+                            address see it [default: its protocol's type]
+      --join-any            start even if another service serves ADDR
   -h, --help                print this help
   -V, --version             print the version
 

@@ -84,8 +84,8 @@ impl Args {
 
     /// The options every server on drainport takes, under the binary's
     /// names and with its ranges: `-q`, `--backlog`, `--max-output`,
-    /// `--max-clients`, `--drain-timeout`, `--close-spread`, `--pid-file`
-    /// and `--log-time`. Returns `false` for any other option, which the
+    /// `--max-clients`, `--drain-timeout`, `--close-spread`, `--pid-file`,
+    /// `--log-time`, `--service` and `--join-any`. Returns `false` for any other option, which the
     /// program then handles or refuses.
     pub fn server_option(&mut self, flag: &str, config: &mut Config) -> Result<bool, String> {
         match flag {
@@ -103,6 +103,11 @@ impl Args {
             "--drain-timeout" => config.drain_timeout = Some(self.seconds(flag)?),
             "--close-spread" => config.close_spread = Some(self.seconds(flag)?),
             "--pid-file" => config.pid_file = Some(self.path(flag)?),
+            "--service" => config.service = Some(self.line_of_text(flag)?),
+            "--join-any" => {
+                self.switch(flag)?;
+                config.join_any = true;
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -112,7 +112,8 @@ fn a_failed_start_resets_no_client_with_tcp_migrate_req() {
 /// drainport and the kv example, run by one user, on one address: whichever
 /// starts second refuses with one line and exits 1, before it listens, and
 /// the first keeps every client. A copy of drainport from another path (a
-/// new release) joins.
+/// new release) joins; `--join-any` makes kv join anyway, and a kv that
+/// names its service as the echo server's shares the port without a word.
 fn another_program_is_refused_a_release_joins(who: Who) {
     let run = match Runner::new(who) {
         Ok(run) => run,
@@ -161,7 +162,24 @@ fn another_program_is_refused_a_release_joins(who: Who) {
         next.seen
     );
 
-    for server in [&mut echo, &mut next] {
+    // Named alike, two programs share on purpose.
+    let mut named = run.start_program(&kv, "kv", &["--service", "Lines<Echo>", &addr]);
+    assert!(
+        named.seen.iter().all(|l| !l.contains("also serves")),
+        "{:#?}",
+        named.seen
+    );
+    // Told to, kv joins, and says so.
+    let mut joined = run.start_program(&kv, "kv", &["--join-any", &addr]);
+    assert!(
+        joined
+            .seen
+            .iter()
+            .any(|l| l.contains(&format!("which Lines<Echo> (pid {}) also serves", echo.pid))),
+        "{:#?}",
+        joined.seen
+    );
+    for server in [&mut echo, &mut next, &mut joined, &mut named] {
         server.signal(SIGHUP);
         server.expect_clean_exit();
     }
