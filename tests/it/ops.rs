@@ -314,7 +314,7 @@ fn systemd_unit_passes_verify() {
     }
     // verify checks that ExecStart's program exists: point it at the
     // binary under test, in a copy.
-    const PROGRAM: &str = "ExecStart=/opt/drainport/current/drainport ";
+    const PROGRAM: &str = "ExecStart=/opt/drainport/current/bin/drainport ";
     assert!(unit.contains(PROGRAM), "{unit}");
     let dir = ScratchDir::new("unit");
     let copy = dir.join("drainport@.service");
