@@ -357,17 +357,31 @@ pub struct DrainLog {
     pub said_exiting: bool,
 }
 
+/// A log line without the time and generation (`2026-03-01T12:00:00Z g3 `)
+/// that `scripts/rolling-restart` puts before each line it writes.
+fn message(line: &str) -> &str {
+    let mut rest = line;
+    while let Some((word, after)) = rest.split_once(' ') {
+        let stamp = word.starts_with(|c: char| c.is_ascii_digit())
+            || word
+                .strip_prefix('g')
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !stamp {
+            break;
+        }
+        rest = after;
+    }
+    rest
+}
+
 pub fn drain_log(log: &str, pid: u32) -> DrainLog {
     let at_hup = format!("process {pid} closing tasks: ");
     let own = format!("Process {pid} ");
+    let lines = || log.lines().map(message);
     DrainLog {
-        clients: log
-            .lines()
-            .find_map(|l| l.strip_prefix(&at_hup)?.trim().parse().ok()),
-        timed_out: log
-            .lines()
-            .any(|l| l.starts_with(&format!("{own}reached its drain timeout"))),
-        said_exiting: log.lines().any(|l| {
+        clients: lines().find_map(|l| l.strip_prefix(&at_hup)?.trim().parse().ok()),
+        timed_out: lines().any(|l| l.starts_with(&format!("{own}reached its drain timeout"))),
+        said_exiting: lines().any(|l| {
             l.strip_prefix(&own)
                 .is_some_and(|rest| rest == "has no clients left, exiting" || rest == "exiting")
         }),

@@ -314,7 +314,7 @@ fn systemd_unit_passes_verify() {
     }
     // verify checks that ExecStart's program exists: point it at the
     // binary under test, in a copy.
-    const PROGRAM: &str = "ExecStart=/opt/drainport/current/drainport ";
+    const PROGRAM: &str = "ExecStart=/opt/drainport/current/bin/drainport ";
     assert!(unit.contains(PROGRAM), "{unit}");
     let dir = ScratchDir::new("unit");
     let copy = dir.join("drainport@.service");
@@ -328,4 +328,52 @@ fn systemd_unit_passes_verify() {
     // prints on stderr: both must be clean.
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.is_empty(), "{out:?}");
+}
+
+/// The seconds in `--FLAG N` on the unit's `ExecStart`.
+#[track_caller]
+fn exec_start_seconds(unit: &str, flag: &str) -> f64 {
+    let exec = unit.split("ExecStart=").nth(1).expect("an ExecStart= line");
+    let mut words = exec.split_whitespace();
+    words.find(|w| *w == flag);
+    words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {flag} N in ExecStart"))
+}
+
+/// systemd sends SIGKILL once `TimeoutStopSec` has passed, and a shutdown
+/// waits for it: the shipped unit's stop timeout is above the longest
+/// drain it configures (`--drain-timeout` plus `--close-spread`), so no
+/// drain is cut short, and no more than five minutes, so no reboot waits
+/// for an hour.
+#[test]
+fn unit_stop_timeout_covers_the_drain_and_stays_short() {
+    let unit = std::fs::read_to_string(UNIT).expect("read the unit");
+    let drain = exec_start_seconds(&unit, "--drain-timeout");
+    let spread = exec_start_seconds(&unit, "--close-spread");
+    let stop: f64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("TimeoutStopSec="))
+        .and_then(|v| v.parse().ok())
+        .expect("a TimeoutStopSec= line in plain seconds");
+    assert!(
+        stop >= drain + spread + 10.0,
+        "TimeoutStopSec={stop} leaves no margin over {drain} + {spread}"
+    );
+    assert!(
+        stop <= 300.0,
+        "TimeoutStopSec={stop} holds a shutdown too long"
+    );
+    let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
+    let guide = std::fs::read_to_string(guide).expect("read docs/operations.md");
+    for said in [
+        format!("`--drain-timeout {drain} --close-spread {spread}`"),
+        format!("`TimeoutStopSec={stop}`"),
+    ] {
+        assert!(
+            guide.contains(&said),
+            "docs/operations.md does not say {said}"
+        );
+    }
 }
