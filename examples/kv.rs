@@ -96,6 +96,8 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
             .expect("a valid default address"),
         // Typed by hand in telnet: Ctrl-C must not swallow the replies.
         telnet: true,
+        // Poked at by hand: show who connects.
+        quiet: false,
         ..Config::default()
     };
     let mut args = Args::new("kv", args);

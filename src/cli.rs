@@ -72,6 +72,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     // handled unless asked otherwise.
     let mut config = Config {
         telnet: true,
+        // The console session's contract: a line per accepted connection
+        // unless -q. (The library's default is quiet.)
+        quiet: false,
         ..Config::default()
     };
     let mut args = Args::new("drainport", args);

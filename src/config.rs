@@ -39,7 +39,10 @@ pub struct Config {
     pub drain_notice: Option<String>,
     /// Written once listening, removed at exit.
     pub pid_file: Option<PathBuf>,
-    /// Skip the stdout line for each accepted connection.
+    /// Skip the stdout line for each accepted connection. On by default: a
+    /// server built on the library prints only its lifecycle lines unless
+    /// it asks for one per connection (the `drainport` binary does, as its
+    /// console session shows).
     pub quiet: bool,
     /// Start every stdout line with the time it was written, in UTC to the
     /// millisecond and followed by a space: `2026-12-02T18:30:00.123Z
@@ -91,11 +94,25 @@ impl Default for Config {
             close_spread: None,
             drain_notice: None,
             pid_file: None,
-            quiet: false,
+            quiet: true,
             log_time: false,
             telnet: false,
             service: None,
             join_any: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_library_server_is_quiet_unless_it_asks() {
+        // A server built on the library prints its lifecycle lines only;
+        // the drainport binary asks for a line per connection itself.
+        let config = Config::default();
+        assert!(config.quiet);
+        assert!(!config.log_time && !config.join_any && config.service.is_none());
     }
 }

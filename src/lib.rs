@@ -25,6 +25,16 @@
 //!
 //! drainport::serve(&Config::default(), Lines(Upper)).unwrap();
 //! ```
+//!
+//! [`serve`] runs the process until its drain ends: it takes over
+//! `SIGHUP`, `SIGTERM`, `SIGINT` and `SIGUSR1`, and writes its log lines to
+//! stdout (its doc has the list). Linux only. The crate is not on
+//! crates.io; depend on a checkout:
+//!
+//! ```toml
+//! [dependencies]
+//! drainport = { path = "../drainport" }
+//! ```
 
 #![deny(missing_docs)]
 

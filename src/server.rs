@@ -64,8 +64,23 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// comes only after the clients that reached them were served, so that a
 /// broken start resets no connection.
 ///
-/// Every stdout line is dated from here on if `config.log_time` says so:
-/// the setting is the process's, not this call's.
+/// It runs the process, not just a socket, until it returns:
+/// - it takes over `SIGHUP`, `SIGTERM`, `SIGINT` and `SIGUSR1` for the
+///   whole process (through signal-hook, first thing, and for good): the
+///   first three start the drain and a second one stops it hard, `SIGUSR1`
+///   prints a status line;
+/// - it writes its log lines to stdout (see the README's "What it prints";
+///   one per accepted client unless `config.quiet`, which is the default),
+///   each dated if `config.log_time` says so, a setting of the process;
+/// - it raises the soft `RLIMIT_NOFILE` to the hard limit;
+/// - it announces its service on the address, as an abstract Unix socket,
+///   and refuses an address another service serves (`Config::service`,
+///   `Config::join_any`);
+/// - with `NOTIFY_SOCKET` set, it reports readiness and the drain to
+///   systemd.
+///
+/// Linux only: it needs `SO_REUSEPORT`, and Linux 6.2 or later to steer new
+/// clients away from a draining process.
 pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     crate::log::set_time(config.log_time);
     // Signals are wired first: from here to the last instruction, a SIGHUP,

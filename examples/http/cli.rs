@@ -68,6 +68,8 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
     let mut config = Config {
         drain_timeout: Some(DRAIN_TIMEOUT),
         close_spread: Some(CLOSE_SPREAD),
+        // Like the echo server: a line per connection unless -q.
+        quiet: false,
         ..Config::default()
     };
     let mut args = Args::new("http", args);

@@ -14,7 +14,7 @@ use libc::SIGHUP;
 use crate::netns::Namespace;
 use crate::runner::{Runner, Who};
 use crate::steer::Churn;
-use crate::util::{BIN, Client, ScratchDir, example_bin, skip, wait_until};
+use crate::util::{BIN, Client, ScratchDir, example_bin, output_retrying, skip, wait_until};
 
 /// Failed starts per run, half of each kind.
 const STARTS: usize = 60;
@@ -45,10 +45,7 @@ fn a_failed_start_resets_no_client(who: Who) {
         } else {
             &before_bind
         };
-        let output = run
-            .command(&[], args)
-            .stdin(Stdio::null())
-            .output()
+        let output = output_retrying(run.command(&[], args).stdin(Stdio::null()))
             .expect("run a failing start");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -123,11 +120,11 @@ fn another_program_is_refused_a_release_joins(who: Who) {
     let mut echo = run.start(&["-q", "127.0.0.1:0"]);
     let addr = echo.addr.to_string();
 
-    let refused = run
-        .program_command(&kv, "kv", &[&addr])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run kv");
+    let refused = output_retrying(
+        run.program_command(&kv, "kv", &[&addr])
+            .stdin(Stdio::null()),
+    )
+    .expect("run kv");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(
         refused.status.code(),

@@ -51,9 +51,7 @@ impl Server {
         // Name the program that could not start: under `prlimit`, a missing
         // `prlimit` is not a missing `drainport`.
         let program = cmd.get_program().to_string_lossy().into_owned();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        let mut child = spawn_retrying(&mut cmd).unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         let rx = line_reader(child.stdout.take().expect("piped stdout"));
         let pid = child.id();
         let mut server = Server {
@@ -189,6 +187,29 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Spawns `cmd`, trying again while exec says the file is busy. A binary a
+/// test has just copied can be held open for writing by a child that
+/// another test thread forked meanwhile, until that child execs: the
+/// kernel then refuses to run it (ETXTBSY) for a moment.
+pub fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
+    let start = Instant::now();
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && start.elapsed() < DEADLINE => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs `cmd` to its end and collects its output, as `Command::output`
+/// does, trying again while exec says the file is busy.
+pub fn output_retrying(cmd: &mut Command) -> io::Result<std::process::Output> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    spawn_retrying(cmd)?.wait_with_output()
 }
 
 /// A directory of the test's own under the temporary directory, removed
