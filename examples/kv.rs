@@ -44,7 +44,7 @@ use std::process::ExitCode;
 use drainport::protocol::line_body;
 use drainport::{Action, Config, LineProtocol, Lines};
 
-use args::{Arg, Args, Command};
+use args::{Args, Command};
 
 /// Where kv listens when no address is given.
 const DEFAULT_ADDR: &str = "127.0.0.1:7070";
@@ -101,23 +101,11 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
         ..Config::default()
     };
     let mut args = Args::new("kv", args);
-    while let Some(arg) = args.next()? {
-        let flag = match arg {
-            Arg::Operand(operand) => {
-                args.address(operand)?;
-                continue;
-            }
-            Arg::Option(flag) => flag,
-        };
+    while let Some(flag) = args.next_option()? {
+        if let Some(print) = args.help_or_version(&flag, usage)? {
+            return Ok(print);
+        }
         match flag.as_str() {
-            "-h" | "--help" => {
-                args.switch(&flag)?;
-                return Ok(Command::Print(usage()));
-            }
-            "-V" | "--version" => {
-                args.switch(&flag)?;
-                return Ok(Command::Print(args.version()));
-            }
             "--log-time" => {
                 args.switch(&flag)?;
                 config.log_time = true;

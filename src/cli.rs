@@ -10,8 +10,8 @@ use std::ffi::OsString;
 
 use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
 
+use args::Args;
 pub use args::Command;
-use args::{Arg, Args};
 
 fn usage() -> String {
     format!(
@@ -78,26 +78,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         ..Config::default()
     };
     let mut args = Args::new("drainport", args);
-    while let Some(arg) = args.next()? {
-        let flag = match arg {
-            Arg::Operand(operand) => {
-                args.address(operand)?;
-                continue;
-            }
-            Arg::Option(flag) => flag,
-        };
+    while let Some(flag) = args.next_option()? {
+        if let Some(print) = args.help_or_version(&flag, usage)? {
+            return Ok(print);
+        }
         if args.server_option(&flag, &mut config)? {
             continue;
         }
         match flag.as_str() {
-            "-h" | "--help" => {
-                args.switch(&flag)?;
-                return Ok(Command::Print(usage()));
-            }
-            "-V" | "--version" => {
-                args.switch(&flag)?;
-                return Ok(Command::Print(args.version()));
-            }
             "--raw" => {
                 args.switch(&flag)?;
                 config.telnet = false;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_OUTPUT};
 
+use args::Args;
 pub use args::Command;
-use args::{Arg, Args};
 
 /// How long a drain waits for idle keep-alive clients to send again.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,28 +73,14 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
         ..Config::default()
     };
     let mut args = Args::new("http", args);
-    while let Some(arg) = args.next()? {
-        let flag = match arg {
-            Arg::Operand(operand) => {
-                args.address(operand)?;
-                continue;
-            }
-            Arg::Option(flag) => flag,
-        };
+    while let Some(flag) = args.next_option()? {
+        if let Some(print) = args.help_or_version(&flag, usage)? {
+            return Ok(print);
+        }
         if args.server_option(&flag, &mut config)? {
             continue;
         }
-        match flag.as_str() {
-            "-h" | "--help" => {
-                args.switch(&flag)?;
-                return Ok(Command::Print(usage()));
-            }
-            "-V" | "--version" => {
-                args.switch(&flag)?;
-                return Ok(Command::Print(args.version()));
-            }
-            _ => return Err(args.unknown(&flag)),
-        }
+        return Err(args.unknown(&flag));
     }
     if let Some(addr) = args.given_address() {
         config.addr = addr;

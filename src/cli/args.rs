@@ -82,11 +82,39 @@ impl Args {
         }
     }
 
+    /// The next option's name, or `None` at the end. An operand on the way
+    /// is taken as the address.
+    pub fn next_option(&mut self) -> Result<Option<String>, String> {
+        while let Some(arg) = self.next()? {
+            match arg {
+                Arg::Operand(operand) => self.address(operand)?,
+                Arg::Option(flag) => return Ok(Some(flag)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// `-h`/`--help` (printing `usage`) and `-V`/`--version`, the same in
+    /// every program; `None` for any other option.
+    pub fn help_or_version(
+        &mut self,
+        flag: &str,
+        usage: impl FnOnce() -> String,
+    ) -> Result<Option<Command>, String> {
+        let text = match flag {
+            "-h" | "--help" => usage(),
+            "-V" | "--version" => self.version(),
+            _ => return Ok(None),
+        };
+        self.switch(flag)?;
+        Ok(Some(Command::Print(text)))
+    }
+
     /// The options every server on drainport takes, under the binary's
     /// names and with its ranges: `-q`, `--backlog`, `--max-output`,
     /// `--max-clients`, `--drain-timeout`, `--close-spread`, `--pid-file`,
-    /// `--log-time`, `--service` and `--join-any`. Returns `false` for any other option, which the
-    /// program then handles or refuses.
+    /// `--log-time`, `--service` and `--join-any`. Returns `false` for any
+    /// other option, which the program then handles or refuses.
     pub fn server_option(&mut self, flag: &str, config: &mut Config) -> Result<bool, String> {
         match flag {
             "-q" | "--quiet" => {
