@@ -154,19 +154,7 @@ fn the_documented_install_enables_units_that_verify() {
     // The user the unit names, a system account that cannot log in.
     let unit_path = root.join("etc/systemd/system/drainport@.service");
     let unit = std::fs::read_to_string(&unit_path).unwrap();
-    let user = unit
-        .lines()
-        .find_map(|l| l.strip_prefix("User="))
-        .expect("a User= line");
-    let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
-    let entry: Vec<&str> = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f[0] == user)
-        .unwrap_or_else(|| panic!("no {user} in the installed passwd:\n{passwd}"));
-    let uid: u32 = entry[2].parse().unwrap();
-    assert!(uid > 0 && uid < 1000, "{entry:?}");
-    assert!(entry[6].ends_with("/nologin"), "{entry:?}");
+    let (user, _) = system_user_of(&unit, &root);
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
     assert!(
         group.lines().any(|l| l.starts_with(&format!("{user}:"))),
@@ -223,18 +211,28 @@ fn useradd_makes_the_user_the_unit_names() {
         "/contrib/drainport@.service"
     ))
     .unwrap();
+    let (_, entry) = system_user_of(&unit, &root);
+    assert_eq!(entry[5], "/", "{entry:?}");
+    assert!(entry[6].ends_with("/nologin"), "{entry:?}");
+}
+
+/// The user a unit's `User=` names, and its `passwd` entry under `root`,
+/// checked to be a system account (uid below 1000) that cannot log in.
+#[track_caller]
+fn system_user_of(unit: &str, root: &std::path::Path) -> (String, Vec<String>) {
     let user = unit
         .lines()
         .find_map(|l| l.strip_prefix("User="))
-        .expect("a User= line");
+        .expect("a User= line")
+        .to_owned();
     let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
-    let entry: Vec<&str> = passwd
+    let entry: Vec<String> = passwd
         .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
+        .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
         .find(|f| f[0] == user)
-        .unwrap_or_else(|| panic!("no {user} in passwd:\n{passwd}"));
+        .unwrap_or_else(|| panic!("no {user} in passwd under {}:\n{passwd}", root.display()));
     let uid: u32 = entry[2].parse().unwrap();
     assert!(uid > 0 && uid < 1000, "{entry:?}");
-    assert_eq!(entry[5], "/", "{entry:?}");
     assert!(entry[6].ends_with("/nologin"), "{entry:?}");
+    (user, entry)
 }
