@@ -625,9 +625,9 @@ struct Draining {
     p: usize,
     /// In its window: SIGHUP cleared its tags, its listeners are still open
     /// (it is held there with SIGSTOP). `None` if they were already closed.
-    grace: Option<Tally>,
+    window: Option<Tally>,
     /// Connections queued on the drainer's listeners after that run.
-    grace_queued: Option<usize>,
+    window_queued: Option<usize>,
     /// Retired: its listeners are closed; it still drains its client.
     /// `None` if they did not close in time.
     retired: Option<Tally>,
@@ -659,13 +659,13 @@ fn run_draining(runner: &Runner, p: usize, n: usize, threads: usize) -> Draining
     }
     servers[0].signal(libc::SIGSTOP);
     let open = listeners_of(addr, drainer).map(|(count, _)| count);
-    let grace = if open == Some(0) {
+    let window = if open == Some(0) {
         eprintln!("spread: the drainer {drainer} closed its listeners before it was stopped");
         None
     } else {
         Some(connects(addr, &pids, n, threads))
     };
-    let grace_queued = listeners_of(addr, drainer).map(|(_, queued)| queued);
+    let window_queued = listeners_of(addr, drainer).map(|(_, queued)| queued);
     servers[0].signal(libc::SIGCONT);
     let retired = if wait_retired(addr, drainer) {
         Some(connects(addr, &pids, n, threads))
@@ -682,8 +682,8 @@ fn run_draining(runner: &Runner, p: usize, n: usize, threads: usize) -> Draining
     let unclean = stop_all(&mut servers) + usize::from(!exited.is_some_and(|s| s.success()));
     Draining {
         p,
-        grace,
-        grace_queued,
+        window,
+        window_queued,
         retired,
         unclean,
     }
@@ -951,10 +951,10 @@ fn render(m: &Meta) -> String {
         let running: Vec<usize> = (1..r.p).collect();
         let mut g = Group::new(r.p, m.cpus);
         g.untag(0);
-        let grace = (
+        let window = (
             "in its window",
-            r.grace.as_ref(),
-            r.grace_queued
+            r.window.as_ref(),
+            r.window_queued
                 .map_or_else(|| "unknown".into(), |q| q.to_string()),
             "its listeners were closed before it could be stopped",
         );
@@ -966,7 +966,7 @@ fn render(m: &Meta) -> String {
             "closed".to_owned(),
             "its listeners did not close",
         );
-        for ((phase, tally, queued, missing), g) in [(grace, &g), (retired, &retired_group)] {
+        for ((phase, tally, queued, missing), g) in [(window, &g), (retired, &retired_group)] {
             let Some(t) = tally else {
                 let _ = writeln!(
                     s,
@@ -1034,7 +1034,7 @@ fn render(m: &Meta) -> String {
         .chain(
             m.draining
                 .iter()
-                .flat_map(|r| [&r.grace, &r.retired])
+                .flat_map(|r| [&r.window, &r.retired])
                 .filter_map(|t| t.as_ref().map(|t| t.stray)),
         )
         .chain(m.full.iter().map(|r| r.tally.stray))
