@@ -206,10 +206,42 @@ pub fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
 }
 
 /// Runs `cmd` to its end and collects its output, as `Command::output`
-/// does, trying again while exec says the file is busy.
+/// does, trying again while exec says the file is busy. A program that
+/// does not end within [`DEADLINE`] is killed and the test fails: one
+/// that was expected to refuse to start must not hang the suite.
+#[track_caller]
 pub fn output_retrying(cmd: &mut Command) -> io::Result<std::process::Output> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    spawn_retrying(cmd)?.wait_with_output()
+    let mut child = spawn_retrying(cmd)?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{:?} still ran after {DEADLINE:?}", cmd.get_program());
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    })
 }
 
 /// A directory of the test's own under the temporary directory, removed
