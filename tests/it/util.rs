@@ -163,6 +163,20 @@ impl Server {
         &self.seen
     }
 
+    /// Waits until the process is stopped (state `T` in
+    /// `/proc/<pid>/stat`): kill(2) returns before a SIGSTOP takes effect.
+    #[track_caller]
+    pub fn wait_stopped(&self) {
+        wait_until(&format!("process {} to stop", self.pid), || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read stat");
+            // The state follows the command name, which is in parentheses.
+            stat[stat.rfind(')').expect("comm") + 2..]
+                .starts_with('T')
+                .then_some(())
+        });
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.exit.is_none() && self.child.try_wait().expect("try_wait").is_none()
     }
