@@ -285,8 +285,8 @@ pub fn raise_fd_limit() {
 
 /// Starts drainport under `prlimit --nofile=NOFILE` and connects `count`
 /// clients, each sending `<label> <i>\n`, more than the limit lets it
-/// accept. Waits until it reports running out of descriptors and its
-/// accepted count stops moving. Returns the server, the clients in connect
+/// accept. Waits until it reports running out of descriptors, with how
+/// many clients it holds. Returns the server, the clients in connect
 /// order (the accept queue's order), and how many were accepted.
 #[track_caller]
 pub fn starved_server(nofile: u32, count: usize, label: &str) -> (Server, Vec<Client>, usize) {
@@ -297,13 +297,25 @@ pub fn starved_server(nofile: u32, count: usize, label: &str) -> (Server, Vec<Cl
     for (i, client) in clients.iter_mut().enumerate() {
         client.send(format!("{label} {i}\n").as_bytes());
     }
-    server.expect_line("cannot accept (Too many open files");
-    let accepted = wait_until("the accepted count to settle", || {
-        let before = server.count_lines("accepted connection from");
-        thread::sleep(Duration::from_millis(300));
-        let after = server.count_lines("accepted connection from");
-        (before == after).then_some(after)
-    });
+    // The line says how many clients the process held when it ran out, and
+    // none can leave or be added while the clients here stay connected and
+    // every descriptor is taken: that is the accepted count, final. Each of
+    // those was logged as accepted before this line.
+    let paused = server.expect_line("cannot accept (Too many open files");
+    let accepted: usize = paused
+        .split_once("pausing accept, ")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no client count in {paused:?}"));
+    let logged = server
+        .seen
+        .iter()
+        .filter(|l| l.contains("accepted connection from"))
+        .count();
+    assert_eq!(
+        logged, accepted,
+        "accepted lines before {paused:?}: {:#?}",
+        server.seen
+    );
     assert!(
         accepted < count,
         "all {count} accepted under a {nofile}-descriptor limit"
