@@ -323,6 +323,40 @@ pub fn starved_server(nofile: u32, count: usize, label: &str) -> (Server, Vec<Cl
     (server, clients, accepted)
 }
 
+/// How many finished handshakes wait in the accept queues of the listeners
+/// on `addr`, from `/proc/net/tcp` (or `tcp6`), where a listening socket's
+/// `rx_queue` is its accept queue's length. It counts connections the
+/// kernel holds for a server that has not taken them.
+pub fn accept_queue_len(addr: SocketAddr) -> u32 {
+    let (table, local) = match addr {
+        SocketAddr::V4(a) => (
+            "/proc/net/tcp",
+            format!("{:08X}", u32::from_ne_bytes(a.ip().octets())),
+        ),
+        SocketAddr::V6(a) => (
+            "/proc/net/tcp6",
+            a.ip()
+                .octets()
+                .chunks(4)
+                .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+                .collect(),
+        ),
+    };
+    let local = format!("{local}:{:04X}", addr.port());
+    let text = std::fs::read_to_string(table).unwrap_or_else(|e| panic!("read {table}: {e}"));
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl, local_address, rem_address, st (0A: LISTEN), tx_queue:rx_queue
+            (fields.len() > 4 && fields[1] == local && fields[3] == "0A")
+                .then(|| fields[4].split_once(':'))
+                .flatten()
+                .and_then(|(_, rx)| u32::from_str_radix(rx, 16).ok())
+        })
+        .sum()
+}
+
 /// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
 #[track_caller]
 pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
