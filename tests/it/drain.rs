@@ -96,6 +96,9 @@ fn burst_across_hup() {
     let pids = [leaving.pid, staying.pid];
 
     leaving.signal(SIGSTOP);
+    // kill(2) returns before the stop takes effect: until it does, the
+    // process could take some of the burst, and the queue would not build.
+    leaving.wait_stopped();
     let mut clients = burst(leaving.addr, "queued");
     leaving.signal(SIGHUP);
     leaving.signal(SIGCONT);
