@@ -96,6 +96,9 @@ fn burst_across_hup() {
     let pids = [leaving.pid, staying.pid];
 
     leaving.signal(SIGSTOP);
+    // kill(2) returns before the stop takes effect: until it does, the
+    // process could take some of the burst, and the queue would not build.
+    leaving.wait_stopped();
     let mut clients = burst(leaving.addr, "queued");
     leaving.signal(SIGHUP);
     leaving.signal(SIGCONT);
@@ -173,12 +176,22 @@ fn burst_across_hup_with_tcp_migrate_req() {
 
 #[test]
 fn signals_during_exit_never_kill_the_process() {
-    // HUP after HUP until the process is gone: the first starts a drain, the
-    // second stops it hard, and the rest land while it exits.
+    // Stop signals after stop signals until the process is gone: the first
+    // starts a drain, the second stops it hard, and the rest land while it
+    // stops and exits. Three different ones are sent while the process is
+    // stopped (SIGSTOP), so they all wait for it and the third reaches a
+    // process already stopping hard, however the machine schedules this
+    // test; the storm after SIGCONT lands wherever it happens to.
     let mut server = Server::start(&["127.0.0.1:0"]);
     let mut client = Client::connect(server.addr);
     assert_eq!(client.echo("hi"), server.pid);
-    let mut sent = 0;
+    server.signal(SIGSTOP);
+    server.wait_stopped();
+    for signal in [SIGHUP, SIGINT, SIGTERM] {
+        server.signal(signal);
+    }
+    server.signal(SIGCONT);
+    let mut sent = 3;
     while server.is_running() && sent < 100_000 {
         server.signal(if sent % 2 == 0 { SIGHUP } else { SIGTERM });
         sent += 1;
@@ -189,5 +202,24 @@ fn signals_during_exit_never_kill_the_process() {
         "exit {status:?} after {sent} signals; stdout {:#?}",
         server.seen
     );
-    assert!(sent > 2, "exited after only {sent} signals");
+    let pid = server.pid;
+    let count = |needle: &str| server.seen.iter().filter(|l| l.contains(needle)).count();
+    let received = format!("Process {pid} received ");
+    let drains = server
+        .seen
+        .iter()
+        .filter(|l| l.starts_with(&received) && l.ends_with(" signal"))
+        .count();
+    assert_eq!(drains, 1, "one drain; stdout {:#?}", server.seen);
+    assert_eq!(
+        count(" signal during drain: closing 1 client"),
+        1,
+        "one hard stop; stdout {:#?}",
+        server.seen
+    );
+    assert!(
+        count(" signal while closing: ") >= 1,
+        "no stop signal reached the process after its hard stop; stdout {:#?}",
+        server.seen
+    );
 }

@@ -225,12 +225,17 @@ fn drain_notice_reaches_every_client_once() {
 
 #[test]
 fn close_spread_closes_clients_one_by_one() {
-    // Three clients over 6 s: closes are due at 2 s, 4 s and 6 s.
+    // Three clients over 30 s: closes are due at 10 s, 20 s and 30 s. What
+    // the test checks between the first close and its SIGTERM (a status
+    // line, two echoes, and a progress line that comes within a second)
+    // must fit before the second close: the 10 s between them leave a busy
+    // machine room for that. The window is the schedule under test, so it
+    // cannot be taken away, only made wide.
     let mut server = Server::start(&[
         "--drain-timeout",
         "0.1",
         "--close-spread",
-        "6",
+        "30",
         "127.0.0.1:0",
     ]);
     let mut clients: Vec<Client> = (0..3).map(|_| Client::connect(server.addr)).collect();
@@ -238,7 +243,7 @@ fn close_spread_closes_clients_one_by_one() {
         assert_eq!(client.echo("hi"), server.pid);
     }
     server.signal(SIGHUP);
-    server.expect_line("reached its drain timeout of 0.1s: closing 3 clients over 6s");
+    server.expect_line("reached its drain timeout of 0.1s: closing 3 clients over 30s");
 
     // The first close comes a third of the way into the window; the others
     // are still open then and are served.

@@ -161,6 +161,20 @@ impl Server {
         &self.seen
     }
 
+    /// Waits until the process is stopped (state `T` in
+    /// `/proc/<pid>/stat`): kill(2) returns before a SIGSTOP takes effect.
+    #[track_caller]
+    pub fn wait_stopped(&self) {
+        wait_until(&format!("process {} to stop", self.pid), || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read stat");
+            // The state follows the command name, which is in parentheses.
+            stat[stat.rfind(')').expect("comm") + 2..]
+                .starts_with('T')
+                .then_some(())
+        });
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.exit.is_none() && self.child.try_wait().expect("try_wait").is_none()
     }
@@ -324,8 +338,8 @@ pub fn raise_fd_limit() {
 
 /// Starts drainport under `prlimit --nofile=NOFILE` and connects `count`
 /// clients, each sending `<label> <i>\n`, more than the limit lets it
-/// accept. Waits until it reports running out of descriptors and its
-/// accepted count stops moving. Returns the server, the clients in connect
+/// accept. Waits until it reports running out of descriptors, with how
+/// many clients it holds. Returns the server, the clients in connect
 /// order (the accept queue's order), and how many were accepted.
 #[track_caller]
 pub fn starved_server(nofile: u32, count: usize, label: &str) -> (Server, Vec<Client>, usize) {
@@ -336,18 +350,64 @@ pub fn starved_server(nofile: u32, count: usize, label: &str) -> (Server, Vec<Cl
     for (i, client) in clients.iter_mut().enumerate() {
         client.send(format!("{label} {i}\n").as_bytes());
     }
-    server.expect_line("cannot accept (Too many open files");
-    let accepted = wait_until("the accepted count to settle", || {
-        let before = server.count_lines("accepted connection from");
-        thread::sleep(Duration::from_millis(300));
-        let after = server.count_lines("accepted connection from");
-        (before == after).then_some(after)
-    });
+    // The line says how many clients the process held when it ran out, and
+    // none can leave or be added while the clients here stay connected and
+    // every descriptor is taken: that is the accepted count, final. Each of
+    // those was logged as accepted before this line.
+    let paused = server.expect_line("cannot accept (Too many open files");
+    let accepted: usize = paused
+        .split_once("pausing accept, ")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no client count in {paused:?}"));
+    let logged = server
+        .seen
+        .iter()
+        .filter(|l| l.contains("accepted connection from"))
+        .count();
+    assert_eq!(
+        logged, accepted,
+        "accepted lines before {paused:?}: {:#?}",
+        server.seen
+    );
     assert!(
         accepted < count,
         "all {count} accepted under a {nofile}-descriptor limit"
     );
     (server, clients, accepted)
+}
+
+/// How many finished handshakes wait in the accept queues of the listeners
+/// on `addr`, from `/proc/net/tcp` (or `tcp6`), where a listening socket's
+/// `rx_queue` is its accept queue's length. It counts connections the
+/// kernel holds for a server that has not taken them.
+pub fn accept_queue_len(addr: SocketAddr) -> u32 {
+    let (table, local) = match addr {
+        SocketAddr::V4(a) => (
+            "/proc/net/tcp",
+            format!("{:08X}", u32::from_ne_bytes(a.ip().octets())),
+        ),
+        SocketAddr::V6(a) => (
+            "/proc/net/tcp6",
+            a.ip()
+                .octets()
+                .chunks(4)
+                .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+                .collect(),
+        ),
+    };
+    let local = format!("{local}:{:04X}", addr.port());
+    let text = std::fs::read_to_string(table).unwrap_or_else(|e| panic!("read {table}: {e}"));
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl, local_address, rem_address, st (0A: LISTEN), tx_queue:rx_queue
+            (fields.len() > 4 && fields[1] == local && fields[3] == "0A")
+                .then(|| fields[4].split_once(':'))
+                .flatten()
+                .and_then(|(_, rx)| u32::from_str_radix(rx, 16).ok())
+        })
+        .sum()
 }
 
 /// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
