@@ -31,7 +31,7 @@
 
 use std::io;
 use std::mem;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::ops::ControlFlow;
 
 use mio::event::Event;
@@ -605,9 +605,16 @@ impl<S: Stream, C> Conn<S, C> {
         Ok(())
     }
 
-    /// A client was admitted: the protocol may greet it, or turn it away.
-    pub(crate) fn on_connect<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> Verdict {
-        let said = self.say(cx, |protocol, state, out| protocol.on_connect(state, out));
+    /// A client was admitted from `peer`: the protocol may greet it, or
+    /// turn it away.
+    pub(crate) fn on_connect<P: Protocol<Conn = C>>(
+        &mut self,
+        peer: SocketAddr,
+        cx: &mut Context<P>,
+    ) -> Verdict {
+        let said = self.say(cx, |protocol, state, out| {
+            protocol.on_connect(state, peer, out)
+        });
         self.act_on(said, cx)
     }
 

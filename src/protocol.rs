@@ -61,6 +61,7 @@
 //! ```
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 
 /// What a protocol wants done with the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,9 +100,10 @@ pub trait Protocol {
     /// that an idle client stays cheap.
     type Conn: Default;
 
-    /// A client was admitted. May append a greeting.
-    fn on_connect(&mut self, conn: &mut Self::Conn, out: &mut Vec<u8>) -> Action {
-        let _ = (conn, out);
+    /// A client was admitted from `peer`. May append a greeting, or
+    /// return [`Action::Close`] to turn it away (after the flush).
+    fn on_connect(&mut self, conn: &mut Self::Conn, peer: SocketAddr, out: &mut Vec<u8>) -> Action {
+        let _ = (conn, peer, out);
         Action::Continue
     }
 
@@ -331,8 +333,8 @@ mod tests {
     impl Protocol for Counted {
         type Conn = u8;
 
-        fn on_connect(&mut self, _: &mut u8, out: &mut Vec<u8>) -> Action {
-            out.extend_from_slice(b"hi;");
+        fn on_connect(&mut self, _: &mut u8, peer: SocketAddr, out: &mut Vec<u8>) -> Action {
+            let _ = write!(out, "hi {};", peer.port());
             Action::Continue
         }
 
@@ -525,7 +527,8 @@ mod tests {
         let mut p = Counted;
         let (mut a, mut b) = (u8::default(), u8::default());
         let mut out = Vec::new();
-        assert_eq!(p.on_connect(&mut a, &mut out), Action::Continue);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 4242));
+        assert_eq!(p.on_connect(&mut a, peer, &mut out), Action::Continue);
         let got = feed(&mut p, &mut a, b"\x02ab\x01c\x03de", 100, &mut out, 1000);
         assert_eq!(
             (got.consumed, got.messages, got.stop),
@@ -533,7 +536,7 @@ mod tests {
         );
         feed(&mut p, &mut b, b"\x01x", 100, &mut out, 1000);
         feed(&mut p, &mut a, b"\x03def", 100, &mut out, 1000);
-        assert_eq!(out, b"hi;1ab;2c;1x;3def;");
+        assert_eq!(out, b"hi 4242;1ab;2c;1x;3def;");
         assert_eq!((a, b), (3, 1));
     }
 

@@ -362,7 +362,7 @@ impl<P: Protocol> Server<P> {
             say!("Process {} accepted connection from: {peer}", self.pid);
         }
         if let Some(conn) = self.conns.get_mut(key) {
-            let verdict = conn.on_connect(&mut self.cx);
+            let verdict = conn.on_connect(peer, &mut self.cx);
             self.apply(key, verdict);
         }
         if self.state != State::Running {
