@@ -39,6 +39,10 @@ Options:
                             one over SECS instead of all at once
       --drain-notice TEXT   send TEXT as one line to every client when the
                             drain starts
+      --idle-timeout SECS   close a client that sent nothing for SECS, after
+                            one line saying so [default: never]
+      --send-timeout SECS   close a client at once when its replies waited
+                            SECS without it reading a byte [default: never]
       --pid-file PATH       write the pid to PATH once listening; removed at
                             exit
       --log-time            start every stdout line with the time, in UTC to
@@ -92,6 +96,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             }
             "--max-line" => config.max_input = args.number(&flag, usize::MAX as u64)?,
             "--drain-notice" => config.drain_notice = Some(args.line_of_text(&flag)?),
+            "--idle-timeout" => config.idle_timeout = Some(args.seconds(&flag)?),
+            "--send-timeout" => config.send_timeout = Some(args.seconds(&flag)?),
             _ => return Err(args.unknown(&flag)),
         }
     }
@@ -127,6 +133,10 @@ mod tests {
         assert!(!c.quiet);
         assert!(c.telnet, "telnet commands are handled by default");
         assert!(!c.log_time, "lines are undated by default");
+        assert_eq!((c.idle_timeout, c.send_timeout), (None, None));
+        let c = config(&["--idle-timeout=0.25", "--send-timeout", "30"]).unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_millis(250)));
+        assert_eq!(c.send_timeout, Some(Duration::from_secs(30)));
         assert!(!config(&["--raw"]).unwrap().telnet);
         assert!(config(&["--log-time"]).unwrap().log_time);
         // A switch may be repeated; the address may follow `--`.
@@ -189,6 +199,12 @@ mod tests {
                 "from 0.000000001 to 31536000",
             ),
             (&["127.0.0.1:1", "127.0.0.1:2"][..], "only one address"),
+            (&["--idle-timeout", "0"][..], "from 0.000000001 to 31536000"),
+            (&["--send-timeout"][..], "needs a value"),
+            (
+                &["--idle-timeout=1", "--idle-timeout=2"][..],
+                "'--idle-timeout' is given twice",
+            ),
             (&["--close-spread", "5"][..], "needs '--drain-timeout'"),
             (&["--drain-notice", "two\nlines"][..], "one line"),
             // Switches take no value, in any spelling.

@@ -35,6 +35,17 @@ pub struct Config {
     /// With `drain_timeout`: close the clients left at the deadline one by
     /// one over this window instead of all at once.
     pub close_spread: Option<Duration>,
+    /// Close a client that sent no byte for this long, after the
+    /// protocol's last word ([`Protocol::on_idle_timeout`]: for a line
+    /// protocol, `error: idle for 30s, closing`). Re-armed by every read,
+    /// at the cost of a store. Off by default.
+    ///
+    /// [`Protocol::on_idle_timeout`]: crate::Protocol::on_idle_timeout
+    pub idle_timeout: Option<Duration>,
+    /// Close a client at once, without a word, when its output has waited
+    /// this long without it taking a byte (nginx's `send_timeout`): it is
+    /// not reading, and its buffers are freed. Off by default.
+    pub send_timeout: Option<Duration>,
     /// A line sent to every client when the drain starts (without `\n`).
     pub drain_notice: Option<String>,
     /// Written once listening, removed at exit.
@@ -92,6 +103,8 @@ impl Default for Config {
             max_clients: None,
             drain_timeout: None,
             close_spread: None,
+            idle_timeout: None,
+            send_timeout: None,
             drain_notice: None,
             pid_file: None,
             quiet: true,
@@ -114,5 +127,7 @@ mod tests {
         let config = Config::default();
         assert!(config.quiet);
         assert!(!config.log_time && !config.join_any && config.service.is_none());
+        // No timers unless asked: holding idle clients is a use.
+        assert!(config.idle_timeout.is_none() && config.send_timeout.is_none());
     }
 }

@@ -31,8 +31,9 @@
 
 use std::io;
 use std::mem;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::ops::ControlFlow;
+use std::time::Duration;
 
 use mio::event::Event;
 use mio::net::TcpStream;
@@ -605,9 +606,16 @@ impl<S: Stream, C> Conn<S, C> {
         Ok(())
     }
 
-    /// A client was admitted: the protocol may greet it, or turn it away.
-    pub(crate) fn on_connect<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> Verdict {
-        let said = self.say(cx, |protocol, state, out| protocol.on_connect(state, out));
+    /// A client was admitted from `peer`: the protocol may greet it, or
+    /// turn it away.
+    pub(crate) fn on_connect<P: Protocol<Conn = C>>(
+        &mut self,
+        peer: SocketAddr,
+        cx: &mut Context<P>,
+    ) -> Verdict {
+        let said = self.say(cx, |protocol, state, out| {
+            protocol.on_connect(state, peer, out)
+        });
         self.act_on(said, cx)
     }
 
@@ -630,6 +638,46 @@ impl<S: Stream, C> Conn<S, C> {
             protocol.on_drain(state, out)
         });
         self.act_on(said, cx)
+    }
+
+    /// The client sent nothing for `idle`: the protocol's last word, then
+    /// the connection ends.
+    pub(crate) fn on_idle_timeout<P: Protocol<Conn = C>>(
+        &mut self,
+        idle: Duration,
+        cx: &mut Context<P>,
+    ) -> Verdict {
+        let said = self.say(cx, |protocol, state, out| {
+            protocol.on_idle_timeout(state, idle, out);
+            Action::Close
+        });
+        self.act_on(said, cx)
+    }
+
+    /// The protocol's deadline passed; a connection already ending is not
+    /// told.
+    pub(crate) fn on_deadline<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> Verdict {
+        if self.is(ENDING) {
+            return Verdict::Keep;
+        }
+        let said = self.say(cx, |protocol, state, out| protocol.on_deadline(state, out));
+        self.act_on(said, cx)
+    }
+
+    /// The protocol's state for this connection.
+    pub(crate) fn state(&self) -> &C {
+        &self.state
+    }
+
+    /// The connection has decided to end and waits for its flush and the
+    /// client's EOF.
+    pub(crate) fn is_ending(&self) -> bool {
+        self.is(ENDING)
+    }
+
+    /// Output waits for the client to take it.
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending() > 0
     }
 
     /// The verdict after a hook outside of `on_data` ran: keep, end (close

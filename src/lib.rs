@@ -42,6 +42,7 @@ mod admission;
 mod claim;
 mod config;
 mod conn;
+mod deadline;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -57,6 +58,7 @@ mod spread;
 mod steer;
 mod sys;
 mod telnet;
+mod timeouts;
 
 pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
 pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};

@@ -61,6 +61,8 @@
 //! ```
 
 use std::io::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// What a protocol wants done with the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,9 +101,10 @@ pub trait Protocol {
     /// that an idle client stays cheap.
     type Conn: Default;
 
-    /// A client was admitted. May append a greeting.
-    fn on_connect(&mut self, conn: &mut Self::Conn, out: &mut Vec<u8>) -> Action {
-        let _ = (conn, out);
+    /// A client was admitted from `peer`. May append a greeting, or
+    /// return [`Action::Close`] to turn it away (after the flush).
+    fn on_connect(&mut self, conn: &mut Self::Conn, peer: SocketAddr, out: &mut Vec<u8>) -> Action {
+        let _ = (conn, peer, out);
         Action::Continue
     }
 
@@ -141,6 +144,35 @@ pub trait Protocol {
     fn on_closing(&mut self, conn: &mut Self::Conn, out: &mut Vec<u8>) {
         let _ = (conn, out);
     }
+
+    /// The connection's own deadline, if it has one: a header that must be
+    /// complete by then, a keep-alive that ends then. The machinery reads
+    /// it after every hook call for the connection, so a protocol sets,
+    /// moves or clears it by changing `conn`, and calls
+    /// [`Protocol::on_deadline`] once it passes: never before, and at most
+    /// one tick (100 ms) after. It must be cheap: it is called often.
+    fn deadline(&self, conn: &Self::Conn) -> Option<Instant> {
+        let _ = conn;
+        None
+    }
+
+    /// The deadline [`Protocol::deadline`] gave has passed. Append a last
+    /// word and return [`Action::Close`], or move the deadline and return
+    /// [`Action::Continue`]; a deadline left where it was is not reported
+    /// again until it changes. Not called for a connection already ending.
+    fn on_deadline(&mut self, conn: &mut Self::Conn, out: &mut Vec<u8>) -> Action {
+        let _ = (conn, out);
+        Action::Continue
+    }
+
+    /// The client sent nothing for `idle` ([`Config::idle_timeout`]):
+    /// append the last word it gets. The connection then ends (flush, FIN,
+    /// and a wait for the client's EOF no longer than `idle` again).
+    ///
+    /// [`Config::idle_timeout`]: crate::Config::idle_timeout
+    fn on_idle_timeout(&mut self, conn: &mut Self::Conn, idle: Duration, out: &mut Vec<u8>) {
+        let _ = (conn, idle, out);
+    }
 }
 
 /// A protocol of newline-terminated lines, served through [`Lines`].
@@ -156,6 +188,13 @@ pub trait LineProtocol {
     /// included. The connection is closed once this reply is sent.
     fn on_line_too_long(&mut self, max_line: usize, out: &mut Vec<u8>) {
         let _ = writeln!(out, "error: line longer than {max_line} bytes");
+    }
+
+    /// Appends the last line a client gets when it sent nothing for `idle`
+    /// ([`Config::idle_timeout`](crate::Config::idle_timeout)); the
+    /// connection ends after it.
+    fn on_idle_timeout(&mut self, idle: Duration, out: &mut Vec<u8>) {
+        let _ = writeln!(out, "error: idle for {}s, closing", idle.as_secs_f64());
     }
 
     /// Appends the last line a client gets when the server closes it on a
@@ -201,6 +240,10 @@ impl<P: LineProtocol> Protocol for Lines<P> {
 
     fn on_closing(&mut self, _: &mut (), out: &mut Vec<u8>) {
         self.0.on_closing(out);
+    }
+
+    fn on_idle_timeout(&mut self, _: &mut (), idle: Duration, out: &mut Vec<u8>) {
+        self.0.on_idle_timeout(idle, out);
     }
 }
 
@@ -331,8 +374,8 @@ mod tests {
     impl Protocol for Counted {
         type Conn = u8;
 
-        fn on_connect(&mut self, _: &mut u8, out: &mut Vec<u8>) -> Action {
-            out.extend_from_slice(b"hi;");
+        fn on_connect(&mut self, _: &mut u8, peer: SocketAddr, out: &mut Vec<u8>) -> Action {
+            let _ = write!(out, "hi {};", peer.port());
             Action::Continue
         }
 
@@ -413,6 +456,23 @@ mod tests {
             Step::Close(5)
         );
         assert_eq!(out, b"abc\n+\nd\r\n+\n\n+\nquit\n+\n");
+    }
+
+    #[test]
+    fn lines_says_why_an_idle_client_is_closed() {
+        let mut out = Vec::new();
+        Lines(Suffix).on_idle_timeout(&mut (), Duration::from_secs(30), &mut out);
+        Lines(Suffix).on_idle_timeout(&mut (), Duration::from_millis(1500), &mut out);
+        assert_eq!(
+            out,
+            b"error: idle for 30s, closing\nerror: idle for 1.5s, closing\n"
+        );
+        // By default a byte protocol appends nothing, and has no deadline.
+        out.clear();
+        Counted.on_idle_timeout(&mut 0, Duration::from_secs(1), &mut out);
+        assert_eq!(Counted.deadline(&0), None);
+        assert_eq!(Counted.on_deadline(&mut 0, &mut out), Action::Continue);
+        assert_eq!(out, b"");
     }
 
     #[test]
@@ -525,7 +585,8 @@ mod tests {
         let mut p = Counted;
         let (mut a, mut b) = (u8::default(), u8::default());
         let mut out = Vec::new();
-        assert_eq!(p.on_connect(&mut a, &mut out), Action::Continue);
+        let peer = SocketAddr::from(([127, 0, 0, 1], 4242));
+        assert_eq!(p.on_connect(&mut a, peer, &mut out), Action::Continue);
         let got = feed(&mut p, &mut a, b"\x02ab\x01c\x03de", 100, &mut out, 1000);
         assert_eq!(
             (got.consumed, got.messages, got.stop),
@@ -533,7 +594,7 @@ mod tests {
         );
         feed(&mut p, &mut b, b"\x01x", 100, &mut out, 1000);
         feed(&mut p, &mut a, b"\x03def", 100, &mut out, 1000);
-        assert_eq!(out, b"hi;1ab;2c;1x;3def;");
+        assert_eq!(out, b"hi 4242;1ab;2c;1x;3def;");
         assert_eq!((a, b), (3, 1));
     }
 

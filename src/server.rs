@@ -12,7 +12,9 @@
 //!   [`crate::listener`] and [`crate::admission`] for how).
 //! - The check "done, time to exit" lives in [`Server::finished`] only.
 //! - Every timer comes from one list, [`Server::timers`], so the poll
-//!   sleeps until the nearest one and never past it.
+//!   sleeps until the nearest one and never past it. The per-connection
+//!   ones are one entry there, [`Timer::Deadlines`], kept by
+//!   [`crate::timeouts`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,6 +39,7 @@ use crate::protocol::Protocol;
 use crate::slab::Slab;
 use crate::spread::Spread;
 use crate::sys;
+use crate::timeouts::{Before, Timeouts};
 
 /// The signal pipe's token.
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -153,6 +156,8 @@ enum Timer {
     SpreadClose,
     /// The next progress report.
     Progress,
+    /// The nearest per-connection deadline: idle, send or the protocol's.
+    Deadlines,
 }
 
 struct Server<P: Protocol> {
@@ -172,6 +177,8 @@ struct Server<P: Protocol> {
     admission: Admission,
     conns: Slab<Conn<TcpStream, P::Conn>>,
     cx: Context<P>,
+    /// Every connection's deadlines.
+    timeouts: Timeouts,
     state: State,
     /// When the drain started.
     hangup_at: Option<Instant>,
@@ -221,6 +228,7 @@ impl<P: Protocol> Server<P> {
             conns: Slab::new(),
             cx: Context::new(protocol, config.max_input, config.max_output)
                 .with_telnet(config.telnet),
+            timeouts: Timeouts::new(config, now),
             state: State::Running,
             hangup_at: None,
             again: Vec::new(),
@@ -243,6 +251,9 @@ impl<P: Protocol> Server<P> {
                 }
                 return Err(e);
             }
+            // Turns are dated with the time the loop woke, not the time it
+            // went to sleep: an idle deadline counts from the read.
+            self.timeouts.woke(Instant::now());
             self.admission.new_turn();
             let mut listener_ready = false;
             let mut signals_ready = false;
@@ -303,18 +314,48 @@ impl<P: Protocol> Server<P> {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        let before = Before::take(&self.cx);
         let verdict = conn.on_ready(Ready::from(event), &mut self.cx);
-        self.apply(key, verdict);
+        self.apply(key, verdict, before);
     }
 
-    fn apply(&mut self, key: usize, verdict: Verdict) {
+    /// Acts on the verdict of a connection's turn; `before` is what the
+    /// counters said before it, for its timeouts.
+    fn apply(&mut self, key: usize, verdict: Verdict, before: Before) {
         match verdict {
             Verdict::Keep => {}
             Verdict::Again => self.again.push(key),
-            // Closing the socket also removes it from the epoll set: its
-            // descriptor is never duplicated, so this is the last close.
-            Verdict::Close => drop(self.conns.remove(key)),
+            Verdict::Close => {
+                self.remove(key);
+                return;
+            }
         }
+        if let Some(conn) = self.conns.get_mut(key) {
+            self.timeouts.after_turn(key, conn, &self.cx, before);
+        }
+    }
+
+    /// Takes a connection out of the table, with its timers. Closing the
+    /// socket (dropping what this returns) also removes it from the epoll
+    /// set: its descriptor is never duplicated, so that is the last close.
+    fn remove(&mut self, key: usize) -> Option<Conn<TcpStream, P::Conn>> {
+        let conn = self.conns.remove(key)?;
+        self.timeouts.forget(key);
+        Some(conn)
+    }
+
+    /// Acts on the per-connection deadlines that passed.
+    fn on_deadlines(&mut self, now: Instant) {
+        let fired = self.timeouts.expire(now);
+        for &(key, kind) in &fired {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let before = Before::take(&self.cx);
+            let verdict = self.timeouts.fire(key, kind, conn, &mut self.cx);
+            self.apply(key, verdict, before);
+        }
+        self.timeouts.done(fired);
     }
 
     /// Gives clients that used up their turn another one.
@@ -322,8 +363,9 @@ impl<P: Protocol> Server<P> {
         let mut again = std::mem::take(&mut self.again);
         for key in again.drain(..) {
             if let Some(conn) = self.conns.get_mut(key) {
+                let before = Before::take(&self.cx);
                 let verdict = conn.pump(&mut self.cx);
-                self.apply(key, verdict);
+                self.apply(key, verdict, before);
             }
         }
         // Keep the vector's allocation unless new work arrived meanwhile.
@@ -357,13 +399,15 @@ impl<P: Protocol> Server<P> {
             return;
         }
         self.conns.insert(Conn::new(stream));
+        self.timeouts.admitted(key);
         self.cx.counters.accepted += 1;
         if !self.quiet {
             say!("Process {} accepted connection from: {peer}", self.pid);
         }
         if let Some(conn) = self.conns.get_mut(key) {
-            let verdict = conn.on_connect(&mut self.cx);
-            self.apply(key, verdict);
+            let before = Before::take(&self.cx);
+            let verdict = conn.on_connect(peer, &mut self.cx);
+            self.apply(key, verdict, before);
         }
         if self.state != State::Running {
             // Taken from the queue after the drain began: it hears of the
@@ -447,8 +491,9 @@ impl<P: Protocol> Server<P> {
     /// one, then whatever the protocol says.
     fn notice(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
+            let before = Before::take(&self.cx);
             let verdict = conn.on_drain(self.drain_notice.as_deref(), &mut self.cx);
-            self.apply(key, verdict);
+            self.apply(key, verdict, before);
         }
     }
 
@@ -493,7 +538,7 @@ impl<P: Protocol> Server<P> {
             if to_close == 0 {
                 break;
             }
-            if let Some(conn) = self.conns.remove(key) {
+            if let Some(conn) = self.remove(key) {
                 conn.close_hard(&mut self.cx);
                 to_close -= 1;
             }
@@ -575,7 +620,7 @@ impl<P: Protocol> Server<P> {
 
     /// Every timer with when it is next due. The one list both the poll's
     /// timeout and [`Server::on_timers`] are derived from.
-    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 4] {
+    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 5] {
         let deadline = match self.state {
             State::Draining { deadline } => deadline,
             _ => None,
@@ -588,6 +633,7 @@ impl<P: Protocol> Server<P> {
                 Timer::Progress,
                 self.progress_wanted().then_some(self.report_at),
             ),
+            (Timer::Deadlines, self.timeouts.next_due()),
         ]
     }
 
@@ -617,6 +663,7 @@ impl<P: Protocol> Server<P> {
             }
             Timer::SpreadClose => self.close_due(now),
             Timer::Progress => self.report_progress(now),
+            Timer::Deadlines => self.on_deadlines(now),
         }
     }
 

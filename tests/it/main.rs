@@ -37,4 +37,5 @@ mod steer;
 #[path = "../../benches/shared/tcp.rs"]
 mod tcp;
 mod telnet;
+mod timeouts;
 mod util;

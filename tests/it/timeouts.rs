@@ -1,0 +1,236 @@
+//! Per-connection deadlines on the real binary: `--idle-timeout` and
+//! `--send-timeout`, alone, with a drain, and as the way out of a
+//! descriptor lockout. Timeouts are short; no test asserts a time, and
+//! every wait has the suite's generous bound.
+
+use std::io::{self, Write};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use libc::SIGHUP;
+
+use crate::util::{BIN, Client, DEADLINE, Server, have_tool, raise_fd_limit};
+
+#[test]
+fn a_silent_client_is_told_then_closed_after_the_idle_timeout() {
+    let server = Server::start(&["-q", "--idle-timeout", "0.3", "127.0.0.1:0"]);
+    let mut silent = Client::connect(server.addr);
+    assert_eq!(silent.echo("one line, then nothing"), server.pid);
+    assert_eq!(silent.read_line(), b"error: idle for 0.3s, closing\n");
+    silent.expect_eof();
+
+    // A client that never said a word is timed out too.
+    let mut mute = Client::connect(server.addr);
+    assert_eq!(mute.read_line(), b"error: idle for 0.3s, closing\n");
+    mute.expect_eof();
+}
+
+#[test]
+fn every_line_read_restarts_the_idle_clock() {
+    // Lines 50 ms apart for three idle timeouts: the client is never
+    // silent for one, and must not be cut (the bound is 20 gaps wide).
+    let server = Server::start(&["-q", "--idle-timeout", "1", "127.0.0.1:0"]);
+    let mut chatty = Client::connect(server.addr);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        assert_eq!(chatty.echo("still here"), server.pid);
+        thread::sleep(Duration::from_millis(50));
+    }
+    // Then silent, it goes.
+    assert_eq!(chatty.read_line(), b"error: idle for 1s, closing\n");
+    chatty.expect_eof();
+}
+
+/// A told client that keeps its side open is closed once silent as long
+/// again: its slot does not wait for an EOF that never comes.
+#[test]
+fn a_told_client_that_never_closes_is_closed_anyway() {
+    let mut server = Server::start(&["--idle-timeout", "0.2", "127.0.0.1:0"]);
+    let mut stuck = Client::connect(server.addr);
+    assert_eq!(stuck.read_line(), b"error: idle for 0.2s, closing\n");
+    // The FIN: the server's side is done, while ours stays open.
+    stuck.expect_eof();
+    server.wait_status("clients=0 ");
+    drop(stuck);
+}
+
+/// Writes `line` over and over without reading, until the server closes
+/// the connection (a write fails) or [`DEADLINE`]. Returns whether it
+/// was closed.
+fn write_until_closed(client: &mut Client, line: &[u8]) -> bool {
+    let batch = line.repeat(1024);
+    client.stream.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    let mut at = 0;
+    while start.elapsed() < DEADLINE {
+        match client.stream.write(&batch[at % line.len()..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn a_client_that_never_reads_is_closed_after_the_send_timeout_and_freed() {
+    let mut server = Server::start(&["-q", "--send-timeout", "0.3", "127.0.0.1:0"]);
+    let mut bystander = Client::connect(server.addr);
+    assert_eq!(bystander.echo("warm up"), server.pid);
+    let line = [b"0123456789abcdef".repeat(4).as_slice(), b"\n"].concat();
+
+    // Rounds of clients that never read, each holding its output limit
+    // (64 KiB) and more in the server until it is closed: about 2 MiB a
+    // round. Were their buffers kept, five rounds would add 10 MiB; freed,
+    // the memory is reused, and what RSS shows moves only with how many
+    // hogs happened to be held at once (under 1 MiB measured).
+    const HOGS: usize = 16;
+    const ROUNDS: usize = 6;
+    let mut after_round = Vec::new();
+    for _ in 0..ROUNDS {
+        let hogs: Vec<thread::JoinHandle<bool>> = (0..HOGS)
+            .map(|_| {
+                let mut hog = Client::connect(server.addr);
+                let line = line.clone();
+                thread::spawn(move || write_until_closed(&mut hog, &line))
+            })
+            .collect();
+        for hog in hogs {
+            assert!(hog.join().unwrap(), "a client that never reads stayed");
+        }
+        server.wait_status("clients=1 ");
+        assert_eq!(bystander.echo("still served"), server.pid);
+        after_round.push(server.rss_kib());
+    }
+    let grown = after_round[ROUNDS - 1].saturating_sub(after_round[0]);
+    assert!(
+        grown < 3 * 1024,
+        "RSS grew by {grown} KiB over {} rounds of {HOGS} closed clients: {after_round:?}",
+        ROUNDS - 1
+    );
+}
+
+#[test]
+fn the_send_timeout_spares_a_slow_reader_that_takes_its_replies() {
+    // Replies pending for longer than the timeout in all, but taken a
+    // little at a time: the clock restarts with every byte taken. A small
+    // receive buffer keeps the replies waiting in the server, not in the
+    // kernel.
+    let server = Server::start(&["-q", "--send-timeout", "1", "127.0.0.1:0"]);
+    let mut slow = Client::connect(server.addr);
+    slow.set_socket_option(libc::SOL_SOCKET, libc::SO_RCVBUF, 8192);
+    const LINES: usize = 400;
+    let line = [b"x".repeat(1000).as_slice(), b"\n"].concat();
+    let mut writer = slow.stream.try_clone().unwrap();
+    let writing = thread::spawn(move || {
+        for _ in 0..LINES {
+            writer.write_all(&line).unwrap();
+        }
+    });
+    let suffix = format!(": from {}\n", server.pid).into_bytes();
+    for i in 0..LINES {
+        assert!(slow.read_line().starts_with(b"xxx"), "reply {i}");
+        assert_eq!(slow.read_line(), suffix, "reply {i}");
+        if i % 20 == 0 {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    writing.join().unwrap();
+    assert_eq!(slow.echo("and still served"), server.pid);
+}
+
+/// Whichever comes first closes a timed client during a drain, and the
+/// process exits 0 either way.
+#[test]
+fn timers_and_the_drain_close_by_whichever_comes_first() {
+    // The idle timeout first: the client is told why and closed, and the
+    // drain is over.
+    let mut server = Server::start(&[
+        "--idle-timeout",
+        "0.5",
+        "--drain-timeout",
+        "60",
+        "127.0.0.1:0",
+    ]);
+    let mut client = Client::connect(server.addr);
+    assert_eq!(client.echo("before the drain"), server.pid);
+    server.signal(SIGHUP);
+    server.expect_line("closing tasks: 1");
+    assert_eq!(client.read_line(), b"error: idle for 0.5s, closing\n");
+    client.expect_eof();
+    drop(client);
+    server.expect_clean_exit();
+
+    // The drain timeout first: the hard stop's line.
+    let mut server = Server::start(&[
+        "--idle-timeout",
+        "60",
+        "--drain-timeout",
+        "0.5",
+        "127.0.0.1:0",
+    ]);
+    let mut client = Client::connect(server.addr);
+    assert_eq!(client.echo("before the drain"), server.pid);
+    server.signal(SIGHUP);
+    let rest = client.read_to_eof().expect("read to EOF");
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        format!(": process {} is closing this connection\n", server.pid)
+    );
+    server.expect_clean_exit();
+
+    // Without a drain timeout, clients that never leave are still let go
+    // by the idle timeout, so the drain ends.
+    let mut server = Server::start(&["--idle-timeout", "0.3", "127.0.0.1:0"]);
+    let held: Vec<Client> = (0..5).map(|_| Client::connect(server.addr)).collect();
+    server.wait_status("clients=5 ");
+    server.signal(SIGHUP);
+    server.expect_clean_exit();
+    drop(held);
+}
+
+/// 300 clients that connect and then neither speak, read nor close, under
+/// a 256-descriptor limit: the process fills up, and without a timeout
+/// nobody else would ever be served. The idle timeout frees the slots, so a
+/// new client gets its answer.
+#[test]
+fn the_idle_timeout_ends_a_descriptor_lockout() {
+    if !have_tool("prlimit", "util-linux") {
+        return;
+    }
+    raise_fd_limit();
+    let mut cmd = Command::new("prlimit");
+    cmd.args([
+        "--nofile=256",
+        "--",
+        BIN,
+        "--idle-timeout",
+        "1",
+        "127.0.0.1:0",
+    ]);
+    let mut server = Server::spawn(cmd);
+    let mut stuck: Vec<Client> = (0..300).map(|_| Client::connect(server.addr)).collect();
+    server.expect_line("cannot accept (Too many open files");
+
+    let mut late = Client::connect(server.addr);
+    late.send(b"let me in\n");
+    assert_eq!(late.read_line(), b"let me in\n");
+    assert_eq!(
+        late.read_line(),
+        format!(": from {}\n", server.pid).into_bytes()
+    );
+    server.expect_line("is accepting connections again");
+    // The stuck ones were told why, first and last in line alike.
+    for client in [0, 299] {
+        assert_eq!(stuck[client].read_line(), b"error: idle for 1s, closing\n");
+    }
+    drop(late);
+    // Still holding every stuck socket, the drain ends: each is closed.
+    server.signal(SIGHUP);
+    server.expect_clean_exit();
+    stuck.clear();
+}
