@@ -8,6 +8,19 @@
 //!   than the input window passes through it; the answer goes out once the
 //!   whole body has been read, and a request pipelined behind it is read
 //!   next.
+//! - **`Expect: 100-continue`.** Whether a request will be served is
+//!   decided from its head alone. One that will be gets `100 Continue`
+//!   before its body is read. One that will not (a method other than GET
+//!   and HEAD, a body over the limit, a transfer coding the server does
+//!   not read, any other refusal of the head) gets its final status at
+//!   once, with `Connection: close`, and no `100 Continue`. The connection
+//!   then closes rather than read the body: the client may send the body
+//!   anyway or hold it back (RFC 9110, 10.1.1), and the server cannot tell
+//!   which, so it cannot know where the next request would start. The
+//!   close is the machinery's: FIN after the response, then whatever the
+//!   client still sends is read and thrown away until its EOF, so the
+//!   response is not lost to a reset (RFC 9112, 9.6). Without `Expect`,
+//!   a refused method's body is read and the 405 keeps the connection.
 //! - A body refused part way (broken chunk framing: 400; chunk data past
 //!   `MAX_BODY`: 413; a trailer section too large: 431) is answered at
 //!   once and the connection closes.
@@ -152,6 +165,14 @@ impl Http {
             Framing::Chunked => Body::chunked(),
         };
         if head.expect_continue {
+            if conn.pending == Pending::NotAllowed {
+                // Refused from the head: the final status now, and a close,
+                // since the body may or may not follow (see the module
+                // docs).
+                conn.body = Body::Done;
+                conn.close_after = true;
+                return self.answer(conn, head.len, out);
+            }
             // The client holds its body back until it hears this.
             response::write(out, Status::Continue, b"", b"", true, Persist::Default);
         }
@@ -333,14 +354,42 @@ mod tests {
     }
 
     #[test]
-    fn expect_continue_before_the_body() {
+    fn expect_continue_only_for_a_request_that_will_be_served() {
         let mut http = Http::new(1);
-        let mut conn = Conn::default();
-        let req = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
-        let (out, _, _) = feed(&mut http, &mut conn, req);
-        assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\n");
-        let (out, _, _) = feed(&mut http, &mut conn, b"ok");
-        assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+        for framing in ["Content-Length: 2", "Transfer-Encoding: chunked"] {
+            let mut conn = Conn::default();
+            let req =
+                format!("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{framing}\r\n\r\n");
+            let (out, took, _) = feed(&mut http, &mut conn, req.as_bytes());
+            assert_eq!(
+                (out.as_str(), took),
+                ("HTTP/1.1 100 Continue\r\n\r\n", req.len())
+            );
+            let body: &[u8] = if framing.starts_with("Content") {
+                b"ok"
+            } else {
+                b"2\r\nok\r\n0\r\n\r\n"
+            };
+            let (out, _, close) = feed(&mut http, &mut conn, body);
+            assert!(out.starts_with("HTTP/1.1 200 ") && !close, "{out}");
+
+            // Refused from the head: the final status at once, and a close.
+            let mut conn = Conn::default();
+            let req = req.replace("GET", "PUT");
+            let (out, took, close) = feed(&mut http, &mut conn, req.as_bytes());
+            assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+            assert!(!out.contains("100 Continue"), "{out}");
+            assert!(out.contains("Connection: close\r\n"), "{out}");
+            assert_eq!((took, close), (req.len(), true));
+        }
+        // Over the body limit, with the body already behind the head.
+        let req = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 999999999\r\n\r\nxx";
+        let (out, took, close) = feed(&mut http, &mut Conn::default(), req);
+        assert!(
+            out.starts_with("HTTP/1.1 413 ") && !out.contains("100 Continue"),
+            "{out}"
+        );
+        assert_eq!((took, close), (req.len(), true));
     }
 
     #[test]
