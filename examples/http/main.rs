@@ -7,8 +7,9 @@
 //! ```
 //!
 //! `GET` and `HEAD` for any path answer `hello from <pid>\n`; keep-alive,
-//! pipelining and `Content-Length` bodies work; everything else gets a
-//! clear 4xx/5xx (`protocol.rs` and `request.rs` list them).
+//! pipelining and request bodies (`Content-Length` or chunked, up to
+//! 16 MiB, read and discarded) work; everything else gets a clear 4xx/5xx
+//! (`protocol.rs`, `request.rs` and `body.rs` list them).
 //!
 //! **Drain.** On SIGHUP every connection finishes the request it is on and
 //! its next response carries `Connection: close`. A keep-alive connection
@@ -28,6 +29,7 @@
 //! the binary's own rules with its ranges and error words (`cli.rs`). A
 //! mistake is one line on stderr starting `http: `, and exit status 1.
 
+mod body;
 mod cli;
 mod protocol;
 mod request;

@@ -3,9 +3,27 @@
 //! request bodies and the drain need.
 //!
 //! Guarantees:
-//! - A request body (`Content-Length`) is read and discarded as it
-//!   arrives, so a body of any size passes through a bounded input window;
-//!   the answer goes out once the whole body has been read.
+//! - A request body (`Content-Length` or chunked, up to `MAX_BODY`) is
+//!   read and discarded as it arrives (`body.rs`), so a body far larger
+//!   than the input window passes through it; the answer goes out once the
+//!   whole body has been read, and a request pipelined behind it is read
+//!   next.
+//! - **`Expect: 100-continue`.** Whether a request will be served is
+//!   decided from its head alone. One that will be gets `100 Continue`
+//!   before its body is read. One that will not (a method other than GET
+//!   and HEAD, a body over the limit, a transfer coding the server does
+//!   not read, any other refusal of the head) gets its final status at
+//!   once, with `Connection: close`, and no `100 Continue`. The connection
+//!   then closes rather than read the body: the client may send the body
+//!   anyway or hold it back (RFC 9110, 10.1.1), and the server cannot tell
+//!   which, so it cannot know where the next request would start. The
+//!   close is the machinery's: FIN after the response, then whatever the
+//!   client still sends is read and thrown away until its EOF, so the
+//!   response is not lost to a reset (RFC 9112, 9.6). Without `Expect`,
+//!   a refused method's body is read and the 405 keeps the connection.
+//! - A body refused part way (broken chunk framing: 400; chunk data past
+//!   `MAX_BODY`: 413; a trailer section too large: 431) is answered at
+//!   once and the connection closes.
 //! - The connection stays open after a response unless the client asked
 //!   otherwise (`Connection: close`, or HTTP/1.0 without keep-alive), the
 //!   request was refused, or the drain has started.
@@ -21,7 +39,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use drainport::protocol::{Action, Protocol, Step};
 
-use super::request::{self, Head, Method, Parsed, Reject};
+use super::body::{Body, Read};
+use super::request::{self, Framing, Head, Method, Parsed, Reject};
 use super::response::{self, Persist, Status};
 
 /// The response waiting for the end of a request body.
@@ -37,8 +56,8 @@ enum Pending {
 /// One connection's state: 16 bytes, no heap.
 #[derive(Debug, Default)]
 pub struct Conn {
-    /// Body bytes of the current request still to read and discard.
-    body_left: u64,
+    /// Where the current request's body is, to read and discard the rest.
+    body: Body,
     /// What to answer once they are read.
     pending: Pending,
     /// The current request said HTTP/1.0.
@@ -110,19 +129,20 @@ impl Http {
         }
     }
 
-    /// Answers a refused request and closes.
-    fn refuse(&mut self, reject: Reject, out: &mut Vec<u8>) {
+    /// Answers a refused request; the caller closes.
+    fn refuse(&mut self, conn: &mut Conn, reject: Reject, out: &mut Vec<u8>) {
+        // Nothing is left to answer, should a hard stop come before the
+        // close.
+        conn.body = Body::Done;
+        conn.pending = Pending::None;
         let (status, body): (Status, &[u8]) = match reject {
             Reject::Bad(why) => (Status::BadRequest, why.as_bytes()),
-            Reject::LengthRequired => (
-                Status::LengthRequired,
-                b"chunked request bodies are not supported: send Content-Length",
-            ),
+            Reject::ContentTooLarge => (Status::ContentTooLarge, b"request body too large"),
             Reject::ExpectationFailed => (Status::ExpectationFailed, b"only 100-continue"),
             Reject::HeadersTooLarge => (Status::HeadersTooLarge, b"request head too large"),
             Reject::NotImplemented => (
                 Status::NotImplemented,
-                b"transfer codings are not supported: send Content-Length",
+                b"only the chunked transfer coding is supported",
             ),
         };
         let mut text = body.to_vec();
@@ -139,15 +159,38 @@ impl Http {
             Method::Head => Pending::Head,
             Method::Other => Pending::NotAllowed,
         };
-        if head.body == 0 {
-            return self.answer(conn, head.len, out);
-        }
+        conn.body = match head.body {
+            Framing::None => return self.answer(conn, head.len, out),
+            Framing::Length(len) => Body::length(len),
+            Framing::Chunked => Body::chunked(),
+        };
         if head.expect_continue {
+            if conn.pending == Pending::NotAllowed {
+                // Refused from the head: the final status now, and a close,
+                // since the body may or may not follow (see the module
+                // docs).
+                conn.body = Body::Done;
+                conn.close_after = true;
+                return self.answer(conn, head.len, out);
+            }
             // The client holds its body back until it hears this.
             response::write(out, Status::Continue, b"", b"", true, Persist::Default);
         }
-        conn.body_left = head.body;
         Step::Took(head.len)
+    }
+
+    /// Reads on in the current request's body.
+    fn body(&mut self, conn: &mut Conn, input: &[u8], out: &mut Vec<u8>) -> Step {
+        let reject = match conn.body.read(input) {
+            Read::More(0) => return Step::NeedMore,
+            Read::More(took) => return Step::Took(took),
+            Read::End(took) => return self.answer(conn, took, out),
+            Read::Bad(why) => Reject::Bad(why),
+            Read::TooLarge => Reject::ContentTooLarge,
+            Read::TrailerTooLarge => Reject::HeadersTooLarge,
+        };
+        self.refuse(conn, reject, out);
+        Step::Close(input.len())
     }
 }
 
@@ -158,27 +201,28 @@ impl Protocol for Http {
         if input.is_empty() {
             return Step::NeedMore;
         }
-        if conn.body_left > 0 {
-            let took = conn.body_left.min(input.len() as u64);
-            conn.body_left -= took;
-            if conn.body_left > 0 {
-                return Step::Took(took as usize);
-            }
-            return self.answer(conn, took as usize, out);
+        if conn.body != Body::Done {
+            return self.body(conn, input, out);
         }
         match request::parse(input) {
             Parsed::Partial => Step::NeedMore,
             Parsed::Request(head) => self.start(conn, head, out),
             Parsed::Rejected(reject) => {
-                self.refuse(reject, out);
+                self.refuse(conn, reject, out);
                 Step::Close(input.len())
             }
         }
     }
 
-    fn on_too_long(&mut self, _: &mut Conn, _: usize, out: &mut Vec<u8>) {
-        // Bodies are taken as they come, so only a head reaches the cap.
-        self.refuse(Reject::HeadersTooLarge, out);
+    fn on_too_long(&mut self, conn: &mut Conn, _: usize, out: &mut Vec<u8>) {
+        // Body data is taken as it comes, and a chunk-size line or trailer
+        // is refused by `body.rs` well below the cap; only a head, or those
+        // under a cap set lower than their limits, reaches it.
+        let reject = match conn.body {
+            Body::Done | Body::Trailer { .. } => Reject::HeadersTooLarge,
+            _ => Reject::Bad("chunk-size line too long"),
+        };
+        self.refuse(conn, reject, out);
     }
 
     fn on_drain(&mut self, conn: &mut Conn, _: &mut Vec<u8>) -> Action {
@@ -190,7 +234,7 @@ impl Protocol for Http {
         // A hard stop in the middle of a body: say why it will not be
         // answered. An idle connection gets nothing (a response nobody
         // asked for would be read as the answer to its next request).
-        if conn.body_left > 0 {
+        if conn.body != Body::Done {
             let date = self.date();
             let body = b"server is shutting down\n";
             response::write(out, Status::Unavailable, &date, body, false, Persist::Close);
@@ -222,6 +266,13 @@ mod tests {
 
     fn responses(out: &str) -> usize {
         out.matches("HTTP/1.1 ").count()
+    }
+
+    /// The output without its `Date` lines, which change each second.
+    fn undated(out: &str) -> String {
+        out.split_inclusive("\r\n")
+            .filter(|line| !line.starts_with("Date: "))
+            .collect()
     }
 
     #[test]
@@ -303,14 +354,112 @@ mod tests {
     }
 
     #[test]
-    fn expect_continue_before_the_body() {
+    fn expect_continue_only_for_a_request_that_will_be_served() {
+        let mut http = Http::new(1);
+        for framing in ["Content-Length: 2", "Transfer-Encoding: chunked"] {
+            let mut conn = Conn::default();
+            let req =
+                format!("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{framing}\r\n\r\n");
+            let (out, took, _) = feed(&mut http, &mut conn, req.as_bytes());
+            assert_eq!(
+                (out.as_str(), took),
+                ("HTTP/1.1 100 Continue\r\n\r\n", req.len())
+            );
+            let body: &[u8] = if framing.starts_with("Content") {
+                b"ok"
+            } else {
+                b"2\r\nok\r\n0\r\n\r\n"
+            };
+            let (out, _, close) = feed(&mut http, &mut conn, body);
+            assert!(out.starts_with("HTTP/1.1 200 ") && !close, "{out}");
+
+            // Refused from the head: the final status at once, and a close.
+            let mut conn = Conn::default();
+            let req = req.replace("GET", "PUT");
+            let (out, took, close) = feed(&mut http, &mut conn, req.as_bytes());
+            assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+            assert!(!out.contains("100 Continue"), "{out}");
+            assert!(out.contains("Connection: close\r\n"), "{out}");
+            assert_eq!((took, close), (req.len(), true));
+        }
+        // Over the body limit, with the body already behind the head.
+        let req = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 999999999\r\n\r\nxx";
+        let (out, took, close) = feed(&mut http, &mut Conn::default(), req);
+        assert!(
+            out.starts_with("HTTP/1.1 413 ") && !out.contains("100 Continue"),
+            "{out}"
+        );
+        assert_eq!((took, close), (req.len(), true));
+    }
+
+    #[test]
+    fn a_refused_method_without_expect_keeps_the_connection() {
         let mut http = Http::new(1);
         let mut conn = Conn::default();
-        let req = b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
-        let (out, _, _) = feed(&mut http, &mut conn, req);
-        assert_eq!(out, "HTTP/1.1 100 Continue\r\n\r\n");
-        let (out, _, _) = feed(&mut http, &mut conn, b"ok");
-        assert!(out.starts_with("HTTP/1.1 405 "), "{out}");
+        let req = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let (out, took, close) = feed(&mut http, &mut conn, req);
+        assert!(
+            out.starts_with("HTTP/1.1 405 ") && !out.contains("Connection:"),
+            "{out}"
+        );
+        assert_eq!((took, close), (req.len(), false));
+    }
+
+    /// A chunked body, then a pipelined request, and a partial third.
+    const CHUNKED_THEN_GET: &[u8] =
+        b"GET /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+        4;ext=1\r\nbody\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: t\r\n\r\n\
+        HEAD /b HTTP/1.1\r\nHost: x\r\n\r\nGET";
+
+    #[test]
+    fn chunked_body_then_pipelined_request_at_every_split_point() {
+        let (whole, took, _) = feed(&mut Http::new(1), &mut Conn::default(), CHUNKED_THEN_GET);
+        assert_eq!(responses(&whole), 2, "{whole}");
+        assert_eq!(took, CHUNKED_THEN_GET.len() - 3);
+        for at in 0..=CHUNKED_THEN_GET.len() {
+            let (mut http, mut conn) = (Http::new(1), Conn::default());
+            // What the first read leaves untaken is offered again, with
+            // the second read behind it.
+            let (first, taken, _) = feed(&mut http, &mut conn, &CHUNKED_THEN_GET[..at]);
+            let (second, rest_taken, close) =
+                feed(&mut http, &mut conn, &CHUNKED_THEN_GET[taken..]);
+            assert_eq!(
+                undated(&(first + &second)),
+                undated(&whole),
+                "split at {at}"
+            );
+            assert_eq!((taken + rest_taken, close), (took, false), "split at {at}");
+        }
+    }
+
+    #[test]
+    fn a_refused_chunked_body_is_answered_and_closed() {
+        let mut http = Http::new(1);
+        let head = "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for (body, status) in [
+            ("zz\r\n", "400"),
+            ("3\r\nabcX", "400"),
+            ("1000001\r\n", "413"),
+            ("0\r\nno colon\r\n\r\n", "400"),
+        ] {
+            let mut conn = Conn::default();
+            let req = format!("{head}{body}GET / HTTP/1.1\r\n\r\n");
+            let (out, took, close) = feed(&mut http, &mut conn, req.as_bytes());
+            assert!(
+                out.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{body:?}: {out}"
+            );
+            assert!(out.contains("Connection: close\r\n"), "{out}");
+            assert_eq!(
+                (responses(&out), took, close),
+                (1, req.len(), true),
+                "{out}"
+            );
+            // A hard stop after the refusal adds nothing.
+            let mut last = Vec::new();
+            http.on_closing(&mut conn, &mut last);
+            assert!(last.is_empty());
+        }
     }
 
     #[test]
@@ -319,8 +468,12 @@ mod tests {
         for (req, status) in [
             (&b"nonsense\r\n\r\n"[..], "400"),
             (
-                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-                "411",
+                b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, br\r\n\r\n",
+                "400",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16777217\r\n\r\n",
+                "413",
             ),
             (
                 b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: br\r\n\r\n",

@@ -1,17 +1,27 @@
 //! One request head, read with `httparse` into the few facts the server
-//! acts on: the method, the head's length, the body's length, whether the
-//! connection may stay open, and whether the client waits for
+//! acts on: the method, the head's length, how the body is framed,
+//! whether the connection may stay open, and whether the client waits for
 //! `100 Continue`. A pure function over bytes: no state, no I/O.
 //!
-//! What it refuses, and why:
-//! - a body framed by `Transfer-Encoding` (411 for `chunked`, 501 for any
-//!   other coding): without a length the server cannot find where the next
-//!   request starts, so it answers and closes;
+//! What it refuses from the head alone, and why:
+//! - a `Content-Length` over [`MAX_BODY`] (413), before any of the body
+//!   is read;
+//! - a transfer coding other than `chunked` alone (501): the server would
+//!   have to undo it to find where the body ends;
+//! - `chunked` that is not the last coding, or comes twice, or
+//!   `Transfer-Encoding` beside `Content-Length` or on HTTP/1.0 (400):
+//!   RFC 9112 (6.1, 6.3) calls such framing faulty and a sign of request
+//!   smuggling;
 //! - an unreadable `Content-Length`, two that differ, or an HTTP/1.1
 //!   request without exactly one `Host` (400): the message boundary or the
 //!   request itself is in doubt;
 //! - an `Expect` other than `100-continue` (417);
 //! - more than [`MAX_HEADERS`] header fields (431, like a head over the cap).
+//!
+//! Every refusal is answered at once, so a client waiting for
+//! `100 Continue` gets the final status instead and sends no body.
+
+use super::body::MAX_BODY;
 
 /// Header fields read per request; more is refused with 431.
 pub const MAX_HEADERS: usize = 64;
@@ -21,8 +31,20 @@ pub const MAX_HEADERS: usize = 64;
 pub enum Method {
     Get,
     Head,
-    /// Anything else: answered 405 once its body is read.
+    /// Anything else: answered 405 (see `protocol.rs` for when).
     Other,
+}
+
+/// How the body of a request is framed (RFC 9112, 6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: neither `Content-Length` nor `Transfer-Encoding`, or
+    /// `Content-Length: 0`.
+    None,
+    /// `Content-Length`, at most [`MAX_BODY`].
+    Length(u32),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
 }
 
 /// A complete, acceptable request head.
@@ -31,8 +53,7 @@ pub struct Head {
     pub method: Method,
     /// Bytes of the head, through the empty line.
     pub len: usize,
-    /// `Content-Length`, 0 without one.
-    pub body: u64,
+    pub body: Framing,
     /// HTTP/1.0 (else 1.1): keep-alive must be said on each response.
     pub http10: bool,
     /// The client allows the connection to stay open after this request.
@@ -47,14 +68,14 @@ pub struct Head {
 pub enum Reject {
     /// 400, with a reason for the body.
     Bad(&'static str),
-    /// 411: a chunked body.
-    LengthRequired,
+    /// 413: a body over [`MAX_BODY`].
+    ContentTooLarge,
     /// 417: an `Expect` the server does not know.
     ExpectationFailed,
     /// 431: too many header fields (a head over the cap comes through
     /// `on_too_long`).
     HeadersTooLarge,
-    /// 501: a transfer coding other than chunked.
+    /// 501: a transfer coding other than `chunked`.
     NotImplemented,
 }
 
@@ -89,7 +110,7 @@ pub fn parse(input: &[u8]) -> Parsed {
     let mut hosts = 0;
     let (mut close, mut keep) = (false, false);
     let mut expect = false;
-    let mut coding: Option<bool> = None; // Some(chunked last)
+    let mut codings = Codings::default();
     for field in req.headers.iter() {
         let name = field.name;
         let value = trim(field.value);
@@ -102,8 +123,9 @@ pub fn parse(input: &[u8]) -> Parsed {
             }
             body = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = value.rsplit(|&b| b == b',').next().map(trim);
-            coding = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+            if let Err(reject) = codings.add(value) {
+                return Parsed::Rejected(reject);
+            }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in value.split(|&b| b == b',').map(trim) {
                 close |= token.eq_ignore_ascii_case(b"close");
@@ -118,15 +140,27 @@ pub fn parse(input: &[u8]) -> Parsed {
             expect = true;
         }
     }
-    match coding {
-        Some(true) => return Parsed::Rejected(Reject::LengthRequired),
-        Some(false) => return Parsed::Rejected(Reject::NotImplemented),
-        None => {}
-    }
     if !http10 && hosts != 1 {
         return Parsed::Rejected(Reject::Bad("HTTP/1.1 needs exactly one Host"));
     }
-    let body = body.unwrap_or(0);
+    let body = match (codings.coding(), body) {
+        (None, None | Some(0)) => Framing::None,
+        (None, Some(n)) => match u32::try_from(n) {
+            Ok(n) if n <= MAX_BODY => Framing::Length(n),
+            _ => return Parsed::Rejected(Reject::ContentTooLarge),
+        },
+        // RFC 9112 (6.3) lets a server refuse this, and makes it close
+        // the connection either way: a sign of request smuggling.
+        (Some(_), Some(_)) => {
+            return Parsed::Rejected(Reject::Bad("both Content-Length and Transfer-Encoding"));
+        }
+        // RFC 9112 (6.1): the framing is faulty.
+        (Some(_), None) if http10 => {
+            return Parsed::Rejected(Reject::Bad("Transfer-Encoding in HTTP/1.0"));
+        }
+        (Some(Ok(())), None) => Framing::Chunked,
+        (Some(Err(reject)), None) => return Parsed::Rejected(reject),
+    };
     Parsed::Request(Head {
         method,
         len,
@@ -134,8 +168,52 @@ pub fn parse(input: &[u8]) -> Parsed {
         http10,
         keep_alive: !close && (!http10 || keep),
         // HTTP/1.0 clients do not know 100 Continue (RFC 9110, 10.1.1).
-        expect_continue: expect && !http10 && body > 0,
+        expect_continue: expect && !http10 && body != Framing::None,
     })
+}
+
+/// What the `Transfer-Encoding` fields say, read in order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Codings {
+    /// There is a `Transfer-Encoding` field.
+    present: bool,
+    /// `chunked` came, as the last coding so far.
+    chunked: bool,
+    /// A coding other than `chunked` came.
+    other: bool,
+}
+
+impl Codings {
+    /// Adds one field's list. A coding after `chunked` is refused at once:
+    /// `chunked` must be last, and applied once (RFC 9112, 6.1 and 7).
+    fn add(&mut self, value: &[u8]) -> Result<(), Reject> {
+        self.present = true;
+        // Empty list elements are allowed and ignored (RFC 9110, 5.6.1).
+        for coding in value.split(|&b| b == b',').map(trim) {
+            if coding.is_empty() {
+                continue;
+            }
+            if self.chunked {
+                return Err(Reject::Bad("chunked must be the last transfer coding"));
+            }
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                self.chunked = true;
+            } else {
+                self.other = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// `None` without a field, `Ok` for `chunked` alone, else the refusal.
+    fn coding(self) -> Option<Result<(), Reject>> {
+        match self {
+            Codings { present: false, .. } => None,
+            Codings { other: true, .. } => Some(Err(Reject::NotImplemented)),
+            Codings { chunked: true, .. } => Some(Ok(())),
+            _ => Some(Err(Reject::Bad("empty Transfer-Encoding"))),
+        }
+    }
 }
 
 /// A `Content-Length` value: decimal digits only, no sign, no list.
@@ -183,7 +261,7 @@ mod tests {
         let h = head(text);
         assert_eq!(h.method, Method::Get);
         assert_eq!(h.len, text.len());
-        assert_eq!(h.body, 0);
+        assert_eq!(h.body, Framing::None);
         assert!(h.keep_alive && !h.http10 && !h.expect_continue);
     }
 
@@ -214,15 +292,43 @@ mod tests {
     #[test]
     fn content_length_and_expect() {
         let h = head("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\nhello");
-        assert_eq!((h.method, h.body), (Method::Other, 12));
+        assert_eq!((h.method, h.body), (Method::Other, Framing::Length(12)));
         let h =
             head("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n\r\n");
         assert!(h.expect_continue);
         // No body: nothing to wait for.
         let h = head("GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n");
         assert!(!h.expect_continue);
+        let h =
+            head("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n");
+        assert!(!h.expect_continue && h.body == Framing::None);
         let h = head("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
-        assert_eq!(h.body, 5);
+        assert_eq!(h.body, Framing::Length(5));
+        // HTTP/1.0 clients do not know 100 Continue.
+        let h = head("PUT / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+        assert!(!h.expect_continue);
+    }
+
+    #[test]
+    fn chunked_alone_is_read() {
+        for te in ["chunked", "Chunked", " chunked ", ", chunked,"] {
+            let text = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(head(&text).body, Framing::Chunked, "{te:?}");
+        }
+        let h = head(
+            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+        );
+        assert!(h.body == Framing::Chunked && h.expect_continue);
+    }
+
+    #[test]
+    fn the_body_limit_is_decided_from_the_head() {
+        let at = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY}\r\n\r\n");
+        assert_eq!(head(&at).body, Framing::Length(MAX_BODY));
+        for n in [u64::from(MAX_BODY) + 1, u64::from(u32::MAX) + 1, u64::MAX] {
+            let text = format!("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n");
+            assert_eq!(req(&text), Parsed::Rejected(Reject::ContentTooLarge), "{n}");
+        }
     }
 
     #[test]
@@ -250,15 +356,43 @@ mod tests {
             ("hello there\r\n\r\n", "bad"),
             ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", "bad"),
             (
-                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
-                "411",
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+                "bad",
             ),
             (
-                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 4\r\n\r\n",
-                "411",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "bad",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                "bad",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "bad",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\n\r\n",
+                "bad",
+            ),
+            (
+                "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "bad",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "501",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "501",
             ),
             (
                 "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "501",
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked;x=1\r\n\r\n",
                 "501",
             ),
             (
@@ -269,7 +403,6 @@ mod tests {
         for (text, want) in cases {
             let got = match req(text) {
                 Parsed::Rejected(Reject::Bad(_)) => "bad",
-                Parsed::Rejected(Reject::LengthRequired) => "411",
                 Parsed::Rejected(Reject::NotImplemented) => "501",
                 Parsed::Rejected(Reject::ExpectationFailed) => "417",
                 other => panic!("{text:?}: {other:?}"),

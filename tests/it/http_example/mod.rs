@@ -3,6 +3,8 @@
 //! would make cargo build it only as a test harness, without the binary
 //! that `http.rs` starts.
 
+#[path = "../../../examples/http/body.rs"]
+mod body;
 #[path = "../../../examples/http/cli.rs"]
 mod cli;
 #[path = "../../../examples/http/protocol.rs"]
