@@ -669,6 +669,12 @@ impl<S: Stream, C> Conn<S, C> {
         &self.state
     }
 
+    /// The protocol's state, for the fuzzer to change as a hook would.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn state_mut(&mut self) -> &mut C {
+        &mut self.state
+    }
+
     /// The connection has decided to end and waits for its flush and the
     /// client's EOF.
     pub(crate) fn is_ending(&self) -> bool {

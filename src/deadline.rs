@@ -49,16 +49,21 @@ pub(crate) enum Kind {
 
 const KINDS: [Kind; 3] = [Kind::Idle, Kind::Send, Kind::Protocol];
 
-/// One key's deadlines, 20 bytes.
+/// One key's deadlines, 24 bytes.
 #[derive(Debug, Clone, Copy)]
 struct Timer {
     /// Per kind, the tick it is due, or [`NONE`].
     due: [u32; 3],
     /// The tick of the key's live queue entry, or [`NONE`].
     armed: u32,
-    /// The protocol deadline last reported: set again unchanged, it is
-    /// not reported again.
+    /// The tick of the protocol deadline last reported, or [`NONE`]: set
+    /// again unchanged, it is not reported again. It and the protocol's
+    /// `due` are never both set.
     spent: u32,
+    /// Where in its tick the protocol deadline, due or spent, falls: with
+    /// the tick, the exact instant, so that one moved within its tick
+    /// after it was reported counts as moved.
+    protocol_nanos: u32,
 }
 
 impl Timer {
@@ -66,6 +71,7 @@ impl Timer {
         due: [NONE; 3],
         armed: NONE,
         spent: NONE,
+        protocol_nanos: 0,
     };
 
     fn earliest(&self) -> u32 {
@@ -94,11 +100,15 @@ impl Deadlines {
         }
     }
 
-    /// The tick `at` falls in, rounded up: the first tick whose start is
-    /// not before `at`.
-    fn tick_of(&self, at: Instant) -> u32 {
+    /// The tick `at` falls in, rounded up (the first tick whose start is
+    /// not before `at`), and its nanoseconds past a tick start, which
+    /// together tell instants apart (all those before the origin are one:
+    /// it is the server's start).
+    fn exact(&self, at: Instant) -> (u32, u32) {
         let nanos = at.saturating_duration_since(self.origin).as_nanos();
-        u32::try_from(nanos.div_ceil(TICK.as_nanos())).unwrap_or(NONE)
+        let tick = u32::try_from(nanos.div_ceil(TICK.as_nanos())).unwrap_or(NONE);
+        // Below TICK's 10^8 ns, so it fits.
+        (tick, (nanos % TICK.as_nanos()) as u32)
     }
 
     /// The last tick whose start `now` has reached.
@@ -115,7 +125,7 @@ impl Deadlines {
 
     /// Sets, moves or clears (`None`) the deadline of `kind` for `key`.
     pub(crate) fn set(&mut self, key: usize, kind: Kind, at: Option<Instant>) {
-        let tick = at.map_or(NONE, |at| self.tick_of(at));
+        let (tick, nanos) = at.map_or((NONE, 0), |at| self.exact(at));
         if key >= self.timers.len() {
             if tick == NONE {
                 // The common case for a protocol with no deadline: nothing
@@ -126,11 +136,12 @@ impl Deadlines {
         }
         let timer = &mut self.timers[key];
         if kind == Kind::Protocol {
-            if tick != NONE && tick == timer.spent {
+            if tick != NONE && tick == timer.spent && nanos == timer.protocol_nanos {
                 // Reported already, and not moved since.
                 return;
             }
             timer.spent = NONE;
+            timer.protocol_nanos = nanos;
         }
         timer.due[kind as usize] = tick;
         let earliest = timer.earliest();
@@ -337,6 +348,26 @@ mod tests {
         assert_eq!(expire(&mut d, at + ms(800)), [(0, Kind::Protocol)]);
     }
 
+    /// Found by the connection fuzzer: a protocol whose `on_deadline`
+    /// moved its deadline by 1 ms, within the tick it had fired in, was
+    /// never told of the new one, since only ticks were compared.
+    #[test]
+    fn a_spent_protocol_deadline_moved_within_its_tick_fires_again() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(t0);
+        let at = t0 + ms(250);
+        d.set(0, Kind::Protocol, Some(at));
+        assert_eq!(expire(&mut d, t0 + ms(300)), [(0, Kind::Protocol)]);
+        // Moved 1 ms later, or earlier, still in tick 3: due at once.
+        d.set(0, Kind::Protocol, Some(at + ms(1)));
+        assert_eq!(expire(&mut d, t0 + ms(300)), [(0, Kind::Protocol)]);
+        d.set(0, Kind::Protocol, Some(at - ms(30)));
+        assert_eq!(expire(&mut d, t0 + ms(300)), [(0, Kind::Protocol)]);
+        // Left where it was, it is not.
+        d.set(0, Kind::Protocol, Some(at - ms(30)));
+        assert!(expire(&mut d, t0 + ms(1000)).is_empty());
+    }
+
     #[test]
     fn a_cleared_key_reused_at_the_same_tick_fires_once() {
         let t0 = Instant::now();
@@ -378,12 +409,15 @@ mod tests {
         }
     }
 
-    /// The model: each key's deadlines as instants, with the protocol's
-    /// "reported and not moved since" rule; due once the clock reaches
-    /// the start of the deadline's tick.
+    /// The model: each key's deadlines as the instants their ticks start,
+    /// with the protocol's "reported and not moved since" rule on exact
+    /// instants; due once the clock reaches the start of the deadline's
+    /// tick.
     #[derive(Default)]
     struct Model {
         due: Map<(usize, Kind), Instant>,
+        /// The protocol deadline as set, and as last reported.
+        exact: Map<usize, Instant>,
         spent: Map<usize, Instant>,
     }
 
@@ -415,14 +449,15 @@ mod tests {
                             .checked_sub(ms(200))
                             .unwrap_or(t0);
                         d.set(key, kind, Some(at));
-                        // The model keeps ticks as the instants they start.
-                        let at = tick_start(t0, at);
                         if kind == Kind::Protocol {
                             if model.spent.get(&key) == Some(&at) {
                                 continue;
                             }
                             model.spent.remove(&key);
+                            model.exact.insert(key, at);
                         }
+                        // The model keeps ticks as the instants they start.
+                        let at = tick_start(t0, at);
                         model.due.insert((key, kind), at);
                     }
                     5 => {
@@ -467,7 +502,7 @@ mod tests {
                             // not due at the last one), never before.
                             assert!(at <= now);
                             if kind == Kind::Protocol {
-                                model.spent.insert(key, at);
+                                model.spent.insert(key, model.exact[&key]);
                             }
                         }
                     }

@@ -1,5 +1,7 @@
-//! What a case is: the limits, the send buffer and the operations, and how
-//! any bytes decode into one.
+//! What a case is: the limits, the send buffer, the timeouts and the
+//! operations, and how any bytes decode into one.
+
+use std::time::Duration;
 
 use crate::conn::Ready;
 
@@ -54,6 +56,41 @@ pub(super) enum Op {
     HardStop,
     /// The server sends the drain notice.
     Notice,
+    /// The loop sleeps this long on the virtual clock, after serving what
+    /// it owes (the kernel's events, the `Again`s): a poll would not sleep
+    /// with those ready.
+    Advance(Duration),
+    /// The loop sleeps until the nearest deadline, if any, and fires what
+    /// is due, as the server's poll timeout does.
+    Sleep,
+    /// What is due now fires, whatever else is owed: the server's timers
+    /// run after a batch of events, so this is any point between turns.
+    Expire,
+    /// A turn in which the protocol sets its deadline `at` from the clock
+    /// (in the past if negative) or clears it (`None`), and decides what it
+    /// does when it passes.
+    Deadline {
+        at: Option<Ms>,
+        then: Then,
+    },
+}
+
+/// Milliseconds on the virtual clock, either way.
+pub(super) type Ms = i32;
+
+/// What the test protocol does when its deadline passes, after saying
+/// [`super::LATE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Then {
+    /// Leaves the deadline where it is: it is not reported again.
+    #[default]
+    Stay,
+    Clear,
+    /// Moves it by this much from where it was: a periodic deadline, or
+    /// one moved within its tick.
+    Move(Ms),
+    /// Closes the connection.
+    Close,
 }
 
 /// One scenario: the limits, the send buffer, and the operations.
@@ -64,6 +101,9 @@ pub(super) struct Case {
     pub(super) telnet: bool,
     pub(super) max_output: usize,
     pub(super) capacity: usize,
+    /// `Config::idle_timeout` and `Config::send_timeout`.
+    pub(super) idle: Option<Duration>,
+    pub(super) send: Option<Duration>,
     pub(super) ops: Vec<Op>,
 }
 
@@ -74,6 +114,19 @@ const READ_SIZES: [usize; 8] = [1, 2, 5, 13, 100, 4096, 65536, usize::MAX];
 const LINE_LENS: [usize; 8] = [1, 2, 5, 64, 1000, 65535, 65536, 70_000];
 const LINE_COUNTS: [usize; 6] = [1, 2, 10, 100, 1000, 5000];
 const RUN_LENS: [usize; 8] = [1, 10, 1000, 65535, 65536, 65537, 200_000, 300_000];
+/// Idle and send timeouts in ms, 0 for none: mostly off, and on at a tick,
+/// between ticks, and long.
+const TIMEOUTS: [u64; 8] = [0, 0, 0, 100, 150, 300, 1000, 5000];
+/// Clock steps: within a tick, at a tick, just past one, and long.
+const ADVANCES: [u64; 10] = [1, 30, 50, 99, 100, 101, 170, 300, 1000, 5000];
+/// Protocol deadlines from now: passed, now, within a tick, and later.
+const DEADLINES: [Ms; 12] = [-500, -100, -1, 0, 1, 49, 100, 101, 250, 1000, 5000, 60_000];
+/// How far the protocol moves its deadline when it passes.
+const MOVES: [Ms; 8] = [-100, -30, -1, 1, 30, 99, 100, 1000];
+
+fn timeout(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
+}
 
 /// Reads a fuzzer's bytes; past the end every byte reads as 0.
 struct Bytes<'a> {
@@ -154,6 +207,9 @@ impl Case {
         let telnet = first & 0x80 != 0;
         let max_output = bytes.pick(&MAX_OUTPUTS);
         let capacity = bytes.pick(&CAPACITIES);
+        let timeouts = bytes.byte();
+        let idle = timeout(TIMEOUTS[usize::from(timeouts % 8)]);
+        let send = timeout(TIMEOUTS[usize::from(timeouts / 8 % 8)]);
         let mut smallest = capacity;
         let mut sent = 0usize;
         let mut ops = Vec::new();
@@ -161,7 +217,7 @@ impl Case {
             let left = budget
                 .min(smallest.saturating_mul(per_capacity))
                 .saturating_sub(sent);
-            let op = match bytes.byte() % 16 {
+            let op = match bytes.byte() % 20 {
                 0..=2 => {
                     let len = usize::from(bytes.byte() % 32) + 1;
                     let mut data = Vec::new();
@@ -195,11 +251,27 @@ impl Case {
                     Op::Capacity(c)
                 }
                 14 => Op::Interrupt(u32::from(bytes.byte() % 4) + 1),
-                _ => match bytes.byte() % 8 {
+                15 => match bytes.byte() % 8 {
                     0 => Op::HardStop,
                     1 => Op::Notice,
                     _ => Op::Settle,
                 },
+                16 => Op::Advance(Duration::from_millis(bytes.pick(&ADVANCES))),
+                17 => match bytes.byte() % 2 {
+                    0 => Op::Sleep,
+                    _ => Op::Expire,
+                },
+                _ => {
+                    let b = bytes.byte();
+                    let at = (b % 8 != 0).then(|| bytes.pick(&DEADLINES));
+                    let then = match b / 8 % 4 {
+                        0 => Then::Stay,
+                        1 => Then::Clear,
+                        2 => Then::Move(bytes.pick(&MOVES)),
+                        _ => Then::Close,
+                    };
+                    Op::Deadline { at, then }
+                }
             };
             sent += match &op {
                 Op::Send(data) => data.len(),
@@ -214,6 +286,8 @@ impl Case {
             telnet,
             max_output,
             capacity,
+            idle,
+            send,
             ops,
         }
     }

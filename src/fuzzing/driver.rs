@@ -1,17 +1,24 @@
 //! The driver: plays the peer and the server against one connection over
-//! the scripted socket, and checks every step against the model.
+//! the scripted socket, and checks every step against the model. As the
+//! server does, it tells the real [`Timeouts`] of every turn and fires what
+//! they report, on a virtual clock; it keeps its own account of when each
+//! deadline is due, from what the turns did on the wire, to check them.
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::conn::{Conn, Context, DISCARD_LIMIT, READ_CHUNK, Ready, Verdict};
+use crate::deadline::{Kind, TICK};
 use crate::protocol::Lines;
+use crate::timeouts::{Before, Timeouts};
 
-use super::case::{Case, ERROR, Op, READ_CLOSED, READABLE, WRITABLE, ready_from};
-use super::model::{Model, ModelStop, too_long_reply};
+use super::case::{Case, ERROR, Ms, Op, READ_CLOSED, READABLE, Then, WRITABLE, ready_from};
+use super::model::{Model, ModelStop, idle_line, too_long_reply};
 use super::wire::{Mutation, Reset, Socket, Wire, take_front};
-use super::{CLOSING_LINE, DRAINING, NOTICE, SUFFIX, Seen, Suffix, TAGS, Tagged};
+use super::{CLOSING_LINE, DRAINING, LATE, NOTICE, SUFFIX, Seen, Suffix, TAGS, Tagged, shift};
 
 /// The reads `close_hard` spends emptying the socket (its
 /// `HARD_CLOSE_READS`): up to this many full chunks are taken, so a hard
@@ -23,6 +30,12 @@ const HARD_CLOSE_CHUNKS: usize = 4;
 const IDLE_ROUNDS: usize = 64;
 /// The upper bound on the rounds of one settle, so a bug cannot hang a run.
 const SETTLE_ROUNDS: usize = 4_000_000;
+/// The connection's key in the timeouts' table.
+const KEY: usize = 0;
+/// When the client arrives after the server started: deadlines the cases
+/// set in the past then fall after the origin, where every instant is
+/// told apart (before it, all are one).
+const CLIENT_AFTER: Duration = Duration::from_secs(1);
 
 fn any(ready: Ready) -> bool {
     ready.readable || ready.writable || ready.read_closed || ready.error
@@ -62,6 +75,9 @@ pub(super) enum Life {
     Open,
     /// The connection answered `Close` and was dropped.
     Closed,
+    /// A timer closed it at once, without waiting for the peer: the send
+    /// timeout, or the idle timeout of a connection already ending.
+    TimedOut,
     /// `close_hard` consumed it.
     HardStopped {
         /// Everything pending and the closing line fit in the send buffer.
@@ -85,11 +101,46 @@ pub(super) struct Driver {
     pub(super) bound: usize,
     max_output: usize,
     max_reply: usize,
-    /// Drain notices the connection took. Each is queued whatever the
-    /// backpressure, with the protocol's word after it, so it adds their
-    /// length to the bounds. (The greeting needs no such allowance: it is
-    /// appended to empty output, which the limit then counts.)
-    notices: usize,
+    /// Bytes the connection said outside of replies: drain notices with
+    /// the protocol's word after each, idle lines and deadline words. Each
+    /// is queued whatever the backpressure, so they add to the bounds. (The
+    /// greeting needs no such allowance: it is appended to empty output,
+    /// which the limit then counts.)
+    said: usize,
+    timeouts: Timeouts,
+    /// The virtual clock: when the loop last woke.
+    now: Instant,
+    /// The timeouts' origin: the server's start.
+    origin: Instant,
+    /// Where the clock started, a while after the server's: the admission.
+    t0: Instant,
+    idle: Option<Duration>,
+    send: Option<Duration>,
+    /// When the idle period began: the admission, the last turn that read a
+    /// byte, or the idle timeout's firing.
+    idle_from: Instant,
+    /// Since when output has waited in the connection with none of it
+    /// written, if it waits.
+    send_from: Option<Instant>,
+    /// The protocol's deadline has not been reported since it last changed.
+    late_owed: bool,
+    /// The protocol set a deadline at some point.
+    ever_deadline: bool,
+    /// The protocol moved its deadline in the batch being fired: if into
+    /// the past, the loop fires it when it comes round, not in this batch.
+    moved_in_batch: bool,
+    /// The connection left the table, and its timers were forgotten.
+    forgotten: bool,
+    mutation: Mutation,
+}
+
+/// What a turn starts from: the counters `Timeouts` compares, and the
+/// wire's, which the driver's own account uses.
+#[derive(Clone, Copy)]
+struct Turn {
+    before: Before,
+    delivered: usize,
+    written: usize,
 }
 
 impl Driver {
@@ -101,6 +152,13 @@ impl Driver {
         }));
         let max_reply = (case.max_line + 1 + SUFFIX.len() + TAGS[0].len())
             .max(too_long_reply(case.max_line).len());
+        let config = Config {
+            idle_timeout: case.idle,
+            send_timeout: case.send,
+            ..Config::default()
+        };
+        let origin = Instant::now();
+        let t0 = origin + CLIENT_AFTER;
         let mut driver = Driver {
             conn: Some(Conn::new(Socket(Rc::clone(&wire)))),
             wire,
@@ -114,13 +172,34 @@ impl Driver {
             bound: case.max_output + max_reply + READ_CHUNK + case.max_line,
             max_output: case.max_output,
             max_reply,
-            notices: 0,
+            said: 0,
+            timeouts: Timeouts::new(&config, origin),
+            now: t0,
+            origin,
+            t0,
+            idle: case.idle,
+            send: case.send,
+            idle_from: t0,
+            send_from: None,
+            late_owed: false,
+            ever_deadline: false,
+            moved_in_batch: false,
+            forgotten: false,
+            mutation,
         };
-        // Admitted as the server admits a client: the protocol greets it.
-        // A fresh socket with room takes the greeting, so nothing can fail.
+        // Admitted as the server admits a client: its idle clock starts,
+        // and the protocol greets it. A fresh socket with room takes the
+        // greeting, so nothing can fail.
+        driver.timeouts.woke(t0);
+        driver.timeouts.admitted(KEY);
+        let turn = driver.begin();
         let conn = driver.conn.as_mut().expect("just made");
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-        assert_eq!(conn.on_connect(peer, &mut driver.cx), Verdict::Keep);
+        let verdict = conn.on_connect(peer, &mut driver.cx);
+        assert_eq!(verdict, Verdict::Keep);
+        driver
+            .after(verdict, turn)
+            .expect("a greeting breaks nothing");
         driver
     }
 
@@ -155,6 +234,14 @@ impl Driver {
             Op::Settle => self.settle()?,
             Op::HardStop => self.hard_stop()?,
             Op::Notice => self.notice()?,
+            Op::Advance(by) => {
+                self.quiesce()?;
+                self.now += *by;
+                self.timeouts.woke(self.now);
+            }
+            Op::Sleep => self.sleep()?,
+            Op::Expire => self.expire()?,
+            Op::Deadline { at, then } => self.set_deadline(*at, *then)?,
         }
         Ok(())
     }
@@ -272,11 +359,12 @@ impl Driver {
     }
 
     fn event(&mut self, ready: Ready) -> Result<(), String> {
+        let turn = self.begin();
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
         let verdict = conn.on_ready(ready, &mut self.cx);
-        self.after(verdict)
+        self.after(verdict, turn)
     }
 
     /// Only a connection that answered `Again` is pumped, as the server does.
@@ -285,35 +373,85 @@ impl Driver {
             return Ok(());
         }
         self.again = false;
+        let turn = self.begin();
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
         let verdict = conn.pump(&mut self.cx);
-        self.after(verdict)
+        self.after(verdict, turn)
     }
 
-    fn after(&mut self, verdict: Verdict) -> Result<(), String> {
-        self.check_memory()?;
-        match verdict {
-            Verdict::Keep => Ok(()),
-            Verdict::Again => {
-                self.again = true;
-                Ok(())
-            }
-            Verdict::Close => {
-                self.conn = None;
-                self.again = false;
-                self.life = Life::Closed;
-                self.check_clean_close()
-            }
+    fn begin(&self) -> Turn {
+        let w = self.wire.borrow();
+        Turn {
+            before: Before::take(&self.cx),
+            delivered: w.delivered,
+            written: w.written,
         }
+    }
+
+    /// Acts on a turn's verdict as the server does: a connection kept has
+    /// its timeouts told of the turn, a closed one is forgotten.
+    fn after(&mut self, verdict: Verdict, turn: Turn) -> Result<(), String> {
+        self.conclude(verdict, turn, false)
+    }
+
+    /// As [`Driver::after`]; `timed_out` says a timer closed the connection
+    /// without waiting for its peer, which may then see a reset.
+    fn conclude(&mut self, verdict: Verdict, turn: Turn, timed_out: bool) -> Result<(), String> {
+        self.check_memory()?;
+        if verdict == Verdict::Close {
+            self.conn = None;
+            self.again = false;
+            self.forget();
+            if timed_out {
+                self.life = Life::TimedOut;
+                return Ok(());
+            }
+            self.life = Life::Closed;
+            return self.check_clean_close();
+        }
+        self.again |= verdict == Verdict::Again;
+        self.account(turn);
+        if self.mutation != Mutation::NoAfterTurn {
+            let conn = self.conn.as_ref().expect("kept");
+            self.timeouts.after_turn(KEY, conn, &self.cx, turn.before);
+        }
+        Ok(())
+    }
+
+    /// The connection leaves the table, with its timers.
+    fn forget(&mut self) {
+        if self.mutation != Mutation::NoForget {
+            self.timeouts.forget(KEY);
+        }
+        self.forgotten = true;
+    }
+
+    /// The driver's own account of when the idle and send deadlines are
+    /// due, from what a turn did on the wire. Time stands still in a turn.
+    fn account(&mut self, turn: Turn) {
+        let w = self.wire.borrow();
+        if w.delivered != turn.delivered {
+            self.idle_from = self.now;
+        }
+        let pending = self
+            .conn
+            .as_ref()
+            .and_then(|c| c.bufs.as_deref())
+            .is_some_and(|b| b.output.len() > b.sent);
+        self.send_from = match self.send_from {
+            Some(from) if pending && w.written == turn.written => Some(from),
+            _ if pending => Some(self.now),
+            _ => None,
+        };
     }
 
     fn check_memory(&self) -> Result<(), String> {
         let Some(bufs) = self.conn.as_ref().and_then(|c| c.bufs.as_deref()) else {
             return Ok(());
         };
-        let notices = self.notices * (NOTICE.len() + DRAINING.len());
+        let notices = self.said;
         let pending = bufs.output.len() - bufs.sent;
         if pending >= self.max_output + self.max_reply + notices {
             return Err(format!(
@@ -362,6 +500,7 @@ impl Driver {
     /// ending may drop them. When the protocol closes at the drain, what it
     /// had not answered never will be.
     fn notice(&mut self) -> Result<(), String> {
+        let turn = self.begin();
         let at = self.produced().len();
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
@@ -371,7 +510,9 @@ impl Driver {
         let took = self.produced().get(at..at + said.len()) == Some(&said[..]);
         // Counted even after a reset: the connection may still hold what it
         // took, and the memory bounds must allow for it.
-        self.notices += usize::from(took);
+        if took {
+            self.said += said.len();
+        }
         if self.wire.borrow().reset.is_none() {
             if at > self.model.out.len() {
                 return Err(format!(
@@ -385,7 +526,7 @@ impl Driver {
                 return Err("an open connection dropped the drain notice".into());
             }
         }
-        self.after(verdict)
+        self.after(verdict, turn)
     }
 
     fn hard_stop(&mut self) -> Result<(), String> {
@@ -404,7 +545,9 @@ impl Driver {
                 w.short_writes,
             )
         };
+        // The server takes it out of the table, timers and all, first.
         let conn = self.conn.take().expect("checked above");
+        self.forget();
         conn.close_hard(&mut self.cx);
         self.again = false;
         let w = self.wire.borrow();
@@ -486,6 +629,10 @@ impl Driver {
                 _ => Ok(()),
             };
         }
+        if self.life == Life::TimedOut {
+            // What it had sent before was checked as it arrived.
+            return Ok(());
+        }
         if let Life::HardStopped { fully_flushed } = self.life {
             let want = &self.expected_after_stop;
             if fully_flushed && self.received != *want {
@@ -525,12 +672,305 @@ impl Driver {
             (Some(ModelStop::HalfClosed), Life::Open) => {
                 Err("the peer half-closed and was answered, yet the connection stayed open".into())
             }
-            (Some(ModelStop::TooLong | ModelStop::Quit | ModelStop::Drained), Life::Open)
-                if !w.shut =>
-            {
-                Err("ending, all output read, yet no FIN sent".into())
-            }
+            (
+                Some(
+                    ModelStop::TooLong
+                    | ModelStop::Quit
+                    | ModelStop::Drained
+                    | ModelStop::Idle
+                    | ModelStop::Late,
+                ),
+                Life::Open,
+            ) if !w.shut => Err("ending, all output read, yet no FIN sent".into()),
             _ => Ok(()),
         }
     }
+
+    /// Serves what the loop owes before it may sleep: the kernel's events
+    /// and the `Again`s (a poll with those ready returns at once).
+    fn quiesce(&mut self) -> Result<(), String> {
+        for _ in 0..SETTLE_ROUNDS {
+            if self.conn.is_none() {
+                return Ok(());
+            }
+            let owed = self.take_edges(0xff);
+            if any(owed) {
+                self.event(owed)?;
+            } else if self.again {
+                self.pump()?;
+            } else {
+                return Ok(());
+            }
+        }
+        Err(format!("the loop found work for {SETTLE_ROUNDS} rounds"))
+    }
+
+    /// The loop sleeps until the nearest deadline and fires what is due.
+    fn sleep(&mut self) -> Result<(), String> {
+        self.quiesce()?;
+        let next = self.timeouts.next_due();
+        for (what, at) in self.live_deadlines() {
+            if next.is_none_or(|next| next >= self.latest(at)) {
+                return Err(format!(
+                    "the loop would sleep until {}, past the {what} deadline at {}",
+                    self.show(next),
+                    self.show(Some(at))
+                ));
+            }
+        }
+        if self.idle.is_none() && self.send.is_none() && !self.ever_deadline && next.is_some() {
+            return Err("no timeout configured and no deadline set, yet a timer is armed".into());
+        }
+        let Some(next) = next else {
+            return Ok(());
+        };
+        self.now = self.now.max(next);
+        self.timeouts.woke(self.now);
+        self.expire()
+    }
+
+    /// Fires the deadlines due now, as the server's `on_deadlines` does,
+    /// and checks each against the driver's account, then that none due
+    /// by a tick was missed.
+    fn expire(&mut self) -> Result<(), String> {
+        let forgotten = self.forgotten;
+        self.moved_in_batch = false;
+        let fired = self.timeouts.expire(self.now);
+        let fired_all = self.fire_all(&fired, forgotten);
+        self.timeouts.done(fired);
+        fired_all?;
+        self.check_overdue()
+    }
+
+    fn fire_all(&mut self, fired: &[(usize, Kind)], forgotten: bool) -> Result<(), String> {
+        if let Some(next) = self.timeouts.next_due() {
+            if next <= self.now {
+                return Err(format!(
+                    "after expiring at {}, a deadline is still due at {}: the loop would spin",
+                    self.show(Some(self.now)),
+                    self.show(Some(next))
+                ));
+            }
+        }
+        for &(key, kind) in fired {
+            if key != KEY {
+                return Err(format!(
+                    "a {kind:?} deadline fired for key {key}, never used"
+                ));
+            }
+            if forgotten {
+                return Err(format!(
+                    "the {kind:?} deadline fired after the connection was forgotten"
+                ));
+            }
+            // Closed earlier in this batch: the server finds an empty slot.
+            if self.conn.is_some() {
+                self.fire(kind)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires one deadline through `Timeouts::fire` and checks what the
+    /// connection did with it.
+    fn fire(&mut self, kind: Kind) -> Result<(), String> {
+        self.check_due(kind)?;
+        let turn = self.begin();
+        let at = self.produced().len();
+        let conn = self.conn.as_mut().expect("checked by the caller");
+        let ending = conn.is_ending();
+        let (late, deadline) = (conn.state().late, conn.state().deadline);
+        let verdict = self.timeouts.fire(KEY, kind, conn, &mut self.cx);
+        let conn = self.conn.as_ref().expect("still held");
+        match kind {
+            Kind::Idle if ending => {
+                if verdict != Verdict::Close {
+                    return Err(
+                        "the idle timeout of a silent ending connection did not close it".into(),
+                    );
+                }
+                self.conclude(verdict, turn, true)
+            }
+            Kind::Idle => {
+                self.idle_from = self.now;
+                let line = idle_line(self.idle.expect("checked as due"));
+                self.said_words(at, &line, Some(ModelStop::Idle))?;
+                self.after(verdict, turn)
+            }
+            Kind::Send => {
+                if verdict != Verdict::Close {
+                    return Err(format!(
+                        "the send timeout fired and the verdict was {verdict:?}"
+                    ));
+                }
+                self.conclude(verdict, turn, true)
+            }
+            Kind::Protocol => {
+                self.late_owed = false;
+                let called = conn.state().late != late;
+                if called && ending {
+                    return Err("on_deadline was called for an ending connection".into());
+                }
+                if !called && !ending {
+                    return Err(
+                        "the protocol deadline fired, yet on_deadline was not called".into(),
+                    );
+                }
+                if called {
+                    let moved = conn.state().deadline;
+                    if !same_instant(moved, deadline, self.origin) {
+                        self.late_owed = moved.is_some();
+                        self.moved_in_batch = true;
+                    }
+                    let close = conn.state().then == Then::Close;
+                    self.said_words(at, LATE, close.then_some(ModelStop::Late))?;
+                }
+                self.after(verdict, turn)
+            }
+        }
+    }
+
+    /// The connection said `words` when it had produced `at` bytes: they
+    /// must follow those bytes, whatever the backpressure, unless it was
+    /// reset. The model places them there, and closes for `stop`.
+    fn said_words(
+        &mut self,
+        at: usize,
+        words: &[u8],
+        stop: Option<ModelStop>,
+    ) -> Result<(), String> {
+        let took = self.produced().get(at..at + words.len()) == Some(words);
+        if took {
+            self.said += words.len();
+        }
+        if self.wire.borrow().reset.is_some() {
+            return Ok(());
+        }
+        if at > self.model.out.len() {
+            return Err(format!(
+                "produced {at} bytes, more than the model's {}",
+                self.model.out.len()
+            ));
+        }
+        if !took {
+            return Err(format!(
+                "{:?} did not follow the {at} bytes produced before it",
+                String::from_utf8_lossy(words)
+            ));
+        }
+        self.model.say(at, words, stop);
+        Ok(())
+    }
+
+    /// A turn in which the protocol sets, moves or clears its deadline.
+    fn set_deadline(&mut self, at: Option<Ms>, then: Then) -> Result<(), String> {
+        let turn = self.begin();
+        let now = self.now;
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let seen = conn.state_mut();
+        let at = at.map(|ms| shift(now, ms));
+        if !same_instant(seen.deadline, at, self.origin) {
+            self.late_owed = at.is_some();
+        }
+        self.ever_deadline |= at.is_some();
+        seen.deadline = at;
+        seen.then = then;
+        self.after(Verdict::Keep, turn)
+    }
+
+    /// Every deadline the connection has by the driver's account, with
+    /// what it is for.
+    fn live_deadlines(&self) -> Vec<(&'static str, Instant)> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Vec::new();
+        };
+        let mut live = Vec::new();
+        if let Some(idle) = self.idle {
+            live.push(("idle", self.idle_from + idle));
+        }
+        if let (Some(send), Some(from)) = (self.send, self.send_from) {
+            live.push(("send", from + send));
+        }
+        if let Some(at) = conn.state().deadline.filter(|_| self.late_owed) {
+            live.push(("protocol", at));
+        }
+        live
+    }
+
+    /// A deadline fires never before it is due.
+    fn check_due(&self, kind: Kind) -> Result<(), String> {
+        let due = match kind {
+            Kind::Idle => match self.idle {
+                Some(idle) => self.idle_from + idle,
+                None => return Err("an idle deadline fired with no idle timeout".into()),
+            },
+            Kind::Send => match (self.send, self.send_from) {
+                (Some(send), Some(from)) => from + send,
+                (None, _) => return Err("a send deadline fired with no send timeout".into()),
+                (_, None) => return Err("a send deadline fired with no output waiting".into()),
+            },
+            Kind::Protocol => {
+                let at = self.conn.as_ref().and_then(|c| c.state().deadline);
+                match at {
+                    Some(at) if self.late_owed => at,
+                    _ => {
+                        return Err(
+                            "the protocol deadline fired with none owed (none set, or reported since it last changed)"
+                                .into(),
+                        );
+                    }
+                }
+            }
+        };
+        if self.now < due {
+            return Err(format!(
+                "the {kind:?} deadline fired at {}, before it was due at {}",
+                self.show(Some(self.now)),
+                self.show(Some(due))
+            ));
+        }
+        Ok(())
+    }
+
+    /// A deadline fires at most one tick after it is due.
+    fn check_overdue(&self) -> Result<(), String> {
+        for (what, at) in self.live_deadlines() {
+            if what == "protocol" && self.moved_in_batch {
+                continue;
+            }
+            if self.now >= self.latest(at) {
+                return Err(format!(
+                    "the {what} deadline at {} did not fire by {}",
+                    self.show(Some(at)),
+                    self.show(Some(self.now))
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A tick after `at`, or after the origin for a deadline before it: by
+    /// then a deadline must have fired.
+    fn latest(&self, at: Instant) -> Instant {
+        at.max(self.origin) + TICK
+    }
+
+    /// An instant on the virtual clock, in ms from its start.
+    fn show(&self, at: Option<Instant>) -> String {
+        let Some(at) = at else {
+            return "never".into();
+        };
+        match at.checked_duration_since(self.t0) {
+            Some(d) => format!("+{}ms", d.as_millis()),
+            None => format!("-{}ms", (self.t0 - at).as_millis()),
+        }
+    }
+}
+
+/// Whether a protocol deadline stayed where it was, as `Protocol::deadline`
+/// counts it: instants before the server's start are all one.
+fn same_instant(a: Option<Instant>, b: Option<Instant>, origin: Instant) -> bool {
+    a.map(|a| a.max(origin)) == b.map(|b| b.max(origin))
 }

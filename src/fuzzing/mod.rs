@@ -28,6 +28,24 @@
 //! - a `Close` verdict came only for a reset, a peer that half-closed and was
 //!   answered, or an ending connection whose EOF arrived (or whose discarded
 //!   input passed the limit), so a close never turns into a reset;
+//! - the real `Timeouts`, told of every turn and fired as the server does
+//!   on a virtual clock, fired each deadline never before it was due and
+//!   at most a tick after, and the loop would never sleep past one: the
+//!   idle timeout only after that long with no byte read, the send
+//!   timeout only when output had waited that long with none of it
+//!   written (the peer took none in a way the kernel reports: a writable
+//!   edge, raised once a third of the send buffer is free), the
+//!   protocol's deadline (kept in its per-connection state, set, moved and
+//!   cleared by the case, and moved or cleared by `on_deadline` itself)
+//!   once per place it was set, `on_deadline` never for an ending
+//!   connection;
+//! - an idle timeout queued the idle line after the output produced before
+//!   it, whatever the backpressure, and the connection ended (FIN, then a
+//!   close on the peer's EOF, or a second idle period later); a send
+//!   timeout closed at once; a deadline's word landed in order, as a
+//!   drain notice does, and its close ended the connection as a drain's;
+//! - nothing fired for a connection once it was forgotten, and with no
+//!   timeout configured and no deadline set nothing was armed at all;
 //! - once every event the kernel owed had been delivered, every `Again`
 //!   pumped (the driver pumps only after `Again`, as the server does) and
 //!   all output read by the peer, all complete lines were
@@ -38,7 +56,9 @@
 //! epoll, delivering the fewest events the kernel may: a readable edge per
 //! arrival, a writable edge only after a write found the send buffer full and
 //! a third of it has since been freed. The driver may add spurious events on
-//! top. The same decoder turns a fuzzer's bytes and the property test's
+//! top. Time stands still in a turn; the clock moves only when the loop
+//! could sleep (nothing owed), and deadlines may fire between any turns:
+//! during a flush, after a drain notice, once the connection is ending. The same decoder turns a fuzzer's bytes and the property test's
 //! pseudo-random bytes into operations, so both explore the same space.
 //!
 //! Compiled only for tests and under the `fuzzing` feature.
@@ -52,9 +72,11 @@ mod model;
 mod tests;
 mod wire;
 
+use std::time::{Duration, Instant};
+
 use crate::protocol::{Action, LineProtocol, Lines, Protocol, Step};
 
-use case::Case;
+use case::{Case, Then};
 
 /// Appended to every reply by the test protocol.
 const SUFFIX: &[u8] = b"~ok\n";
@@ -69,6 +91,8 @@ const DRAINING: &[u8] = b"~drain\n";
 /// The tag after the reply to a connection's odd-numbered lines, and after
 /// its even-numbered ones.
 const TAGS: [&[u8]; 2] = [b"1\n", b"2\n"];
+/// What the test protocol says when its deadline passes.
+const LATE: &[u8] = b"~late\n";
 /// A line whose body is this asks the protocol to close.
 const QUIT: &[u8] = b"q";
 /// Bytes a fuzz case may send per byte of the smallest send buffer it uses:
@@ -118,14 +142,20 @@ impl LineProtocol for Suffix {
 /// connect, tags each reply with the parity of the connection's line count,
 /// says [`DRAINING`] at a drain, and then closes if that count is odd. The
 /// state steers what the connection does, so the model catches state that
-/// is lost, shared or stale.
+/// is lost, shared or stale. Its deadline is kept in that state too, and
+/// when it passes the protocol says [`LATE`] and does what the state says;
+/// an idle client gets `Lines`' idle line.
 struct Tagged(Lines<Suffix>);
 
 /// What [`Tagged`] keeps per connection: the lines it answered, modulo 256
-/// (parity is all that matters). One byte, in the slot's padding.
+/// (parity is all that matters), its deadline and what it does then, and
+/// how often it was told of one (for the driver's checks).
 #[derive(Default)]
 struct Seen {
     lines: u8,
+    deadline: Option<Instant>,
+    then: Then,
+    late: u32,
 }
 
 impl Seen {
@@ -177,6 +207,36 @@ impl Protocol for Tagged {
 
     fn on_closing(&mut self, _: &mut Seen, out: &mut Vec<u8>) {
         self.0.on_closing(&mut (), out);
+    }
+
+    fn deadline(&self, seen: &Seen) -> Option<Instant> {
+        seen.deadline
+    }
+
+    fn on_deadline(&mut self, seen: &mut Seen, out: &mut Vec<u8>) -> Action {
+        seen.late += 1;
+        out.extend_from_slice(LATE);
+        match seen.then {
+            Then::Stay => {}
+            Then::Clear => seen.deadline = None,
+            Then::Move(ms) => seen.deadline = seen.deadline.map(|at| shift(at, ms)),
+            Then::Close => return Action::Close,
+        }
+        Action::Continue
+    }
+
+    fn on_idle_timeout(&mut self, _: &mut Seen, idle: Duration, out: &mut Vec<u8>) {
+        self.0.on_idle_timeout(&mut (), idle, out);
+    }
+}
+
+/// `at` moved by `ms` either way.
+fn shift(at: Instant, ms: case::Ms) -> Instant {
+    let by = Duration::from_millis(u64::from(ms.unsigned_abs()));
+    if ms < 0 {
+        at.checked_sub(by).unwrap_or(at)
+    } else {
+        at + by
     }
 }
 

@@ -1,11 +1,18 @@
 //! The model: what a correct connection answers to the bytes the peer sent,
 //! worked out with no code shared with the connection or the telnet filter.
 
+use std::time::Duration;
+
 use super::{DRAINING, GREETING, NOTICE, QUIT, SUFFIX, TAGS, body};
 use crate::telnet::AYT_REPLY;
 
 pub(super) fn too_long_reply(max_line: usize) -> Vec<u8> {
     format!("error: line longer than {max_line} bytes\n").into_bytes()
+}
+
+/// What a line protocol says to a client idle for `idle`.
+pub(super) fn idle_line(idle: Duration) -> Vec<u8> {
+    format!("error: idle for {}s, closing\n", idle.as_secs_f64()).into_bytes()
 }
 
 /// Why the model stopped taking lines.
@@ -16,6 +23,10 @@ pub(super) enum ModelStop {
     HalfClosed,
     /// The protocol answered a drain with `Close`.
     Drained,
+    /// The idle timeout fired.
+    Idle,
+    /// The protocol's deadline passed and it closed.
+    Late,
 }
 
 /// What a correct connection answers, computed from the bytes the peer sent.
@@ -186,21 +197,31 @@ impl Model {
     /// yet will come, and nothing sent later is answered. Returns whether it
     /// closed.
     pub(super) fn drain(&mut self, at: usize) -> bool {
-        let said = [NOTICE, DRAINING].concat();
         let answered = self.ends.partition_point(|&end| end <= at);
         let close = answered % 2 == 1;
-        if close {
+        let said = [NOTICE, DRAINING].concat();
+        self.say(at, &said, close.then_some(ModelStop::Drained));
+        close
+    }
+
+    /// The connection said `words` outside of any reply (a drain notice, an
+    /// idle line, a deadline's word) when it had produced `at` bytes, a
+    /// boundary between replies. They go between the replies before and
+    /// after; if it then closed for `stop`, the replies after never come,
+    /// and nothing sent later is answered.
+    pub(super) fn say(&mut self, at: usize, words: &[u8], stop: Option<ModelStop>) {
+        let answered = self.ends.partition_point(|&end| end <= at);
+        if stop.is_some() {
             self.out.truncate(at);
             self.ends.truncate(answered);
-            self.out.extend_from_slice(&said);
-            self.stop = Some(ModelStop::Drained);
+            self.out.extend_from_slice(words);
+            self.stop = stop;
         } else {
             for end in &mut self.ends[answered..] {
-                *end += said.len();
+                *end += words.len();
             }
-            self.out.splice(at..at, said);
+            self.out.splice(at..at, words.iter().copied());
         }
-        close
     }
 
     fn reply(&mut self, line: &[u8]) {

@@ -3,11 +3,13 @@
 
 use std::fmt::Write as _;
 
-use super::case::{Case, Op};
+use std::time::Duration;
+
+use super::case::{Case, Op, Then};
 use super::driver::{Driver, Life};
-use super::model::{Model, ModelStop};
+use super::model::{Model, ModelStop, idle_line};
 use super::wire::Mutation;
-use super::{DRAINING, FUZZ_BUDGET, FUZZ_PER_CAPACITY, NOTICE};
+use super::{DRAINING, FUZZ_BUDGET, FUZZ_PER_CAPACITY, LATE, NOTICE};
 use crate::conn::{DISCARD_LIMIT, READ_CHUNK};
 
 /// Tries smaller versions of a failing case and returns the smallest that
@@ -93,8 +95,8 @@ impl SplitMix {
     }
 }
 
-/// Cases per run. Each is fast in a debug build; together they stay well
-/// under two seconds.
+/// Cases per run. Each is fast in a debug build; together, timers included,
+/// they take about two seconds.
 const CASES: u64 = 3000;
 /// Bytes a generated case may send: enough for lines past a read chunk,
 /// small enough that thousands of cases stay quick.
@@ -131,6 +133,8 @@ fn case(max_line: usize, max_output: usize, capacity: usize, ops: Vec<Op>) -> Ca
         telnet: false,
         max_output,
         capacity,
+        idle: None,
+        send: None,
         ops,
     }
 }
@@ -443,6 +447,219 @@ fn the_model_places_a_drain_and_closes_on_an_odd_count() {
     m.send(b"d\n");
     assert!(m.out.ends_with(b"c\n~ok\n1\n~notice\n~drain\n"));
     assert_eq!(m.stop, Some(ModelStop::Drained));
+}
+
+// Timers, on the driver's virtual clock, which starts on a tick.
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn timed(idle: Option<u64>, send: Option<u64>, capacity: usize, ops: Vec<Op>) -> Case {
+    Case {
+        idle: idle.map(ms),
+        send: send.map(ms),
+        ..case(100, 100, capacity, ops)
+    }
+}
+
+fn run_ops(c: &Case) -> Driver {
+    let mut driver = Driver::new(c, Mutation::None);
+    for (step, op) in c.ops.iter().enumerate() {
+        if let Err(e) = driver.apply(op) {
+            panic!("after op {step} ({op:?}): {e}");
+        }
+    }
+    driver
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+/// The idle timeout fires while the replies wait behind a full send
+/// buffer: the idle line goes after them, then the FIN, and the close
+/// waits for the peer's EOF.
+#[test]
+fn the_idle_line_follows_the_replies_owed_and_then_the_connection_ends() {
+    let ops = vec![
+        Op::Send(b"a\nb\n".to_vec()),
+        Op::Deliver(0xff),
+        Op::Advance(ms(300)),
+        Op::Expire,
+        Op::Settle,
+    ];
+    let mut driver = run_ops(&timed(Some(300), None, 3, ops));
+    let want = [
+        b"~hi\na\n~ok\n1\nb\n~ok\n2\n".as_slice(),
+        &idle_line(ms(300)),
+    ]
+    .concat();
+    assert_eq!(driver.received, want);
+    assert!(driver.wire.borrow().shut, "no FIN after the idle line");
+    assert_eq!(driver.life, Life::Open, "closed before the peer's EOF");
+    driver.finish().unwrap();
+    assert_eq!(driver.life, Life::Closed);
+}
+
+/// An ending connection whose peer never sends its EOF is closed when it
+/// has been silent for a second idle period, and not before.
+#[test]
+fn a_silent_ending_connection_is_closed_a_second_idle_period_later() {
+    let ops = vec![
+        Op::Advance(ms(300)),
+        Op::Expire,
+        Op::Settle,
+        Op::Advance(ms(299)),
+        Op::Expire,
+    ];
+    let mut driver = run_ops(&timed(Some(300), None, 1000, ops));
+    assert_eq!(driver.life, Life::Open);
+    driver.apply(&Op::Sleep).unwrap();
+    assert_eq!(driver.life, Life::TimedOut);
+}
+
+/// The send timeout spares a peer that takes some of its output within
+/// the period, and closes one that takes none for a whole period.
+#[test]
+fn the_send_timeout_closes_only_a_peer_that_takes_nothing() {
+    let ops = vec![
+        Op::SendLines { len: 10, count: 10 },
+        Op::Deliver(0xff),
+        Op::Advance(ms(200)),
+        Op::PeerRead(2),
+        Op::Advance(ms(200)),
+        Op::Expire,
+    ];
+    let mut driver = run_ops(&timed(None, Some(300), 3, ops));
+    assert_eq!(driver.life, Life::Open, "closed a peer that was reading");
+    driver.apply(&Op::Advance(ms(300))).unwrap();
+    driver.apply(&Op::Expire).unwrap();
+    assert_eq!(driver.life, Life::TimedOut);
+}
+
+/// A protocol that moves its deadline by 1 ms each time it passes, within
+/// the tick it fired in, is told each time, once (the bug the fuzzer
+/// found in `deadline.rs`); one that leaves it is told once in all.
+#[test]
+fn a_protocol_deadline_fires_once_per_place_it_is_set() {
+    let moving = vec![
+        Op::Deadline {
+            at: Some(250),
+            then: Then::Move(1),
+        },
+        Op::Sleep,
+        Op::Sleep,
+        Op::Sleep,
+        Op::Settle,
+    ];
+    let driver = run_ops(&timed(None, None, 1000, moving));
+    assert_eq!(count(&driver.received, LATE), 3);
+    let staying = vec![
+        Op::Deadline {
+            at: Some(250),
+            then: Then::Stay,
+        },
+        Op::Sleep,
+        Op::Advance(ms(5000)),
+        Op::Sleep,
+        Op::Expire,
+        Op::Settle,
+    ];
+    let driver = run_ops(&timed(None, None, 1000, staying));
+    assert_eq!(count(&driver.received, LATE), 1);
+}
+
+/// Deadlines fire during a drain and during a flush: their words keep
+/// their place after the notice and the replies before them, and a
+/// deadline that closes ends the connection as a drain would.
+#[test]
+fn deadlines_fire_during_a_drain_and_a_flush() {
+    let ops = vec![
+        Op::SendLines { len: 10, count: 4 },
+        Op::Deliver(0xff),
+        Op::Notice,
+        Op::Deadline {
+            at: Some(0),
+            then: Then::Close,
+        },
+        Op::Expire,
+        Op::Settle,
+    ];
+    let driver = run_ops(&timed(Some(1000), Some(1000), 7, ops));
+    let tail = [NOTICE, DRAINING, LATE].concat();
+    assert!(driver.received.ends_with(&tail));
+    assert_eq!(driver.model.stop, Some(ModelStop::Late));
+}
+
+/// With no timeout configured and no deadline set, nothing is armed and
+/// nothing fires however long the clock runs; after the connection
+/// leaves, nothing fires for it either.
+#[test]
+fn nothing_fires_unasked_or_after_the_connection_left() {
+    let unasked = vec![
+        Op::Send(b"a\n".to_vec()),
+        Op::Advance(ms(60_000)),
+        Op::Sleep,
+        Op::Expire,
+        Op::Settle,
+    ];
+    run_ops(&timed(None, None, 1000, unasked));
+    let left = vec![
+        Op::Deadline {
+            at: Some(500),
+            then: Then::Stay,
+        },
+        Op::Send(b"q\n".to_vec()),
+        Op::Settle,
+        Op::PeerHalfClose,
+        Op::Settle,
+        Op::Advance(ms(1000)),
+        Op::Expire,
+        Op::Sleep,
+    ];
+    let driver = run_ops(&timed(Some(300), Some(300), 1000, left));
+    assert_eq!(driver.life, Life::Closed);
+}
+
+/// The timer checks catch a server that does not tell `Timeouts` of a
+/// turn (the idle deadline is not moved by a read, and fires early) and
+/// one that does not forget a connection that left.
+#[test]
+fn a_turn_not_told_or_a_connection_not_forgotten_is_caught() {
+    let untold = timed(
+        Some(300),
+        None,
+        1000,
+        vec![
+            Op::Advance(ms(200)),
+            Op::Send(b"a\n".to_vec()),
+            Op::Advance(ms(200)),
+            Op::Expire,
+        ],
+    );
+    assert_eq!(untold.run(), Ok(()));
+    let failure = untold.run_with(Mutation::NoAfterTurn).unwrap_err();
+    assert!(failure.contains("before it was due"), "{failure}");
+    let unforgotten = timed(
+        Some(300),
+        None,
+        1000,
+        vec![
+            Op::Send(b"q\n".to_vec()),
+            Op::Settle,
+            Op::PeerHalfClose,
+            Op::Settle,
+            Op::Advance(ms(300)),
+            Op::Expire,
+        ],
+    );
+    assert_eq!(unforgotten.run(), Ok(()));
+    let failure = unforgotten.run_with(Mutation::NoForget).unwrap_err();
+    assert!(
+        failure.contains("after the connection was forgotten"),
+        "{failure}"
+    );
 }
 
 /// Replays a fuzzer's crash file: `DRAINPORT_CASE=path cargo test
