@@ -48,12 +48,13 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
-    let config = match cli::parse_args(std::env::args_os().skip(1))? {
-        cli::Command::Serve(config) => config,
+    let (config, timeouts) = match cli::parse_args(std::env::args_os().skip(1))? {
+        cli::Command::Serve(config, timeouts) => (config, timeouts),
         cli::Command::Print(text) => {
             print!("{text}");
             return Ok(());
         }
     };
-    drainport::serve(&config, protocol::Http::new(std::process::id())).map_err(|e| e.to_string())
+    let http = protocol::Http::new(std::process::id(), timeouts);
+    drainport::serve(&config, http).map_err(|e| e.to_string())
 }
