@@ -1,7 +1,9 @@
 //! The example's command line: the options every server on drainport
 //! takes, read by the same rules, with the same ranges and the same error
 //! words as `drainport`'s (`src/cli/args.rs`, included by path), into a
-//! `Config` whose drain has a timeout by default (see `main.rs` for why).
+//! `Config` whose drain has a timeout by default (see `main.rs` for why);
+//! and HTTP's own timeouts, nginx's, into [`Timeouts`] (`--send-timeout`
+//! is the binary's, and the machinery's).
 
 // Some of the shared reader is the echo server's alone, and the tests crate
 // compiles both examples, so this file twice.
@@ -14,13 +16,25 @@ use std::time::Duration;
 
 use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_OUTPUT};
 
+use super::protocol::Timeouts;
 use args::Args;
-pub use args::Command;
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Serve with this configuration and these HTTP timeouts. Boxed: a
+    /// `Config` is large beside a `Print`.
+    Serve(Box<Config>, Timeouts),
+    /// Print this text (`--help`, `--version`) and exit.
+    Print(String),
+}
 
 /// How long a drain waits for idle keep-alive clients to send again.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Over how long the clients left at the drain timeout are closed.
 const CLOSE_SPREAD: Duration = Duration::from_secs(1);
+/// nginx's `send_timeout`.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn usage() -> String {
     format!(
@@ -51,6 +65,15 @@ Options:
       --service NAME        the service this process runs, as siblings on the
                             address see it [default: its protocol's type]
       --join-any            start even if another service serves ADDR
+      --header-timeout SECS answer 408 and close when a request head is not
+                            whole SECS after it began [default: {header}]
+      --body-timeout SECS   answer 408 and close when a request body stalls
+                            for SECS between two reads [default: {body}]
+      --keepalive-timeout SECS
+                            close a keep-alive connection idle SECS after a
+                            response, without a word [default: {keepalive}]
+      --send-timeout SECS   close a client at once when its responses waited
+                            SECS without it taking a byte [default: {send}]
   -h, --help                print this help
   -V, --version             print the version
 
@@ -60,6 +83,10 @@ a switch takes no value. Everything after -- is the address.
         version = env!("CARGO_PKG_VERSION"),
         timeout = DRAIN_TIMEOUT.as_secs_f64(),
         spread = CLOSE_SPREAD.as_secs_f64(),
+        header = Timeouts::default().header.as_secs_f64(),
+        body = Timeouts::default().body.as_secs_f64(),
+        keepalive = Timeouts::default().keepalive.as_secs_f64(),
+        send = SEND_TIMEOUT.as_secs_f64(),
     )
 }
 
@@ -68,34 +95,84 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
     let mut config = Config {
         drain_timeout: Some(DRAIN_TIMEOUT),
         close_spread: Some(CLOSE_SPREAD),
+        send_timeout: Some(SEND_TIMEOUT),
         // Like the echo server: a line per connection unless -q.
         quiet: false,
         ..Config::default()
     };
+    let mut timeouts = Timeouts::default();
     let mut args = Args::new("http", args);
     while let Some(flag) = args.next_option()? {
-        if let Some(print) = args.help_or_version(&flag, usage)? {
-            return Ok(print);
+        // It gives nothing but `Print`.
+        if let Some(args::Command::Print(text)) = args.help_or_version(&flag, usage)? {
+            return Ok(Command::Print(text));
         }
         if args.server_option(&flag, &mut config)? {
             continue;
         }
-        return Err(args.unknown(&flag));
+        match flag.as_str() {
+            "--header-timeout" => timeouts.header = args.seconds(&flag)?,
+            "--body-timeout" => timeouts.body = args.seconds(&flag)?,
+            "--keepalive-timeout" => timeouts.keepalive = args.seconds(&flag)?,
+            "--send-timeout" => config.send_timeout = Some(args.seconds(&flag)?),
+            _ => return Err(args.unknown(&flag)),
+        }
     }
     if let Some(addr) = args.given_address() {
         config.addr = addr;
     }
-    Ok(Command::Serve(config))
+    Ok(Command::Serve(Box::new(config), timeouts))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, String> {
+    fn parse_both(args: &[&str]) -> Result<(Config, Timeouts), String> {
         match parse_args(args.iter().map(OsString::from))? {
-            Command::Serve(config) => Ok(config),
+            Command::Serve(config, timeouts) => Ok((*config, timeouts)),
             Command::Print(_) => Err("printed".into()),
+        }
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        parse_both(args).map(|(config, _)| config)
+    }
+
+    #[test]
+    fn timeouts_default_to_nginx_s_and_take_fractions() {
+        let (c, t) = parse_both(&[]).unwrap();
+        assert_eq!(
+            (t.header, t.body, t.keepalive, c.send_timeout),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(60),
+                Duration::from_secs(75),
+                Some(Duration::from_secs(60))
+            )
+        );
+        assert_eq!(c.idle_timeout, None, "HTTP's waits are its deadlines");
+        let (c, t) = parse_both(&[
+            "--header-timeout",
+            "0.5",
+            "--body-timeout=2",
+            "--keepalive-timeout",
+            "0.25",
+            "--send-timeout=3",
+        ])
+        .unwrap();
+        assert_eq!(t.header, Duration::from_millis(500));
+        assert_eq!(t.body, Duration::from_secs(2));
+        assert_eq!(t.keepalive, Duration::from_millis(250));
+        assert_eq!(c.send_timeout, Some(Duration::from_secs(3)));
+        let usage = usage();
+        for default in [
+            "whole SECS after it began [default: 60]",
+            "between two reads [default: 60]",
+            "without a word [default: 75]",
+            "taking a byte [default: 60]",
+        ] {
+            assert!(usage.contains(default), "{default:?} in {usage}");
         }
     }
 
@@ -138,10 +215,10 @@ mod tests {
         assert_eq!(c.max_output, 4096);
         assert_eq!(c.pid_file, Some("/run/h.pid".into()));
         assert_eq!(c.addr.port(), 0);
-        assert!(matches!(
-            parse_args([OsString::from("--help")]),
-            Ok(Command::Print(_))
-        ));
+        match parse_args([OsString::from("--help")]) {
+            Ok(Command::Print(text)) => assert!(text.contains("--header-timeout SECS"), "{text}"),
+            other => panic!("--help gave {other:?}"),
+        }
     }
 
     #[test]
@@ -175,6 +252,30 @@ mod tests {
             (&["localhost"][..], "invalid address 'localhost'"),
             (&["127.0.0.1:1", "127.0.0.1:2"][..], "only one address"),
             (&["--max-clients=1", "--max-clients=2"][..], "given twice"),
+            (
+                &["--header-timeout", "0"][..],
+                "option '--header-timeout' takes a number of seconds from 0.000000001 to 31536000 (a year), not '0'",
+            ),
+            (
+                &["--body-timeout", "-1"][..],
+                "from 0.000000001 to 31536000",
+            ),
+            (
+                &["--keepalive-timeout"][..],
+                "option '--keepalive-timeout' needs a value",
+            ),
+            (
+                &["--send-timeout", "1e9"][..],
+                "from 0.000000001 to 31536000",
+            ),
+            (
+                &["--header-timeout=1", "--header-timeout=2"][..],
+                "'--header-timeout' is given twice",
+            ),
+            (
+                &["--idle-timeout", "1"][..],
+                "unknown option '--idle-timeout'",
+            ),
         ] {
             let err = parse(args).err().unwrap();
             assert!(err.contains(needle), "{args:?} gave {err:?}");

@@ -34,8 +34,29 @@
 //!   never send again are closed by the drain timeout (see `main.rs`).
 //! - Pipelined requests after the one answered with `Connection: close`
 //!   are discarded unanswered, as RFC 9112 (9.3.2) lets a client expect.
+//! - **Timeouts**, nginx's three, through [`Protocol::deadline`]; a
+//!   connection waits for one thing at a time ([`Wait`]), and has one
+//!   deadline for it:
+//!   - the *head* of a request must be whole `header` after it began (at
+//!     connect, or at the first byte of a later request); more bytes do
+//!     not move it, so a client dribbling its head is cut as surely as a
+//!     silent one. It gets `408 Request Timeout` with `Connection: close`;
+//!   - a *body* must go on: `body` after the head, and after every read
+//!     that takes body bytes. It gets a 408 too;
+//!   - *keep-alive*: a connection idle after a response is closed
+//!     `keepalive` after it, without a word. A response it did not ask
+//!     for would be read as the answer to its next request, and an HTTP
+//!     client expects an idle connection to close at any time.
+//!
+//!   A deadline is never reported before it passes and at most two
+//!   [`TICK`]s after (the stored one is rounded up to a tick, then the
+//!   machinery's), plus however late the loop gets to it. During a drain
+//!   they run on: whichever of a deadline and the drain's own ending
+//!   comes first ends the connection.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drainport::protocol::{Action, Protocol, Step};
 
@@ -53,35 +74,147 @@ enum Pending {
     NotAllowed,
 }
 
-/// One connection's state: 16 bytes, no heap.
+/// nginx's `client_header_timeout`.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `keepalive_timeout`.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// nginx's `client_body_timeout`.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The unit a connection's deadline is kept in: the machinery's own
+/// granularity. A `u32` of them spans over 13 years of uptime.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// The protocol's timeouts (the send timeout is the machinery's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// For a whole request head.
+    pub header: Duration,
+    /// For an idle keep-alive connection.
+    pub keepalive: Duration,
+    /// Between two reads of a request body.
+    pub body: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            header: HEADER_TIMEOUT,
+            keepalive: KEEPALIVE_TIMEOUT,
+            body: BODY_TIMEOUT,
+        }
+    }
+}
+
+/// What a connection waits for, and so which deadline it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The rest of a request head (or its first byte, on a new
+    /// connection): 408 at the header timeout.
+    Head,
+    /// More of a request body: 408 at the body timeout.
+    Body,
+    /// The first byte of the next request: closed, silently, at the
+    /// keep-alive timeout.
+    KeepAlive,
+}
+
+/// Instants as ticks from the server's start, so that a connection keeps
+/// its deadline in four bytes.
+struct Clock {
+    origin: Instant,
+    /// How far the tests have moved the clock on.
+    #[cfg(test)]
+    skew: Duration,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            origin: Instant::now(),
+            #[cfg(test)]
+            skew: Duration::ZERO,
+        }
+    }
+
+    #[cfg(not(test))]
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    #[cfg(test)]
+    fn now(&self) -> Instant {
+        Instant::now() + self.skew
+    }
+
+    /// The tick `after` from now ends in, rounded up so that a deadline is
+    /// never early; `None` (never) past the range of a `u32`.
+    fn due_in(&self, after: Duration) -> Option<NonZeroU32> {
+        let since = self.now().saturating_duration_since(self.origin);
+        let nanos = since.checked_add(after)?.as_nanos();
+        // At least one tick: `after` is at least a nanosecond.
+        NonZeroU32::new(u32::try_from(nanos.div_ceil(TICK.as_nanos())).ok()?)
+    }
+
+    fn instant(&self, due: NonZeroU32) -> Instant {
+        self.origin + TICK * due.get()
+    }
+}
+
+/// One connection's state: 20 bytes, no heap.
 #[derive(Debug, Default)]
 pub struct Conn {
     /// Where the current request's body is, to read and discard the rest.
     body: Body,
+    /// When the current wait ends, in ticks of the server's [`Clock`].
+    due: Option<NonZeroU32>,
     /// What to answer once they are read.
     pending: Pending,
-    /// The current request said HTTP/1.0.
-    http10: bool,
-    /// The current request asked for the connection to close after it.
-    close_after: bool,
+    /// What the current request asked of the connection after it.
+    persist: Persist,
     /// The drain has started: the next response says `Connection: close`.
     draining: bool,
+    /// A response went out, and no byte of the next request has come.
+    idle: bool,
 }
 
-/// The server: the body every GET gets, and the `Date` of this second.
+impl Conn {
+    /// What the connection waits for.
+    pub fn waits_for(&self) -> Wait {
+        if self.body != Body::Done {
+            Wait::Body
+        } else if self.idle {
+            Wait::KeepAlive
+        } else {
+            Wait::Head
+        }
+    }
+}
+
+/// The server: the body every GET gets, the `Date` of this second, and
+/// the timeouts with the clock they are counted on.
 pub struct Http {
     body: Vec<u8>,
     date_secs: u64,
     date: [u8; 29],
+    timeouts: Timeouts,
+    clock: Clock,
 }
 
 impl Http {
-    pub fn new(pid: u32) -> Http {
+    pub fn new(pid: u32, timeouts: Timeouts) -> Http {
         Http {
             body: format!("hello from {pid}\n").into_bytes(),
             date_secs: 0,
             date: response::http_date(0),
+            timeouts,
+            clock: Clock::new(),
         }
+    }
+
+    /// Starts `conn`'s wait of `after` from now.
+    fn arm(&self, conn: &mut Conn, after: Duration) {
+        conn.due = self.clock.due_in(after);
     }
 
     /// The `Date` value, formatted again only when the second changes.
@@ -99,12 +232,12 @@ impl Http {
     /// Sends the response to the request that just ended (its head and
     /// body fully taken, `took` bytes of them in this call).
     fn answer(&mut self, conn: &mut Conn, took: usize, out: &mut Vec<u8>) -> Step {
-        let close = conn.close_after || conn.draining;
-        let persist = match (close, conn.http10) {
-            (true, _) => Persist::Close,
-            (false, true) => Persist::KeepAlive,
-            (false, false) => Persist::Default,
+        let persist = if conn.draining {
+            Persist::Close
+        } else {
+            conn.persist
         };
+        let close = persist == Persist::Close;
         let date = self.date();
         match std::mem::take(&mut conn.pending) {
             // `start` always sets a response before `answer` runs; `None`
@@ -123,8 +256,12 @@ impl Http {
             ),
         }
         if close {
+            // Ending: the machinery reports no deadline from here.
+            conn.due = None;
             Step::Close(took)
         } else {
+            conn.idle = true;
+            self.arm(conn, self.timeouts.keepalive);
             Step::Took(took)
         }
     }
@@ -135,6 +272,7 @@ impl Http {
         // close.
         conn.body = Body::Done;
         conn.pending = Pending::None;
+        conn.due = None;
         let (status, body): (Status, &[u8]) = match reject {
             Reject::Bad(why) => (Status::BadRequest, why.as_bytes()),
             Reject::ContentTooLarge => (Status::ContentTooLarge, b"request body too large"),
@@ -152,8 +290,11 @@ impl Http {
     }
 
     fn start(&mut self, conn: &mut Conn, head: Head, out: &mut Vec<u8>) -> Step {
-        conn.http10 = head.http10;
-        conn.close_after = !head.keep_alive;
+        conn.persist = match (head.keep_alive, head.http10) {
+            (false, _) => Persist::Close,
+            (true, true) => Persist::KeepAlive,
+            (true, false) => Persist::Default,
+        };
         conn.pending = match head.method {
             Method::Get => Pending::Get,
             Method::Head => Pending::Head,
@@ -170,12 +311,13 @@ impl Http {
                 // since the body may or may not follow (see the module
                 // docs).
                 conn.body = Body::Done;
-                conn.close_after = true;
+                conn.persist = Persist::Close;
                 return self.answer(conn, head.len, out);
             }
             // The client holds its body back until it hears this.
             response::write(out, Status::Continue, b"", b"", true, Persist::Default);
         }
+        self.arm(conn, self.timeouts.body);
         Step::Took(head.len)
     }
 
@@ -183,7 +325,10 @@ impl Http {
     fn body(&mut self, conn: &mut Conn, input: &[u8], out: &mut Vec<u8>) -> Step {
         let reject = match conn.body.read(input) {
             Read::More(0) => return Step::NeedMore,
-            Read::More(took) => return Step::Took(took),
+            Read::More(took) => {
+                self.arm(conn, self.timeouts.body);
+                return Step::Took(took);
+            }
             Read::End(took) => return self.answer(conn, took, out),
             Read::Bad(why) => Reject::Bad(why),
             Read::TooLarge => Reject::ContentTooLarge,
@@ -197,12 +342,22 @@ impl Http {
 impl Protocol for Http {
     type Conn = Conn;
 
+    fn on_connect(&mut self, conn: &mut Conn, _: SocketAddr, _: &mut Vec<u8>) -> Action {
+        self.arm(conn, self.timeouts.header);
+        Action::Continue
+    }
+
     fn on_data(&mut self, conn: &mut Conn, input: &[u8], out: &mut Vec<u8>) -> Step {
         if input.is_empty() {
             return Step::NeedMore;
         }
         if conn.body != Body::Done {
             return self.body(conn, input, out);
+        }
+        if conn.idle {
+            // The next request begins: its head has the header timeout.
+            conn.idle = false;
+            self.arm(conn, self.timeouts.header);
         }
         match request::parse(input) {
             Parsed::Partial => Step::NeedMore,
@@ -223,6 +378,31 @@ impl Protocol for Http {
             _ => Reject::Bad("chunk-size line too long"),
         };
         self.refuse(conn, reject, out);
+    }
+
+    fn deadline(&self, conn: &Conn) -> Option<Instant> {
+        conn.due.map(|due| self.clock.instant(due))
+    }
+
+    fn on_deadline(&mut self, conn: &mut Conn, out: &mut Vec<u8>) -> Action {
+        if conn.waits_for() != Wait::KeepAlive {
+            let date = self.date();
+            let body = b"request timed out\n";
+            response::write(
+                out,
+                Status::RequestTimeout,
+                &date,
+                body,
+                false,
+                Persist::Close,
+            );
+        }
+        // Nothing is left to answer, should a hard stop come before the
+        // close.
+        conn.body = Body::Done;
+        conn.pending = Pending::None;
+        conn.due = None;
+        Action::Close
     }
 
     fn on_drain(&mut self, conn: &mut Conn, _: &mut Vec<u8>) -> Action {
@@ -277,12 +457,220 @@ mod tests {
 
     #[test]
     fn conn_stays_small() {
-        assert!(std::mem::size_of::<Conn>() <= 16);
+        // The deadline is four bytes of ticks, not a 16-byte `Instant`.
+        assert!(std::mem::size_of::<Conn>() <= 20);
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    /// Timeouts far apart, so that each deadline tells which it is.
+    fn distinct() -> Timeouts {
+        Timeouts {
+            header: secs(10),
+            keepalive: secs(20),
+            body: secs(30),
+        }
+    }
+
+    /// Runs `step` and checks that it left `conn` waiting for `wait` with
+    /// a deadline `after` from when it ran: never before, and less than a
+    /// tick late. Returns the deadline.
+    #[track_caller]
+    fn armed<T>(
+        http: &mut Http,
+        conn: &mut Conn,
+        wait: Wait,
+        after: Duration,
+        step: impl FnOnce(&mut Http, &mut Conn) -> T,
+    ) -> Instant {
+        let before = http.clock.now();
+        step(http, conn);
+        let end = http.clock.now();
+        assert_eq!(conn.waits_for(), wait);
+        let due = http.deadline(conn).expect("a deadline");
+        assert!(due >= before + after, "{:?} early", before + after - due);
+        assert!(due < end + after + TICK, "{:?} late", due - (end + after));
+        due
+    }
+
+    fn connect(http: &mut Http, conn: &mut Conn) {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        assert_eq!(
+            http.on_connect(conn, peer, &mut Vec::new()),
+            Action::Continue
+        );
+    }
+
+    #[test]
+    fn the_clock_rounds_up_to_a_tick_and_gives_up_past_its_range() {
+        let mut clock = Clock::new();
+        for after in [
+            Duration::from_nanos(1),
+            secs(1),
+            Duration::from_millis(1234),
+        ] {
+            let before = clock.now();
+            let due = clock.due_in(after).unwrap();
+            let end = clock.now();
+            let at = clock.instant(due);
+            assert!(at >= before + after && at < end + after + TICK, "{after:?}");
+        }
+        // A year is in range; 13.6 years of uptime on, nothing is.
+        assert!(clock.due_in(secs(365 * 24 * 3600)).is_some());
+        clock.skew = TICK * u32::MAX;
+        assert_eq!(clock.due_in(secs(1)), None);
+    }
+
+    #[test]
+    fn a_head_has_the_header_timeout_from_connect_and_bytes_do_not_move_it() {
+        let mut http = Http::new(1, distinct());
+        let mut conn = Conn::default();
+        assert_eq!(http.deadline(&conn), None, "none before connect");
+        let due = armed(&mut http, &mut conn, Wait::Head, secs(10), connect);
+        http.clock.skew = secs(9);
+        let (out, took, _) = feed(&mut http, &mut conn, b"GET / HTTP/1.1\r\nHo");
+        assert_eq!((out.as_str(), took), ("", 0));
+        assert_eq!(
+            http.deadline(&conn),
+            Some(due),
+            "a dribbled head gains nothing"
+        );
+        // It passes: 408, Connection: close, and the connection ends.
+        let mut out = Vec::new();
+        assert_eq!(http.on_deadline(&mut conn, &mut out), Action::Close);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{out}");
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+        assert_eq!(http.deadline(&conn), None);
+        // A hard stop after it adds nothing.
+        let mut last = Vec::new();
+        http.on_closing(&mut conn, &mut last);
+        assert!(last.is_empty());
+    }
+
+    #[test]
+    fn after_a_response_keepalive_then_the_next_head_from_its_first_byte() {
+        let mut http = Http::new(1, distinct());
+        let mut conn = Conn::default();
+        connect(&mut http, &mut conn);
+        armed(&mut http, &mut conn, Wait::KeepAlive, secs(20), |h, c| {
+            assert_eq!(responses(&feed(h, c, GET).0), 1);
+        });
+        http.clock.skew = secs(15);
+        armed(&mut http, &mut conn, Wait::Head, secs(10), |h, c| {
+            feed(h, c, b"G");
+        });
+        // More of the head, later, does not move it again. (Bytes not
+        // taken are offered again with the new ones behind them.)
+        let due = http.deadline(&conn);
+        http.clock.skew = secs(19);
+        feed(&mut http, &mut conn, b"GET / HTTP/1.1\r\n");
+        assert_eq!(http.deadline(&conn), due);
+        // Whole: answered, and idle again, counted from the answer.
+        armed(&mut http, &mut conn, Wait::KeepAlive, secs(20), |h, c| {
+            assert_eq!(responses(&feed(h, c, GET).0), 1);
+        });
+        // Idle too long: closed without a word.
+        let mut out = Vec::new();
+        assert_eq!(http.on_deadline(&mut conn, &mut out), Action::Close);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn pipelined_requests_leave_the_connection_idle_after_the_last() {
+        let mut http = Http::new(1, distinct());
+        let mut conn = Conn::default();
+        connect(&mut http, &mut conn);
+        let mut three = GET.repeat(3);
+        armed(&mut http, &mut conn, Wait::KeepAlive, secs(20), |h, c| {
+            assert_eq!(responses(&feed(h, c, &three).0), 3);
+        });
+        // A partial fourth behind them: its head is what it waits for.
+        three.extend_from_slice(b"GET /");
+        armed(&mut http, &mut conn, Wait::Head, secs(10), |h, c| {
+            assert_eq!(responses(&feed(h, c, &three).0), 3);
+        });
+    }
+
+    #[test]
+    fn every_read_of_a_body_moves_its_deadline() {
+        let mut http = Http::new(1, distinct());
+        let mut conn = Conn::default();
+        connect(&mut http, &mut conn);
+        let head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        armed(&mut http, &mut conn, Wait::Body, secs(30), |h, c| {
+            feed(h, c, head);
+        });
+        for (skew, bytes) in [(25, &b"5\r\nab"[..]), (50, b"c"), (75, b"de\r\n")] {
+            http.clock.skew = secs(skew);
+            armed(&mut http, &mut conn, Wait::Body, secs(30), |h, c| {
+                let (out, took, _) = feed(h, c, bytes);
+                assert_eq!((out.as_str(), took), ("", bytes.len()));
+            });
+        }
+        // A read that takes nothing (half a chunk-size line) moves nothing.
+        let due = http.deadline(&conn);
+        http.clock.skew = secs(90);
+        assert_eq!(feed(&mut http, &mut conn, b"1").1, 0);
+        assert_eq!(http.deadline(&conn), due);
+        // It stalls: 408, and no 503 on a hard stop after it.
+        let mut out = Vec::new();
+        assert_eq!(http.on_deadline(&mut conn, &mut out), Action::Close);
+        assert!(out.starts_with(b"HTTP/1.1 408 "));
+        let mut last = Vec::new();
+        http.on_closing(&mut conn, &mut last);
+        assert!(last.is_empty());
+    }
+
+    #[test]
+    fn a_response_that_closes_leaves_no_deadline() {
+        let mut http = Http::new(1, distinct());
+        for req in [
+            &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"nonsense\r\n\r\n",
+        ] {
+            let mut conn = Conn::default();
+            connect(&mut http, &mut conn);
+            let (_, _, close) = feed(&mut http, &mut conn, req);
+            assert!(close);
+            assert_eq!(http.deadline(&conn), None);
+        }
+    }
+
+    #[test]
+    fn timers_run_on_through_a_drain() {
+        let mut http = Http::new(1, distinct());
+        // Idle when the drain starts: its keep-alive deadline stands.
+        let mut idle = Conn::default();
+        connect(&mut http, &mut idle);
+        feed(&mut http, &mut idle, GET);
+        let due = http.deadline(&idle);
+        http.on_drain(&mut idle, &mut Vec::new());
+        assert_eq!(
+            (idle.waits_for(), http.deadline(&idle)),
+            (Wait::KeepAlive, due)
+        );
+        // In the middle of a head: its header deadline stands, and passing
+        // it gets the 408.
+        let mut slow = Conn::default();
+        connect(&mut http, &mut slow);
+        feed(&mut http, &mut slow, b"GET / HT");
+        let due = http.deadline(&slow);
+        http.on_drain(&mut slow, &mut Vec::new());
+        assert_eq!((slow.waits_for(), http.deadline(&slow)), (Wait::Head, due));
+        let mut out = Vec::new();
+        assert_eq!(http.on_deadline(&mut slow, &mut out), Action::Close);
+        assert!(out.starts_with(b"HTTP/1.1 408 "));
     }
 
     #[test]
     fn get_head_and_pipelining() {
-        let mut http = Http::new(42);
+        let mut http = Http::new(42, Timeouts::default());
         let mut conn = Conn::default();
         let two = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nHEAD /a HTTP/1.1\r\nHost: x\r\n\r\nGET";
         let (out, took, close) = feed(&mut http, &mut conn, two);
@@ -299,7 +687,7 @@ mod tests {
 
     #[test]
     fn http10_closes_unless_kept_alive() {
-        let mut http = Http::new(1);
+        let mut http = Http::new(1, Timeouts::default());
         let (out, _, close) = feed(&mut http, &mut Conn::default(), b"GET / HTTP/1.0\r\n\r\n");
         assert!(close && out.contains("Connection: close\r\n"), "{out}");
         let req = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
@@ -312,7 +700,7 @@ mod tests {
 
     #[test]
     fn body_is_read_in_pieces_then_answered() {
-        let mut http = Http::new(1);
+        let mut http = Http::new(1, Timeouts::default());
         let mut conn = Conn::default();
         let head = b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123";
         let (out, took, _) = feed(&mut http, &mut conn, head);
@@ -335,7 +723,7 @@ mod tests {
 
     #[test]
     fn a_body_larger_than_any_window_is_taken() {
-        let mut http = Http::new(1);
+        let mut http = Http::new(1, Timeouts::default());
         let mut conn = Conn::default();
         let head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n";
         feed(&mut http, &mut conn, head);
@@ -355,7 +743,7 @@ mod tests {
 
     #[test]
     fn expect_continue_only_for_a_request_that_will_be_served() {
-        let mut http = Http::new(1);
+        let mut http = Http::new(1, Timeouts::default());
         for framing in ["Content-Length: 2", "Transfer-Encoding: chunked"] {
             let mut conn = Conn::default();
             let req =
@@ -394,7 +782,7 @@ mod tests {
 
     #[test]
     fn a_refused_method_without_expect_keeps_the_connection() {
-        let mut http = Http::new(1);
+        let mut http = Http::new(1, Timeouts::default());
         let mut conn = Conn::default();
         let req = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
         let (out, took, close) = feed(&mut http, &mut conn, req);
@@ -413,11 +801,15 @@ mod tests {
 
     #[test]
     fn chunked_body_then_pipelined_request_at_every_split_point() {
-        let (whole, took, _) = feed(&mut Http::new(1), &mut Conn::default(), CHUNKED_THEN_GET);
+        let (whole, took, _) = feed(
+            &mut Http::new(1, Timeouts::default()),
+            &mut Conn::default(),
+            CHUNKED_THEN_GET,
+        );
         assert_eq!(responses(&whole), 2, "{whole}");
         assert_eq!(took, CHUNKED_THEN_GET.len() - 3);
         for at in 0..=CHUNKED_THEN_GET.len() {
-            let (mut http, mut conn) = (Http::new(1), Conn::default());
+            let (mut http, mut conn) = (Http::new(1, Timeouts::default()), Conn::default());
             // What the first read leaves untaken is offered again, with
             // the second read behind it.
             let (first, taken, _) = feed(&mut http, &mut conn, &CHUNKED_THEN_GET[..at]);
@@ -434,7 +826,7 @@ mod tests {
 
     #[test]
     fn a_refused_chunked_body_is_answered_and_closed() {
-        let mut http = Http::new(1);
+        let mut http = Http::new(1, Timeouts::default());
         let head = "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
         for (body, status) in [
             ("zz\r\n", "400"),
@@ -464,7 +856,7 @@ mod tests {
 
     #[test]
     fn refusals_answer_then_close() {
-        let mut http = Http::new(1);
+        let mut http = Http::new(1, Timeouts::default());
         for (req, status) in [
             (&b"nonsense\r\n\r\n"[..], "400"),
             (
@@ -492,7 +884,7 @@ mod tests {
 
     #[test]
     fn drain_closes_after_the_next_response() {
-        let mut http = Http::new(1);
+        let mut http = Http::new(1, Timeouts::default());
         let mut conn = Conn::default();
         let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         let (out, _, close) = feed(&mut http, &mut conn, get);
@@ -513,7 +905,7 @@ mod tests {
 
     #[test]
     fn drain_in_the_middle_of_a_body() {
-        let mut http = Http::new(1);
+        let mut http = Http::new(1, Timeouts::default());
         let mut conn = Conn::default();
         feed(
             &mut http,
@@ -527,7 +919,7 @@ mod tests {
 
     #[test]
     fn hard_stop_speaks_only_mid_request() {
-        let mut http = Http::new(1);
+        let mut http = Http::new(1, Timeouts::default());
         let mut out = Vec::new();
         http.on_closing(&mut Conn::default(), &mut out);
         assert!(out.is_empty());

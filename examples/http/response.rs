@@ -11,6 +11,7 @@ pub enum Status {
     Continue,
     BadRequest,
     MethodNotAllowed,
+    RequestTimeout,
     ContentTooLarge,
     ExpectationFailed,
     HeadersTooLarge,
@@ -25,6 +26,7 @@ impl Status {
             Status::Continue => b"HTTP/1.1 100 Continue\r\n",
             Status::BadRequest => b"HTTP/1.1 400 Bad Request\r\n",
             Status::MethodNotAllowed => b"HTTP/1.1 405 Method Not Allowed\r\n",
+            Status::RequestTimeout => b"HTTP/1.1 408 Request Timeout\r\n",
             Status::ContentTooLarge => b"HTTP/1.1 413 Content Too Large\r\n",
             Status::ExpectationFailed => b"HTTP/1.1 417 Expectation Failed\r\n",
             Status::HeadersTooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\n",
@@ -35,9 +37,10 @@ impl Status {
 }
 
 /// What the `Connection` header says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum Persist {
     /// HTTP/1.1 keep-alive, the default: no header.
+    #[default]
     Default,
     /// HTTP/1.0 keep-alive must be said.
     KeepAlive,

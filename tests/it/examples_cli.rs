@@ -87,19 +87,25 @@ fn readme_and_help_name_the_same_options() {
 fn http_takes_the_binary_s_server_options() {
     let usage = help(example_bin("http").as_os_str());
     assert!(usage.contains("Usage: http [OPTIONS] [ADDR]"), "{usage}");
-    // Every option of the binary's but the echo server's own: the timeouts
-    // are the echo server's until the example takes them (its keep-alive
-    // would rather be a protocol deadline).
-    let own = [
-        "--raw",
-        "--max-line",
-        "--drain-notice",
-        "--idle-timeout",
-        "--send-timeout",
-    ];
+    // Every option of the binary's but the echo server's own (HTTP's waits
+    // are its protocol deadlines, not the idle timeout), and HTTP's own
+    // timeouts.
+    let echo_s = ["--raw", "--max-line", "--drain-notice", "--idle-timeout"];
+    let http_s = ["--header-timeout", "--body-timeout", "--keepalive-timeout"];
     let mut want = options_in(&help(OsStr::new(BIN)));
-    want.retain(|f| !own.contains(&f.as_str()));
+    want.retain(|f| !echo_s.contains(&f.as_str()));
+    want.extend(http_s.map(str::to_owned));
+    want.sort();
     assert_eq!(options_in(&usage), want, "{usage}");
+    // The README's HTTP paragraph names them, with nginx's defaults.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    for needed in http_s.iter().chain(&["--send-timeout"]) {
+        assert!(
+            readme.contains(&format!("`{needed}`")),
+            "the README does not name {needed}"
+        );
+    }
 
     let version = run(example_bin("http").as_os_str(), &os(&["-V"]));
     assert!(version.status.success());
@@ -146,6 +152,23 @@ fn http_mistakes_are_one_line() {
         (
             vec![OsStr::new("--drain-timeout"), bad],
             "takes a number of seconds",
+        ),
+        (
+            os(&["--header-timeout", "0"]),
+            "option '--header-timeout' takes a number of seconds from 0.000000001 to 31536000 (a year), not '0'",
+        ),
+        (
+            os(&["--keepalive-timeout", "1e9"]),
+            "from 0.000000001 to 31536000",
+        ),
+        (
+            os(&["--body-timeout"]),
+            "option '--body-timeout' needs a value",
+        ),
+        (os(&["--send-timeout=1", "--send-timeout=2"]), "given twice"),
+        (
+            os(&["--idle-timeout", "1"]),
+            "unknown option '--idle-timeout' (see 'http --help')",
         ),
     ] {
         expect_one_line_error("http", &args, needle);

@@ -14,6 +14,7 @@ mod hostile;
 mod http;
 /// The HTTP example's modules, for their unit tests (see its `mod.rs`).
 mod http_example;
+mod http_timeouts;
 mod install;
 mod kernel;
 /// The kv example, for its unit test. Marked `test = true`, the example
