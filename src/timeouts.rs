@@ -5,9 +5,10 @@
 //! Guarantees:
 //! - Idle: a client that sent no byte for `idle_timeout` gets the
 //!   protocol's last word ([`Protocol::on_idle_timeout`]) and its
-//!   connection ends; if it is still there, silent, `idle_timeout` later
-//!   (it never sent its EOF), or it was already ending and silent that
-//!   long, it is closed.
+//!   connection ends; if it is still there `idle_timeout` later (it never
+//!   sent its EOF), it is closed. An ending connection's idle clock is not
+//!   moved by the input it throws away, so however it came to end, it
+//!   waits for the client's EOF one idle period at most.
 //! - Send: a connection whose output waited `send_timeout` without the
 //!   client taking a byte of it is closed at once, without a word (it
 //!   would not be read), and its buffers are freed.
@@ -91,7 +92,11 @@ impl Timeouts {
         cx: &Context<P>,
         before: Before,
     ) {
-        if self.idle.is_some() && cx.counters.bytes_in != before.bytes_in {
+        // An ending connection's reads are input thrown away while it waits
+        // for the client's EOF: they do not keep it alive, so a client
+        // that dribbles bytes after being told (a slowloris after its 408)
+        // is closed one idle period after its last read before the end.
+        if self.idle.is_some() && cx.counters.bytes_in != before.bytes_in && !conn.is_ending() {
             // Later than before: a store, not a queue operation.
             let at = self.after_delay(self.idle);
             self.deadlines.set(key, Kind::Idle, at);

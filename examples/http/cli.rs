@@ -90,6 +90,10 @@ a switch takes no value. Everything after -- is the address.
     )
 }
 
+/// How much longer than the longest HTTP timeout the machinery's idle
+/// timeout is.
+const LINGER_MARGIN: Duration = Duration::from_secs(1);
+
 /// Parses the arguments after the program name.
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut config = Config {
@@ -121,6 +125,13 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
     if let Some(addr) = args.given_address() {
         config.addr = addr;
     }
+    // The machinery's idle timeout, a second longer than every HTTP one
+    // (never in the same 100 ms tick), so that it never fires first in a
+    // request's life: it bounds how long a closed connection (after a 408,
+    // say) waits for a client that never sends its EOF, however it
+    // dribbles. HTTP says nothing then: the protocol has no idle word.
+    let longest = timeouts.header.max(timeouts.body).max(timeouts.keepalive);
+    config.idle_timeout = longest.checked_add(LINGER_MARGIN);
     Ok(Command::Serve(Box::new(config), timeouts))
 }
 
@@ -151,7 +162,9 @@ mod tests {
                 Some(Duration::from_secs(60))
             )
         );
-        assert_eq!(c.idle_timeout, None, "HTTP's waits are its deadlines");
+        // The machinery's idle timeout only bounds the wait for the EOF of
+        // a closed connection: past every HTTP one, never in its tick.
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(76)));
         let (c, t) = parse_both(&[
             "--header-timeout",
             "0.5",
@@ -165,6 +178,7 @@ mod tests {
         assert_eq!(t.body, Duration::from_secs(2));
         assert_eq!(t.keepalive, Duration::from_millis(250));
         assert_eq!(c.send_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(3)));
         let usage = usage();
         for default in [
             "whole SECS after it began [default: 60]",

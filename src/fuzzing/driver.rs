@@ -117,7 +117,8 @@ pub(super) struct Driver {
     idle: Option<Duration>,
     send: Option<Duration>,
     /// When the idle period began: the admission, the last turn that read a
-    /// byte, or the idle timeout's firing.
+    /// byte while the connection was not ending, or the idle timeout's
+    /// firing.
     idle_from: Instant,
     /// Since when output has waited in the connection with none of it
     /// written, if it waits.
@@ -432,7 +433,11 @@ impl Driver {
     /// due, from what a turn did on the wire. Time stands still in a turn.
     fn account(&mut self, turn: Turn) {
         let w = self.wire.borrow();
-        if w.delivered != turn.delivered {
+        // An ending connection's reads are input thrown away: they do not
+        // move its idle clock (the state after the turn decides, as in
+        // `Timeouts::after_turn`).
+        let ending = self.conn.as_ref().is_some_and(|c| c.is_ending());
+        if w.delivered != turn.delivered && !ending {
             self.idle_from = self.now;
         }
         let pending = self
@@ -785,9 +790,7 @@ impl Driver {
         match kind {
             Kind::Idle if ending => {
                 if verdict != Verdict::Close {
-                    return Err(
-                        "the idle timeout of a silent ending connection did not close it".into(),
-                    );
+                    return Err("the idle timeout of an ending connection did not close it".into());
                 }
                 self.conclude(verdict, turn, true)
             }

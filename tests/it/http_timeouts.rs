@@ -175,3 +175,46 @@ fn a_drain_timeout_before_the_header_timeout_closes_and_exits_0() {
     drop(client);
     server.expect_clean_exit();
 }
+
+/// A slowloris that goes on dribbling after its 408 and never sends its
+/// EOF: the connection waits for that EOF one idle period at most (the
+/// longest of the HTTP timeouts), and its bytes do not extend the wait.
+#[test]
+fn a_slowloris_that_never_closes_after_its_408_is_dropped() {
+    let mut server = start(&[
+        "-q",
+        "--header-timeout",
+        "0.5",
+        "--body-timeout",
+        "0.5",
+        "--keepalive-timeout",
+        "0.5",
+    ]);
+    let mut client = Client::connect(server.addr);
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n");
+    let response = client.read_to_eof().expect("the 408, then the FIN");
+    assert!(
+        response.starts_with(b"HTTP/1.1 408 Request Timeout\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&response)
+    );
+    // Our side stays open and keeps sending, a byte every 50 ms, until the
+    // server has let the connection go (or the deadline).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dribbler = {
+        let stop = stop.clone();
+        let mut stream = client.stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed() < DEADLINE {
+                if std::io::Write::write_all(&mut stream, b"x").is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    server.wait_status("clients=0 ");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    dribbler.join().unwrap();
+}
