@@ -434,6 +434,24 @@ fn poll_for(poll: &mut Poll, events: &mut Events, timeout: Duration) -> Result<(
     }
 }
 
+/// One poll of at most `SCAN_EVERY` while only the long-lived clients
+/// have sockets, each event handed to its client.
+fn poll_longs(
+    poll: &mut Poll,
+    events: &mut Events,
+    longs: &mut [Long],
+    pids: &mut HashSet<u32>,
+) -> Result<(), String> {
+    poll_for(poll, events, SCAN_EVERY)?;
+    let now = Instant::now();
+    for ev in events.iter() {
+        if let Some(long) = longs.get_mut(ev.token().0) {
+            long.on_event(poll, pids, now);
+        }
+    }
+    Ok(())
+}
+
 /// The load thread: long-lived clients, `ready`, short connections until
 /// `stop`, the end. Returns early with an error on `abort`.
 fn run(
@@ -479,13 +497,8 @@ fn run(
         if abort.load(Ordering::SeqCst) {
             return aborted();
         }
-        poll_for(&mut poll, &mut events, SCAN_EVERY)?;
+        poll_longs(&mut poll, &mut events, &mut longs, &mut pids)?;
         let now = Instant::now();
-        for ev in events.iter() {
-            if let Some(long) = longs.get_mut(ev.token().0) {
-                long.on_event(&poll, &mut pids, now);
-            }
-        }
         for long in &mut longs {
             if !long.connected
                 && long.connect_error.is_none()
@@ -617,13 +630,7 @@ fn run(
         if abort.load(Ordering::SeqCst) {
             return aborted();
         }
-        poll_for(&mut poll, &mut events, SCAN_EVERY)?;
-        let now = Instant::now();
-        for ev in events.iter() {
-            if let Some(long) = longs.get_mut(ev.token().0) {
-                long.on_event(&poll, &mut pids, now);
-            }
-        }
+        poll_longs(&mut poll, &mut events, &mut longs, &mut pids)?;
     }
     let mut long_report = LongReport {
         requested: cfg.long_lived,

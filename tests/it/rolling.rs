@@ -76,6 +76,26 @@ impl Fleet {
             .collect()
     }
 
+    /// Two upgrades, with a client that keeps the first generation
+    /// draining: returns both pids and that client, once `status` shows
+    /// the first draining and the second running.
+    #[track_caller]
+    fn two_generations(&mut self) -> (u32, u32, Client) {
+        let first = self.upgrade();
+        let mut held = Client::connect(self.addr);
+        assert_eq!(held.echo("hold"), first);
+        let second = self.upgrade();
+        self.wait_log(&format!("Process {first} received hangup signal"));
+        assert_eq!(
+            self.status(),
+            [
+                format!("generation=1 instance=1 pid={first} state=draining"),
+                format!("generation=2 instance=1 pid={second} state=running"),
+            ]
+        );
+        (first, second, held)
+    }
+
     /// Upgrades and returns the new pid.
     #[track_caller]
     fn upgrade(&mut self) -> u32 {
@@ -273,19 +293,7 @@ fn script_usage_errors_are_one_line() {
 #[test]
 fn status_stop_and_wait_cover_every_generation() {
     let mut fleet = Fleet::new("status");
-    let first = fleet.upgrade();
-    // A client keeps the first generation draining.
-    let mut held = Client::connect(fleet.addr);
-    assert_eq!(held.echo("hold"), first);
-    let second = fleet.upgrade();
-    fleet.wait_log(&format!("Process {first} received hangup signal"));
-    assert_eq!(
-        fleet.status(),
-        [
-            format!("generation=1 instance=1 pid={first} state=draining"),
-            format!("generation=2 instance=1 pid={second} state=running"),
-        ]
-    );
+    let (first, second, mut held) = fleet.two_generations();
 
     let out = fleet.run(&["stop"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -652,18 +660,7 @@ fn now_seconds() -> i64 {
 fn every_log_line_carries_its_time_and_generation() {
     let mut fleet = Fleet::new("stamps");
     let before = now_seconds();
-    let first = fleet.upgrade();
-    let mut held = Client::connect(fleet.addr);
-    assert_eq!(held.echo("hold"), first);
-    let second = fleet.upgrade();
-    fleet.wait_log(&format!("Process {first} received hangup signal"));
-    assert_eq!(
-        fleet.status(),
-        [
-            format!("generation=1 instance=1 pid={first} state=draining"),
-            format!("generation=2 instance=1 pid={second} state=running"),
-        ]
-    );
+    let (first, second, held) = fleet.two_generations();
     let out = fleet.run(&["stop"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
