@@ -247,6 +247,7 @@ mod tests {
     use std::collections::BTreeMap as Map;
 
     use super::*;
+    use crate::test_rng::Rng;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -393,22 +394,6 @@ mod tests {
         assert_eq!(expire(&mut d, t0 + ms(1000)), [(0, Kind::Idle)]);
     }
 
-    /// xorshift64: a reproducible stream of pseudo-random numbers.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     /// The model: each key's deadlines as the instants their ticks start,
     /// with the protocol's "reported and not moved since" rule on exact
     /// instants; due once the clock reaches the start of the deadline's
@@ -440,12 +425,12 @@ mod tests {
             let mut model = Model::default();
             let mut now = t0;
             for _ in 0..3000 {
-                let key = rng.below(KEYS) as usize;
-                let kind = KINDS[rng.below(3) as usize];
+                let key = rng.below(KEYS as usize);
+                let kind = KINDS[rng.below(3)];
                 match rng.below(10) {
                     // Set or move, earlier or later, sometimes into the past.
                     0..=4 => {
-                        let at = (now + ms(rng.below(3000)))
+                        let at = (now + ms(rng.below(3000) as u64))
                             .checked_sub(ms(200))
                             .unwrap_or(t0);
                         d.set(key, kind, Some(at));
@@ -480,7 +465,7 @@ mod tests {
                             let next = d.next_due().expect("a deadline is set");
                             assert!(next <= earliest.max(now), "sleeps past a deadline");
                         }
-                        now += ms(rng.below(250));
+                        now += ms(rng.below(250) as u64);
                         if rng.below(4) == 0 {
                             if let Some(next) = d.next_due() {
                                 now = now.max(next);

@@ -58,6 +58,8 @@ mod spread;
 mod steer;
 mod sys;
 mod telnet;
+#[cfg(test)]
+mod test_rng;
 mod timeouts;
 
 pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};

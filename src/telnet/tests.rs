@@ -14,6 +14,8 @@ enum Token {
 
 use Token::{Cmd, Data};
 
+use crate::test_rng::Rng;
+
 const WILL_TM: Token = Cmd(Command::Reply(Reply::Option {
     verb: WILL,
     option: TIMING_MARK,
@@ -350,22 +352,6 @@ fn an_iac_at_the_end_of_a_read_is_held() {
     assert_eq!((got.data, got.used, got.command), (1, 1, None));
     assert_eq!(buf, [IAC]);
     assert!(filter.passes(b"x"));
-}
-
-/// xorshift64: a reproducible stream of pseudo-random numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// A byte stream thick with IAC, command bytes and the options used above,
