@@ -239,9 +239,10 @@ impl<P: Protocol> Server<P> {
 
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
-        // Read once per wakeup. Computing the next timeout from a clock read
-        // before the batch was handled can only make a sleep end late by that
-        // batch's time, never early, so the loop cannot spin on it.
+        // Read once per wakeup, before the batch: it dates the clients'
+        // turns and decides the timers. Timers then fire, and the next sleep
+        // ends, late by at most that batch's time, never early, so the loop
+        // cannot spin on them.
         let mut now = Instant::now();
         while !self.finished() {
             let timeout = self.timeout(now);
@@ -253,7 +254,8 @@ impl<P: Protocol> Server<P> {
             }
             // Turns are dated with the time the loop woke, not the time it
             // went to sleep: an idle deadline counts from the read.
-            self.timeouts.woke(Instant::now());
+            now = Instant::now();
+            self.timeouts.woke(now);
             self.admission.new_turn();
             let mut listener_ready = false;
             let mut signals_ready = false;
@@ -267,7 +269,6 @@ impl<P: Protocol> Server<P> {
                     Token(key) => self.on_client_event(key, event),
                 }
             }
-            now = Instant::now();
             if listener_ready {
                 self.accept(now);
             }
