@@ -7,10 +7,10 @@
 //! a caller that cannot see everything must know it. A dump that the
 //! kernel refuses, that does not end, or that is garbled is an error too.
 //!
-//! The message framing is pure ([`parse`]) and tested over
+//! The message framing is pure ([`parse`], [`attributes`]) and tested over
 //! bytes; [`dump`] is the one call that talks to the kernel. What a
-//! request asks and what a reply's body means is the caller's
-//! ([`crate::handshakes`] for TCP).
+//! request asks and what a reply's body means is the caller's:
+//! [`crate::handshakes`] for TCP, [`crate::claim`] for Unix sockets.
 
 use std::io;
 use std::mem;
@@ -24,6 +24,8 @@ use crate::sys::syscall;
 pub(crate) const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// `struct nlmsghdr`.
 pub(crate) const NLMSG_HDR: usize = 16;
+/// `struct nlattr`: a length and a type, each 16 bits.
+const NLA_HDR: usize = 4;
 /// The buffer a dump should be read into. The kernel fills each reply up
 /// to the larger of a page's worth (`NLMSG_GOODSIZE`: up to 8 KiB, on
 /// 16 KiB and 64 KiB page kernels too) and the largest read the socket has
@@ -168,7 +170,20 @@ pub(crate) fn parse(mut buf: &[u8], each: &mut impl FnMut(&[u8])) -> Parsed {
     Parsed::More
 }
 
-/// Netlink messages are padded to four bytes.
+/// The attributes (`struct nlattr`) in `buf`, as their type and payload.
+/// A garbled one ends the list: what follows it cannot be framed.
+pub(crate) fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes(buf.get(0..2)?.try_into().ok()?));
+        let kind = u16::from_ne_bytes(buf.get(2..4)?.try_into().ok()?);
+        let payload = buf.get(NLA_HDR..len)?;
+        buf = buf.get(align(len)..).unwrap_or_default();
+        // The top two bits are flags (nested, byte order), not the type.
+        Some((kind & 0x3fff, payload))
+    })
+}
+
+/// Netlink messages and attributes are padded to four bytes.
 fn align(len: usize) -> usize {
     (len + 3) & !3
 }
@@ -187,6 +202,17 @@ pub(crate) mod tests {
         m.extend_from_slice(body);
         m.resize(align(len), 0);
         m
+    }
+
+    /// One attribute of type `kind` holding `payload`, padded.
+    pub(crate) fn attribute(kind: u16, payload: &[u8]) -> Vec<u8> {
+        let len = NLA_HDR + payload.len();
+        let mut a = Vec::new();
+        a.extend_from_slice(&(len as u16).to_ne_bytes());
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(payload);
+        a.resize(align(len), 0);
+        a
     }
 
     fn bodies(buf: &[u8]) -> (Parsed, Vec<Vec<u8>>) {
@@ -241,5 +267,29 @@ pub(crate) mod tests {
         assert!(e.to_string().contains("8000-byte reply"), "{e}");
         assert!(truncated(8000, 0, 4096).is_err());
         assert!(truncated(100, libc::MSG_TRUNC, 4096).is_err());
+    }
+
+    #[test]
+    fn attributes_are_framed_and_garbage_ends_them() {
+        let mut buf = attribute(0, b"name");
+        buf.extend(attribute(7 | 0x8000, &1000u32.to_ne_bytes()));
+        buf.extend(attribute(3, b""));
+        let all: Vec<(u16, Vec<u8>)> = attributes(&buf).map(|(k, p)| (k, p.to_vec())).collect();
+        assert_eq!(
+            all,
+            [
+                (0, b"name".to_vec()),
+                (7, 1000u32.to_ne_bytes().to_vec()),
+                (3, vec![])
+            ]
+        );
+        // A length shorter than its header, or past the end.
+        let mut bad = attribute(0, b"x");
+        bad[0..2].copy_from_slice(&2u16.to_ne_bytes());
+        assert_eq!(attributes(&bad).count(), 0);
+        let mut past = attribute(0, b"x");
+        past[0..2].copy_from_slice(&200u16.to_ne_bytes());
+        assert_eq!(attributes(&past).count(), 0);
+        assert_eq!(attributes(&[1, 0]).count(), 0);
     }
 }
