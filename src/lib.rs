@@ -54,6 +54,7 @@ mod pidfile;
 pub mod protocol;
 mod server;
 mod slab;
+mod sockdiag;
 mod spread;
 mod steer;
 mod sys;

@@ -28,11 +28,11 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::admission::{self, Accept, Admission};
-use crate::claim::{self, Claim};
+use crate::claim::{self, Claim, Conflict};
 use crate::config::Config;
 use crate::conn::{Conn, Context, Ready, Verdict};
 use crate::listener::Listeners;
-use crate::log::{plural, say};
+use crate::log::{Escaped, plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protocol::Protocol;
@@ -683,50 +683,66 @@ impl<P: Protocol> Server<P> {
 }
 
 /// Announces the service this process runs on `addr`, and refuses to go on
-/// when another service already serves it (unless `config.join_any`).
-/// Comes after the bind and before the listen, so refusing resets nothing.
-/// Where the announcement cannot be made or read, the process says so and
-/// goes on: the check protects against a mistake, it is not a lock.
+/// when another service of this uid already serves it (unless
+/// `config.join_any`). Comes after the bind and before the listen, so
+/// refusing resets nothing. Where the announcement cannot be made, or the
+/// claims cannot be read, the process says so and goes on: the check
+/// protects against a mistake, it is not a lock. What a claim's name holds
+/// is printed escaped.
 fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Claim>> {
     let pid = process::id();
     let service = match &config.service {
         Some(name) => claim::clean(name.as_ref()),
         None => claim::service_of::<P>(),
     };
-    let claimed = match claim::announce(addr, &service) {
-        Ok(claimed) => claimed,
-        Err(e) => {
+    // Announcing first: of two processes that start at once, the one
+    // that lists second sees the other. A process that cannot announce
+    // still checks the others.
+    let claimed = claim::announce(addr, &service)
+        .inspect_err(|e| {
             say!(
                 "Process {pid} cannot announce its service on {addr} ({e}); siblings cannot check it"
             );
-            return Ok(None);
-        }
-    };
-    let siblings = match claim::siblings(addr) {
-        Ok(siblings) => siblings,
+        })
+        .ok();
+    let listing = match claim::list() {
+        Ok(listing) => listing,
         Err(e) => {
             say!("Process {pid} cannot list the services on {addr} ({e}); not checked");
-            return Ok(Some(claimed));
+            return Ok(claimed);
         }
     };
-    if let Some(other) = siblings.iter().find(|s| s.service != service) {
-        if !config.join_any {
+    if let Some(why) = &listing.owners_unknown {
+        say!(
+            "Process {pid} cannot tell who announced the services on {addr} ({why}); \
+             another service there is reported, not refused"
+        );
+    }
+    match listing.conflict(addr, &service) {
+        None => {}
+        Some(Conflict::Mine(other)) if !config.join_any => {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!(
                     "{addr} is served by another service, {} (pid {}), and this is {service}; \
                      refusing to split its clients between two programs (--join-any to share it)",
-                    other.service, other.pid
+                    Escaped(&other.service),
+                    other.pid
                 ),
             ));
         }
-        say!(
+        Some(Conflict::Mine(other)) => say!(
             "Process {pid} joins {addr}, which {} (pid {}) also serves",
-            other.service,
+            Escaped(&other.service),
             other.pid
-        );
+        ),
+        Some(Conflict::Unknown(other)) => say!(
+            "Process {pid} joins {addr}, which {} (pid {}) may also serve: who announced it is unknown",
+            Escaped(&other.service),
+            other.pid
+        ),
     }
-    Ok(Some(claimed))
+    Ok(claimed)
 }
 
 fn signal_name(signal: libc::c_int) -> &'static str {
