@@ -24,11 +24,13 @@ mod window;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
 use mio::net::TcpStream;
 
+use crate::control::Holder;
 use crate::handshakes;
 use crate::listener::{Listeners, Protection};
 use crate::log::{plural, say};
@@ -100,6 +102,9 @@ pub(crate) struct Admission {
     selected: bool,
     /// Accepts left in this turn.
     budget: usize,
+    /// A successor is taking the listeners over ([`crate::control`]): a
+    /// retirement must not close them meanwhile.
+    lent: bool,
 }
 
 impl Admission {
@@ -126,6 +131,7 @@ impl Admission {
             starved: false,
             selected: true,
             budget: ACCEPTS_PER_TURN,
+            lent: false,
         })
     }
 
@@ -195,6 +201,11 @@ impl Admission {
             say!("Process {} is accepting connections again", self.pid);
         }
         if let Phase::Retiring { ended: true, .. } = self.phase {
+            if self.lent {
+                // The takeover decides: the successor keeps them, or
+                // they come back (marked) and close then.
+                return Accept::Empty;
+            }
             self.close();
             return Accept::Closed;
         }
@@ -277,6 +288,12 @@ impl Admission {
         self.budget = HARD_STOP_ACCEPTS;
     }
 
+    /// Makes listeners taken over from another process this process's
+    /// own: see [`Listeners::make_own`]. Only once that process has let go.
+    pub(crate) fn make_own(&self) -> io::Result<()> {
+        self.listeners.make_own()
+    }
+
     /// Closes the listeners now, whatever they hold: the last step of a
     /// hard stop, when accepting is paused.
     pub(crate) fn close(&mut self) {
@@ -349,6 +366,40 @@ impl Admission {
             _ => {}
         }
         self.settle_selection(clients);
+    }
+}
+
+/// The control channel lends the listeners to a successor, and hands
+/// them over if it takes them.
+impl Holder for Admission {
+    fn count(&self, addr: SocketAddr) -> usize {
+        if self.is_closed() || addr != self.listeners.local_addr() {
+            return 0;
+        }
+        self.listeners.len()
+    }
+
+    fn listener(&self, addr: SocketAddr, i: usize) -> Option<(RawFd, libc::c_int)> {
+        (self.count(addr) > i)
+            .then(|| self.listeners.handle(i))
+            .flatten()
+    }
+
+    fn lend(&mut self, _addr: SocketAddr, lent: bool) {
+        self.lent = lent;
+        if !lent {
+            // A retirement whose window ended meanwhile closes them now.
+            self.listeners.mark_all();
+        }
+    }
+
+    fn hand_over(&mut self, _addr: SocketAddr) {
+        // Out of the epoll set first: epoll follows the open file
+        // description, which the successor still holds, so a closed copy
+        // left in the set would go on reporting its connections here. No
+        // tag is cleared: the sockets are the successor's now.
+        self.lent = false;
+        self.close();
     }
 }
 

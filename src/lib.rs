@@ -42,7 +42,9 @@ mod admission;
 mod claim;
 mod config;
 mod conn;
+mod control;
 mod deadline;
+mod fdpass;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -58,6 +60,7 @@ mod sockdiag;
 mod spread;
 mod steer;
 mod sys;
+mod takeover;
 mod telnet;
 #[cfg(test)]
 mod test_rng;

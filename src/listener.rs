@@ -34,7 +34,7 @@
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -44,6 +44,8 @@ use crate::sys::syscall;
 
 /// `SO_ATTACH_FILTER` from `<asm-generic/socket.h>`; not exported by libc for glibc.
 const SO_ATTACH_FILTER: libc::c_int = 26;
+/// `SO_DETACH_FILTER` from `<asm-generic/socket.h>`; not exported by libc for glibc.
+const SO_DETACH_FILTER: libc::c_int = 27;
 /// `SO_INCOMING_CPU` from `<asm-generic/socket.h>`; not exported by libc for glibc.
 const SO_INCOMING_CPU: libc::c_int = 49;
 /// The tag that matches no CPU: such a listener is chosen only when no
@@ -103,6 +105,55 @@ impl Listeners {
             socks,
             addr,
         })
+    }
+
+    /// Listeners taken over from another process on `addr`
+    /// ([`crate::takeover`]), each with the CPU it was tagged with there.
+    /// They listen already; [`Listeners::listen`] only sets their backlog.
+    pub(crate) fn adopt(addr: SocketAddr, taken: Vec<(StdListener, libc::c_int)>) -> Listeners {
+        let socks: Vec<Listener> = taken
+            .into_iter()
+            .map(|(socket, cpu)| Listener {
+                socket: TcpListener::from_std(socket),
+                addr,
+                cpu,
+            })
+            .collect();
+        Listeners {
+            marks: Marks::new(socks.len()),
+            socks,
+            addr,
+        }
+    }
+
+    /// Makes listeners taken over this process's own, once the process
+    /// that handed them over has let go: its SYN filter (attached if it
+    /// was retiring them, as root) comes off, and every CPU tag goes back
+    /// on (it may have cleared them, full or retiring). Before that, both
+    /// would change what the other process sees.
+    pub(crate) fn make_own(&self) -> io::Result<()> {
+        for sock in &self.socks {
+            // The value is not read, but the kernel wants an int's worth.
+            match set_int_opt(&sock.socket, libc::SOL_SOCKET, SO_DETACH_FILTER, 0) {
+                Ok(()) => {}
+                // None was attached.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.steer_back()
+    }
+
+    /// How many listeners there are.
+    pub(crate) fn len(&self) -> usize {
+        self.socks.len()
+    }
+
+    /// Listener `i`'s descriptor and CPU, to hand over.
+    pub(crate) fn handle(&self, i: usize) -> Option<(RawFd, libc::c_int)> {
+        self.socks
+            .get(i)
+            .map(|sock| (sock.socket.as_raw_fd(), sock.cpu))
     }
 
     /// Starts listening on every socket. From the first success on,

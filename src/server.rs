@@ -31,6 +31,7 @@ use crate::admission::{self, Accept, Admission};
 use crate::claim::{self, Claim, Conflict};
 use crate::config::Config;
 use crate::conn::{Conn, Context, Ready, Verdict};
+use crate::control::{self, Control, Holder};
 use crate::listener::Listeners;
 use crate::log::{Escaped, plural, say};
 use crate::notify::Notifier;
@@ -39,6 +40,7 @@ use crate::protocol::Protocol;
 use crate::slab::Slab;
 use crate::spread::Spread;
 use crate::sys;
+use crate::takeover;
 use crate::timeouts::{Before, Timeouts};
 
 /// The signal pipe's token.
@@ -109,12 +111,47 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .as_deref()
         .map(PidFile::prepare)
         .transpose()?;
-    let listeners = Listeners::bind(config.addr)?;
+    let service = service_name::<P>(config);
+    // A takeover is checked (that process, this service, this address)
+    // before this process announces anything, and the listeners are taken
+    // only after its own claim is checked; until the other process lets
+    // go of them, dropping them here closes only this process's copies.
+    let (listeners, claim, taking) = match config.take_over {
+        None => {
+            let listeners = Listeners::bind(config.addr)?;
+            let claim = claim_address(config, listeners.local_addr(), &service)?;
+            (listeners, claim, None)
+        }
+        Some(from) => {
+            let source = takeover::find(from, config.addr, &service)?;
+            let claim = claim_address(config, config.addr, &service)?;
+            let (taken, pending) = takeover::receive(source, &service)?;
+            (Listeners::adopt(config.addr, taken), claim, Some(pending))
+        }
+    };
     let addr = listeners.local_addr();
-    let claim = claim_address::<P>(config, addr)?;
     admission::warn_unprotected(pid);
-    let mut server = Server::new(config, protocol, listeners, signals, notifier)?;
-    server.claim = claim;
+    let mut server = Server::new(config, protocol, listeners, signals, notifier, &service)?;
+    if let Some(claim) = claim {
+        server.control.add(claim, addr);
+    }
+    if let Some(pending) = taking {
+        // Registered in this process's epoll set, so accepting starts with
+        // the first turn of the loop. An error here leaves the listeners
+        // with the other process, which goes on serving.
+        let (from, count) = (pending.from(), server.admission.count(addr));
+        pending.commit()?;
+        say!(
+            "Process {pid} took over {count} listener{} on {addr} from process {from}",
+            if count == 1 { "" } else { "s" }
+        );
+        if let Err(e) = server.admission.make_own() {
+            return server.fail(io::Error::new(
+                e.kind(),
+                format!("cannot make the listeners on {addr} its own: {e}"),
+            ));
+        }
+    }
     let started = server
         .admission
         .listen(config.backlog)
@@ -158,6 +195,8 @@ enum Timer {
     Progress,
     /// The nearest per-connection deadline: idle, send or the protocol's.
     Deadlines,
+    /// The control channel's: a connection's deadline, or accepting again.
+    Control,
 }
 
 struct Server<P: Protocol> {
@@ -172,8 +211,9 @@ struct Server<P: Protocol> {
     notifier: Notifier,
     /// Dropped, and so removed, when the server returns.
     pid_file: Option<PidFile>,
-    /// This process's announcement of the service it runs on its address.
-    claim: Option<Claim>,
+    /// The claim sockets, listening: what other processes of this user
+    /// ask (a takeover).
+    control: Control,
     admission: Admission,
     conns: Slab<Conn<TcpStream, P::Conn>>,
     cx: Context<P>,
@@ -196,6 +236,7 @@ impl<P: Protocol> Server<P> {
         listeners: Listeners,
         mut signals: Signals,
         notifier: Notifier,
+        service: &str,
     ) -> io::Result<Self> {
         let pid = process::id();
         let poll = Poll::new()?;
@@ -210,6 +251,7 @@ impl<P: Protocol> Server<P> {
         )?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let control = Control::new(service, poll.registry());
         Ok(Server {
             pid,
             quiet: config.quiet,
@@ -223,7 +265,7 @@ impl<P: Protocol> Server<P> {
             signals,
             notifier,
             pid_file: None,
-            claim: None,
+            control,
             admission,
             conns: Slab::new(),
             cx: Context::new(protocol, config.max_input, config.max_output)
@@ -262,6 +304,9 @@ impl<P: Protocol> Server<P> {
             for event in &events {
                 match event.token() {
                     SIGNALS => signals_ready = true,
+                    Token(t) if control::owns(t) => {
+                        self.control.on_event(t, &mut self.admission, now);
+                    }
                     Token(t) if t >= LISTENERS => {
                         self.admission.mark(t - LISTENERS);
                         listener_ready = true;
@@ -621,7 +666,7 @@ impl<P: Protocol> Server<P> {
 
     /// Every timer with when it is next due. The one list both the poll's
     /// timeout and [`Server::on_timers`] are derived from.
-    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 5] {
+    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 6] {
         let deadline = match self.state {
             State::Draining { deadline } => deadline,
             _ => None,
@@ -635,6 +680,7 @@ impl<P: Protocol> Server<P> {
                 self.progress_wanted().then_some(self.report_at),
             ),
             (Timer::Deadlines, self.timeouts.next_due()),
+            (Timer::Control, self.control.due()),
         ]
     }
 
@@ -665,6 +711,7 @@ impl<P: Protocol> Server<P> {
             Timer::SpreadClose => self.close_due(now),
             Timer::Progress => self.report_progress(now),
             Timer::Deadlines => self.on_deadlines(now),
+            Timer::Control => self.control.on_timer(&mut self.admission, now),
         }
     }
 
@@ -689,16 +736,12 @@ impl<P: Protocol> Server<P> {
 /// claims cannot be read, the process says so and goes on: the check
 /// protects against a mistake, it is not a lock. What a claim's name holds
 /// is printed escaped.
-fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Claim>> {
+fn claim_address(config: &Config, addr: SocketAddr, service: &str) -> io::Result<Option<Claim>> {
     let pid = process::id();
-    let service = match &config.service {
-        Some(name) => claim::clean(name.as_ref()),
-        None => claim::service_of::<P>(),
-    };
     // Announcing first: of two processes that start at once, the one
     // that lists second sees the other. A process that cannot announce
     // still checks the others.
-    let claimed = claim::announce(addr, &service)
+    let claimed = claim::announce(addr, service)
         .inspect_err(|e| {
             say!(
                 "Process {pid} cannot announce its service on {addr} ({e}); siblings cannot check it"
@@ -718,7 +761,7 @@ fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Clai
              another service there is reported, not refused"
         );
     }
-    match listing.conflict(addr, &service) {
+    match listing.conflict(addr, service) {
         None => {}
         Some(Conflict::Mine(other)) if !config.join_any => {
             return Err(io::Error::new(
@@ -743,6 +786,14 @@ fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Clai
         ),
     }
     Ok(claimed)
+}
+
+/// The service this process runs: as configured, or its protocol's type.
+fn service_name<P>(config: &Config) -> String {
+    match &config.service {
+        Some(name) => claim::clean(name.as_ref()),
+        None => claim::service_of::<P>(),
+    }
 }
 
 fn signal_name(signal: libc::c_int) -> &'static str {

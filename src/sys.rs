@@ -40,3 +40,23 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     }
     Ok(lim.rlim_cur)
 }
+
+/// Reads an integer socket option.
+pub(crate) fn get_int_opt(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live for the call, and `len` is the
+    // size of `value`, which getsockopt writes at most.
+    syscall!(getsockopt(
+        fd,
+        level,
+        name,
+        (&raw mut value).cast(),
+        &mut len
+    ))?;
+    Ok(value)
+}
