@@ -173,6 +173,18 @@ pub trait Protocol {
     fn on_idle_timeout(&mut self, conn: &mut Self::Conn, idle: Duration, out: &mut Vec<u8>) {
         let _ = (conn, idle, out);
     }
+
+    /// The connections' buffers hold more than their budget
+    /// ([`Config::max_buffers`]) and this one holds among the most: `held`
+    /// bytes. What it held is dropped (input not taken yet, replies the
+    /// client has not taken); append the last word it gets. The connection
+    /// then ends: flush, FIN, and a wait for the client's EOF that keeps no
+    /// buffer.
+    ///
+    /// [`Config::max_buffers`]: crate::Config::max_buffers
+    fn on_evicted(&mut self, conn: &mut Self::Conn, held: usize, out: &mut Vec<u8>) {
+        let _ = (conn, held, out);
+    }
 }
 
 /// A protocol of newline-terminated lines, served through [`Lines`].
@@ -195,6 +207,17 @@ pub trait LineProtocol {
     /// connection ends after it.
     fn on_idle_timeout(&mut self, idle: Duration, out: &mut Vec<u8>) {
         let _ = writeln!(out, "error: idle for {}s, closing", idle.as_secs_f64());
+    }
+
+    /// Appends the last line a client gets when it is closed to keep the
+    /// clients' buffers within their budget
+    /// ([`Config::max_buffers`](crate::Config::max_buffers)), which they
+    /// passed while it held `held` bytes, among the most of any client.
+    fn on_evicted(&mut self, held: usize, out: &mut Vec<u8>) {
+        let _ = writeln!(
+            out,
+            "error: the server's memory for client buffers is full and this connection held {held} bytes of it, closing"
+        );
     }
 
     /// Appends the last line a client gets when the server closes it on a
@@ -244,6 +267,10 @@ impl<P: LineProtocol> Protocol for Lines<P> {
 
     fn on_idle_timeout(&mut self, _: &mut (), idle: Duration, out: &mut Vec<u8>) {
         self.0.on_idle_timeout(idle, out);
+    }
+
+    fn on_evicted(&mut self, _: &mut (), held: usize, out: &mut Vec<u8>) {
+        self.0.on_evicted(held, out);
     }
 }
 

@@ -401,6 +401,7 @@ impl Driver {
     /// without waiting for its peer, which may then see a reset.
     fn conclude(&mut self, verdict: Verdict, turn: Turn, timed_out: bool) -> Result<(), String> {
         self.check_memory()?;
+        self.check_budget(verdict)?;
         if verdict == Verdict::Close {
             self.conn = None;
             self.again = false;
@@ -450,6 +451,31 @@ impl Driver {
             _ if pending => Some(self.now),
             _ => None,
         };
+    }
+
+    /// What the budget holds is what the connection's buffers hold, counted
+    /// after the turn as the server counts them; a connection closed, or
+    /// left without buffers, gives all of it back.
+    fn check_budget(&mut self, verdict: Verdict) -> Result<(), String> {
+        let conn = self.conn.as_mut().filter(|_| verdict != Verdict::Close);
+        let want = match conn {
+            Some(conn) => {
+                conn.count_buffers();
+                conn.bufs.as_deref().map_or(0, |b| b.capacity())
+            }
+            None => {
+                // Dropped as the server drops it.
+                self.conn = None;
+                0
+            }
+        };
+        let held = self.cx.budget.held();
+        if held != want {
+            return Err(format!(
+                "the budget holds {held} bytes for a connection whose buffers hold {want}"
+            ));
+        }
+        Ok(())
     }
 
     fn check_memory(&self) -> Result<(), String> {
