@@ -45,7 +45,8 @@ Options:
       --drain-notice TEXT   send TEXT as one line to every client when the
                             drain starts
       --idle-timeout SECS   close a client that sent nothing for SECS, after
-                            one line saying so [default: never]
+                            one line saying so, and a second later at most
+                            [default: never]
       --send-timeout SECS   close a client at once when its replies waited
                             SECS without it reading a byte [default: never]
       --pid-file PATH       write the pid to PATH once listening; removed at

@@ -444,6 +444,8 @@ impl<P: Protocol> Server<P> {
 
     /// Acts on the per-connection deadlines that passed.
     fn on_deadlines(&mut self, now: Instant) {
+        self.timeouts
+            .short_of_descriptors(self.admission.is_starved());
         let fired = self.timeouts.expire(now);
         for &(key, kind) in &fired {
             let Some(conn) = self.conns.get_mut(key) else {
