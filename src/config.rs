@@ -54,8 +54,10 @@ pub struct Config {
     pub close_spread: Option<Duration>,
     /// Close a client that sent no byte for this long, after the
     /// protocol's last word ([`Protocol::on_idle_timeout`]: for a line
-    /// protocol, `error: idle for 30s, closing`). Re-armed by every read,
-    /// at the cost of a store. Off by default.
+    /// protocol, `error: idle for 30s, closing`), and a wait of a second
+    /// at most for its EOF (none while the process is out of
+    /// descriptors). Re-armed by every read, at the cost of a store. Off
+    /// by default.
     ///
     /// [`Protocol::on_idle_timeout`]: crate::Protocol::on_idle_timeout
     pub idle_timeout: Option<Duration>,

@@ -167,7 +167,8 @@ pub trait Protocol {
 
     /// The client sent nothing for `idle` ([`Config::idle_timeout`]):
     /// append the last word it gets. The connection then ends (flush, FIN,
-    /// and a wait for the client's EOF no longer than `idle` again).
+    /// and a wait for the client's EOF of a second at most, or `idle` if
+    /// shorter, and none while the process is out of descriptors).
     ///
     /// [`Config::idle_timeout`]: crate::Config::idle_timeout
     fn on_idle_timeout(&mut self, conn: &mut Self::Conn, idle: Duration, out: &mut Vec<u8>) {
