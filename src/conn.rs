@@ -869,6 +869,106 @@ mod tests {
         );
     }
 
+    /// A socket that reads what `inbound` holds and writes at most
+    /// `room` bytes into `outbound`.
+    #[derive(Default)]
+    struct Scripted {
+        inbound: std::cell::RefCell<Vec<u8>>,
+        outbound: std::cell::RefCell<Vec<u8>>,
+        room: std::cell::Cell<usize>,
+        shut: std::cell::Cell<bool>,
+    }
+
+    impl Stream for &Scripted {
+        fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+            let mut inbound = self.inbound.borrow_mut();
+            if inbound.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(inbound.len());
+            buf[..n].copy_from_slice(&inbound[..n]);
+            inbound.drain(..n);
+            Ok(n)
+        }
+
+        fn write(&self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.room.get());
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.room.set(self.room.get() - n);
+            self.outbound.borrow_mut().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn shutdown_write(&self) -> io::Result<()> {
+            self.shut.set(true);
+            Ok(())
+        }
+    }
+
+    struct Echo;
+
+    impl crate::protocol::LineProtocol for Echo {
+        fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
+            out.extend_from_slice(line);
+            Action::Continue
+        }
+    }
+
+    #[test]
+    fn an_evicted_connection_loses_what_it_holds_says_why_and_ends() {
+        use crate::protocol::Lines;
+        let socket = Scripted::default();
+        let mut cx = Context::new(Lines(Echo), 1024, 64).with_budget(1);
+        let mut conn: Conn<&Scripted> = Conn::new(&socket);
+        // Replies the client does not take, and a line it has not finished.
+        let line = [&[b'x'; 300][..], b"\n"].concat();
+        *socket.inbound.borrow_mut() = [&line[..], &line, &[b'y'; 600]].concat();
+        let readable = Ready {
+            readable: true,
+            ..Ready::default()
+        };
+        assert_eq!(conn.on_ready(readable, &mut cx), Verdict::Keep);
+        assert!(conn.has_pending());
+        assert!(conn.count_buffers().is_some(), "new buffers are filed");
+        let held = cx.budget.held();
+        assert_eq!(held, conn.bufs.as_deref().unwrap().capacity());
+        assert!(cx.budget.over());
+
+        socket.room.set(4096);
+        let verdict = conn.evict(&mut cx);
+        assert_eq!(verdict, Verdict::Keep, "it waits for the client's EOF");
+        assert!(conn.is_ending());
+        // The write side was blocked: the line waits for a writable event,
+        // alone, the replies and the partial line gone.
+        let bufs = conn.bufs.as_deref().unwrap();
+        assert!(bufs.input.is_empty());
+        let line = format!(
+            "error: the server's memory for client buffers is full and this connection held {held} bytes of it, closing\n"
+        );
+        assert_eq!(&bufs.output[bufs.sent..], line.as_bytes());
+        let writable = Ready {
+            writable: true,
+            ..Ready::default()
+        };
+        assert_eq!(conn.on_ready(writable, &mut cx), Verdict::Keep);
+        assert_eq!(*socket.outbound.borrow(), line.as_bytes());
+        assert!(socket.shut.get(), "the FIN follows the line");
+        conn.count_buffers();
+        assert!(
+            cx.budget.held() < held,
+            "only the box is left: {} bytes",
+            cx.budget.held()
+        );
+
+        // Taken again while ending, with nothing left to drop: closed now.
+        assert_eq!(conn.evict(&mut cx), Verdict::Close);
+        drop(conn);
+        assert_eq!(cx.budget.held(), 0, "everything given back");
+        assert_eq!(cx.budget.shares(), 0);
+    }
+
     /// The slot the server uses is the one measured above: in release,
     /// mio's socket is the same bare fd as std's.
     #[cfg(not(debug_assertions))]
