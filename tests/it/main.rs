@@ -29,6 +29,7 @@ mod log_time;
 mod nc;
 mod netns;
 mod ops;
+mod pidfile;
 mod rolling;
 mod runner;
 mod seed;
