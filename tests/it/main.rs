@@ -31,6 +31,7 @@ mod netns;
 mod ops;
 mod pidfile;
 mod rolling;
+mod rolling_trust;
 mod runner;
 mod seed;
 mod startup;
