@@ -33,6 +33,7 @@ mod pidfile;
 mod rolling;
 mod rolling_trust;
 mod runner;
+mod sandbox;
 mod seed;
 mod startup;
 mod steer;
