@@ -278,6 +278,10 @@ fn script_usage_errors_are_one_line() {
         (&["statu"][..], "unknown command 'statu'"),
         (&["stop", "wait"][..], "one of status, stop, wait"),
         (&["status", "--", "true"][..], "status takes no command"),
+        (
+            &["-a", "status"][..],
+            "-a is for an upgrade, not for status",
+        ),
     ] {
         let out = Command::new(SCRIPT).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -724,4 +728,66 @@ fn status_reads_lines_that_carry_the_programs_own_time_too() {
     );
     let out = fleet.run(&["-t", "30", "wait"]);
     assert!(out.status.success(), "{out:?}");
+}
+
+/// An upgrade whose processes listen on another address than the ones they
+/// replace would move the instances off the port: the script stops the new
+/// process, gives the pid file back to the old one, which keeps serving
+/// and is not signalled, and fails, naming both addresses. With `-a` the
+/// move is meant, and goes ahead.
+#[test]
+fn an_upgrade_to_another_address_is_refused_unless_meant() {
+    let mut fleet = Fleet::new("address");
+    let old = fleet.upgrade();
+    let other = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = fleet.upgrade_with(Some(&[BIN, "-q", other.as_str()]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains(&format!(
+            "listens on {other}, not on {} as pid {old} does, which keeps serving",
+            fleet.addr
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("give -a"), "{stderr}");
+    let refused: u32 = stderr
+        .split("new process (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {stderr}"));
+    fleet.started.push(refused);
+    wait_until(&format!("the refused pid {refused} to exit"), || {
+        (!alive(refused)).then_some(())
+    });
+    assert_eq!(fleet.pid(), Some(old));
+    assert!(!fleet.log().contains("received hangup signal"));
+    assert_eq!(Client::connect(fleet.addr).echo("still here"), old);
+    assert_eq!(
+        fleet.status(),
+        [format!("generation=1 instance=1 pid={old} state=running")]
+    );
+
+    // Meant: the same move with -a.
+    let out = Command::new(SCRIPT)
+        .args(["-a", "-n", "1", "-t", fleet.timeout, "-d"])
+        .arg(&*fleet.dir)
+        .args(["--", BIN, "-q", other.as_str()])
+        .output()
+        .unwrap();
+    let moved = fleet.pid().unwrap();
+    fleet.started.push(moved);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "rolling-restart: generation 2, instance 1: pid {moved} ready; pid {old} draining\n"
+        )
+    );
+    let other: SocketAddr = other.parse().unwrap();
+    assert_eq!(Client::connect(other).echo("moved"), moved);
 }
