@@ -72,7 +72,7 @@ Signals:
 With NOTIFY_SOCKET set (systemd Type=notify), readiness, stopping and the
 client count are reported to the service manager.
 ",
-        version = env!("CARGO_PKG_VERSION")
+        version = env!("DRAINPORT_VERSION")
     )
 }
 

@@ -83,7 +83,7 @@ Options:
 An option's value follows it or is attached with '=' (--backlog=64), once;
 a switch takes no value. Everything after -- is the address.
 ",
-        version = env!("CARGO_PKG_VERSION"),
+        version = env!("DRAINPORT_VERSION"),
         timeout = DRAIN_TIMEOUT.as_secs_f64(),
         spread = CLOSE_SPREAD.as_secs_f64(),
         header = Timeouts::default().header.as_secs_f64(),
