@@ -155,6 +155,12 @@ impl Admission {
         matches!(self.phase, Phase::Closed)
     }
 
+    /// Out of descriptors: clients wait in the queues for one to free up,
+    /// from the first failed accept until the queues are seen empty.
+    pub(crate) fn is_starved(&self) -> bool {
+        self.starved
+    }
+
     /// Takes the next connection, or says why there is none to take now.
     /// `clients` is how many the process holds.
     pub(crate) fn accept(&mut self, clients: usize, now: Instant) -> Accept {

@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod budget;
 mod claim;
 mod config;
 mod conn;
@@ -66,6 +67,9 @@ mod telnet;
 mod test_rng;
 mod timeouts;
 
-pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
+pub use config::{
+    Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_INPUT,
+    DEFAULT_MAX_OUTPUT,
+};
 pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};
 pub use server::serve;
