@@ -38,6 +38,7 @@ mod sandbox;
 mod seed;
 mod startup;
 mod steer;
+mod takeover;
 /// Client-socket probes shared with the rolling benchmark.
 #[path = "../../benches/shared/tcp.rs"]
 mod tcp;
