@@ -218,10 +218,10 @@ fn takeover_under_churn(who: Who) {
     let mut instances = vec![first, second];
     let mut retired = Vec::new();
     for round in 0..3 {
-        for k in 0..instances.len() {
-            let new = take_over(&run, &mut instances[k], &[]);
+        for (k, instance) in instances.iter_mut().enumerate() {
+            let new = take_over(&run, instance, &[]);
             let new_pid = new.pid;
-            let mut old = std::mem::replace(&mut instances[k], new);
+            let mut old = std::mem::replace(instance, new);
             if round == 0 && k == 0 {
                 // From the handover on, it takes no new client.
                 let before = accepted(&mut old);
