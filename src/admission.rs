@@ -442,3 +442,6 @@ pub(crate) fn warn_unprotected(pid: u32) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;
