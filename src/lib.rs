@@ -43,6 +43,7 @@ mod claim;
 mod config;
 mod conn;
 mod deadline;
+mod drain;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

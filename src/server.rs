@@ -31,13 +31,13 @@ use crate::admission::{self, Accept, Admission};
 use crate::claim::{self, Claim};
 use crate::config::Config;
 use crate::conn::{Conn, Context, Ready, Verdict};
+use crate::drain::{Cause, Drain, Step};
 use crate::listener::Listeners;
 use crate::log::{plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protocol::Protocol;
 use crate::slab::Slab;
-use crate::spread::Spread;
 use crate::sys;
 use crate::timeouts::{Before, Timeouts};
 
@@ -131,17 +131,6 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     server.run()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Running,
-    /// Serving the clients left; `deadline` is when the drain timeout ends it.
-    Draining {
-        deadline: Option<Instant>,
-    },
-    /// Closing every client on a schedule: the hard stop.
-    Closing(Spread),
-}
-
 /// The loop's timers. Both the poll's timeout and the firing come from
 /// [`Server::timers`], so no timer can wake the loop without being run, or
 /// be due without waking it.
@@ -150,10 +139,8 @@ enum Timer {
     /// Admission's own: a sweep, a look at handshakes in flight, the end
     /// of an accept pause, or clients waiting to be taken.
     Admission,
-    /// The drain timeout.
-    DrainDeadline,
-    /// The next close of a spread hard stop.
-    SpreadClose,
+    /// The drain's: its timeout, or the next close of the hard stop.
+    Drain,
     /// The next progress report.
     Progress,
     /// The nearest per-connection deadline: idle, send or the protocol's.
@@ -163,8 +150,6 @@ enum Timer {
 struct Server<P: Protocol> {
     pid: u32,
     quiet: bool,
-    drain_timeout: Option<Duration>,
-    close_spread: Option<Duration>,
     /// The drain notice, newline included.
     drain_notice: Option<Vec<u8>>,
     poll: Poll,
@@ -179,9 +164,7 @@ struct Server<P: Protocol> {
     cx: Context<P>,
     /// Every connection's deadlines.
     timeouts: Timeouts,
-    state: State,
-    /// When the drain started.
-    hangup_at: Option<Instant>,
+    drain: Drain,
     /// Clients with work left after their turn.
     again: Vec<usize>,
     /// The client count last reported, and when the next report may go.
@@ -213,8 +196,6 @@ impl<P: Protocol> Server<P> {
         Ok(Server {
             pid,
             quiet: config.quiet,
-            drain_timeout: config.drain_timeout,
-            close_spread: config.close_spread,
             drain_notice: config
                 .drain_notice
                 .as_ref()
@@ -229,8 +210,7 @@ impl<P: Protocol> Server<P> {
             cx: Context::new(protocol, config.max_input, config.max_output)
                 .with_telnet(config.telnet),
             timeouts: Timeouts::new(config, now),
-            state: State::Running,
-            hangup_at: None,
+            drain: Drain::new(config.drain_timeout, config.close_spread),
             again: Vec::new(),
             reported: 0,
             report_at: now,
@@ -279,9 +259,10 @@ impl<P: Protocol> Server<P> {
             self.on_timers(now);
             self.conns.recycle();
         }
-        match self.state {
-            State::Closing(_) => say!("Process {} exiting", self.pid),
-            _ => say!("Process {} has no clients left, exiting", self.pid),
+        if self.drain.is_closing() {
+            say!("Process {} exiting", self.pid);
+        } else {
+            say!("Process {} has no clients left, exiting", self.pid);
         }
         Ok(())
     }
@@ -296,8 +277,7 @@ impl<P: Protocol> Server<P> {
         );
         let now = Instant::now();
         let _ = self.admission.retire(now);
-        self.state = State::Draining { deadline: None };
-        self.hangup_at = Some(now);
+        self.drain.begin(now);
         self.accept(now);
         self.run()?;
         Err(err)
@@ -306,7 +286,8 @@ impl<P: Protocol> Server<P> {
     /// The one place that decides the process is done: draining or closing,
     /// the listeners retired, and no client left.
     fn finished(&self) -> bool {
-        self.state != State::Running && self.admission.is_closed() && self.conns.is_empty()
+        self.drain
+            .finished(self.admission.is_closed(), self.conns.len())
     }
 
     fn on_client_event(&mut self, key: usize, event: &Event) {
@@ -410,7 +391,7 @@ impl<P: Protocol> Server<P> {
             let verdict = conn.on_connect(peer, &mut self.cx);
             self.apply(key, verdict, before);
         }
-        if self.state != State::Running {
+        if !self.drain.is_running() {
             // Taken from the queue after the drain began: it hears of the
             // drain as everyone else did.
             self.notice(key);
@@ -431,15 +412,17 @@ impl<P: Protocol> Server<P> {
             }
         }
         for &signal in &received[..count] {
-            match (signal, self.state) {
-                (SIGUSR1, _) => self.print_status(now),
-                (_, State::Running) => self.start_drain(signal, now),
-                (_, State::Draining { .. }) => {
+            if signal == SIGUSR1 {
+                self.print_status(now);
+                continue;
+            }
+            match self.drain.on_stop_signal(now, self.conns.len()) {
+                Step::StartDrain => self.start_drain(signal, now),
+                Step::HardStop(cause) => {
                     let reason = format!("received {} signal during drain", signal_name(signal));
-                    self.close_all(&reason, now, None);
+                    self.close_all(&reason, now, cause);
                 }
-                (_, State::Closing(spread)) => {
-                    // Impatience wins over the spread: close the rest now.
+                step => {
                     let left = self.conns.len();
                     say!(
                         "Process {} received {} signal while closing: closing {left} client{} now",
@@ -447,8 +430,7 @@ impl<P: Protocol> Server<P> {
                         signal_name(signal),
                         plural(left)
                     );
-                    self.state = State::Closing(spread.hurry(now));
-                    self.close_due(now);
+                    self.act(step);
                 }
             }
         }
@@ -469,11 +451,6 @@ impl<P: Protocol> Server<P> {
             signal_name(signal)
         );
         say!("process {} closing tasks: {}", self.pid, self.conns.len());
-        self.state = State::Draining {
-            // A timeout too long for the clock to hold means no deadline.
-            deadline: self.drain_timeout.and_then(|t| now.checked_add(t)),
-        };
-        self.hangup_at = Some(now);
         self.reported = self.conns.len();
         self.report_at = now + PROGRESS_INTERVAL;
         self.notifier.send(format_args!(
@@ -499,8 +476,9 @@ impl<P: Protocol> Server<P> {
     }
 
     /// Ends the drain: every client gets the protocol's closing line and is
-    /// closed, all now, or evenly over `spread`.
-    fn close_all(&mut self, reason: &str, now: Instant, spread: Option<Duration>) {
+    /// closed, all now, or evenly over the close spread after the drain
+    /// timeout.
+    fn close_all(&mut self, reason: &str, now: Instant, cause: Cause) {
         // Take what is still queued so those clients get the line too. If
         // accepting is paused, what is left queued is reset by the close:
         // a hard stop does not wait for descriptors.
@@ -508,31 +486,29 @@ impl<P: Protocol> Server<P> {
         self.accept(now);
         self.admission.close();
         let total = self.conns.len();
-        match spread {
-            Some(spread) => say!(
-                "Process {} {reason}: closing {total} client{} over {}s",
-                self.pid,
-                plural(total),
-                spread.as_secs_f64()
-            ),
-            None => say!(
+        let (window, step) = self.drain.close_all(now, total, cause);
+        if window.is_zero() {
+            say!(
                 "Process {} {reason}: closing {total} client{}",
                 self.pid,
                 plural(total)
-            ),
+            );
+        } else {
+            say!(
+                "Process {} {reason}: closing {total} client{} over {}s",
+                self.pid,
+                plural(total),
+                window.as_secs_f64()
+            );
         }
-        self.state = State::Closing(Spread::new(now, spread.unwrap_or_default(), total));
-        self.close_due(now);
+        self.act(step);
     }
 
-    /// Closes the clients the spread schedule says are due by `now`.
-    fn close_due(&mut self, now: Instant) {
-        let State::Closing(spread) = self.state else {
+    /// Does what the drain said.
+    fn act(&mut self, step: Step) {
+        let Step::Close(mut to_close) = step else {
             return;
         };
-        // Clients that left by themselves count as closed.
-        let closed = spread.total().saturating_sub(self.conns.len());
-        let mut to_close = spread.due(now).saturating_sub(closed);
         // By index rather than by a collected list of keys: a drain must
         // not allocate.
         for key in 0..self.conns.key_bound() {
@@ -546,21 +522,9 @@ impl<P: Protocol> Server<P> {
         }
     }
 
-    /// When the next spread close is due.
-    fn next_close(&self) -> Option<Instant> {
-        let State::Closing(spread) = self.state else {
-            return None;
-        };
-        spread.next(spread.total().saturating_sub(self.conns.len()))
-    }
-
     fn print_status(&self, now: Instant) {
-        let state = match self.state {
-            State::Running => "running",
-            State::Draining { .. } => "draining",
-            State::Closing(_) => "closing",
-        };
-        let since = match self.hangup_at {
+        let state = self.drain.word();
+        let since = match self.drain.since() {
             Some(at) => format!("{:.1}s", now.saturating_duration_since(at).as_secs_f64()),
             None => "-".to_owned(),
         };
@@ -585,7 +549,7 @@ impl<P: Protocol> Server<P> {
         }
         self.reported = clients;
         self.report_at = now + PROGRESS_INTERVAL;
-        if self.state == State::Running {
+        if self.drain.is_running() {
             self.notifier.send(format_args!(
                 "STATUS=serving, {clients} client{}",
                 plural(clients)
@@ -593,10 +557,7 @@ impl<P: Protocol> Server<P> {
         } else {
             // The same word as the status line's state: after the deadline
             // the clients left are being closed, not waited for.
-            let phase = match self.state {
-                State::Closing(_) => "closing",
-                _ => "draining",
-            };
+            let phase = self.drain.word();
             // At 0 the exit line follows, and says it.
             if clients > 0 {
                 say!(
@@ -615,21 +576,15 @@ impl<P: Protocol> Server<P> {
     /// A changed client count is worth reporting: while draining always,
     /// while running only to a service manager that listens.
     fn progress_wanted(&self) -> bool {
-        self.conns.len() != self.reported
-            && (self.state != State::Running || self.notifier.is_active())
+        self.conns.len() != self.reported && (!self.drain.is_running() || self.notifier.is_active())
     }
 
     /// Every timer with when it is next due. The one list both the poll's
     /// timeout and [`Server::on_timers`] are derived from.
-    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 5] {
-        let deadline = match self.state {
-            State::Draining { deadline } => deadline,
-            _ => None,
-        };
+    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 4] {
         [
             (Timer::Admission, self.admission.due(self.conns.len(), now)),
-            (Timer::DrainDeadline, deadline),
-            (Timer::SpreadClose, self.next_close()),
+            (Timer::Drain, self.drain.due(self.conns.len())),
             (
                 Timer::Progress,
                 self.progress_wanted().then_some(self.report_at),
@@ -653,16 +608,17 @@ impl<P: Protocol> Server<P> {
                     .on_timer(self.conns.len(), now, self.cx.spare_buffer());
                 self.accept(now);
             }
-            Timer::DrainDeadline => {
-                if let State::Draining { .. } = self.state {
-                    let reason = format!(
-                        "reached its drain timeout of {}s",
-                        self.drain_timeout.unwrap_or_default().as_secs_f64()
-                    );
-                    self.close_all(&reason, now, self.close_spread);
+            Timer::Drain => match self.drain.on_timer(now, self.conns.len()) {
+                Step::HardStop(cause) => {
+                    let timeout = match cause {
+                        Cause::Timeout(timeout) => timeout,
+                        Cause::Signal => Duration::ZERO,
+                    };
+                    let reason = format!("reached its drain timeout of {}s", timeout.as_secs_f64());
+                    self.close_all(&reason, now, cause);
                 }
-            }
-            Timer::SpreadClose => self.close_due(now),
+                step => self.act(step),
+            },
             Timer::Progress => self.report_progress(now),
             Timer::Deadlines => self.on_deadlines(now),
         }

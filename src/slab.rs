@@ -44,10 +44,6 @@ impl<T> Slab<T> {
         self.len
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// One past the highest key ever used: every key is below it.
     pub(crate) fn key_bound(&self) -> usize {
         self.entries.len()
