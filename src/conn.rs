@@ -51,8 +51,9 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_EVENT: usize = 16;
 /// Bytes thrown away while waiting for a client's EOF before closing anyway.
 pub(crate) const DISCARD_LIMIT: usize = 256 * 1024;
-/// Reads spent emptying a socket before a hard close.
-const HARD_CLOSE_READS: usize = 4;
+/// Reads spent emptying a socket before a hard close: up to this many full
+/// chunks of unread input leave with a FIN, not a reset.
+pub(crate) const HARD_CLOSE_READS: usize = 4;
 /// Scratch capacity kept between events; a larger one is freed after use.
 const SCRATCH_KEEP: usize = 256 * 1024;
 
@@ -667,12 +668,6 @@ impl<S: Stream, C> Conn<S, C> {
     /// The protocol's state for this connection.
     pub(crate) fn state(&self) -> &C {
         &self.state
-    }
-
-    /// The protocol's state, for the fuzzer to change as a hook would.
-    #[cfg(any(test, feature = "fuzzing"))]
-    pub(crate) fn state_mut(&mut self) -> &mut C {
-        &mut self.state
     }
 
     /// The connection has decided to end and waits for its flush and the

@@ -40,13 +40,11 @@
 
 mod admission;
 mod claim;
+mod clients;
 mod config;
 mod conn;
 mod deadline;
 mod drain;
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub mod fuzzing;
 mod handshakes;
 mod listener;
 mod log;
@@ -63,6 +61,9 @@ mod telnet;
 mod test_rng;
 mod timeouts;
 
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub use clients::fuzzing;
 pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
 pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};
 pub use server::serve;

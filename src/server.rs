@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::process;
 use std::time::{Duration, Instant};
 
-use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -29,17 +28,16 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::admission::{self, Accept, Admission};
 use crate::claim::{self, Claim};
+use crate::clients::{Clients, Hook};
 use crate::config::Config;
-use crate::conn::{Conn, Context, Ready, Verdict};
+use crate::conn::Ready;
 use crate::drain::{Cause, Drain, Step};
 use crate::listener::Listeners;
 use crate::log::{plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protocol::Protocol;
-use crate::slab::Slab;
 use crate::sys;
-use crate::timeouts::{Before, Timeouts};
 
 /// The signal pipe's token.
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -160,13 +158,8 @@ struct Server<P: Protocol> {
     /// This process's announcement of the service it runs on its address.
     claim: Option<Claim>,
     admission: Admission,
-    conns: Slab<Conn<TcpStream, P::Conn>>,
-    cx: Context<P>,
-    /// Every connection's deadlines.
-    timeouts: Timeouts,
+    clients: Clients<TcpStream, P>,
     drain: Drain,
-    /// Clients with work left after their turn.
-    again: Vec<usize>,
     /// The client count last reported, and when the next report may go.
     reported: usize,
     report_at: Instant,
@@ -206,12 +199,8 @@ impl<P: Protocol> Server<P> {
             pid_file: None,
             claim: None,
             admission,
-            conns: Slab::new(),
-            cx: Context::new(protocol, config.max_input, config.max_output)
-                .with_telnet(config.telnet),
-            timeouts: Timeouts::new(config, now),
+            clients: Clients::new(config, protocol, now),
             drain: Drain::new(config.drain_timeout, config.close_spread),
-            again: Vec::new(),
             reported: 0,
             report_at: now,
         })
@@ -235,7 +224,6 @@ impl<P: Protocol> Server<P> {
             // Turns are dated with the time the loop woke, not the time it
             // went to sleep: an idle deadline counts from the read.
             now = Instant::now();
-            self.timeouts.woke(now);
             self.admission.new_turn();
             let mut listener_ready = false;
             let mut signals_ready = false;
@@ -246,7 +234,11 @@ impl<P: Protocol> Server<P> {
                         self.admission.mark(t - LISTENERS);
                         listener_ready = true;
                     }
-                    Token(key) => self.on_client_event(key, event),
+                    // An event for a client closed earlier in this batch
+                    // finds an empty slot: slots are reused only after it.
+                    Token(key) => {
+                        self.clients.turn(key, Hook::Ready(Ready::from(event)), now);
+                    }
                 }
             }
             if listener_ready {
@@ -255,9 +247,9 @@ impl<P: Protocol> Server<P> {
             if signals_ready {
                 self.on_signals(now);
             }
-            self.run_again();
+            self.clients.run_again(now);
             self.on_timers(now);
-            self.conns.recycle();
+            self.clients.recycle();
         }
         if self.drain.is_closing() {
             say!("Process {} exiting", self.pid);
@@ -287,87 +279,21 @@ impl<P: Protocol> Server<P> {
     /// the listeners retired, and no client left.
     fn finished(&self) -> bool {
         self.drain
-            .finished(self.admission.is_closed(), self.conns.len())
-    }
-
-    fn on_client_event(&mut self, key: usize, event: &Event) {
-        // An event for a client closed earlier in this batch finds an empty
-        // slot: slots are reused only after the batch.
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let before = Before::take(&self.cx);
-        let verdict = conn.on_ready(Ready::from(event), &mut self.cx);
-        self.apply(key, verdict, before);
-    }
-
-    /// Acts on the verdict of a connection's turn; `before` is what the
-    /// counters said before it, for its timeouts.
-    fn apply(&mut self, key: usize, verdict: Verdict, before: Before) {
-        match verdict {
-            Verdict::Keep => {}
-            Verdict::Again => self.again.push(key),
-            Verdict::Close => {
-                self.remove(key);
-                return;
-            }
-        }
-        if let Some(conn) = self.conns.get_mut(key) {
-            self.timeouts.after_turn(key, conn, &self.cx, before);
-        }
-    }
-
-    /// Takes a connection out of the table, with its timers. Closing the
-    /// socket (dropping what this returns) also removes it from the epoll
-    /// set: its descriptor is never duplicated, so that is the last close.
-    fn remove(&mut self, key: usize) -> Option<Conn<TcpStream, P::Conn>> {
-        let conn = self.conns.remove(key)?;
-        self.timeouts.forget(key);
-        Some(conn)
-    }
-
-    /// Acts on the per-connection deadlines that passed.
-    fn on_deadlines(&mut self, now: Instant) {
-        let fired = self.timeouts.expire(now);
-        for &(key, kind) in &fired {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            let before = Before::take(&self.cx);
-            let verdict = self.timeouts.fire(key, kind, conn, &mut self.cx);
-            self.apply(key, verdict, before);
-        }
-        self.timeouts.done(fired);
-    }
-
-    /// Gives clients that used up their turn another one.
-    fn run_again(&mut self) {
-        let mut again = std::mem::take(&mut self.again);
-        for key in again.drain(..) {
-            if let Some(conn) = self.conns.get_mut(key) {
-                let before = Before::take(&self.cx);
-                let verdict = conn.pump(&mut self.cx);
-                self.apply(key, verdict, before);
-            }
-        }
-        // Keep the vector's allocation unless new work arrived meanwhile.
-        if self.again.is_empty() {
-            self.again = again;
-        }
+            .finished(self.admission.is_closed(), self.clients.len())
     }
 
     /// Admits what admission hands over, and returns why it stopped.
     fn accept(&mut self, now: Instant) -> Accept {
         loop {
-            match self.admission.accept(self.conns.len(), now) {
-                Accept::Client(stream, peer) => self.admit(stream, peer),
+            match self.admission.accept(self.clients.len(), now) {
+                Accept::Client(stream, peer) => self.admit(stream, peer, now),
                 stop => return stop,
             }
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        let key = self.conns.vacant_key();
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let key = self.clients.vacant_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
             .poll
@@ -380,21 +306,16 @@ impl<P: Protocol> Server<P> {
             );
             return;
         }
-        self.conns.insert(Conn::new(stream));
-        self.timeouts.admitted(key);
-        self.cx.counters.accepted += 1;
+        let key = self.clients.admit(stream, now);
         if !self.quiet {
             say!("Process {} accepted connection from: {peer}", self.pid);
         }
-        if let Some(conn) = self.conns.get_mut(key) {
-            let before = Before::take(&self.cx);
-            let verdict = conn.on_connect(peer, &mut self.cx);
-            self.apply(key, verdict, before);
-        }
+        self.clients.turn(key, Hook::Connect(peer), now);
         if !self.drain.is_running() {
             // Taken from the queue after the drain began: it hears of the
             // drain as everyone else did.
-            self.notice(key);
+            let notice = self.drain_notice.as_deref();
+            self.clients.turn(key, Hook::Drain(notice), now);
         }
     }
 
@@ -416,21 +337,21 @@ impl<P: Protocol> Server<P> {
                 self.print_status(now);
                 continue;
             }
-            match self.drain.on_stop_signal(now, self.conns.len()) {
+            match self.drain.on_stop_signal(now, self.clients.len()) {
                 Step::StartDrain => self.start_drain(signal, now),
                 Step::HardStop(cause) => {
                     let reason = format!("received {} signal during drain", signal_name(signal));
                     self.close_all(&reason, now, cause);
                 }
                 step => {
-                    let left = self.conns.len();
+                    let left = self.clients.len();
                     say!(
                         "Process {} received {} signal while closing: closing {left} client{} now",
                         self.pid,
                         signal_name(signal),
                         plural(left)
                     );
-                    self.act(step);
+                    self.act(step, now);
                 }
             }
         }
@@ -450,29 +371,17 @@ impl<P: Protocol> Server<P> {
             self.pid,
             signal_name(signal)
         );
-        say!("process {} closing tasks: {}", self.pid, self.conns.len());
-        self.reported = self.conns.len();
+        say!("process {} closing tasks: {}", self.pid, self.clients.len());
+        let clients = self.clients.len();
+        self.reported = clients;
         self.report_at = now + PROGRESS_INTERVAL;
         self.notifier.send(format_args!(
-            "STOPPING=1\nSTATUS=draining, {} client{} left",
-            self.conns.len(),
-            plural(self.conns.len())
+            "STOPPING=1\nSTATUS=draining, {clients} client{} left",
+            plural(clients)
         ));
-        for key in 0..self.conns.key_bound() {
-            self.notice(key);
-        }
+        self.clients.drain(self.drain_notice.as_deref(), now);
         // What is queued already reached this process: serve it.
         self.accept(now);
-    }
-
-    /// Tells one client the drain started: the drain notice, if there is
-    /// one, then whatever the protocol says.
-    fn notice(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            let before = Before::take(&self.cx);
-            let verdict = conn.on_drain(self.drain_notice.as_deref(), &mut self.cx);
-            self.apply(key, verdict, before);
-        }
     }
 
     /// Ends the drain: every client gets the protocol's closing line and is
@@ -485,7 +394,7 @@ impl<P: Protocol> Server<P> {
         self.admission.stop_now(now);
         self.accept(now);
         self.admission.close();
-        let total = self.conns.len();
+        let total = self.clients.len();
         let (window, step) = self.drain.close_all(now, total, cause);
         if window.is_zero() {
             say!(
@@ -501,24 +410,13 @@ impl<P: Protocol> Server<P> {
                 window.as_secs_f64()
             );
         }
-        self.act(step);
+        self.act(step, now);
     }
 
     /// Does what the drain said.
-    fn act(&mut self, step: Step) {
-        let Step::Close(mut to_close) = step else {
-            return;
-        };
-        // By index rather than by a collected list of keys: a drain must
-        // not allocate.
-        for key in 0..self.conns.key_bound() {
-            if to_close == 0 {
-                break;
-            }
-            if let Some(conn) = self.remove(key) {
-                conn.close_hard(&mut self.cx);
-                to_close -= 1;
-            }
+    fn act(&mut self, step: Step, now: Instant) {
+        if let Step::Close(count) = step {
+            self.clients.stop(count, now);
         }
     }
 
@@ -528,11 +426,11 @@ impl<P: Protocol> Server<P> {
             Some(at) => format!("{:.1}s", now.saturating_duration_since(at).as_secs_f64()),
             None => "-".to_owned(),
         };
-        let c = &self.cx.counters;
+        let c = self.clients.counters();
         say!(
             "Process {} status: state={state} clients={} accepted={} lines={} bytes_in={} bytes_out={} since_hangup={since}",
             self.pid,
-            self.conns.len(),
+            self.clients.len(),
             c.accepted,
             c.lines,
             c.bytes_in,
@@ -543,7 +441,7 @@ impl<P: Protocol> Server<P> {
     /// Reports a changed client count at most once per interval: to stdout
     /// while draining, and to the service manager always.
     fn report_progress(&mut self, now: Instant) {
-        let clients = self.conns.len();
+        let clients = self.clients.len();
         if !self.progress_wanted() || now < self.report_at {
             return;
         }
@@ -576,20 +474,24 @@ impl<P: Protocol> Server<P> {
     /// A changed client count is worth reporting: while draining always,
     /// while running only to a service manager that listens.
     fn progress_wanted(&self) -> bool {
-        self.conns.len() != self.reported && (!self.drain.is_running() || self.notifier.is_active())
+        self.clients.len() != self.reported
+            && (!self.drain.is_running() || self.notifier.is_active())
     }
 
     /// Every timer with when it is next due. The one list both the poll's
     /// timeout and [`Server::on_timers`] are derived from.
     fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 4] {
         [
-            (Timer::Admission, self.admission.due(self.conns.len(), now)),
-            (Timer::Drain, self.drain.due(self.conns.len())),
+            (
+                Timer::Admission,
+                self.admission.due(self.clients.len(), now),
+            ),
+            (Timer::Drain, self.drain.due(self.clients.len())),
             (
                 Timer::Progress,
                 self.progress_wanted().then_some(self.report_at),
             ),
-            (Timer::Deadlines, self.timeouts.next_due()),
+            (Timer::Deadlines, self.clients.next_due()),
         ]
     }
 
@@ -604,11 +506,12 @@ impl<P: Protocol> Server<P> {
     fn fire(&mut self, timer: Timer, now: Instant) {
         match timer {
             Timer::Admission => {
+                let clients = self.clients.len();
                 self.admission
-                    .on_timer(self.conns.len(), now, self.cx.spare_buffer());
+                    .on_timer(clients, now, self.clients.spare_buffer());
                 self.accept(now);
             }
-            Timer::Drain => match self.drain.on_timer(now, self.conns.len()) {
+            Timer::Drain => match self.drain.on_timer(now, self.clients.len()) {
                 Step::HardStop(cause) => {
                     let timeout = match cause {
                         Cause::Timeout(timeout) => timeout,
@@ -617,17 +520,17 @@ impl<P: Protocol> Server<P> {
                     let reason = format!("reached its drain timeout of {}s", timeout.as_secs_f64());
                     self.close_all(&reason, now, cause);
                 }
-                step => self.act(step),
+                step => self.act(step, now),
             },
             Timer::Progress => self.report_progress(now),
-            Timer::Deadlines => self.on_deadlines(now),
+            Timer::Deadlines => self.clients.expire(now),
         }
     }
 
     /// How long the next poll may sleep: not at all when a client has work
     /// left, otherwise until the nearest timer.
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() {
+        if self.clients.has_again() {
             return Some(Duration::ZERO);
         }
         self.timers(now)

@@ -1,6 +1,8 @@
-//! The timeouts of every connection: the machinery's (idle, send) and the
-//! protocol's deadline, kept in [`crate::deadline`] and acted on here, so
-//! that the server only reports what happened and applies a verdict.
+//! The timeout policy: when each connection's idle, send and protocol
+//! deadlines fall, kept in [`crate::deadline`], and what is to happen when
+//! one passes. It decides; [`crate::clients`] runs the hooks and applies
+//! the verdicts. It has no clock of its own: every call that dates
+//! something is given the loop's `now`.
 //!
 //! Guarantees:
 //! - Idle: a client that sent no byte for `idle_timeout` gets the
@@ -12,109 +14,98 @@
 //! - Send: a connection whose output waited `send_timeout` without the
 //!   client taking a byte of it is closed at once, without a word (it
 //!   would not be read), and its buffers are freed.
-//! - Protocol: [`Protocol::deadline`] is read after every hook call for the
+//! - Protocol: [`Protocol::deadline`] is read after every turn of the
 //!   connection, and [`Protocol::on_deadline`] called once it passes.
 //! - A connection removed from the table has no timers left
 //!   ([`Timeouts::forget`]), and one with none costs no memory here.
 //!
-//! Whether a client sent or took bytes is seen from the process counters
-//! before and after its turn: the loop serves one connection at a time, so
-//! a change is that connection's, and a connection needs no timestamp.
+//! [`Protocol::on_idle_timeout`]: crate::Protocol::on_idle_timeout
+//! [`Protocol::deadline`]: crate::Protocol::deadline
+//! [`Protocol::on_deadline`]: crate::Protocol::on_deadline
 
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::conn::{Conn, Context, Stream, Verdict};
 use crate::deadline::{Deadlines, Kind};
-use crate::protocol::Protocol;
 
-/// The counters before a connection's turn.
+/// What a connection's turn did, as far as its timeouts care.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Before {
-    bytes_in: u64,
-    bytes_out: u64,
+pub(crate) struct Turned {
+    /// It read bytes from the client.
+    pub(crate) read: bool,
+    /// It wrote bytes to the client.
+    pub(crate) wrote: bool,
+    /// It has decided to end (see [`crate::conn`]).
+    pub(crate) ending: bool,
+    /// Output waits for the client to take it.
+    pub(crate) pending: bool,
+    /// The protocol's deadline, read after the turn.
+    pub(crate) deadline: Option<Instant>,
 }
 
-impl Before {
-    pub(crate) fn take<P>(cx: &Context<P>) -> Before {
-        Before {
-            bytes_in: cx.counters.bytes_in,
-            bytes_out: cx.counters.bytes_out,
-        }
-    }
+/// What to do about a deadline that passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expired {
+    /// Nothing: the timeout is not configured.
+    Ignore,
+    /// Close the connection at once, without a word.
+    Close,
+    /// Give the protocol its last word for a client idle this long, and
+    /// end the connection.
+    Idle(Duration),
+    /// Tell the protocol its deadline passed.
+    Deadline,
 }
 
 pub(crate) struct Timeouts {
     idle: Option<Duration>,
     send: Option<Duration>,
     deadlines: Deadlines,
-    /// When the loop last woke: what a turn is dated with.
-    now: Instant,
     /// Kept between expiries so that firing allocates nothing once warm.
     fired: Vec<(usize, Kind)>,
 }
 
 impl Timeouts {
-    pub(crate) fn new(config: &Config, now: Instant) -> Timeouts {
+    /// The policy of `config`; deadlines are counted from `origin`.
+    pub(crate) fn new(config: &Config, origin: Instant) -> Timeouts {
         Timeouts {
             idle: config.idle_timeout,
             send: config.send_timeout,
-            deadlines: Deadlines::new(now),
-            now,
+            deadlines: Deadlines::new(origin),
             fired: Vec::new(),
         }
     }
 
-    /// The loop woke at `now`: turns from here on happen then.
-    pub(crate) fn woke(&mut self, now: Instant) {
-        self.now = now;
-    }
-
-    /// `delay` from now, or never if the clock cannot hold it.
-    fn after_delay(&self, delay: Option<Duration>) -> Option<Instant> {
-        delay.and_then(|d| self.now.checked_add(d))
-    }
-
-    /// A client was admitted into `key`: its idle clock starts.
-    pub(crate) fn admitted(&mut self, key: usize) {
-        if self.idle.is_some() {
-            let at = self.after_delay(self.idle);
-            self.deadlines.set(key, Kind::Idle, at);
+    /// A client was admitted into `key` at `now`: its idle clock starts.
+    pub(crate) fn admitted(&mut self, key: usize, now: Instant) {
+        if let Some(idle) = self.idle {
+            self.deadlines.set(key, Kind::Idle, now.checked_add(idle));
         }
     }
 
-    /// The connection in `key` had a turn (any hook, any event) and is
-    /// still open; `before` is what the counters said before it.
-    pub(crate) fn after_turn<S: Stream, P: Protocol>(
-        &mut self,
-        key: usize,
-        conn: &Conn<S, P::Conn>,
-        cx: &Context<P>,
-        before: Before,
-    ) {
+    /// The connection in `key` had a turn at `now` (any hook, any event)
+    /// and is still open.
+    pub(crate) fn after_turn(&mut self, key: usize, turn: Turned, now: Instant) {
         // An ending connection's reads are input thrown away while it waits
         // for the client's EOF: they do not keep it alive, so a client
         // that dribbles bytes after being told (a slowloris after its 408)
         // is closed one idle period after its last read before the end.
-        if self.idle.is_some() && cx.counters.bytes_in != before.bytes_in && !conn.is_ending() {
-            // Later than before: a store, not a queue operation.
-            let at = self.after_delay(self.idle);
-            self.deadlines.set(key, Kind::Idle, at);
-        }
-        if self.send.is_some() {
-            if !conn.has_pending() {
-                self.deadlines.set(key, Kind::Send, None);
-            } else if cx.counters.bytes_out != before.bytes_out
-                || self.deadlines.get(key, Kind::Send).is_none()
-            {
-                // Output waits, and the client took some (or it is new):
-                // the clock starts again.
-                let at = self.after_delay(self.send);
-                self.deadlines.set(key, Kind::Send, at);
+        if let Some(idle) = self.idle {
+            if turn.read && !turn.ending {
+                // Later than before: a store, not a queue operation.
+                self.deadlines.set(key, Kind::Idle, now.checked_add(idle));
             }
         }
-        let at = cx.protocol.deadline(conn.state());
-        self.deadlines.set(key, Kind::Protocol, at);
+        if let Some(send) = self.send {
+            if !turn.pending {
+                self.deadlines.set(key, Kind::Send, None);
+            } else if turn.wrote || self.deadlines.get(key, Kind::Send).is_none() {
+                // Output waits, and the client took some (or it is new):
+                // the clock starts again.
+                self.deadlines.set(key, Kind::Send, now.checked_add(send));
+            }
+        }
+        self.deadlines.set(key, Kind::Protocol, turn.deadline);
     }
 
     /// The connection in `key` is gone.
@@ -130,7 +121,6 @@ impl Timeouts {
     /// The deadlines due at `now`, as `(key, kind)`. Hand the vector back
     /// with [`Timeouts::done`].
     pub(crate) fn expire(&mut self, now: Instant) -> Vec<(usize, Kind)> {
-        self.now = now;
         let mut fired = std::mem::take(&mut self.fired);
         self.deadlines.expire(now, &mut fired);
         fired
@@ -141,33 +131,32 @@ impl Timeouts {
         self.fired = fired;
     }
 
-    /// Acts on the deadline of `kind` that passed for the connection in
-    /// `key`, and says what becomes of it.
-    pub(crate) fn fire<S: Stream, P: Protocol>(
+    /// Decides what becomes of the connection in `key`, `ending` or not,
+    /// now that its deadline of `kind` passed at `now`.
+    pub(crate) fn on_expired(
         &mut self,
         key: usize,
         kind: Kind,
-        conn: &mut Conn<S, P::Conn>,
-        cx: &mut Context<P>,
-    ) -> Verdict {
+        ending: bool,
+        now: Instant,
+    ) -> Expired {
         match kind {
             Kind::Idle => {
                 let Some(idle) = self.idle else {
-                    return Verdict::Keep;
+                    return Expired::Ignore;
                 };
-                if conn.is_ending() {
-                    // Told already, or closing for another reason, and
+                if ending {
+                    // Told already, or ending for another reason, and
                     // silent as long again: its EOF is not coming.
-                    return Verdict::Close;
+                    return Expired::Close;
                 }
                 // The wait for the client's EOF is bounded the same way.
-                let at = self.after_delay(self.idle);
-                self.deadlines.set(key, Kind::Idle, at);
-                conn.on_idle_timeout(idle, cx)
+                self.deadlines.set(key, Kind::Idle, now.checked_add(idle));
+                Expired::Idle(idle)
             }
             // Not reading: a last word would not be read either.
-            Kind::Send => Verdict::Close,
-            Kind::Protocol => conn.on_deadline(cx),
+            Kind::Send => Expired::Close,
+            Kind::Protocol => Expired::Deadline,
         }
     }
 }
