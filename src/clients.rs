@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::conn::{Conn, Context, Counters, Ready, Stream, Verdict};
-use crate::deadline::Kind;
+use crate::deadline_queue::Kind;
 use crate::protocol::Protocol;
 use crate::slab::Slab;
 use crate::timeouts::{Expired, Timeouts, Turned};
@@ -234,7 +234,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::deadline::TICK;
+    use crate::deadline_queue::TICK;
     use crate::protocol::{Action, Step};
 
     /// A socket whose peer sends nothing and takes every byte.

@@ -43,7 +43,7 @@ mod claim;
 mod clients;
 mod config;
 mod conn;
-mod deadline;
+mod deadline_queue;
 mod drain;
 mod handshakes;
 mod listener;

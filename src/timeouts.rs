@@ -1,8 +1,8 @@
 //! The timeout policy: when each connection's idle, send and protocol
-//! deadlines fall, kept in [`crate::deadline`], and what is to happen when
-//! one passes. It decides; [`crate::clients`] runs the hooks and applies
-//! the verdicts. It has no clock of its own: every call that dates
-//! something is given the loop's `now`.
+//! deadlines fall, kept in the [`crate::deadline_queue`], and what is to
+//! happen when one passes. It decides; [`crate::clients`] runs the hooks
+//! and applies the verdicts. It has no clock of its own: every call that
+//! dates something is given the loop's `now`.
 //!
 //! Guarantees:
 //! - Idle: a client that sent no byte for `idle_timeout` gets the
@@ -26,7 +26,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::deadline::{Deadlines, Kind};
+use crate::deadline_queue::{DeadlineQueue, Kind};
 
 /// What a connection's turn did, as far as its timeouts care.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +60,7 @@ pub(crate) enum Expired {
 pub(crate) struct Timeouts {
     idle: Option<Duration>,
     send: Option<Duration>,
-    deadlines: Deadlines,
+    deadlines: DeadlineQueue,
     /// Kept between expiries so that firing allocates nothing once warm.
     fired: Vec<(usize, Kind)>,
 }
@@ -71,7 +71,7 @@ impl Timeouts {
         Timeouts {
             idle: config.idle_timeout,
             send: config.send_timeout,
-            deadlines: Deadlines::new(origin),
+            deadlines: DeadlineQueue::new(origin),
             fired: Vec::new(),
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::clients::{Clients, Hook};
 use crate::config::Config;
 use crate::conn::{Conn, DISCARD_LIMIT, HARD_CLOSE_READS, READ_CHUNK, Ready};
-use crate::deadline::{Kind, TICK};
+use crate::deadline_queue::{Kind, TICK};
 use crate::protocol::Lines;
 
 use super::case::{Case, ERROR, Ms, Op, READ_CLOSED, READABLE, Then, WRITABLE, ready_from};

@@ -555,7 +555,7 @@ fn a_protocol_deadline_fires_once_per_place_it_is_set() {
     assert_eq!(count(&driver.received, LATE), 1);
 }
 
-/// Deadlines fire during a drain and during a flush: their words keep
+/// DeadlineQueue fire during a drain and during a flush: their words keep
 /// their place after the notice and the replies before them, and a
 /// deadline that closes ends the connection as a drain would.
 #[test]
