@@ -295,7 +295,7 @@ impl Admission {
         if let Some(until) = self.paused_until {
             return phase.map_or(Some(until), |at| Some(at.min(until)));
         }
-        let work = self.listeners.next_queued().is_some() && !self.full(clients);
+        let work = self.listeners.any_queued() && !self.full(clients);
         let reselect = self.wants_selection(clients) != self.selected;
         if work || reselect {
             return Some(now);

@@ -114,6 +114,7 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
     /// Runs one turn of the connection in `key` at `now`: the hook, then
     /// its verdict and its timeouts. Returns the verdict, or `None` when
     /// the key holds no connection.
+    #[inline(always)]
     pub(crate) fn turn(&mut self, key: usize, hook: Hook<'_>, now: Instant) -> Option<Verdict> {
         if let Hook::Stop = hook {
             let conn = self.remove(key)?;
@@ -146,14 +147,17 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
                 return Some(verdict);
             }
         }
-        let turned = Turned {
-            read: cx.counters.bytes_in != bytes_in,
-            wrote: cx.counters.bytes_out != bytes_out,
-            ending: conn.is_ending(),
-            pending: conn.has_pending(),
-            deadline: cx.protocol.deadline(conn.state()),
-        };
-        self.timeouts.after_turn(key, turned, now);
+        let deadline = cx.protocol.deadline(conn.state());
+        if self.timeouts.watches(key, deadline) {
+            let turned = Turned {
+                read: cx.counters.bytes_in != bytes_in,
+                wrote: cx.counters.bytes_out != bytes_out,
+                ending: conn.is_ending(),
+                pending: conn.has_pending(),
+                deadline,
+            };
+            self.timeouts.after_turn(key, turned, now);
+        }
         Some(verdict)
     }
 
@@ -172,10 +176,14 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
     }
 
     /// Gives the clients that used up their turn another one.
+    #[inline]
     pub(crate) fn run_again(&mut self, now: Instant) {
-        if self.again.is_empty() {
-            return;
+        if !self.again.is_empty() {
+            self.pump_again(now);
         }
+    }
+
+    fn pump_again(&mut self, now: Instant) {
         let mut again = std::mem::take(&mut self.again);
         for key in again.drain(..) {
             self.turn(key, Hook::Pump, now);
@@ -194,6 +202,7 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
     }
 
     /// When the nearest deadline of any client is due.
+    #[inline]
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.timeouts.next_due()
     }
@@ -220,6 +229,7 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
     /// Makes the keys of the clients removed since the last call available
     /// again: between batches of events, so that an event still queued for
     /// a closed client never reaches a new one.
+    #[inline]
     pub(crate) fn recycle(&mut self) {
         self.table.recycle();
     }

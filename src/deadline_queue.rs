@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 /// per tick, and fire at most one tick late.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// No deadline (or one too far to count: 2^32 ticks is over 13 years).
-const NONE: u32 = u32::MAX;
+pub(crate) const NONE: u32 = u32::MAX;
 /// Stale entries allowed beyond one per table slot before a rebuild.
 const STALE_SLACK: usize = 64;
 
@@ -90,15 +90,23 @@ pub(crate) struct DeadlineQueue {
     entries: usize,
     /// Indexed by key; grown on a key's first deadline.
     keys: Vec<KeyDeadlines>,
+    /// The queue's first tick, or [`NONE`], and when it starts.
+    first: u32,
+    next: Option<Instant>,
 }
 
 impl DeadlineQueue {
+    /// [`TICK`] in nanoseconds.
+    pub(crate) const TICK_NANOS: u64 = TICK.as_nanos() as u64;
+
     pub(crate) fn new(origin: Instant) -> DeadlineQueue {
         DeadlineQueue {
             origin,
             queue: BTreeMap::new(),
             entries: 0,
             keys: Vec::new(),
+            first: NONE,
+            next: None,
         }
     }
 
@@ -107,16 +115,46 @@ impl DeadlineQueue {
     /// together tell instants apart (all those before the origin are one:
     /// it is the server's start).
     fn exact(&self, at: Instant) -> (u32, u32) {
-        let nanos = at.saturating_duration_since(self.origin).as_nanos();
-        let tick = u32::try_from(nanos.div_ceil(TICK.as_nanos())).unwrap_or(NONE);
+        let nanos = self.nanos(at);
+        let tick = u32::try_from(nanos.div_ceil(Self::TICK_NANOS)).unwrap_or(NONE);
         // Below TICK's 10^8 ns, so it fits.
-        (tick, (nanos % TICK.as_nanos()) as u32)
+        (tick, (nanos % Self::TICK_NANOS) as u32)
+    }
+
+    /// Nanoseconds from the origin to `at` (0 before it). In 64 bits, which
+    /// hold 584 years, so that the division by the tick is a multiply.
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.origin);
+        since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()))
+    }
+
+    /// The tick a deadline `delay` nanoseconds after `nanos` (both from
+    /// [`DeadlineQueue::nanos`]) falls in, rounded up, or [`NONE`] for one
+    /// too far to count: what [`DeadlineQueue::set_tick`] takes.
+    #[inline]
+    pub(crate) fn tick_after(nanos: u64, delay: u64) -> u32 {
+        nanos
+            .checked_add(delay)
+            .and_then(|at| u32::try_from(at.div_ceil(Self::TICK_NANOS)).ok())
+            .unwrap_or(NONE)
+    }
+
+    /// Where ticks are counted from: the server's start.
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    /// `delay` in nanoseconds, as [`DeadlineQueue::tick_after`] takes it.
+    pub(crate) fn delay_nanos(delay: Duration) -> u64 {
+        u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The last tick whose start `now` has reached.
     fn now_tick(&self, now: Instant) -> u32 {
-        let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u32::try_from(nanos / TICK.as_nanos())
+        u32::try_from(self.nanos(now) / Self::TICK_NANOS)
             .unwrap_or(NONE - 1)
             .min(NONE - 1)
     }
@@ -125,39 +163,94 @@ impl DeadlineQueue {
         self.origin + TICK * tick
     }
 
+    /// Sets, moves or clears (`None`) the protocol's deadline for `key`, to
+    /// the nanosecond: one reported already is not reported again unless it
+    /// moved.
+    #[inline]
+    pub(crate) fn set_protocol(&mut self, key: usize, at: Option<Instant>) {
+        if at.is_none() {
+            // The common case for a protocol with no deadline: nothing to
+            // clear, and nothing allocated to find that out.
+            let Some(key_deadlines) = self.keys.get(key) else {
+                return;
+            };
+            let p = Kind::Protocol as usize;
+            if key_deadlines.due[p] == NONE && key_deadlines.spent == NONE {
+                return;
+            }
+        }
+        self.set(key, Kind::Protocol, at);
+    }
+
     /// Sets, moves or clears (`None`) the deadline of `kind` for `key`.
     pub(crate) fn set(&mut self, key: usize, kind: Kind, at: Option<Instant>) {
         let (tick, nanos) = at.map_or((NONE, 0), |at| self.exact(at));
-        if key >= self.keys.len() {
-            if tick == NONE {
-                // The common case for a protocol with no deadline: nothing
-                // to clear, and nothing allocated to find that out.
-                return;
-            }
-            self.keys.resize(key + 1, KeyDeadlines::EMPTY);
-        }
-        let key_deadlines = &mut self.keys[key];
         if kind == Kind::Protocol {
-            if tick != NONE && tick == key_deadlines.spent && nanos == key_deadlines.protocol_nanos
-            {
-                // Reported already, and not moved since.
+            if key >= self.keys.len() {
+                if tick == NONE {
+                    return;
+                }
+                self.grow(key);
+            }
+            let key_deadlines = &mut self.keys[key];
+            let unmoved = tick == key_deadlines.spent && nanos == key_deadlines.protocol_nanos;
+            if unmoved && (tick != NONE || key_deadlines.due[Kind::Protocol as usize] == NONE) {
+                // Reported already and not moved since, or none as before.
                 return;
             }
             key_deadlines.spent = NONE;
             key_deadlines.protocol_nanos = nanos;
         }
+        self.set_tick(key, kind, tick);
+    }
+
+    /// Sets, moves or clears ([`NONE`]) the deadline of `kind` for `key`,
+    /// in ticks ([`DeadlineQueue::tick_of`]). Not for the protocol's, which
+    /// [`DeadlineQueue::set`] keeps to the nanosecond. Moving one later is
+    /// a store.
+    #[inline]
+    pub(crate) fn set_tick(&mut self, key: usize, kind: Kind, tick: u32) {
+        if key >= self.keys.len() {
+            if tick == NONE {
+                return;
+            }
+            self.grow(key);
+        }
+        let key_deadlines = &mut self.keys[key];
         key_deadlines.due[kind as usize] = tick;
-        let earliest = key_deadlines.earliest();
-        // Later, or cleared: the entry stays where it is and is fixed when
-        // it surfaces. Earlier: a new entry, the old one goes stale.
-        if earliest < key_deadlines.armed {
-            key_deadlines.armed = earliest;
-            self.push(earliest, key);
+        // The live entry is never later than any deadline of its key, so
+        // only one earlier than it needs a new entry; a later one, or none,
+        // leaves the entry where it is, to be fixed when it surfaces.
+        if tick < key_deadlines.armed {
+            key_deadlines.armed = tick;
+            self.push(tick, key);
         }
     }
 
-    /// The deadline of `kind` for `key`, if it has one.
-    pub(crate) fn get(&self, key: usize, kind: Kind) -> Option<Instant> {
+    /// Makes room for `key` in the side table.
+    #[cold]
+    fn grow(&mut self, key: usize) {
+        self.keys.resize(key + 1, KeyDeadlines::EMPTY);
+    }
+
+    /// Whether `key` ever had a deadline: one that never did has none to
+    /// clear.
+    #[inline]
+    pub(crate) fn holds(&self, key: usize) -> bool {
+        key < self.keys.len()
+    }
+
+    /// Whether `key` has a deadline of `kind`.
+    pub(crate) fn is_set(&self, key: usize, kind: Kind) -> bool {
+        self.keys
+            .get(key)
+            .is_some_and(|k| k.due[kind as usize] != NONE)
+    }
+
+    /// The deadline of `kind` for `key`, if it has one: the start of its
+    /// tick.
+    #[cfg(test)]
+    fn get(&self, key: usize, kind: Kind) -> Option<Instant> {
         let tick = self.keys.get(key)?.due[kind as usize];
         (tick != NONE).then(|| self.start_of(tick))
     }
@@ -173,10 +266,17 @@ impl DeadlineQueue {
     /// When the earliest queue entry is due: the loop sleeps until then.
     /// An entry may be stale, so this may wake the loop for nothing, once
     /// per stale entry at most; it is never later than a live deadline.
+    /// Kept up to date as the queue's head changes, for the loop asks on
+    /// every wakeup.
+    #[inline]
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.queue
-            .first_key_value()
-            .map(|(&tick, _)| self.start_of(tick))
+        self.next
+    }
+
+    /// The queue's head changed: when it is due, again.
+    fn refresh_next(&mut self) {
+        self.first = self.queue.first_key_value().map_or(NONE, |(&tick, _)| tick);
+        self.next = (self.first != NONE).then(|| self.start_of(self.first));
     }
 
     /// Takes every deadline due by `now`, appending `(key, kind)` to
@@ -191,6 +291,7 @@ impl DeadlineQueue {
             }
             let keys = bucket.remove();
             self.entries -= keys.len();
+            self.first = NONE;
             for key in keys {
                 let key = key as usize;
                 let key_deadlines = &mut self.keys[key];
@@ -214,13 +315,18 @@ impl DeadlineQueue {
                 }
             }
         }
+        self.refresh_next();
     }
 
+    #[inline(never)]
     fn push(&mut self, tick: u32, key: usize) {
         self.queue.entry(tick).or_default().push(key as u32);
         self.entries += 1;
         if self.entries > 2 * self.keys.len() + STALE_SLACK {
             self.rebuild();
+        } else if tick < self.first {
+            self.first = tick;
+            self.next = Some(self.start_of(tick));
         }
     }
 
@@ -239,6 +345,7 @@ impl DeadlineQueue {
                 self.entries += 1;
             }
         }
+        self.refresh_next();
     }
 
     /// Queue entries, live and stale.

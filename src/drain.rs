@@ -163,6 +163,7 @@ impl Drain {
 
     /// When [`Drain::on_timer`] next has something to do, with `clients`
     /// left: the drain timeout, or the next close of the hard stop.
+    #[inline]
     pub(crate) fn due(&self, clients: usize) -> Option<Instant> {
         match self.phase {
             Phase::Running => None,

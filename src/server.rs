@@ -213,10 +213,13 @@ impl<P: Protocol> Server<P> {
         // ends, late by at most that batch's time, never early, so the loop
         // cannot spin on them.
         let mut now = Instant::now();
+        // The nearest timer, from the table as the last wakeup left it.
+        let mut next = nearest(&self.timers(now));
         while !self.finished() {
-            let timeout = self.timeout(now);
+            let timeout = self.timeout(next, now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
+                    now = Instant::now();
                     continue;
                 }
                 return Err(e);
@@ -248,7 +251,7 @@ impl<P: Protocol> Server<P> {
                 self.on_signals(now);
             }
             self.clients.run_again(now);
-            self.on_timers(now);
+            next = self.on_timers(now);
             self.clients.recycle();
         }
         if self.drain.is_closing() {
@@ -480,6 +483,7 @@ impl<P: Protocol> Server<P> {
 
     /// Every timer with when it is next due. The one list both the poll's
     /// timeout and [`Server::on_timers`] are derived from.
+    #[inline]
     fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 4] {
         [
             (
@@ -495,12 +499,20 @@ impl<P: Protocol> Server<P> {
         ]
     }
 
-    fn on_timers(&mut self, now: Instant) {
-        for (timer, at) in self.timers(now) {
+    /// Fires the timers due at `now`, and returns when the next one is.
+    /// The table is built once on a wakeup that fires nothing, which is
+    /// most of them: nothing between here and the next poll moves a timer.
+    fn on_timers(&mut self, now: Instant) -> Option<Instant> {
+        let timers = self.timers(now);
+        if !timers.iter().any(|&(_, at)| at.is_some_and(|at| at <= now)) {
+            return nearest(&timers);
+        }
+        for (timer, at) in timers {
             if at.is_some_and(|at| at <= now) {
                 self.fire(timer, now);
             }
         }
+        nearest(&self.timers(now))
     }
 
     fn fire(&mut self, timer: Timer, now: Instant) {
@@ -528,17 +540,18 @@ impl<P: Protocol> Server<P> {
     }
 
     /// How long the next poll may sleep: not at all when a client has work
-    /// left, otherwise until the nearest timer.
-    fn timeout(&self, now: Instant) -> Option<Duration> {
+    /// left, otherwise until `next`, the nearest timer.
+    fn timeout(&self, next: Option<Instant>, now: Instant) -> Option<Duration> {
         if self.clients.has_again() {
             return Some(Duration::ZERO);
         }
-        self.timers(now)
-            .into_iter()
-            .filter_map(|(_, at)| at)
-            .min()
-            .map(|at| at.saturating_duration_since(now))
+        next.map(|at| at.saturating_duration_since(now))
     }
+}
+
+/// The nearest of the timers.
+fn nearest(timers: &[(Timer, Option<Instant>)]) -> Option<Instant> {
+    timers.iter().filter_map(|&(_, at)| at).min()
 }
 
 /// Announces the service this process runs on `addr`, and refuses to go on

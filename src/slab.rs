@@ -98,10 +98,14 @@ impl<T> Slab<T> {
     }
 
     /// Makes the slots removed since the last call available again.
+    #[inline]
     pub(crate) fn recycle(&mut self) {
-        if self.released == NONE {
-            return;
+        if self.released != NONE {
+            self.recycle_released();
         }
+    }
+
+    fn recycle_released(&mut self) {
         self.entries[self.released_tail as usize] = Entry::Vacant(self.free);
         self.free = self.released;
         self.released = NONE;
