@@ -2,11 +2,13 @@
 //! timeouts and the list of those with work left, and [`Clients::turn`], the
 //! one function that runs a connection's turn.
 //!
-//! A turn is always the same four steps: the counters are noted, the hook
-//! runs ([`Hook`]: a readiness event, more work, the admission, the drain,
-//! a deadline, the hard stop), its [`Verdict`] is applied (kept, queued
-//! for another turn, or removed), and the timeouts are told what the turn
-//! did. The server, which owns the poll, and the fuzzer, which plays the
+//! A turn is always the same steps: the counters are noted, the hook runs
+//! ([`Hook`]: a readiness event, more work, the admission, the drain, a
+//! deadline, an eviction, the hard stop), its [`Verdict`] is applied (kept,
+//! queued for another turn, or removed), the timeouts are told what the
+//! turn did, and the connection's own buffers, if it has any, are counted
+//! against the process's budget ([`crate::budget`]), which closes the
+//! connections holding the most when it is spent. The server, which owns the poll, and the fuzzer, which plays the
 //! kernel and the peer, both run every turn through it, so what the fuzzer
 //! checks is the glue the server runs.
 //!
@@ -21,6 +23,9 @@
 //!   counters before and after its turn: one connection is served at a
 //!   time, so a change is that connection's, and a connection keeps no
 //!   timestamp.
+//! - The budget is passed only by a count after a turn, and closing the
+//!   largest connections until it fits again happens right there, each
+//!   close a turn of its own ([`Hook::Evict`]).
 //! - The hard stop closes clients in key order from where it last stopped
 //!   ([`Clients::stop`]): no client is admitted after it began, so the
 //!   keys behind that point stay empty, and closing them all visits each
@@ -29,6 +34,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::budget::{Classes, Closed, Report, Share};
 use crate::config::Config;
 use crate::conn::{Conn, Context, Counters, Ready, Stream, Verdict};
 use crate::deadline_queue::Kind;
@@ -54,6 +60,9 @@ pub(crate) enum Hook<'a> {
     Drain(Option<&'a [u8]>),
     /// One of its deadlines passed.
     Expired(Kind),
+    /// The process's buffers are over their budget, and it holds among
+    /// the most: what it holds goes, and it ends.
+    Evict,
     /// The hard stop: the protocol's last word, and it is closed.
     Stop,
 }
@@ -65,6 +74,11 @@ pub(crate) struct Clients<S, P: Protocol> {
     timeouts: Timeouts,
     /// Clients with work left after their turn.
     again: Vec<usize>,
+    /// The connections with buffers of their own, by size, to close the
+    /// largest when the buffers are over their budget.
+    classes: Classes,
+    /// Clients closed for the budget, for the log and the status line.
+    evicted: Report,
     /// Where the hard stop goes on closing: every key below is empty.
     stop_from: usize,
 }
@@ -76,9 +90,12 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
         Clients {
             table: Slab::new(),
             cx: Context::new(protocol, config.max_input, config.max_output)
-                .with_telnet(config.telnet),
+                .with_telnet(config.telnet)
+                .with_budget(config.max_buffers),
             timeouts: Timeouts::new(config, origin),
             again: Vec::new(),
+            classes: Classes::default(),
+            evicted: Report::default(),
             stop_from: 0,
         }
     }
@@ -133,10 +150,14 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
                 match self.timeouts.on_expired(key, kind, conn.is_ending(), now) {
                     Expired::Ignore => Verdict::Keep,
                     Expired::Close => Verdict::Close,
-                    Expired::Idle(idle) => conn.on_idle_timeout(idle, cx),
+                    Expired::Idle { idle, close } => {
+                        let verdict = conn.on_idle_timeout(idle, cx);
+                        if close { Verdict::Close } else { verdict }
+                    }
                     Expired::Deadline => conn.on_deadline(cx),
                 }
             }
+            Hook::Evict => conn.evict(cx),
             Hook::Stop => unreachable!("handled above"),
         };
         match verdict {
@@ -158,7 +179,89 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
             };
             self.timeouts.after_turn(key, turned, now);
         }
+        if conn.has_buffers() {
+            self.file_buffers(key);
+            // An eviction's own turn does not start another round: the
+            // round that evicts goes on until the budget fits.
+            if !matches!(hook, Hook::Evict) && self.cx.budget.over() {
+                self.evict(now);
+            }
+        }
         Some(verdict)
+    }
+
+    /// Counts the buffers of the connection in `key` against the budget,
+    /// as they stand after its turn, and files it under its size class.
+    /// The only place the budget can be passed: what is held grows only
+    /// when it is counted.
+    fn file_buffers(&mut self, key: usize) {
+        let Some(conn) = self.table.get_mut(key) else {
+            return;
+        };
+        let Some(class) = conn.count_buffers() else {
+            return;
+        };
+        let stamp = self.classes.file(key, class);
+        if let Some(share) = conn.share_mut() {
+            share.filed(class, stamp);
+        }
+        if self.classes.crowded(self.cx.budget.shares()) {
+            let table = &self.table;
+            self.classes.compact(|k| filed_stamp(table, k));
+        }
+    }
+
+    /// Closes the connections that hold the most, largest class first,
+    /// until the buffers fit their budget again. Each is taken from
+    /// [`Classes`] in O(1) amortized, and filed again (at its new, small
+    /// size) after its eviction's turn; one taken again while ending is
+    /// closed, so the loop ends.
+    #[inline(never)]
+    fn evict(&mut self, now: Instant) {
+        while self.cx.budget.over() {
+            let table = &self.table;
+            let Some(key) = self.classes.pop(|k| filed_stamp(table, k)) else {
+                break;
+            };
+            let Some(conn) = self.table.get_mut(key) else {
+                continue;
+            };
+            let first = !conn.is_ending();
+            let held = conn.share().map_or(0, Share::counted);
+            if let Some(share) = conn.share_mut() {
+                share.unfile();
+            }
+            if first {
+                self.evicted.closed(held);
+            }
+            self.turn(key, Hook::Evict, now);
+        }
+    }
+
+    /// What the connections' own buffers hold in all, as last counted.
+    pub(crate) fn buffers(&self) -> usize {
+        self.cx.budget.held()
+    }
+
+    /// The budget for the connections' own buffers.
+    pub(crate) fn buffer_limit(&self) -> usize {
+        self.cx.budget.limit()
+    }
+
+    /// Every client closed for the budget so far.
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.total()
+    }
+
+    /// When the next line about clients closed for the budget is due.
+    #[inline]
+    pub(crate) fn evictions_due(&self, now: Instant) -> Option<Instant> {
+        self.evicted.due(now)
+    }
+
+    /// What that line reports, if it is due at `now`.
+    pub(crate) fn take_evictions(&mut self, now: Instant) -> Option<Closed> {
+        self.evicted.take(now)
     }
 
     /// Takes a connection out of the table, with its timers. Dropping it
@@ -207,8 +310,10 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
         self.timeouts.next_due()
     }
 
-    /// Acts on every deadline that passed by `now`.
-    pub(crate) fn expire(&mut self, now: Instant) {
+    /// Acts on every deadline that passed by `now`; `short` says the
+    /// process is out of descriptors, with clients queued for one.
+    pub(crate) fn expire(&mut self, now: Instant, short: bool) {
+        self.timeouts.short_of_descriptors(short);
         let fired = self.timeouts.expire(now);
         for &(key, kind) in &fired {
             self.turn(key, Hook::Expired(kind), now);
@@ -233,6 +338,11 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
     pub(crate) fn recycle(&mut self) {
         self.table.recycle();
     }
+}
+
+/// The stamp the connection in `key` carries in [`Classes`], or 0.
+fn filed_stamp<S: Stream, C>(table: &Slab<Conn<S, C>>, key: usize) -> u32 {
+    table.get(key).and_then(Conn::share).map_or(0, Share::stamp)
 }
 
 #[cfg(test)]
@@ -323,7 +433,7 @@ mod tests {
         at.set(Some(deadline));
         let key = clients.admit(Quiet, t0);
         clients.turn(key, Hook::Connect(PEER), t0);
-        clients.expire(deadline + TICK);
+        clients.expire(deadline + TICK, false);
         assert_eq!(late.get(), 1);
         assert_eq!(
             clients.turn(key, Hook::Stop, deadline + TICK),
@@ -334,7 +444,7 @@ mod tests {
         let again = deadline + 2 * TICK;
         assert_eq!(clients.admit(Quiet, again), key, "the slot is reused");
         clients.turn(key, Hook::Connect(PEER), again);
-        clients.expire(again);
+        clients.expire(again, false);
         assert_eq!(late.get(), 2, "the new client's deadline was not reported");
     }
 

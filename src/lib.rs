@@ -39,6 +39,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod budget;
 mod claim;
 mod clients;
 mod config;
@@ -53,6 +54,7 @@ mod pidfile;
 pub mod protocol;
 mod server;
 mod slab;
+mod sockdiag;
 mod spread;
 mod steer;
 mod sys;
@@ -64,6 +66,9 @@ mod timeouts;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]
 pub use clients::fuzzing;
-pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
+pub use config::{
+    Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_INPUT,
+    DEFAULT_MAX_OUTPUT,
+};
 pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};
 pub use server::serve;

@@ -27,13 +27,14 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::admission::{self, Accept, Admission};
-use crate::claim::{self, Claim};
+use crate::budget::Size;
+use crate::claim::{self, Claim, Conflict};
 use crate::clients::{Clients, Hook};
 use crate::config::Config;
 use crate::conn::Ready;
 use crate::drain::{Cause, Drain, Step};
 use crate::listener::Listeners;
-use crate::log::{plural, say};
+use crate::log::{Escaped, plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protocol::Protocol;
@@ -143,6 +144,8 @@ enum Timer {
     Progress,
     /// The nearest per-connection deadline: idle, send or the protocol's.
     Deadlines,
+    /// The next line about clients closed for the buffer budget.
+    Evictions,
 }
 
 struct Server<P: Protocol> {
@@ -431,14 +434,31 @@ impl<P: Protocol> Server<P> {
         };
         let c = self.clients.counters();
         say!(
-            "Process {} status: state={state} clients={} accepted={} lines={} bytes_in={} bytes_out={} since_hangup={since}",
+            "Process {} status: state={state} clients={} accepted={} lines={} bytes_in={} bytes_out={} buffers={} evicted={} since_hangup={since}",
             self.pid,
             self.clients.len(),
             c.accepted,
             c.lines,
             c.bytes_in,
-            c.bytes_out
+            c.bytes_out,
+            self.clients.buffers(),
+            self.clients.evicted()
         );
+    }
+
+    /// Says how many clients were closed for the buffer budget since the
+    /// last such line, at most once per interval.
+    fn report_evictions(&mut self, now: Instant) {
+        if let Some(closed) = self.clients.take_evictions(now) {
+            say!(
+                "Process {} is over its budget for client buffers ({}): closed {} client{} holding the most, {} in all",
+                self.pid,
+                Size(self.clients.buffer_limit()),
+                closed.clients,
+                plural(closed.clients),
+                Size(closed.bytes)
+            );
+        }
     }
 
     /// Reports a changed client count at most once per interval: to stdout
@@ -484,7 +504,7 @@ impl<P: Protocol> Server<P> {
     /// Every timer with when it is next due. The one list both the poll's
     /// timeout and [`Server::on_timers`] are derived from.
     #[inline]
-    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 4] {
+    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 5] {
         [
             (
                 Timer::Admission,
@@ -496,6 +516,7 @@ impl<P: Protocol> Server<P> {
                 self.progress_wanted().then_some(self.report_at),
             ),
             (Timer::Deadlines, self.clients.next_due()),
+            (Timer::Evictions, self.clients.evictions_due(now)),
         ]
     }
 
@@ -535,7 +556,11 @@ impl<P: Protocol> Server<P> {
                 step => self.act(step, now),
             },
             Timer::Progress => self.report_progress(now),
-            Timer::Deadlines => self.clients.expire(now),
+            Timer::Deadlines => {
+                let short = self.admission.is_starved();
+                self.clients.expire(now, short);
+            }
+            Timer::Evictions => self.report_evictions(now),
         }
     }
 
@@ -555,50 +580,66 @@ fn nearest(timers: &[(Timer, Option<Instant>)]) -> Option<Instant> {
 }
 
 /// Announces the service this process runs on `addr`, and refuses to go on
-/// when another service already serves it (unless `config.join_any`).
-/// Comes after the bind and before the listen, so refusing resets nothing.
-/// Where the announcement cannot be made or read, the process says so and
-/// goes on: the check protects against a mistake, it is not a lock.
+/// when another service of this uid already serves it (unless
+/// `config.join_any`). Comes after the bind and before the listen, so
+/// refusing resets nothing. Where the announcement cannot be made, or the
+/// claims cannot be read, the process says so and goes on: the check
+/// protects against a mistake, it is not a lock. What a claim's name holds
+/// is printed escaped.
 fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Claim>> {
     let pid = process::id();
     let service = match &config.service {
         Some(name) => claim::clean(name.as_ref()),
         None => claim::service_of::<P>(),
     };
-    let claimed = match claim::announce(addr, &service) {
-        Ok(claimed) => claimed,
-        Err(e) => {
+    // Announcing first: of two processes that start at once, the one
+    // that lists second sees the other. A process that cannot announce
+    // still checks the others.
+    let claimed = claim::announce(addr, &service)
+        .inspect_err(|e| {
             say!(
                 "Process {pid} cannot announce its service on {addr} ({e}); siblings cannot check it"
             );
-            return Ok(None);
-        }
-    };
-    let siblings = match claim::siblings(addr) {
-        Ok(siblings) => siblings,
+        })
+        .ok();
+    let listing = match claim::list() {
+        Ok(listing) => listing,
         Err(e) => {
             say!("Process {pid} cannot list the services on {addr} ({e}); not checked");
-            return Ok(Some(claimed));
+            return Ok(claimed);
         }
     };
-    if let Some(other) = siblings.iter().find(|s| s.service != service) {
-        if !config.join_any {
+    if let Some(why) = &listing.owners_unknown {
+        say!(
+            "Process {pid} cannot tell who announced the services on {addr} ({why}); \
+             another service there is reported, not refused"
+        );
+    }
+    match listing.conflict(addr, &service) {
+        None => {}
+        Some(Conflict::Mine(other)) if !config.join_any => {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
                 format!(
                     "{addr} is served by another service, {} (pid {}), and this is {service}; \
                      refusing to split its clients between two programs (--join-any to share it)",
-                    other.service, other.pid
+                    Escaped(&other.service),
+                    other.pid
                 ),
             ));
         }
-        say!(
+        Some(Conflict::Mine(other)) => say!(
             "Process {pid} joins {addr}, which {} (pid {}) also serves",
-            other.service,
+            Escaped(&other.service),
             other.pid
-        );
+        ),
+        Some(Conflict::Unknown(other)) => say!(
+            "Process {pid} joins {addr}, which {} (pid {}) may also serve: who announced it is unknown",
+            Escaped(&other.service),
+            other.pid
+        ),
     }
-    Ok(Some(claimed))
+    Ok(claimed)
 }
 
 fn signal_name(signal: libc::c_int) -> &'static str {

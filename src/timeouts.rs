@@ -7,8 +7,11 @@
 //! Guarantees:
 //! - Idle: a client that sent no byte for `idle_timeout` gets the
 //!   protocol's last word ([`Protocol::on_idle_timeout`]) and its
-//!   connection ends; if it is still there `idle_timeout` later (it never
-//!   sent its EOF), it is closed. An ending connection's idle clock is not
+//!   connection ends; if it is still there [`TOLD_WAIT`] later (or
+//!   `idle_timeout`, if shorter) without having sent its EOF, it is
+//!   closed, and while the process is out of descriptors it is closed
+//!   right after its last word, without waiting: clients queued for a
+//!   descriptor need it more. An ending connection's idle clock is not
 //!   moved by the input it throws away, so however it came to end, it
 //!   waits for the client's EOF one idle period at most.
 //! - Send: a connection whose output waited `send_timeout` without the
@@ -27,6 +30,12 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::deadline_queue::{DeadlineQueue, Kind, NONE};
+
+/// How long a client told of its idle timeout has to send its EOF before
+/// it is closed anyway: enough for a live client to read its line and
+/// close, short beside the idle timeouts that are used, so that silent
+/// clients do not hold their descriptors for a second idle period.
+pub(crate) const TOLD_WAIT: Duration = Duration::from_secs(1);
 
 /// What a connection's turn did, as far as its timeouts care.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +60,8 @@ pub(crate) enum Expired {
     /// Close the connection at once, without a word.
     Close,
     /// Give the protocol its last word for a client idle this long, and
-    /// end the connection.
-    Idle(Duration),
+    /// end the connection: close it at once if `close`.
+    Idle { idle: Duration, close: bool },
     /// Tell the protocol its deadline passed.
     Deadline,
 }
@@ -68,6 +77,8 @@ pub(crate) struct Timeouts {
     stamp: Stamp,
     /// Kept between expiries so that firing allocates nothing once warm.
     fired: Vec<(usize, Kind)>,
+    /// The process is out of descriptors: a told client does not wait.
+    short: bool,
 }
 
 /// The ticks an idle and a send deadline set at a given `now` fall in,
@@ -111,6 +122,7 @@ impl Timeouts {
                 send: NONE,
             },
             fired: Vec::new(),
+            short: false,
         };
         timeouts.restamp(origin);
         timeouts
@@ -162,6 +174,12 @@ impl Timeouts {
             send,
         };
         debug_assert!(self.stamp.holds(now) || nanos == 0);
+    }
+
+    /// Whether the process is out of descriptors, with clients queued for
+    /// one: then a client told of its idle timeout is closed at once.
+    pub(crate) fn short_of_descriptors(&mut self, short: bool) {
+        self.short = short;
     }
 
     /// A client was admitted into `key` at `now`: its idle clock starts.
@@ -257,13 +275,20 @@ impl Timeouts {
                 };
                 if ending {
                     // Told already, or ending for another reason, and
-                    // silent as long again: its EOF is not coming.
+                    // silent since: its EOF is not coming.
                     return Expired::Close;
                 }
-                // The wait for the client's EOF is bounded the same way.
-                let again = self.stamp(now).idle;
-                self.deadlines.set_tick(key, Kind::Idle, again);
-                Expired::Idle(idle)
+                // The wait for the client's EOF is short: a silent client
+                // must not hold its descriptor for a second idle period.
+                let told = now.checked_add(idle.min(TOLD_WAIT));
+                self.deadlines.set(key, Kind::Idle, told);
+                Expired::Idle {
+                    idle,
+                    // Its line and FIN are written, as far as the socket
+                    // takes them; the descriptor goes to a client queued
+                    // for one.
+                    close: self.short,
+                }
             }
             // Not reading: a last word would not be read either.
             Kind::Send => Expired::Close,

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::conn::{Conn, DISCARD_LIMIT, HARD_CLOSE_READS, READ_CHUNK, Ready};
 use crate::deadline_queue::{Kind, TICK};
 use crate::protocol::Lines;
+use crate::timeouts::TOLD_WAIT;
 
 use super::case::{Case, ERROR, Ms, Op, READ_CLOSED, READABLE, Then, WRITABLE, ready_from};
 use super::model::{Model, ModelStop, idle_line, too_long_reply};
@@ -122,6 +123,9 @@ pub(super) struct Driver {
     /// byte while the connection was not ending, or the idle timeout's
     /// firing.
     idle_from: Instant,
+    /// The idle timeout told the client: it has [`TOLD_WAIT`] (or the idle
+    /// timeout, if shorter) from then to send its EOF.
+    told: bool,
     /// Since when output has waited in the connection with none of it
     /// written, if it waits.
     send_from: Option<Instant>,
@@ -186,6 +190,7 @@ impl Driver {
             idle: case.idle,
             send: case.send,
             idle_from: t0,
+            told: false,
             send_from: None,
             late_owed: false,
             ever_deadline: false,
@@ -411,6 +416,7 @@ impl Driver {
         if self.life != Life::Open {
             return Ok(());
         }
+        self.check_budget()?;
         if self.conn().is_none() {
             if timed_out {
                 self.life = Life::TimedOut;
@@ -447,6 +453,23 @@ impl Driver {
             _ if pending => Some(self.now),
             _ => None,
         };
+    }
+
+    /// What the budget holds is what the connection's buffers hold, as the
+    /// server counted them after the turn; a connection closed, or left
+    /// without buffers, gave all of it back.
+    fn check_budget(&mut self) -> Result<(), String> {
+        let want = self
+            .conn()
+            .and_then(|c| c.bufs.as_deref())
+            .map_or(0, |b| b.capacity());
+        let held = self.clients.buffers();
+        if held != want {
+            return Err(format!(
+                "the budget holds {held} bytes for a connection whose buffers hold {want}"
+            ));
+        }
+        Ok(())
     }
 
     fn check_memory(&mut self) -> Result<(), String> {
@@ -742,8 +765,10 @@ impl Driver {
         // Due before the batch, by the driver's account.
         let send_due =
             matches!((self.send, self.send_from), (Some(s), Some(from)) if from + s <= self.now);
-        let idle_due = self.idle.is_some_and(|i| self.idle_from + i <= self.now);
-        self.clients.expire(self.now);
+        let idle_due = self
+            .idle
+            .is_some_and(|i| self.idle_from + self.idle_span(i) <= self.now);
+        self.clients.expire(self.now, false);
         let (called, told_idle, moved) = {
             let plan = self.plan.borrow();
             (plan.late != late, plan.idle != told, plan.deadline)
@@ -764,6 +789,7 @@ impl Driver {
                 return Err("an ending connection was told of its idle timeout".into());
             }
             self.idle_from = self.now;
+            self.told = true;
             let line = idle_line(self.idle.expect("checked as due"));
             self.said_words(at, &line, Some(ModelStop::Idle), gone)?;
             at += line.len();
@@ -877,7 +903,7 @@ impl Driver {
         };
         let mut live = Vec::new();
         if let Some(idle) = self.idle {
-            live.push(("idle", self.idle_from + idle));
+            live.push(("idle", self.idle_from + self.idle_span(idle)));
         }
         if let (Some(send), Some(from)) = (self.send, self.send_from) {
             live.push(("send", from + send));
@@ -889,12 +915,17 @@ impl Driver {
         live
     }
 
+    /// How long after `idle_from` the idle deadline is due.
+    fn idle_span(&self, idle: Duration) -> Duration {
+        if self.told { idle.min(TOLD_WAIT) } else { idle }
+    }
+
     /// A deadline fires never before it is due; `protocol` is the
     /// protocol's deadline as it stood before it fired.
     fn check_due(&self, kind: Kind, protocol: Option<Instant>) -> Result<(), String> {
         let due = match kind {
             Kind::Idle => match self.idle {
-                Some(idle) => self.idle_from + idle,
+                Some(idle) => self.idle_from + self.idle_span(idle),
                 None => return Err("an idle deadline fired with no idle timeout".into()),
             },
             Kind::Send => match (self.send, self.send_from) {
