@@ -15,7 +15,10 @@
 //!   (at `max_clients`, out of descriptors, or retiring), they carry none,
 //!   so the group sends new SYNs to a sibling that can, if there is one.
 //! - At most [`ACCEPTS_PER_TURN`] accepts per turn of the loop, taken from
-//!   the listeners in turn, so no CPU's queue starves another's.
+//!   the listeners in turn, so no CPU's queue starves another's. The hard
+//!   stop is the exception: [`Admission::stop_now`] takes up to
+//!   [`HARD_STOP_ACCEPTS`] at once, for every queued client to get the
+//!   closing line before the listeners close.
 //! - A listener is closed only when its queue was seen empty after the
 //!   handshake window ([`window`]) ended: no connection that reached it
 //!   is reset by the close.

@@ -205,7 +205,7 @@ impl DeadlineQueue {
     }
 
     /// Sets, moves or clears ([`NONE`]) the deadline of `kind` for `key`,
-    /// in ticks ([`DeadlineQueue::tick_of`]). Not for the protocol's, which
+    /// in ticks ([`DeadlineQueue::tick_after`]). Not for the protocol's, which
     /// [`DeadlineQueue::set`] keeps to the nanosecond. Moving one later is
     /// a store.
     #[inline]

@@ -1,7 +1,9 @@
 //! The event loop: one `Poll` over the listeners, the signal pipe and every
-//! client, and the state machine that takes a process from running to
-//! draining to exit. Which clients come in, and when the listeners close,
-//! is [`crate::admission`]'s to decide.
+//! client. The server owns the poll, the signals, admission and the drain,
+//! and hands every client's turn to [`Clients`]: which clients come in,
+//! and when the listeners close, is [`crate::admission`]'s to decide; when
+//! the drain starts and ends, [`crate::drain`]'s; what a client's turn
+//! does, [`crate::clients`]'s.
 //!
 //! Guarantees:
 //! - A draining process admits no new client, serves every client it has,
@@ -10,11 +12,15 @@
 //! - While a sibling runs, a draining process receives no new SYN, and no
 //!   connection that reached it is reset when its listeners close (see
 //!   [`crate::listener`] and [`crate::admission`] for how).
-//! - The check "done, time to exit" lives in [`Server::finished`] only.
+//! - The check "done, time to exit" lives in [`Server::finished`] only
+//!   (which asks [`Drain::finished`]).
 //! - Every timer comes from one list, [`Server::timers`], so the poll
-//!   sleeps until the nearest one and never past it. The per-connection
-//!   ones are one entry there, [`Timer::Deadlines`], kept by
-//!   [`crate::timeouts`].
+//!   sleeps until the nearest one and never past it. It is built once per
+//!   wakeup, after the batch, and again only if a timer fired. The
+//!   per-connection deadlines are one entry there, [`Timer::Deadlines`],
+//!   kept by [`crate::timeouts`].
+//! - The clock is read once per wakeup, after the poll returns; that `now`
+//!   dates every turn of the batch and decides every timer.
 
 use std::io;
 use std::net::SocketAddr;
