@@ -16,9 +16,9 @@
 //! back as soon as they are empty. The protocol's per-connection state
 //! ([`Protocol::Conn`]) sits inline in the slot, so `()` costs nothing.
 //! Buffers of its own carry their part of the process's budget
-//! ([`crate::budget`]): the server counts them after the connection's turn
-//! ([`Conn::count_buffers`]), they give it back when they are freed, and
-//! [`Conn::evict`] drops them when the budget is spent.
+//! ([`crate::budget`]): the turn function ([`crate::clients`]) counts them
+//! after each turn ([`Conn::count_buffers`]), they give it back when they
+//! are freed, and [`Conn::evict`] drops them when the budget is spent.
 //!
 //! With `Config::telnet`, fresh bytes pass through the telnet filter
 //! ([`crate::telnet`]) before the protocol sees them. Bytes without 0xFF
