@@ -318,7 +318,8 @@ impl<P: Protocol> Server<P> {
             );
             return;
         }
-        let key = self.clients.admit(stream, now);
+        let admitted = self.clients.admit(stream, now);
+        debug_assert_eq!(admitted, key, "registered under another key");
         if !self.quiet {
             say!("Process {} accepted connection from: {peer}", self.pid);
         }

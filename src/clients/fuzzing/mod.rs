@@ -45,9 +45,11 @@
 //!   `on_deadline` never for an ending connection;
 //! - an idle timeout queued the idle line after the output produced before
 //!   it, whatever the backpressure, and the connection ended (FIN, then a
-//!   close on the peer's EOF, or a second idle period later); a send
+//!   close on the peer's EOF, or the told client's wait later); a send
 //!   timeout closed at once; a deadline's word landed in order, as a
 //!   drain notice does, and its close ended the connection as a drain's;
+//! - after every turn, the process's buffer budget held exactly what the
+//!   connection's buffers hold, and nothing once it was gone;
 //! - nothing fired for a connection once it had left, and with no timeout
 //!   configured and no deadline set nothing was armed at all;
 //! - once every event the kernel owed had been delivered, every `Again`
