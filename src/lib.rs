@@ -41,14 +41,13 @@
 mod admission;
 mod budget;
 mod claim;
+mod clients;
 mod config;
 mod conn;
 mod control;
-mod deadline;
+mod deadline_queue;
+mod drain;
 mod fdpass;
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub mod fuzzing;
 mod handshakes;
 mod listener;
 mod log;
@@ -67,6 +66,9 @@ mod telnet;
 mod test_rng;
 mod timeouts;
 
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub use clients::fuzzing;
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_INPUT,
     DEFAULT_MAX_OUTPUT,
