@@ -86,6 +86,10 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// - it announces its service on the address, as an abstract Unix socket,
 ///   and refuses an address another service serves (`Config::service`,
 ///   `Config::join_any`);
+/// - it listens on that socket for a successor of its own user and
+///   service, and hands it its listening sockets if asked, once; with
+///   `Config::take_over` it is that successor, and takes the listening
+///   sockets of the process named instead of opening its own;
 /// - with `NOTIFY_SOCKET` set, it reports readiness and the drain to
 ///   systemd.
 ///

@@ -149,7 +149,7 @@ pub(crate) fn receive(source: Source, service: &str) -> io::Result<(Vec<Received
     let conn = fdpass::connect_abstract(&source.name, STEP_TIMEOUT).map_err(|e| {
         fail(match e.kind() {
             io::ErrorKind::ConnectionRefused => {
-                "it does not hand its listeners over (a drainport older than takeover?)".into()
+                "it does not hand its listeners over (it is still starting, or a drainport older than takeover)".into()
             }
             io::ErrorKind::WouldBlock => format!(
                 "its control channel took no connection within {}s",
