@@ -37,6 +37,7 @@ use std::mem;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 
+use crate::log::say;
 use crate::sys::syscall;
 
 /// The start of every announcement's name.
@@ -96,6 +97,49 @@ pub(crate) fn clean(name: &OsStr) -> String {
         })
         .take(40)
         .collect()
+}
+
+/// Announces the service this process runs on `addr`, and refuses to go on
+/// when another service already serves it (unless `join_any`). Comes after
+/// the bind and before the listen, so refusing resets nothing. Where the
+/// announcement cannot be made or read, the process says so and goes on:
+/// the check protects against a mistake, it is not a lock.
+pub(crate) fn stake(addr: SocketAddr, service: &str, join_any: bool) -> io::Result<Option<Claim>> {
+    let pid = std::process::id();
+    let claimed = match announce(addr, service) {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            say!(
+                "Process {pid} cannot announce its service on {addr} ({e}); siblings cannot check it"
+            );
+            return Ok(None);
+        }
+    };
+    let siblings = match siblings(addr) {
+        Ok(siblings) => siblings,
+        Err(e) => {
+            say!("Process {pid} cannot list the services on {addr} ({e}); not checked");
+            return Ok(Some(claimed));
+        }
+    };
+    if let Some(other) = siblings.iter().find(|s| s.service != service) {
+        if !join_any {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{addr} is served by another service, {} (pid {}), and this is {service}; \
+                     refusing to split its clients between two programs (--join-any to share it)",
+                    other.service, other.pid
+                ),
+            ));
+        }
+        say!(
+            "Process {pid} joins {addr}, which {} (pid {}) also serves",
+            other.service,
+            other.pid
+        );
+    }
+    Ok(Some(claimed))
 }
 
 /// Announces that this process serves `service` on `addr`.

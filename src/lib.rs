@@ -38,6 +38,7 @@
 
 #![deny(missing_docs)]
 
+mod activation;
 mod admission;
 mod claim;
 mod config;
@@ -51,6 +52,7 @@ mod listener;
 mod log;
 mod notify;
 mod pidfile;
+mod protection;
 pub mod protocol;
 mod server;
 mod slab;

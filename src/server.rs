@@ -27,14 +27,16 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::admission::{self, Accept, Admission};
+use crate::activation;
+use crate::admission::{Accept, Admission};
 use crate::claim::{self, Claim};
 use crate::config::Config;
 use crate::conn::{Conn, Context, Ready, Verdict};
-use crate::listener::Listeners;
+use crate::listener::{Listeners, Origin};
 use crate::log::{plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
+use crate::protection;
 use crate::protocol::Protocol;
 use crate::slab::Slab;
 use crate::spread::Spread;
@@ -43,8 +45,8 @@ use crate::timeouts::{Before, Timeouts};
 
 /// The signal pipe's token.
 const SIGNALS: Token = Token(usize::MAX - 1);
-/// Listener `i` (one per online CPU) has token `LISTENERS + i`. Client
-/// tokens are slab keys, far below.
+/// Listener `i` (of every address, one per online CPU each, or as passed)
+/// has token `LISTENERS + i`. Client tokens are slab keys, far below.
 const LISTENERS: usize = usize::MAX / 2;
 /// Every signal the process handles. The first three start a drain, or
 /// stop one hard when it is under way; SIGUSR1 prints a status line.
@@ -59,7 +61,8 @@ const EVENTS_CAPACITY: usize = 256;
 /// the service manager's STATUS).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Serves `protocol` on `config.addr` until a drain completes.
+/// Serves `protocol` on `config.addrs` (or on the sockets the service
+/// manager passes) until a drain completes.
 ///
 /// Returns `Ok` after a drain (clean or hard-stopped) and `Err` when the
 /// server could not start or the poll itself failed; the error's message
@@ -76,14 +79,19 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///   one per accepted client unless `config.quiet`, which is the default),
 ///   each dated if `config.log_time` says so, a setting of the process;
 /// - it raises the soft `RLIMIT_NOFILE` to the hard limit;
-/// - it announces its service on the address, as an abstract Unix socket,
+/// - it takes the listening sockets the service manager passed to it
+///   (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`, as `sd_listen_fds(3)`
+///   reads them) and unsets those variables; call it while no other thread
+///   reads or writes the environment;
+/// - it announces its service on each address, as an abstract Unix socket,
 ///   and refuses an address another service serves (`Config::service`,
 ///   `Config::join_any`);
 /// - with `NOTIFY_SOCKET` set, it reports readiness and the drain to
 ///   systemd.
 ///
-/// Linux only: it needs `SO_REUSEPORT`, and Linux 6.2 or later to steer new
-/// clients away from a draining process.
+/// Linux only: it needs `SO_REUSEPORT`. What protects a release on this
+/// kernel (steering by CPU tag, shared sockets, `tcp_migrate_req`) is found
+/// out at startup and said in one line.
 pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     crate::log::set_time(config.log_time);
     // Signals are wired first: from here to the last instruction, a SIGHUP,
@@ -94,6 +102,9 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot use NOTIFY_SOCKET: {e}")))?;
     let pid = process::id();
     say!("Process {pid} running");
+    // Taken before anything else: the variables are unset, and the
+    // descriptors marked close-on-exec, whatever happens next.
+    let passed = activation::take()?;
     sys::raise_fd_limit().map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -103,18 +114,27 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     // Whatever can fail is done before the first listen(2): from then on,
     // clients can queue on this process, and dropping its listeners would
     // reset them. The pid file is written now and only renamed into place
-    // once listening.
+    // once listening. (Passed sockets listen already, but a failure here
+    // only closes this process's copies of them.)
     let pid_file = config
         .pid_file
         .as_deref()
         .map(PidFile::prepare)
         .transpose()?;
-    let listeners = Listeners::bind(config.addr)?;
-    let addr = listeners.local_addr();
-    let claim = claim_address::<P>(config, addr)?;
-    admission::warn_unprotected(pid);
+    let listeners = Listeners::open(&config.addrs, passed)?;
+    say_origins(pid, &listeners, &config.addrs);
+    let service = match &config.service {
+        Some(name) => claim::clean(name.as_ref()),
+        None => claim::service_of::<P>(),
+    };
+    let mut claims = Vec::new();
+    for port in listeners.ports() {
+        claims.extend(claim::stake(port.addr, &service, config.join_any)?);
+    }
+    protection::report(pid, listeners.ports());
+    let addrs: Vec<SocketAddr> = listeners.ports().iter().map(|p| p.addr).collect();
     let mut server = Server::new(config, protocol, listeners, signals, notifier)?;
-    server.claim = claim;
+    server.claims = claims;
     let started = server
         .admission
         .listen(config.backlog)
@@ -124,11 +144,38 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         Err(e) => return server.fail(e),
     }
     // Ready means listening: the pid file and READY=1 follow the listen.
-    say!("Process {pid} listening on: {addr}");
+    for addr in addrs {
+        say!("Process {pid} listening on: {addr}");
+    }
     server.notifier.send(format_args!(
         "READY=1\nMAINPID={pid}\nSTATUS=serving, 0 clients"
     ));
     server.run()
+}
+
+/// Says where each passed socket came from, one line each, and which
+/// configured addresses they stand in for.
+fn say_origins(pid: u32, listeners: &Listeners, configured: &[SocketAddr]) {
+    let ports = listeners.ports();
+    for port in ports.iter().filter(|p| p.origin == Origin::Passed) {
+        let also = if port.dual_stack { ", IPv4 too" } else { "" };
+        for (fd, name) in &port.passed_as {
+            say!(
+                "Process {pid} takes fd {fd} ({name}) from the service manager: {}{also}",
+                port.addr
+            );
+        }
+    }
+    if ports.iter().any(|p| p.origin == Origin::Passed) {
+        for addr in configured
+            .iter()
+            .filter(|a| !ports.iter().any(|p| p.addr == **a))
+        {
+            say!(
+                "Process {pid} does not bind {addr}: it serves the sockets the service manager passed"
+            );
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,8 +219,8 @@ struct Server<P: Protocol> {
     notifier: Notifier,
     /// Dropped, and so removed, when the server returns.
     pid_file: Option<PidFile>,
-    /// This process's announcement of the service it runs on its address.
-    claim: Option<Claim>,
+    /// This process's announcements of the service it runs on its addresses.
+    claims: Vec<Claim>,
     admission: Admission,
     conns: Slab<Conn<TcpStream, P::Conn>>,
     cx: Context<P>,
@@ -223,7 +270,7 @@ impl<P: Protocol> Server<P> {
             signals,
             notifier,
             pid_file: None,
-            claim: None,
+            claims: Vec::new(),
             admission,
             conns: Slab::new(),
             cx: Context::new(protocol, config.max_input, config.max_output)
@@ -680,53 +727,6 @@ impl<P: Protocol> Server<P> {
             .min()
             .map(|at| at.saturating_duration_since(now))
     }
-}
-
-/// Announces the service this process runs on `addr`, and refuses to go on
-/// when another service already serves it (unless `config.join_any`).
-/// Comes after the bind and before the listen, so refusing resets nothing.
-/// Where the announcement cannot be made or read, the process says so and
-/// goes on: the check protects against a mistake, it is not a lock.
-fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Claim>> {
-    let pid = process::id();
-    let service = match &config.service {
-        Some(name) => claim::clean(name.as_ref()),
-        None => claim::service_of::<P>(),
-    };
-    let claimed = match claim::announce(addr, &service) {
-        Ok(claimed) => claimed,
-        Err(e) => {
-            say!(
-                "Process {pid} cannot announce its service on {addr} ({e}); siblings cannot check it"
-            );
-            return Ok(None);
-        }
-    };
-    let siblings = match claim::siblings(addr) {
-        Ok(siblings) => siblings,
-        Err(e) => {
-            say!("Process {pid} cannot list the services on {addr} ({e}); not checked");
-            return Ok(Some(claimed));
-        }
-    };
-    if let Some(other) = siblings.iter().find(|s| s.service != service) {
-        if !config.join_any {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "{addr} is served by another service, {} (pid {}), and this is {service}; \
-                     refusing to split its clients between two programs (--join-any to share it)",
-                    other.service, other.pid
-                ),
-            ));
-        }
-        say!(
-            "Process {pid} joins {addr}, which {} (pid {}) also serves",
-            other.service,
-            other.pid
-        );
-    }
-    Ok(Some(claimed))
 }
 
 fn signal_name(signal: libc::c_int) -> &'static str {
