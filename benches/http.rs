@@ -11,12 +11,17 @@
 //!    `wrk -c50`; a third starts, the first is HUPed, later the second.
 //!    wrk must count no error of any kind and each HUPed process must exit
 //!    within a second. The same release against nginx (`nginx -s reload`).
+//! 3. **A head a byte at a time.** One client sends a 60,000-byte request
+//!    head one byte per `write`, 25 µs apart; the server's CPU from the
+//!    first byte to the response is printed. Needs neither wrk nor nginx.
 //!
 //! Each part that needs `wrk` or `nginx` is skipped with a printed reason
 //! when it is missing (`apt-get install wrk nginx-light`). The report goes
 //! to stdout and, unless `--quick`, `--only` or `--no-write`, into the
 //! section of `docs/benchmarks.md` between `<!-- http:start -->` and
-//! `<!-- http:end -->`.
+//! `<!-- http:end -->`; the slow head's, unless `--quick`, `--no-write` or
+//! `--example`, between `<!-- http-slowhead:start -->` and
+//! `<!-- http-slowhead:end -->`.
 //!
 //! Flags (after `--`):
 //!
@@ -25,7 +30,11 @@
 //! --secs S            measured seconds per comparison run [default: 5]
 //! --release-runs N    releases per server [default: 3]
 //! --release-secs S    the wrk run a release happens in [default: 10]
-//! --only PART         compare | release
+//! --only PART         compare | release | slowhead
+//! --example PATH      measure this build of the example instead of
+//!                     building one
+//! --before PATH       also send the slow head to this build of the
+//!                     example (an older commit's), for a before and after
 //! --quick             3 runs of 2 s, one release of 6 s; no report file
 //! --no-write          print the report only
 //! ```
@@ -40,6 +49,8 @@ mod release;
 mod report;
 #[path = "http/servers.rs"]
 mod servers;
+#[path = "http/slow_head.rs"]
+mod slow_head;
 // The HTTP report takes no command output of its own.
 #[path = "shared/num.rs"]
 mod num;
@@ -63,6 +74,8 @@ use util::Res;
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const START: &str = "<!-- http:start -->";
 const END: &str = "<!-- http:end -->";
+const SLOW_START: &str = "<!-- http-slowhead:start -->";
+const SLOW_END: &str = "<!-- http-slowhead:end -->";
 
 /// What every part needs: the binaries and where things run.
 pub struct Setup {
@@ -81,7 +94,13 @@ struct Opts {
     release_secs: u64,
     compare: bool,
     release: bool,
+    slow_head: bool,
+    example: Option<PathBuf>,
+    before: Option<PathBuf>,
     write: bool,
+    /// The slow head's own section: written unless `--quick`,
+    /// `--no-write` or `--example` (another build's figures).
+    write_slow: bool,
     given: Vec<String>,
 }
 
@@ -93,7 +112,11 @@ fn parse_args() -> Res<Opts> {
         release_secs: 10,
         compare: true,
         release: true,
+        slow_head: true,
+        example: None,
+        before: None,
         write: true,
+        write_slow: true,
         given: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -104,6 +127,7 @@ fn parse_args() -> Res<Opts> {
         o.release_runs = 1;
         o.release_secs = 6;
         o.write = false;
+        o.write_slow = false;
     }
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
@@ -111,7 +135,23 @@ fn parse_args() -> Res<Opts> {
         match flag.as_str() {
             "--bench" => continue,
             "--quick" => {}
-            "--no-write" => o.write = false,
+            "--no-write" => {
+                o.write = false;
+                o.write_slow = false;
+            }
+            "--example" | "--before" => {
+                let v = value(&flag)?;
+                if flag == "--example" {
+                    o.example = Some(PathBuf::from(&v));
+                    o.write = false;
+                    o.write_slow = false;
+                } else {
+                    o.before = Some(PathBuf::from(&v));
+                }
+                o.given.push(flag.clone());
+                o.given.push(v);
+                continue;
+            }
             "--runs" | "--secs" | "--release-runs" | "--release-secs" | "--only" => {
                 let v = value(&flag)?;
                 let bad = || format!("{flag} does not take {v:?}");
@@ -123,8 +163,9 @@ fn parse_args() -> Res<Opts> {
                     _ => {
                         o.compare = v == "compare";
                         o.release = v == "release";
+                        o.slow_head = v == "slowhead";
                         o.write = false;
-                        if !o.compare && !o.release {
+                        if !o.compare && !o.release && !o.slow_head {
                             return Err(bad());
                         }
                     }
@@ -174,6 +215,49 @@ fn build_example() -> Res<PathBuf> {
     Ok(example)
 }
 
+/// Sends the slow head to this build (and to `--before`'s), prints the
+/// figures, and writes them to their own section of the report.
+fn slow_head_part(
+    o: &Opts,
+    example: &Path,
+    pin: &Pinning,
+    server_cpu: Option<usize>,
+    client_cpu: Option<usize>,
+) -> Res<()> {
+    let slow = slow_head::run(example, pin, server_cpu, client_cpu)?;
+    let before = match &o.before {
+        Some(path) => Some((
+            path.display().to_string(),
+            slow_head::run(path, pin, server_cpu, client_cpu)?,
+        )),
+        None => None,
+    };
+    let mut command = "cargo bench --bench http".to_owned();
+    if !o.given.is_empty() {
+        command.push_str(" -- ");
+        command.push_str(&o.given.join(" "));
+    }
+    let pinning = match (server_cpu, client_cpu) {
+        (Some(s), Some(c)) => format!("server with `{}…`, client on CPU {c}", pin.text(s).trim()),
+        _ => "none: this machine has one CPU".to_owned(),
+    };
+    let run = util::Provenance::now(command, &["examples", "Cargo.toml"], pinning);
+    let before = before.as_ref().map(|(build, b)| (build.as_str(), b));
+    let text = report::render_slow_head(&run, &slow, before);
+    println!("{text}");
+    if o.write_slow {
+        let path = Path::new(ROOT).join("docs/benchmarks.md");
+        shared::write_marked(&path, SLOW_START, SLOW_END, &text, |doc, section| {
+            Some(format!(
+                "{}\n\n## HTTP: a request head a byte at a time\n\n{section}\n",
+                doc.trim_end()
+            ))
+        })?;
+        eprintln!("http: wrote {}", path.display());
+    }
+    Ok(())
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("http: {e}");
@@ -187,12 +271,30 @@ fn run() -> Res<()> {
     let o = parse_args()?;
     wrk::self_check()?;
     let mut skipped = Vec::new();
+    let pin = Pinning::find();
+    let (server_cpu, client_cpu) = if util::cpus() >= 2 {
+        (Some(0), Some(1))
+    } else {
+        (None, None)
+    };
+    let example = match &o.example {
+        Some(path) => path.clone(),
+        None => build_example()?,
+    };
+    if o.slow_head {
+        slow_head_part(&o, &example, &pin, server_cpu, client_cpu)?;
+    }
     let Some(wrk) =
         util::which("wrk").or_else(|| Some(PathBuf::from("/usr/bin/wrk")).filter(|p| p.is_file()))
     else {
-        eprintln!("http: skipped: wrk is not installed (apt-get install wrk); nothing to measure");
+        eprintln!(
+            "http: skipped: wrk is not installed (apt-get install wrk); nothing else to measure"
+        );
         return Ok(());
     };
+    if !o.compare && !o.release {
+        return Ok(());
+    }
     let nginx = util::which("nginx")
         .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()));
     if nginx.is_none() {
@@ -200,25 +302,20 @@ fn run() -> Res<()> {
         eprintln!("http: skipped: {why}");
         skipped.push(why.to_owned());
     }
-    let pin = Pinning::find();
     if pin.taskset.is_none() {
         eprintln!("http: taskset is not installed; pinning with sched_setaffinity instead");
     }
-    let (server_cpu, client_cpu, pinning) = if util::cpus() >= 2 {
-        (
-            Some(0),
-            Some(1),
-            format!(
-                "servers with `{}…`, wrk with `{}…`",
-                pin.text(0).trim(),
-                pin.text(1).trim()
-            ),
+    let pinning = if server_cpu.is_some() {
+        format!(
+            "servers with `{}…`, wrk and the slow client with `{}…`",
+            pin.text(0).trim(),
+            pin.text(1).trim()
         )
     } else {
-        (None, None, "none: this machine has one CPU".to_owned())
+        "none: this machine has one CPU".to_owned()
     };
     let setup = Setup {
-        example: build_example()?,
+        example,
         wrk,
         nginx,
         pin,

@@ -40,8 +40,12 @@ use mio::net::TcpStream;
 use crate::handshakes;
 use crate::listener::Listeners;
 use crate::log::{plural, say};
+use crate::sockdiag;
 
 use window::{Look, Window};
+
+// The buffer the loop lends to a look holds any reply of the dump.
+const _: () = assert!(crate::conn::READ_CHUNK >= sockdiag::DUMP_BUFFER);
 
 /// Accepts per turn of the loop before clients get theirs.
 pub(crate) const ACCEPTS_PER_TURN: usize = 256;
@@ -163,6 +167,12 @@ impl Admission {
 
     pub(crate) fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
+    }
+
+    /// Out of descriptors: clients wait in the queues for one to free up,
+    /// from the first failed accept until the queues are seen empty.
+    pub(crate) fn is_starved(&self) -> bool {
+        self.starved
     }
 
     /// Takes the next connection, or says why there is none to take now.
@@ -361,8 +371,8 @@ impl Admission {
     }
 
     /// Runs what is due: a sweep, a look at the handshakes in flight (read
-    /// into `buf`, at least a page), a change of selection. The caller
-    /// accepts afterwards.
+    /// into `buf`, [`sockdiag::DUMP_BUFFER`] bytes: the loop lends its
+    /// read buffer), a change of selection. The caller accepts afterwards.
     pub(crate) fn on_timer(&mut self, clients: usize, now: Instant, buf: &mut [u8]) {
         match &mut self.phase {
             Phase::Open { sweep_at } if now >= *sweep_at => {

@@ -2,20 +2,42 @@
 //! run by one user cannot split a port's clients between them without a
 //! word.
 //!
-//! The kernel lets any process of the same user join a `SO_REUSEPORT`
-//! group, and then gives each new client to any member: an echo server and
-//! a key-value store on one port would each get some of the other's
-//! clients. So every process announces, for as long as it lives, the
-//! service it runs on the address it serves: an abstract Unix socket named
-//! `drainport|<addr>|<pid>|<service>`. Abstract names live in the network
-//! namespace, as ports do; anyone in it can list them in `/proc/net/unix`,
+//! The kernel lets processes of the same effective uid, and only those,
+//! join a `SO_REUSEPORT` group, and then gives each new client to any
+//! member: an echo server and a key-value store on one port would each get
+//! some of the other's clients. So every process announces, for as long as
+//! it lives, the service it runs on the address it serves: an abstract
+//! Unix socket (`SOCK_STREAM`, bound, not listening) named
+//! `drainport|<addr>|<pid>.<nonce>|<service>` ([`name`]). Abstract names
+//! live in the network namespace, as ports do; anyone in it can list them,
 //! so no privilege is needed; and the kernel removes a name when its
 //! process dies, so nothing goes stale.
 //!
 //! A process announces itself, then lists the others: of two processes of
 //! different services that start at the same moment, at least the second
-//! to list sees the first. It refuses to start when another service serves
-//! the address, unless told to join anyway.
+//! to list sees the first. It refuses to start when another service of
+//! its own uid serves the address, unless told to join anyway.
+//!
+//! Anyone can bind any abstract name, so a name alone proves nothing. The
+//! listing asks the kernel who owns each one (`unix_diag`, [`diag`]), and
+//! the check trusts a claim only as far as its owner could share the port:
+//! - a claim of this process's effective uid counts, and another service
+//!   there refuses the start;
+//! - a claim of any other uid is ignored, and never printed: that process
+//!   could not join the port's group, and anyone can make such a name (a
+//!   user who could never bind port 80 could otherwise stop every start
+//!   of a service on it);
+//! - a claim whose owner the kernel cannot tell (before Linux 5.3, or
+//!   where `unix_diag` is unavailable and the names come from
+//!   `/proc/net/unix`, [`procfs`]) is reported, never refused: refusing on
+//!   a name anyone can write is the denial of service the owner check
+//!   exists to prevent. The process says once that it cannot tell.
+//!
+//! Names are read as bytes, whatever they hold, and whatever a name's text
+//! puts in a line goes through [`crate::log::Escaped`]. A process's own
+//! name holds 64 random bits, so no one can take it in advance, and if it
+//! is taken anyway the process draws another ([`MAX_TRIES`] in all): a
+//! stranger's name never leaves a process unannounced.
 //!
 //! A service is named by what it speaks: by default, the name of its
 //! protocol's type without module paths (`Lines<Echo>` for the echo
@@ -35,26 +57,73 @@ use std::fs;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::log::say;
+use crate::sockdiag::DUMP_BUFFER;
 use crate::sys::syscall;
 
-/// The start of every announcement's name.
-const PREFIX: &str = "drainport|";
-/// The longest abstract name: `sun_path` less its leading NUL.
-const MAX_NAME: usize = 107;
+mod diag;
+mod name;
+mod procfs;
+
+/// Names drawn before announcing gives up: each is taken only if someone
+/// guessed 64 random bits, so a second try already means a broken
+/// random source or a name bound on purpose, and a few more cost nothing.
+const MAX_TRIES: usize = 8;
 
 /// One process's announcement, withdrawn when dropped (or at its death).
 pub(crate) struct Claim {
     _socket: OwnedFd,
 }
 
-/// Another process serving the same address.
+/// A claim found on some address: what a listing returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Sibling {
+pub(crate) struct Listed {
+    /// The address, as its process printed it.
+    pub(crate) addr: Vec<u8>,
     pub(crate) pid: u32,
-    pub(crate) service: String,
+    /// The uid that owns the claim's socket, or `None` where the kernel
+    /// cannot say.
+    pub(crate) owner: Option<u32>,
+    /// The service, as bytes: the name may hold anything.
+    pub(crate) service: Vec<u8>,
+    /// The whole abstract name, without its leading NUL: what a caller
+    /// connects to.
+    pub(crate) name: Vec<u8>,
+}
+
+impl Listed {
+    /// Whether this claim announces `service`.
+    pub(crate) fn serves(&self, service: &str) -> bool {
+        name::same_service(&self.name, &self.service, service.as_bytes())
+    }
+}
+
+/// Every claim in the network namespace.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    pub(crate) claims: Vec<Listed>,
+    /// Why some owners are unknown, if they are: for one line.
+    pub(crate) owners_unknown: Option<String>,
+}
+
+impl Listing {
+    /// The claim on `addr` of another process and another service that
+    /// this process must heed (see [`conflict`]).
+    pub(crate) fn conflict(&self, addr: SocketAddr, service: &str) -> Option<Conflict<'_>> {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        conflict(&self.claims, addr, std::process::id(), uid, service)
+    }
+}
+
+/// Another service on the address, and how far its claim can be trusted.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Conflict<'a> {
+    /// Announced by this process's uid: it could share the port.
+    Mine(&'a Listed),
+    /// Announced by an owner the kernel cannot tell.
+    Unknown(&'a Listed),
 }
 
 /// The default service name of a process serving protocol `P`: the type's
@@ -99,135 +168,187 @@ pub(crate) fn clean(name: &OsStr) -> String {
         .collect()
 }
 
-/// Announces the service this process runs on `addr`, and refuses to go on
-/// when another service already serves it (unless `join_any`). Comes after
-/// the bind and before the listen, so refusing resets nothing. Where the
-/// announcement cannot be made or read, the process says so and goes on:
-/// the check protects against a mistake, it is not a lock.
-pub(crate) fn stake(addr: SocketAddr, service: &str, join_any: bool) -> io::Result<Option<Claim>> {
-    let pid = std::process::id();
-    let claimed = match announce(addr, service) {
-        Ok(claimed) => claimed,
-        Err(e) => {
-            say!(
-                "Process {pid} cannot announce its service on {addr} ({e}); siblings cannot check it"
-            );
-            return Ok(None);
-        }
-    };
-    let siblings = match siblings(addr) {
-        Ok(siblings) => siblings,
-        Err(e) => {
-            say!("Process {pid} cannot list the services on {addr} ({e}); not checked");
-            return Ok(Some(claimed));
-        }
-    };
-    if let Some(other) = siblings.iter().find(|s| s.service != service) {
-        if !join_any {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "{addr} is served by another service, {} (pid {}), and this is {service}; \
-                     refusing to split its clients between two programs (--join-any to share it)",
-                    other.service, other.pid
-                ),
-            ));
-        }
-        say!(
-            "Process {pid} joins {addr}, which {} (pid {}) also serves",
-            other.service,
-            other.pid
-        );
-    }
-    Ok(Some(claimed))
-}
-
 /// Announces that this process serves `service` on `addr`.
 pub(crate) fn announce(addr: SocketAddr, service: &str) -> io::Result<Claim> {
-    let name = name(addr, std::process::id(), service);
+    announce_with(addr, service, std::process::id(), nonce)
+}
+
+/// Announces under a name with a nonce from `nonce`, drawing again while
+/// the name is taken.
+fn announce_with(
+    addr: SocketAddr,
+    service: &str,
+    pid: u32,
+    mut nonce: impl FnMut() -> io::Result<u64>,
+) -> io::Result<Claim> {
     let fd = syscall!(socket(
         libc::AF_UNIX,
-        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
         0
     ))?;
     // SAFETY: `socket` just returned this descriptor and nothing else owns it.
     let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    for _ in 0..MAX_TRIES {
+        let name = name::encode(addr, pid, nonce()?, service);
+        // A failed bind leaves the socket unbound, free to try another.
+        match bind_abstract(&socket, &name) {
+            Ok(()) => return Ok(Claim { _socket: socket }),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("{MAX_TRIES} names in a row were taken"),
+    ))
+}
+
+/// Binds `socket` to the abstract name `name` (its bytes after the NUL).
+fn bind_abstract(socket: &OwnedFd, name: &[u8]) -> io::Result<()> {
     // SAFETY: all-zero is a valid sockaddr_un.
     let mut sun: libc::sockaddr_un = unsafe { mem::zeroed() };
+    if name.len() >= sun.sun_path.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
     sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
     // sun_path[0] stays 0: an abstract name.
-    for (dst, &src) in sun.sun_path[1..].iter_mut().zip(name.as_bytes()) {
+    for (dst, &src) in sun.sun_path[1..].iter_mut().zip(name) {
         *dst = src as libc::c_char;
     }
     let len = mem::size_of::<libc::sa_family_t>() + 1 + name.len();
     // SAFETY: `sun` is a live sockaddr_un and `len` is within it.
     syscall!(bind(
-        fd,
+        socket.as_raw_fd(),
         (&raw const sun).cast::<libc::sockaddr>(),
         len as libc::socklen_t
     ))?;
-    Ok(Claim { _socket: socket })
+    Ok(())
 }
 
-/// The other processes that announced `addr`.
-pub(crate) fn siblings(addr: SocketAddr) -> io::Result<Vec<Sibling>> {
-    let table = fs::read_to_string("/proc/net/unix")?;
-    Ok(parse(&table, addr, std::process::id()))
+/// 64 bits from the kernel's random source. It blocks only until the
+/// source is first seeded, early in boot.
+fn nonce() -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    let mut filled = 0;
+    while filled < bytes.len() {
+        let rest = &mut bytes[filled..];
+        // SAFETY: `rest` is live and writable for its whole length.
+        match syscall!(getrandom(rest.as_mut_ptr().cast(), rest.len(), 0)) {
+            Ok(n) => filled += n as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(u64::from_ne_bytes(bytes))
 }
 
-/// The announcement's name for `service` on `addr` by `pid`.
-fn name(addr: SocketAddr, pid: u32, service: &str) -> String {
-    let mut name = format!("{PREFIX}{addr}|{pid}|{service}");
-    name.truncate(MAX_NAME);
-    name
+/// Every claim in this network namespace, with its owner where the kernel
+/// can say. Asks `unix_diag`; where that cannot be asked, reads the names
+/// from `/proc/net/unix`, with owners unknown. Fails only if neither can
+/// be read.
+pub(crate) fn list() -> io::Result<Listing> {
+    let mut buf = vec![0; DUMP_BUFFER];
+    let (named, owners_unknown) = match diag::names(name::PREFIX, &mut buf) {
+        Ok(named) => {
+            let blind = named.iter().any(|n| n.uid.is_none());
+            let why = "the kernel does not say who owns a Unix socket (Linux 5.3 or later does)";
+            (named, blind.then(|| why.to_owned()))
+        }
+        Err(e) => {
+            let table = fs::read("/proc/net/unix").map_err(|proc_err| {
+                io::Error::new(
+                    proc_err.kind(),
+                    format!("socket diagnostics: {e}; /proc/net/unix: {proc_err}"),
+                )
+            })?;
+            let named = procfs::names(&table, name::PREFIX)
+                .into_iter()
+                .map(|name| diag::Named { name, uid: None })
+                .collect();
+            let why = format!("the kernel's socket diagnostics cannot be asked: {e}");
+            (named, Some(why))
+        }
+    };
+    let mut claims: Vec<Listed> = named.into_iter().filter_map(listed).collect();
+    // Oldest process first, as pids go; and the table shows a name once
+    // per socket that carries it.
+    claims.sort_by(|a, b| (a.pid, &a.name).cmp(&(b.pid, &b.name)));
+    claims.dedup_by(|a, b| a.name == b.name);
+    Ok(Listing {
+        claims,
+        owners_unknown,
+    })
 }
 
-/// Reads the announcements of `addr` other than `me`'s from the text of
-/// `/proc/net/unix`, where an abstract name shows with `@` for its NUL.
-fn parse(table: &str, addr: SocketAddr, me: u32) -> Vec<Sibling> {
-    let wanted = format!("@{PREFIX}{addr}|");
-    let mut found: Vec<Sibling> = table
-        .lines()
-        .filter_map(|line| line.split_whitespace().nth(7))
-        .filter_map(|path| path.strip_prefix(&wanted))
-        .filter_map(|rest| {
-            let (pid, service) = rest.split_once('|')?;
-            Some(Sibling {
-                pid: pid.parse().ok()?,
-                service: service.to_owned(),
-            })
-        })
-        .filter(|s| s.pid != me)
-        .collect();
-    found.sort_by_key(|s| s.pid);
-    found.dedup();
-    found
+/// A named socket as a claim, if its name is one.
+fn listed(named: diag::Named) -> Option<Listed> {
+    let (addr, pid, service) = {
+        let parts = name::decode(&named.name)?;
+        (parts.addr.to_vec(), parts.pid, parts.service.to_vec())
+    };
+    Some(Listed {
+        addr,
+        pid,
+        owner: named.uid,
+        service,
+        name: named.name,
+    })
+}
+
+/// The first claim on `addr` by a process other than `me` of a service
+/// other than `service` that `uid` must heed: one of its own uid first,
+/// else one whose owner is unknown. Claims of other uids are not looked at.
+fn conflict<'a>(
+    claims: &'a [Listed],
+    addr: SocketAddr,
+    me: u32,
+    uid: u32,
+    service: &str,
+) -> Option<Conflict<'a>> {
+    let addr = addr.to_string();
+    let mut others = claims
+        .iter()
+        .filter(|c| c.addr == addr.as_bytes() && c.pid != me && !c.serves(service));
+    let mine = others.clone().find(|c| c.owner == Some(uid));
+    mine.map(Conflict::Mine)
+        .or_else(|| others.find(|c| c.owner.is_none()).map(Conflict::Unknown))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TABLE: &str = "\
-Num       RefCount Protocol Flags    Type St Inode Path
-0000000000000000: 00000002 00000000 00000000 0002 01 11 @drainport|127.0.0.1:8080|10|drainport
-0000000000000000: 00000002 00000000 00000000 0002 01 12 @drainport|127.0.0.1:8080|11|kv
-0000000000000000: 00000002 00000000 00000000 0002 01 13 @drainport|127.0.0.1:8081|12|kv
-0000000000000000: 00000002 00000000 00000000 0002 01 14 @drainport|127.0.0.1:8080|99|drainport
-0000000000000000: 00000002 00000000 00000000 0002 01 15 /run/systemd/notify
-0000000000000000: 00000002 00000000 00000000 0002 01 16
-0000000000000000: 00000002 00000000 00000000 0002 01 17 @drainport|127.0.0.1:8080|x|bad
-";
+    fn claim(addr: &str, pid: u32, owner: Option<u32>, service: &str) -> Listed {
+        let name = name::encode(addr.parse().unwrap(), pid, 7, service);
+        listed(diag::Named { name, uid: owner }).unwrap()
+    }
 
     #[test]
-    fn announcements_of_the_address_from_others() {
-        let addr = "127.0.0.1:8080".parse().unwrap();
-        let found = parse(TABLE, addr, 99);
-        let want = [(10, "drainport"), (11, "kv")].map(|(pid, service)| Sibling {
-            pid,
-            service: service.to_owned(),
-        });
-        assert_eq!(found, want);
+    fn only_a_claim_of_this_uid_refuses() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let check = |claims: &[Listed]| {
+            conflict(claims, addr, 99, 1000, "Lines<Echo>").map(|c| match c {
+                Conflict::Mine(l) => ("mine", l.pid),
+                Conflict::Unknown(l) => ("unknown", l.pid),
+            })
+        };
+        let same = claim("127.0.0.1:8080", 10, Some(1000), "Lines<Echo>");
+        let other_addr = claim("127.0.0.1:8081", 11, Some(1000), "Lines<Kv>");
+        let me = claim("127.0.0.1:8080", 99, Some(1000), "Lines<Kv>");
+        let foreign = claim("127.0.0.1:8080", 12, Some(65534), "Squatter");
+        let unknown = claim("127.0.0.1:8080", 13, None, "Lines<Kv>");
+        let kv = claim("127.0.0.1:8080", 14, Some(1000), "Lines<Kv>");
+        // The same service, another address, itself, another uid: nothing.
+        assert_eq!(
+            check(&[same.clone(), other_addr, me, foreign.clone()]),
+            None
+        );
+        // An unknown owner is reported; one of this uid wins over it.
+        assert_eq!(
+            check(&[foreign.clone(), unknown.clone()]),
+            Some(("unknown", 13))
+        );
+        assert_eq!(check(&[unknown, foreign, kv, same]), Some(("mine", 14)));
     }
 
     #[test]
@@ -239,32 +360,66 @@ Num       RefCount Protocol Flags    Type St Inode Path
         assert_eq!(short_type_name("http::Http"), "Http");
         assert_eq!(short_type_name("a::B<c::D, e::F<g::H>>"), "B<D,F<H>>");
         assert_eq!(service_of::<u8>(), "u8");
-    }
-
-    #[test]
-    fn names_fit_and_say_the_address() {
-        let v6: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
-            .parse()
-            .unwrap();
-        let long = "s".repeat(40);
-        let n = name(v6, u32::MAX, &long);
-        assert!(n.len() <= MAX_NAME, "{}", n.len());
-        assert!(n.starts_with("drainport|[ffff:"));
         assert_eq!(clean(OsStr::new("my server|v2")), "my_server_v2");
         assert_eq!(clean(OsStr::new(&"x".repeat(99))).len(), 40);
     }
 
+    /// The claims of `service` on `addr` in a fresh listing.
+    fn seen(addr: SocketAddr, service: &str) -> Vec<Listed> {
+        let listing = list().expect("list");
+        let addr = addr.to_string();
+        listing
+            .claims
+            .into_iter()
+            .filter(|c| c.addr == addr.as_bytes() && c.service == service.as_bytes())
+            .collect()
+    }
+
     #[test]
-    fn an_announcement_is_seen_and_withdrawn() {
+    fn an_announcement_is_seen_with_its_owner_and_withdrawn() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let unique = format!("test-{}", std::process::id());
         let claim = announce(addr, &unique).expect("announce");
-        let table = fs::read_to_string("/proc/net/unix").unwrap();
-        // Seen by anyone but this process.
-        let seen = parse(&table, addr, 0);
-        assert!(seen.iter().any(|s| s.service == unique), "{seen:?}");
+        let found = seen(addr, &unique);
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].pid, std::process::id());
+        assert_eq!(found[0].owner, Some(me));
+        assert!(found[0].name.starts_with(b"drainport|127.0.0.1:1|"));
         drop(claim);
-        let table = fs::read_to_string("/proc/net/unix").unwrap();
-        assert!(!parse(&table, addr, 0).iter().any(|s| s.service == unique));
+        assert!(seen(addr, &unique).is_empty());
+    }
+
+    #[test]
+    fn a_taken_name_is_drawn_again() {
+        let addr: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let pid = std::process::id();
+        let unique = format!("taken-{pid}");
+        // Someone holds the name the first draw gives.
+        let squatter = announce_with(addr, &unique, pid, || Ok(1)).expect("squat");
+        let mut draws = [1, 1, 2].into_iter();
+        let claim = announce_with(addr, &unique, pid, || Ok(draws.next().unwrap()))
+            .expect("announce past a taken name");
+        assert_eq!(draws.next(), None, "three draws, two taken");
+        assert_eq!(seen(addr, &unique).len(), 2);
+        // Every draw taken: it gives up, after a bounded number.
+        let mut tries = 0;
+        let e = announce_with(addr, &unique, pid, || {
+            tries += 1;
+            Ok(2)
+        })
+        .err()
+        .expect("all taken");
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(tries, MAX_TRIES);
+        drop((squatter, claim));
+    }
+
+    #[test]
+    fn nonces_differ() {
+        let a = nonce().unwrap();
+        let b = nonce().unwrap();
+        assert_ne!(a, b);
     }
 }

@@ -8,7 +8,9 @@ pub mod args;
 
 use std::ffi::OsString;
 
-use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
+use drainport::{
+    Config, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT,
+};
 
 use args::Args;
 pub use args::Command;
@@ -32,6 +34,9 @@ Options:
                             held for one unfinished message [default: {DEFAULT_MAX_INPUT}]
       --max-output BYTES    unsent output per client before its input is left
                             unread [default: {DEFAULT_MAX_OUTPUT}]
+      --max-buffers BYTES   what all clients' buffers may hold together; above
+                            it the clients holding the most are closed, with
+                            a line [default: {DEFAULT_MAX_BUFFERS}]
       --max-clients N       stop accepting at N clients; others wait in the
                             backlog [default: no limit]
       --drain-timeout SECS  close the remaining clients SECS after a drain
@@ -41,7 +46,8 @@ Options:
       --drain-notice TEXT   send TEXT as one line to every client when the
                             drain starts
       --idle-timeout SECS   close a client that sent nothing for SECS, after
-                            one line saying so [default: never]
+                            one line saying so, and a second later at most
+                            [default: never]
       --send-timeout SECS   close a client at once when its replies waited
                             SECS without it reading a byte [default: never]
       --pid-file PATH       write the pid to PATH once listening; removed at
@@ -143,6 +149,11 @@ mod tests {
         assert!(c.telnet, "telnet commands are handled by default");
         assert!(!c.log_time, "lines are undated by default");
         assert_eq!((c.idle_timeout, c.send_timeout), (None, None));
+        assert_eq!(c.max_buffers, drainport::DEFAULT_MAX_BUFFERS);
+        assert_eq!(
+            config(&["--max-buffers=1048576"]).unwrap().max_buffers,
+            1 << 20
+        );
         let c = config(&["--idle-timeout=0.25", "--send-timeout", "30"]).unwrap();
         assert_eq!(c.idle_timeout, Some(Duration::from_millis(250)));
         assert_eq!(c.send_timeout, Some(Duration::from_secs(30)));
@@ -192,6 +203,8 @@ mod tests {
             (&["--bogus"][..], "unknown option '--bogus'"),
             (&["nonsense"][..], "invalid address 'nonsense'"),
             (&["--max-line"][..], "needs a value"),
+            (&["--max-buffers", "0"][..], "from 1 to"),
+            (&["--max-buffers", "64M"][..], "not '64M'"),
             (&["--max-line", "0"][..], "from 1 to"),
             (&["--backlog", "99999999999"][..], "from 1 to 2147483647,"),
             (&["--max-clients", "99999999999999999999"][..], "from 1 to"),

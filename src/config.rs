@@ -14,6 +14,11 @@ pub const DEFAULT_BACKLOG: u32 = 1024;
 pub const DEFAULT_MAX_INPUT: usize = 64 * 1024;
 /// Unsent output per client above which the server stops reading from it.
 pub const DEFAULT_MAX_OUTPUT: usize = 64 * 1024;
+/// What all clients' buffers together may hold before the largest are
+/// closed: 128 MiB, room for about 2,000 clients each holding a whole
+/// unfinished 64 KiB line at once, which a process serving its clients'
+/// replies as they come is far from needing.
+pub const DEFAULT_MAX_BUFFERS: usize = 128 * 1024 * 1024;
 
 /// How one server process runs.
 #[derive(Debug, Clone)]
@@ -38,6 +43,18 @@ pub struct Config {
     pub max_input: usize,
     /// Unsent output per client above which its input is left unread.
     pub max_output: usize,
+    /// What all clients' own buffers may hold together, in bytes: the
+    /// unfinished messages they sent and the replies they have not taken,
+    /// counted as allocated (capacities, not lengths). When they hold more,
+    /// the clients that hold the most are closed, each with the
+    /// protocol's last word ([`Protocol::on_evicted`]), until they fit
+    /// again; everyone else is served as before, and an idle or ping-pong
+    /// client, which holds no buffer, is never among them. The process
+    /// logs the closes, at most one line a second. So memory has a
+    /// ceiling whatever the clients do: about this plus a fixed margin.
+    ///
+    /// [`Protocol::on_evicted`]: crate::Protocol::on_evicted
+    pub max_buffers: usize,
     /// Stop accepting at this many clients; the rest wait in the backlog.
     pub max_clients: Option<usize>,
     /// How long a drain may last before the remaining clients are closed.
@@ -47,8 +64,10 @@ pub struct Config {
     pub close_spread: Option<Duration>,
     /// Close a client that sent no byte for this long, after the
     /// protocol's last word ([`Protocol::on_idle_timeout`]: for a line
-    /// protocol, `error: idle for 30s, closing`). Re-armed by every read,
-    /// at the cost of a store. Off by default.
+    /// protocol, `error: idle for 30s, closing`), and a wait of a second
+    /// at most for its EOF (none while the process is out of
+    /// descriptors). Re-armed by every read, at the cost of a store. Off
+    /// by default.
     ///
     /// [`Protocol::on_idle_timeout`]: crate::Protocol::on_idle_timeout
     pub idle_timeout: Option<Duration>,
@@ -110,6 +129,7 @@ impl Default for Config {
             backlog: DEFAULT_BACKLOG,
             max_input: DEFAULT_MAX_INPUT,
             max_output: DEFAULT_MAX_OUTPUT,
+            max_buffers: DEFAULT_MAX_BUFFERS,
             max_clients: None,
             drain_timeout: None,
             close_spread: None,

@@ -15,6 +15,10 @@
 //! unfinished message, or output the socket would not take), and gives them
 //! back as soon as they are empty. The protocol's per-connection state
 //! ([`Protocol::Conn`]) sits inline in the slot, so `()` costs nothing.
+//! Buffers of its own carry their part of the process's budget
+//! ([`crate::budget`]): the server counts them after the connection's turn
+//! ([`Conn::count_buffers`]), they give it back when they are freed, and
+//! [`Conn::evict`] drops them when the budget is spent.
 //!
 //! With `Config::telnet`, fresh bytes pass through the telnet filter
 //! ([`crate::telnet`]) before the protocol sees them. Bytes without 0xFF
@@ -33,11 +37,13 @@ use std::io;
 use std::mem;
 use std::net::{Shutdown, SocketAddr};
 use std::ops::ControlFlow;
+use std::rc::Rc;
 use std::time::Duration;
 
 use mio::event::Event;
 use mio::net::TcpStream;
 
+use crate::budget::{Budget, Share};
 use crate::protocol::{Action, Fed, Protocol, Stop, feed};
 use crate::telnet::Telnet;
 
@@ -141,8 +147,9 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: u64,
 }
 
-/// What every connection of a loop shares: the protocol, the limits, and
-/// the buffers that let an idle connection own none.
+/// What every connection of a loop shares: the protocol, the limits, the
+/// buffers that let an idle connection own none, and the budget that the
+/// buffers connections do own are counted against.
 pub(crate) struct Context<P> {
     pub(crate) protocol: P,
     /// The input cap: the most bytes held for one unfinished message.
@@ -151,6 +158,8 @@ pub(crate) struct Context<P> {
     /// Run input through the telnet filter (`Config::telnet`).
     telnet: bool,
     pub(crate) counters: Counters,
+    /// What the connections' own buffers hold in all (`Config::max_buffers`).
+    pub(crate) budget: Rc<Budget>,
     read_buf: Box<[u8]>,
     scratch: Vec<u8>,
 }
@@ -163,6 +172,7 @@ impl<P: Protocol> Context<P> {
             max_output: max_output.max(1),
             telnet: false,
             counters: Counters::default(),
+            budget: Budget::new(usize::MAX),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             scratch: Vec::new(),
         }
@@ -180,10 +190,16 @@ impl<P: Protocol> Context<P> {
         self.telnet = on;
         self
     }
+
+    /// Counts the connections' own buffers against `limit` bytes (no
+    /// limit without this).
+    pub(crate) fn with_budget(mut self, limit: usize) -> Self {
+        self.budget = Budget::new(limit);
+        self
+    }
 }
 
 /// Bytes a connection keeps between events.
-#[derive(Default)]
 pub(crate) struct Bufs {
     /// Read but not taken: an unfinished message, or input held back.
     pub(crate) input: Vec<u8>,
@@ -195,9 +211,30 @@ pub(crate) struct Bufs {
     /// Telnet only: the command the filter stopped at and the bytes read
     /// after it, waiting for the protocol to answer the data before it.
     pub(crate) unfiltered: Unfiltered,
+    /// Their part of the process's budget, given back when they are freed.
+    pub(crate) share: Share,
 }
 
 impl Bufs {
+    fn new(budget: &Rc<Budget>) -> Box<Bufs> {
+        Box::new(Bufs {
+            input: Vec::new(),
+            output: Vec::new(),
+            sent: 0,
+            discarded: 0,
+            unfiltered: Unfiltered::default(),
+            share: Share::new(budget),
+        })
+    }
+
+    /// What the buffers cost the allocator: their capacities, and the box.
+    pub(crate) fn capacity(&self) -> usize {
+        mem::size_of::<Bufs>()
+            + self.input.capacity()
+            + self.output.capacity()
+            + self.unfiltered.capacity()
+    }
+
     fn pending(&self) -> usize {
         self.output.len() - self.sent
     }
@@ -246,8 +283,8 @@ impl<S: Stream, C> Conn<S, C> {
         self.bufs.as_ref().map_or(0, |b| b.pending())
     }
 
-    fn bufs(&mut self) -> &mut Bufs {
-        self.bufs.get_or_insert_with(Box::default)
+    fn bufs(&mut self, budget: &Rc<Budget>) -> &mut Bufs {
+        self.bufs.get_or_insert_with(|| Bufs::new(budget))
     }
 
     /// Handles a readiness event.
@@ -349,7 +386,7 @@ impl<S: Stream, C> Conn<S, C> {
         match self.read(cx) {
             Ok(0) => ControlFlow::Continue(()),
             Ok(n) => {
-                let bufs = self.bufs();
+                let bufs = self.bufs(&cx.budget);
                 bufs.discarded += n;
                 if bufs.discarded > DISCARD_LIMIT {
                     return ControlFlow::Break(Verdict::Close);
@@ -405,14 +442,14 @@ impl<S: Stream, C> Conn<S, C> {
         if cx.telnet && !self.telnet.passes(fresh) {
             // Rare: people type few commands. The bytes are kept so that
             // the filter can stop at each command and resume after it.
-            self.bufs().unfiltered.push(fresh);
+            self.bufs(&cx.budget).unfiltered.push(fresh);
             self.flags |= UNFILTERED;
             return self.feed_held(cx);
         }
         let buffered = self.bufs.as_ref().is_some_and(|b| !b.input.is_empty());
         if buffered {
             // The new bytes continue a message already begun.
-            self.bufs().input.extend_from_slice(fresh);
+            self.bufs(&cx.budget).input.extend_from_slice(fresh);
             return self.feed_buffered(cx);
         }
         // The fast path: feed straight from the shared buffer and keep only
@@ -427,7 +464,7 @@ impl<S: Stream, C> Conn<S, C> {
         );
         let rest = &fresh[got.consumed..];
         if !rest.is_empty() && matches!(got.stop, Stop::NeedMore | Stop::Full) {
-            self.bufs().input.extend_from_slice(rest);
+            self.bufs(&cx.budget).input.extend_from_slice(rest);
         }
         self.note(got, &mut cx.counters);
         self.send_scratch(cx)
@@ -442,7 +479,7 @@ impl<S: Stream, C> Conn<S, C> {
     /// Offers the input buffer to the protocol, leaving its replies in the
     /// shared scratch vector (or after the pending output) unsent.
     fn feed_input<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) {
-        let bufs = self.bufs.get_or_insert_with(Box::default);
+        let bufs = self.bufs.get_or_insert_with(|| Bufs::new(&cx.budget));
         let input = mem::take(&mut bufs.input);
         let got = feed(
             &mut cx.protocol,
@@ -485,7 +522,7 @@ impl<S: Stream, C> Conn<S, C> {
     /// The protocol has taken every message it could before the telnet
     /// command: the command's turn, then the filter's up to the next one.
     fn advance_telnet<P>(&mut self, cx: &mut Context<P>) -> Advance {
-        let bufs = self.bufs.get_or_insert_with(Box::default);
+        let bufs = self.bufs.get_or_insert_with(|| Bufs::new(&cx.budget));
         let mut unfiltered = mem::take(&mut bufs.unfiltered);
         let mut input = mem::take(&mut bufs.input);
         let next = unfiltered.advance(&mut self.telnet, &mut input, |reply| {
@@ -566,7 +603,9 @@ impl<S: Stream, C> Conn<S, C> {
             cx.counters.bytes_out += written as u64;
             if written < cx.scratch.len() {
                 self.flags |= WRITE_BLOCKED;
-                self.bufs().output.extend_from_slice(&cx.scratch[written..]);
+                self.bufs(&cx.budget)
+                    .output
+                    .extend_from_slice(&cx.scratch[written..]);
             }
         }
         cx.scratch.clear();
@@ -686,6 +725,59 @@ impl<S: Stream, C> Conn<S, C> {
         self.pending() > 0
     }
 
+    /// The connection has buffers of its own, to count after its turn.
+    #[inline]
+    pub(crate) fn has_buffers(&self) -> bool {
+        self.bufs.is_some()
+    }
+
+    /// Counts the buffers against the budget, as they stand after a turn.
+    /// Returns the size class to file the connection under, when it is not
+    /// filed under it already ([`crate::budget::Classes`]).
+    pub(crate) fn count_buffers(&mut self) -> Option<u8> {
+        let bufs = self.bufs.as_deref_mut()?;
+        let held = bufs.capacity();
+        bufs.share.count(held)
+    }
+
+    /// The buffers' part of the budget, if the connection has buffers.
+    pub(crate) fn share(&self) -> Option<&Share> {
+        self.bufs.as_deref().map(|b| &b.share)
+    }
+
+    pub(crate) fn share_mut(&mut self) -> Option<&mut Share> {
+        self.bufs.as_deref_mut().map(|b| &mut b.share)
+    }
+
+    /// The process's buffers are over their budget and this connection
+    /// holds among the most: what it holds goes (input not taken yet,
+    /// replies not taken yet), the protocol says why
+    /// ([`Protocol::on_evicted`]), and the connection ends: FIN, then a
+    /// wait for the client's EOF that reads into the shared buffer and
+    /// keeps nothing. One already ending has had its last word: its unsent
+    /// output goes, and if it had none, it is closed at once, since all it
+    /// still holds is the little its ending needs.
+    pub(crate) fn evict<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> Verdict {
+        let held = self.share().map_or(0, Share::counted);
+        let had_output = self.pending() > 0;
+        if let Some(b) = self.bufs.as_deref_mut() {
+            b.output = Vec::new();
+            b.sent = 0;
+        }
+        if self.is(ENDING) {
+            if !had_output {
+                return Verdict::Close;
+            }
+            return self.pump(cx);
+        }
+        self.end_after_flush();
+        let said = self.say(cx, |protocol, state, out| {
+            protocol.on_evicted(state, held, out);
+            Action::Close
+        });
+        self.act_on(said, cx)
+    }
+
     /// The verdict after a hook outside of `on_data` ran: keep, end (close
     /// once its output is flushed), or close now if sending it failed.
     fn act_on<P: Protocol<Conn = C>>(
@@ -775,6 +867,106 @@ mod tests {
             size <= SLOT,
             "a slot with a u16 of state takes {size} bytes"
         );
+    }
+
+    /// A socket that reads what `inbound` holds and writes at most
+    /// `room` bytes into `outbound`.
+    #[derive(Default)]
+    struct Scripted {
+        inbound: std::cell::RefCell<Vec<u8>>,
+        outbound: std::cell::RefCell<Vec<u8>>,
+        room: std::cell::Cell<usize>,
+        shut: std::cell::Cell<bool>,
+    }
+
+    impl Stream for &Scripted {
+        fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+            let mut inbound = self.inbound.borrow_mut();
+            if inbound.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(inbound.len());
+            buf[..n].copy_from_slice(&inbound[..n]);
+            inbound.drain(..n);
+            Ok(n)
+        }
+
+        fn write(&self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.room.get());
+            if n == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.room.set(self.room.get() - n);
+            self.outbound.borrow_mut().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn shutdown_write(&self) -> io::Result<()> {
+            self.shut.set(true);
+            Ok(())
+        }
+    }
+
+    struct Echo;
+
+    impl crate::protocol::LineProtocol for Echo {
+        fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) -> Action {
+            out.extend_from_slice(line);
+            Action::Continue
+        }
+    }
+
+    #[test]
+    fn an_evicted_connection_loses_what_it_holds_says_why_and_ends() {
+        use crate::protocol::Lines;
+        let socket = Scripted::default();
+        let mut cx = Context::new(Lines(Echo), 1024, 64).with_budget(1);
+        let mut conn: Conn<&Scripted> = Conn::new(&socket);
+        // Replies the client does not take, and a line it has not finished.
+        let line = [&[b'x'; 300][..], b"\n"].concat();
+        *socket.inbound.borrow_mut() = [&line[..], &line, &[b'y'; 600]].concat();
+        let readable = Ready {
+            readable: true,
+            ..Ready::default()
+        };
+        assert_eq!(conn.on_ready(readable, &mut cx), Verdict::Keep);
+        assert!(conn.has_pending());
+        assert!(conn.count_buffers().is_some(), "new buffers are filed");
+        let held = cx.budget.held();
+        assert_eq!(held, conn.bufs.as_deref().unwrap().capacity());
+        assert!(cx.budget.over());
+
+        socket.room.set(4096);
+        let verdict = conn.evict(&mut cx);
+        assert_eq!(verdict, Verdict::Keep, "it waits for the client's EOF");
+        assert!(conn.is_ending());
+        // The write side was blocked: the line waits for a writable event,
+        // alone, the replies and the partial line gone.
+        let bufs = conn.bufs.as_deref().unwrap();
+        assert!(bufs.input.is_empty());
+        let line = format!(
+            "error: the server's memory for client buffers is full and this connection held {held} bytes of it, closing\n"
+        );
+        assert_eq!(&bufs.output[bufs.sent..], line.as_bytes());
+        let writable = Ready {
+            writable: true,
+            ..Ready::default()
+        };
+        assert_eq!(conn.on_ready(writable, &mut cx), Verdict::Keep);
+        assert_eq!(*socket.outbound.borrow(), line.as_bytes());
+        assert!(socket.shut.get(), "the FIN follows the line");
+        conn.count_buffers();
+        assert!(
+            cx.budget.held() < held,
+            "only the box is left: {} bytes",
+            cx.budget.held()
+        );
+
+        // Taken again while ending, with nothing left to drop: closed now.
+        assert_eq!(conn.evict(&mut cx), Verdict::Close);
+        drop(conn);
+        assert_eq!(cx.budget.held(), 0, "everything given back");
+        assert_eq!(cx.budget.shares(), 0);
     }
 
     /// The slot the server uses is the one measured above: in release,

@@ -40,6 +40,7 @@
 
 mod activation;
 mod admission;
+mod budget;
 mod claim;
 mod config;
 mod conn;
@@ -56,6 +57,7 @@ mod protection;
 pub mod protocol;
 mod server;
 mod slab;
+mod sockdiag;
 mod spread;
 mod steer;
 mod sys;
@@ -64,6 +66,9 @@ mod telnet;
 mod test_rng;
 mod timeouts;
 
-pub use config::{Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT};
+pub use config::{
+    Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_INPUT,
+    DEFAULT_MAX_OUTPUT,
+};
 pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};
 pub use server::serve;

@@ -43,6 +43,26 @@ pub(crate) fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// Bytes that someone else chose (a Unix socket's name, say), shown so
+/// that they cannot forge or garble a line: printable ASCII stays as it is,
+/// a backslash is doubled, and every other byte (control characters,
+/// non-ASCII, invalid UTF-8) shows as `\xNN`. The one way such bytes reach
+/// a line or an error message.
+pub(crate) struct Escaped<'a>(pub(crate) &'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &b in self.0 {
+            match b {
+                b'\\' => f.write_str("\\\\")?,
+                b' '..=b'~' => fmt::Write::write_char(f, char::from(b))?,
+                _ => write!(f, "\\x{b:02x}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A time since the Unix epoch, shown in UTC to the millisecond:
 /// `2026-12-02T18:30:00.123Z`. Truncated, not rounded, so a line never
 /// carries a time later than the moment it was written.
@@ -101,6 +121,21 @@ mod tests {
 
     fn at(secs: u64, millis: u64) -> String {
         Rfc3339(Duration::from_secs(secs) + Duration::from_millis(millis)).to_string()
+    }
+
+    #[test]
+    fn foreign_bytes_are_escaped() {
+        let shown = |b: &[u8]| Escaped(b).to_string();
+        assert_eq!(shown(b"Lines<Echo> v2"), "Lines<Echo> v2");
+        assert_eq!(shown(b"a\x1b[31mred\r\n"), "a\\x1b[31mred\\x0d\\x0a");
+        assert_eq!(shown(b"\xff\x00\x7f"), "\\xff\\x00\\x7f");
+        // A backslash is doubled, so an escape cannot be forged.
+        assert_eq!(shown(b"\\x41"), "\\\\x41");
+        // Valid UTF-8 beyond ASCII is escaped too: no look-alike letters,
+        // no reordering marks.
+        assert_eq!(shown("é\u{202e}".as_bytes()), "\\xc3\\xa9\\xe2\\x80\\xae");
+        let every: Vec<u8> = (0..=255).collect();
+        assert!(shown(&every).bytes().all(|b| (b' '..=b'~').contains(&b)));
     }
 
     #[test]

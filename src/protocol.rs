@@ -167,11 +167,24 @@ pub trait Protocol {
 
     /// The client sent nothing for `idle` ([`Config::idle_timeout`]):
     /// append the last word it gets. The connection then ends (flush, FIN,
-    /// and a wait for the client's EOF no longer than `idle` again).
+    /// and a wait for the client's EOF of a second at most, or `idle` if
+    /// shorter, and none while the process is out of descriptors).
     ///
     /// [`Config::idle_timeout`]: crate::Config::idle_timeout
     fn on_idle_timeout(&mut self, conn: &mut Self::Conn, idle: Duration, out: &mut Vec<u8>) {
         let _ = (conn, idle, out);
+    }
+
+    /// The connections' buffers hold more than their budget
+    /// ([`Config::max_buffers`]) and this one holds among the most: `held`
+    /// bytes. What it held is dropped (input not taken yet, replies the
+    /// client has not taken); append the last word it gets. The connection
+    /// then ends: flush, FIN, and a wait for the client's EOF that keeps no
+    /// buffer.
+    ///
+    /// [`Config::max_buffers`]: crate::Config::max_buffers
+    fn on_evicted(&mut self, conn: &mut Self::Conn, held: usize, out: &mut Vec<u8>) {
+        let _ = (conn, held, out);
     }
 }
 
@@ -195,6 +208,17 @@ pub trait LineProtocol {
     /// connection ends after it.
     fn on_idle_timeout(&mut self, idle: Duration, out: &mut Vec<u8>) {
         let _ = writeln!(out, "error: idle for {}s, closing", idle.as_secs_f64());
+    }
+
+    /// Appends the last line a client gets when it is closed to keep the
+    /// clients' buffers within their budget
+    /// ([`Config::max_buffers`](crate::Config::max_buffers)), which they
+    /// passed while it held `held` bytes, among the most of any client.
+    fn on_evicted(&mut self, held: usize, out: &mut Vec<u8>) {
+        let _ = writeln!(
+            out,
+            "error: the server's memory for client buffers is full and this connection held {held} bytes of it, closing"
+        );
     }
 
     /// Appends the last line a client gets when the server closes it on a
@@ -244,6 +268,10 @@ impl<P: LineProtocol> Protocol for Lines<P> {
 
     fn on_idle_timeout(&mut self, _: &mut (), idle: Duration, out: &mut Vec<u8>) {
         self.0.on_idle_timeout(idle, out);
+    }
+
+    fn on_evicted(&mut self, _: &mut (), held: usize, out: &mut Vec<u8>) {
+        self.0.on_evicted(held, out);
     }
 }
 

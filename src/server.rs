@@ -29,11 +29,12 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::activation;
 use crate::admission::{Accept, Admission};
-use crate::claim::{self, Claim};
+use crate::budget::{Classes, Report, Share, Size};
+use crate::claim::{self, Claim, Conflict};
 use crate::config::Config;
 use crate::conn::{Conn, Context, Ready, Verdict};
 use crate::listener::{Listeners, Origin};
-use crate::log::{plural, say};
+use crate::log::{Escaped, plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protection;
@@ -123,13 +124,9 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .transpose()?;
     let listeners = Listeners::open(&config.addrs, passed)?;
     say_origins(pid, &listeners, &config.addrs);
-    let service = match &config.service {
-        Some(name) => claim::clean(name.as_ref()),
-        None => claim::service_of::<P>(),
-    };
     let mut claims = Vec::new();
     for port in listeners.ports() {
-        claims.extend(claim::stake(port.addr, &service, config.join_any)?);
+        claims.extend(claim_address::<P>(config, port.addr)?);
     }
     protection::report(pid, listeners.ports());
     let addrs: Vec<SocketAddr> = listeners.ports().iter().map(|p| p.addr).collect();
@@ -205,6 +202,8 @@ enum Timer {
     Progress,
     /// The nearest per-connection deadline: idle, send or the protocol's.
     Deadlines,
+    /// The next line about clients closed for the buffer budget.
+    Evictions,
 }
 
 struct Server<P: Protocol> {
@@ -224,6 +223,11 @@ struct Server<P: Protocol> {
     admission: Admission,
     conns: Slab<Conn<TcpStream, P::Conn>>,
     cx: Context<P>,
+    /// The connections with buffers of their own, by size, to close the
+    /// largest when the buffers are over their budget.
+    classes: Classes,
+    /// Clients closed for the budget, for the log and the status line.
+    evicted: Report,
     /// Every connection's deadlines.
     timeouts: Timeouts,
     state: State,
@@ -274,7 +278,10 @@ impl<P: Protocol> Server<P> {
             admission,
             conns: Slab::new(),
             cx: Context::new(protocol, config.max_input, config.max_output)
-                .with_telnet(config.telnet),
+                .with_telnet(config.telnet)
+                .with_budget(config.max_buffers),
+            classes: Classes::default(),
+            evicted: Report::default(),
             timeouts: Timeouts::new(config, now),
             state: State::Running,
             hangup_at: None,
@@ -380,6 +387,92 @@ impl<P: Protocol> Server<P> {
         }
         if let Some(conn) = self.conns.get_mut(key) {
             self.timeouts.after_turn(key, conn, &self.cx, before);
+            if conn.has_buffers() {
+                self.count_buffers(key);
+            }
+        }
+    }
+
+    /// After the turn of a connection with buffers of its own: counts
+    /// them, and closes the largest if all buffers are over their budget.
+    /// The only place the budget can be passed: what is held grows only
+    /// when it is counted.
+    fn count_buffers(&mut self, key: usize) {
+        self.file_buffers(key);
+        if self.cx.budget.over() {
+            self.evict();
+        }
+    }
+
+    /// Counts a connection's buffers and files it under its size class.
+    fn file_buffers(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Some(class) = conn.count_buffers() else {
+            return;
+        };
+        let stamp = self.classes.file(key, class);
+        if let Some(share) = conn.share_mut() {
+            share.filed(class, stamp);
+        }
+        if self.classes.crowded(self.cx.budget.shares()) {
+            let conns = &self.conns;
+            self.classes.compact(|k| filed_stamp(conns, k));
+        }
+    }
+
+    /// Closes the connections that hold the most, largest class first,
+    /// until the buffers fit their budget again. Each is taken from
+    /// [`Classes`] in O(1) amortized, and filed again (at its new, small
+    /// size) once its buffers are gone; one taken again while ending is
+    /// closed, so the loop ends.
+    fn evict(&mut self) {
+        while self.cx.budget.over() {
+            let conns = &self.conns;
+            let Some(key) = self.classes.pop(|k| filed_stamp(conns, k)) else {
+                break;
+            };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            let first = !conn.is_ending();
+            let held = conn.share().map_or(0, Share::counted);
+            if let Some(share) = conn.share_mut() {
+                share.unfile();
+            }
+            let before = Before::take(&self.cx);
+            let verdict = conn.evict(&mut self.cx);
+            if first {
+                self.evicted.closed(held);
+            }
+            match verdict {
+                Verdict::Keep => {}
+                Verdict::Again => self.again.push(key),
+                Verdict::Close => {
+                    self.remove(key);
+                    continue;
+                }
+            }
+            if let Some(conn) = self.conns.get_mut(key) {
+                self.timeouts.after_turn(key, conn, &self.cx, before);
+            }
+            self.file_buffers(key);
+        }
+    }
+
+    /// Says how many clients were closed for the budget since the last
+    /// such line, at most once per interval.
+    fn report_evictions(&mut self, now: Instant) {
+        if let Some(closed) = self.evicted.take(now) {
+            say!(
+                "Process {} is over its budget for client buffers ({}): closed {} client{} holding the most, {} in all",
+                self.pid,
+                Size(self.cx.budget.limit()),
+                closed.clients,
+                plural(closed.clients),
+                Size(closed.bytes)
+            );
         }
     }
 
@@ -394,6 +487,8 @@ impl<P: Protocol> Server<P> {
 
     /// Acts on the per-connection deadlines that passed.
     fn on_deadlines(&mut self, now: Instant) {
+        self.timeouts
+            .short_of_descriptors(self.admission.is_starved());
         let fired = self.timeouts.expire(now);
         for &(key, kind) in &fired {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -613,13 +708,15 @@ impl<P: Protocol> Server<P> {
         };
         let c = &self.cx.counters;
         say!(
-            "Process {} status: state={state} clients={} accepted={} lines={} bytes_in={} bytes_out={} since_hangup={since}",
+            "Process {} status: state={state} clients={} accepted={} lines={} bytes_in={} bytes_out={} buffers={} evicted={} since_hangup={since}",
             self.pid,
             self.conns.len(),
             c.accepted,
             c.lines,
             c.bytes_in,
-            c.bytes_out
+            c.bytes_out,
+            self.cx.budget.held(),
+            self.evicted.total()
         );
     }
 
@@ -668,7 +765,7 @@ impl<P: Protocol> Server<P> {
 
     /// Every timer with when it is next due. The one list both the poll's
     /// timeout and [`Server::on_timers`] are derived from.
-    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 5] {
+    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 6] {
         let deadline = match self.state {
             State::Draining { deadline } => deadline,
             _ => None,
@@ -682,6 +779,7 @@ impl<P: Protocol> Server<P> {
                 self.progress_wanted().then_some(self.report_at),
             ),
             (Timer::Deadlines, self.timeouts.next_due()),
+            (Timer::Evictions, self.evicted.due(now)),
         ]
     }
 
@@ -712,6 +810,7 @@ impl<P: Protocol> Server<P> {
             Timer::SpreadClose => self.close_due(now),
             Timer::Progress => self.report_progress(now),
             Timer::Deadlines => self.on_deadlines(now),
+            Timer::Evictions => self.report_evictions(now),
         }
     }
 
@@ -727,6 +826,74 @@ impl<P: Protocol> Server<P> {
             .min()
             .map(|at| at.saturating_duration_since(now))
     }
+}
+
+/// Announces the service this process runs on `addr`, and refuses to go on
+/// when another service of this uid already serves it (unless
+/// `config.join_any`). Comes after the bind and before the listen, so
+/// refusing resets nothing. Where the announcement cannot be made, or the
+/// claims cannot be read, the process says so and goes on: the check
+/// protects against a mistake, it is not a lock. What a claim's name holds
+/// is printed escaped.
+fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Claim>> {
+    let pid = process::id();
+    let service = match &config.service {
+        Some(name) => claim::clean(name.as_ref()),
+        None => claim::service_of::<P>(),
+    };
+    // Announcing first: of two processes that start at once, the one
+    // that lists second sees the other. A process that cannot announce
+    // still checks the others.
+    let claimed = claim::announce(addr, &service)
+        .inspect_err(|e| {
+            say!(
+                "Process {pid} cannot announce its service on {addr} ({e}); siblings cannot check it"
+            );
+        })
+        .ok();
+    let listing = match claim::list() {
+        Ok(listing) => listing,
+        Err(e) => {
+            say!("Process {pid} cannot list the services on {addr} ({e}); not checked");
+            return Ok(claimed);
+        }
+    };
+    if let Some(why) = &listing.owners_unknown {
+        say!(
+            "Process {pid} cannot tell who announced the services on {addr} ({why}); \
+             another service there is reported, not refused"
+        );
+    }
+    match listing.conflict(addr, &service) {
+        None => {}
+        Some(Conflict::Mine(other)) if !config.join_any => {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "{addr} is served by another service, {} (pid {}), and this is {service}; \
+                     refusing to split its clients between two programs (--join-any to share it)",
+                    Escaped(&other.service),
+                    other.pid
+                ),
+            ));
+        }
+        Some(Conflict::Mine(other)) => say!(
+            "Process {pid} joins {addr}, which {} (pid {}) also serves",
+            Escaped(&other.service),
+            other.pid
+        ),
+        Some(Conflict::Unknown(other)) => say!(
+            "Process {pid} joins {addr}, which {} (pid {}) may also serve: who announced it is unknown",
+            Escaped(&other.service),
+            other.pid
+        ),
+    }
+    Ok(claimed)
+}
+
+/// The stamp the connection in `key` carries in [`Classes`], or 0.
+fn filed_stamp<C>(conns: &Slab<Conn<TcpStream, C>>, key: usize) -> u32 {
+    conns.get(key).and_then(Conn::share).map_or(0, Share::stamp)
 }
 
 fn signal_name(signal: libc::c_int) -> &'static str {

@@ -5,8 +5,11 @@
 //! Guarantees:
 //! - Idle: a client that sent no byte for `idle_timeout` gets the
 //!   protocol's last word ([`Protocol::on_idle_timeout`]) and its
-//!   connection ends; if it is still there `idle_timeout` later (it never
-//!   sent its EOF), it is closed. An ending connection's idle clock is not
+//!   connection ends; if it is still there [`TOLD_WAIT`] later (or
+//!   `idle_timeout`, if shorter) without having sent its EOF, it is
+//!   closed, and while the process is out of descriptors it is closed
+//!   right after its last word, without waiting: clients queued for a
+//!   descriptor need it more. An ending connection's idle clock is not
 //!   moved by the input it throws away, so however it came to end, it
 //!   waits for the client's EOF one idle period at most.
 //! - Send: a connection whose output waited `send_timeout` without the
@@ -27,6 +30,12 @@ use crate::config::Config;
 use crate::conn::{Conn, Context, Stream, Verdict};
 use crate::deadline::{Deadlines, Kind};
 use crate::protocol::Protocol;
+
+/// How long a client told of its idle timeout has to send its EOF before
+/// it is closed anyway: enough for a live client to read its line and
+/// close, short beside the idle timeouts that are used, so that silent
+/// clients do not hold their descriptors for a second idle period.
+pub(crate) const TOLD_WAIT: Duration = Duration::from_secs(1);
 
 /// The counters before a connection's turn.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +61,8 @@ pub(crate) struct Timeouts {
     now: Instant,
     /// Kept between expiries so that firing allocates nothing once warm.
     fired: Vec<(usize, Kind)>,
+    /// The process is out of descriptors: a told client does not wait.
+    short: bool,
 }
 
 impl Timeouts {
@@ -62,7 +73,14 @@ impl Timeouts {
             deadlines: Deadlines::new(now),
             now,
             fired: Vec::new(),
+            short: false,
         }
+    }
+
+    /// Whether the process is out of descriptors, with clients queued for
+    /// one: then a client told of its idle timeout is closed at once.
+    pub(crate) fn short_of_descriptors(&mut self, short: bool) {
+        self.short = short;
     }
 
     /// The loop woke at `now`: turns from here on happen then.
@@ -157,13 +175,21 @@ impl Timeouts {
                 };
                 if conn.is_ending() {
                     // Told already, or closing for another reason, and
-                    // silent as long again: its EOF is not coming.
+                    // silent since: its EOF is not coming.
                     return Verdict::Close;
                 }
-                // The wait for the client's EOF is bounded the same way.
-                let at = self.after_delay(self.idle);
+                // The wait for the client's EOF is short: a silent client
+                // must not hold its descriptor for a second idle period.
+                let at = self.after_delay(Some(idle.min(TOLD_WAIT)));
                 self.deadlines.set(key, Kind::Idle, at);
-                conn.on_idle_timeout(idle, cx)
+                let verdict = conn.on_idle_timeout(idle, cx);
+                if self.short {
+                    // Its line and FIN are written, as far as the socket
+                    // takes them; the descriptor goes to a client queued
+                    // for one.
+                    return Verdict::Close;
+                }
+                verdict
             }
             // Not reading: a last word would not be read either.
             Kind::Send => Verdict::Close,

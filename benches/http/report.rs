@@ -7,6 +7,7 @@ use crate::compare::{CONNS, Comparison, Run};
 use crate::num::num;
 use crate::release::Release;
 use crate::servers::Kind;
+use crate::slow_head::{self, SlowHead};
 
 /// What the report's header states.
 pub struct Meta {
@@ -312,4 +313,38 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
         let _ = writeln!(w, "- {m}");
     }
     s
+}
+
+/// The slow head's section: this build's figures, and the older build's
+/// given with `--before`.
+pub fn render_slow_head(
+    run: &crate::util::Provenance,
+    slow: &SlowHead,
+    before: Option<(&str, &SlowHead)>,
+) -> String {
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "Written by `benches/http.rs` between the `http-slowhead` markers; rerun it rather than editing this section.\n"
+    );
+    run.write(w);
+    let _ = writeln!(w, "\n- This build: {}", slow_head_line(slow));
+    if let Some((build, before)) = before {
+        let _ = writeln!(w, "- `{build}`: {}", slow_head_line(before));
+    }
+    s
+}
+
+/// One line for the slow head's figures.
+pub fn slow_head_line(slow: &SlowHead) -> String {
+    format!(
+        "A {}-byte head sent one byte per write, {} µs apart, cost the server {:.1} ms of CPU ({:.1} µs a byte), {:.0} ms of it in user space, and was answered {:.2} s after its first byte.",
+        num(slow.bytes as f64, 0),
+        slow_head::PACE.as_micros(),
+        slow.cpu_ms,
+        slow.cpu_ms * 1e3 / slow.bytes as f64,
+        slow.user_ms,
+        slow.wall_s,
+    )
 }

@@ -14,7 +14,7 @@ mod args;
 use std::ffi::OsString;
 use std::time::Duration;
 
-use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_OUTPUT};
+use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_OUTPUT};
 
 use super::protocol::Timeouts;
 use args::Args;
@@ -53,6 +53,9 @@ Options:
       --backlog N           listen backlog [default: {DEFAULT_BACKLOG}]
       --max-output BYTES    unsent output per client before its input is left
                             unread [default: {DEFAULT_MAX_OUTPUT}]
+      --max-buffers BYTES   what all clients' buffers may hold together; above
+                            it the clients holding the most are closed
+                            [default: {DEFAULT_MAX_BUFFERS}]
       --max-clients N       stop accepting at N clients; others wait in the
                             backlog [default: no limit]
       --drain-timeout SECS  close the idle keep-alive clients left SECS after

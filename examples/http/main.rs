@@ -32,7 +32,7 @@
 //! connection (`--send-timeout`). See `protocol.rs`.
 //!
 //! **Command line.** The options every server on drainport takes (`-q`,
-//! `--backlog`, `--max-output`, `--max-clients`, `--drain-timeout`,
+//! `--backlog`, `--max-output`, `--max-buffers`, `--max-clients`, `--drain-timeout`,
 //! `--close-spread`, `--pid-file`, `--log-time`), its timeouts, `-h` and
 //! `-V`, read by the binary's own rules with its ranges and error words
 //! (`cli.rs`). A mistake is one line on stderr starting `http: `, and

@@ -88,6 +88,55 @@ pub enum Parsed {
     Rejected(Reject),
 }
 
+/// How far a head still arriving has been looked at, so that each byte of
+/// it is scanned once however the client cuts it into reads: a 64 KiB head
+/// sent a byte at a time costs 64 K short scans, not 64 K parses of up to
+/// 64 KiB each. 4 bytes: the bytes scanned, and in the top bit whether the
+/// request line has ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Scan(u32);
+
+impl Scan {
+    const LINE_ENDED: u32 = 1 << 31;
+
+    /// Looks at the bytes of `input` that earlier calls did not see (the
+    /// input begins with the ones they did) and says whether [`parse`] can
+    /// now find more than `Partial`: the request line has just ended (so a
+    /// bad one is refused at once, as a complete head would be), or an
+    /// empty line has arrived. httparse ends lines at `\n` with or without
+    /// `\r`, so an empty line is `\n\n` or `\n\r\n`.
+    pub fn worth_parsing(&mut self, input: &[u8]) -> bool {
+        let from = (self.0 & !Self::LINE_ENDED) as usize;
+        let mut line_ended = self.0 & Self::LINE_ENDED != 0;
+        let mut worth = false;
+        for (at, _) in input
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(|&(_, &b)| b == b'\n')
+        {
+            if !line_ended {
+                line_ended = true;
+                worth = true;
+            }
+            let empty = match at.checked_sub(1).map(|i| input[i]) {
+                Some(b'\n') => true,
+                Some(b'\r') => at >= 2 && input[at - 2] == b'\n',
+                _ => false,
+            };
+            if empty {
+                worth = true;
+                break;
+            }
+        }
+        // The window never reaches 2 GiB (the input cap bounds it), and a
+        // count that did would only scan again.
+        let seen = u32::try_from(input.len()).unwrap_or(0) & !Self::LINE_ENDED;
+        self.0 = seen | if line_ended { Self::LINE_ENDED } else { 0 };
+        worth
+    }
+}
+
 /// Reads the request head at the front of `input`.
 pub fn parse(input: &[u8]) -> Parsed {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -263,6 +312,42 @@ mod tests {
         assert_eq!(h.len, text.len());
         assert_eq!(h.body, Framing::None);
         assert!(h.keep_alive && !h.http10 && !h.expect_continue);
+    }
+
+    /// Feeds `text` to a fresh scan in reads of `step` bytes, as the
+    /// machinery offers a growing window, and returns the window lengths
+    /// at which it asked for a parse.
+    fn parses(text: &[u8], step: usize) -> Vec<usize> {
+        let mut scan = Scan::default();
+        (step..text.len() + step)
+            .step_by(step)
+            .map(|end| end.min(text.len()))
+            .filter(|&end| scan.worth_parsing(&text[..end]))
+            .collect()
+    }
+
+    #[test]
+    fn a_head_is_parsed_when_its_request_line_ends_and_at_its_empty_line() {
+        let text = b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: aaaa\r\n\r\n";
+        let line = b"GET / HTTP/1.1\r\n".len();
+        // A byte at a time: twice, whatever the head's length.
+        assert_eq!(parses(text, 1), [line, text.len()]);
+        // Whole, or in reads that cut the line ends anywhere.
+        assert_eq!(parses(text, text.len()), [text.len()]);
+        for step in 2..text.len() {
+            let at = parses(text, step);
+            assert_eq!(at.last(), Some(&text.len()), "step {step}");
+            assert!(at.len() <= 2, "step {step}: {at:?}");
+        }
+        // Bare LF ends lines too, as httparse reads them.
+        let bare = b"GET / HTTP/1.1\nHost: x\n\n";
+        assert_eq!(parses(bare, 1), [15, bare.len()]);
+        let mixed = b"GET / HTTP/1.1\r\nHost: x\n\r\n";
+        assert_eq!(parses(mixed, 1).last(), Some(&mixed.len()));
+        // A CR alone ends nothing; CR LF CR is not yet an empty line.
+        assert_eq!(parses(b"GET / HTTP/1.1\r\nA: b\r\n\r", 1), [16]);
+        // Garbage with no line end is never parsed until one comes.
+        assert_eq!(parses(&[0x16; 100], 1), Vec::<usize>::new());
     }
 
     #[test]

@@ -112,7 +112,8 @@ impl Args {
 
     /// The options every server on drainport takes, under the binary's
     /// names and with its ranges: `-q`, `--backlog`, `--max-output`,
-    /// `--max-clients`, `--drain-timeout`, `--close-spread`, `--pid-file`,
+    /// `--max-buffers`, `--max-clients`, `--drain-timeout`,
+    /// `--close-spread`, `--pid-file`,
     /// `--log-time`, `--service` and `--join-any`. Returns `false` for any
     /// other option, which the program then handles or refuses.
     pub fn server_option(&mut self, flag: &str, config: &mut Config) -> Result<bool, String> {
@@ -127,6 +128,7 @@ impl Args {
             }
             "--backlog" => config.backlog = self.number(flag, libc::c_int::MAX as u64)?,
             "--max-output" => config.max_output = self.number(flag, usize::MAX as u64)?,
+            "--max-buffers" => config.max_buffers = self.number(flag, usize::MAX as u64)?,
             "--max-clients" => config.max_clients = Some(self.number(flag, usize::MAX as u64)?),
             "--drain-timeout" => config.drain_timeout = Some(self.seconds(flag)?),
             "--close-spread" => config.close_spread = Some(self.seconds(flag)?),

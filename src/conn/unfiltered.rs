@@ -49,6 +49,11 @@ impl Unfiltered {
         self.raw.extend_from_slice(fresh);
     }
 
+    /// Bytes allocated for what waits.
+    pub(super) fn capacity(&self) -> usize {
+        self.raw.capacity()
+    }
+
     /// True when nothing waits.
     pub(super) fn is_empty(&self) -> bool {
         self.raw.is_empty() && self.command.is_none()

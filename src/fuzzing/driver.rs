@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::conn::{Conn, Context, DISCARD_LIMIT, READ_CHUNK, Ready, Verdict};
 use crate::deadline::{Kind, TICK};
 use crate::protocol::Lines;
-use crate::timeouts::{Before, Timeouts};
+use crate::timeouts::{Before, TOLD_WAIT, Timeouts};
 
 use super::case::{Case, ERROR, Ms, Op, READ_CLOSED, READABLE, Then, WRITABLE, ready_from};
 use super::model::{Model, ModelStop, idle_line, too_long_reply};
@@ -120,6 +120,9 @@ pub(super) struct Driver {
     /// byte while the connection was not ending, or the idle timeout's
     /// firing.
     idle_from: Instant,
+    /// The idle timeout told the client: it has [`TOLD_WAIT`] (or the idle
+    /// timeout, if shorter) from then to send its EOF.
+    told: bool,
     /// Since when output has waited in the connection with none of it
     /// written, if it waits.
     send_from: Option<Instant>,
@@ -181,6 +184,7 @@ impl Driver {
             idle: case.idle,
             send: case.send,
             idle_from: t0,
+            told: false,
             send_from: None,
             late_owed: false,
             ever_deadline: false,
@@ -401,6 +405,7 @@ impl Driver {
     /// without waiting for its peer, which may then see a reset.
     fn conclude(&mut self, verdict: Verdict, turn: Turn, timed_out: bool) -> Result<(), String> {
         self.check_memory()?;
+        self.check_budget(verdict)?;
         if verdict == Verdict::Close {
             self.conn = None;
             self.again = false;
@@ -450,6 +455,31 @@ impl Driver {
             _ if pending => Some(self.now),
             _ => None,
         };
+    }
+
+    /// What the budget holds is what the connection's buffers hold, counted
+    /// after the turn as the server counts them; a connection closed, or
+    /// left without buffers, gives all of it back.
+    fn check_budget(&mut self, verdict: Verdict) -> Result<(), String> {
+        let conn = self.conn.as_mut().filter(|_| verdict != Verdict::Close);
+        let want = match conn {
+            Some(conn) => {
+                conn.count_buffers();
+                conn.bufs.as_deref().map_or(0, |b| b.capacity())
+            }
+            None => {
+                // Dropped as the server drops it.
+                self.conn = None;
+                0
+            }
+        };
+        let held = self.cx.budget.held();
+        if held != want {
+            return Err(format!(
+                "the budget holds {held} bytes for a connection whose buffers hold {want}"
+            ));
+        }
+        Ok(())
     }
 
     fn check_memory(&self) -> Result<(), String> {
@@ -796,6 +826,7 @@ impl Driver {
             }
             Kind::Idle => {
                 self.idle_from = self.now;
+                self.told = true;
                 let line = idle_line(self.idle.expect("checked as due"));
                 self.said_words(at, &line, Some(ModelStop::Idle))?;
                 self.after(verdict, turn)
@@ -891,7 +922,7 @@ impl Driver {
         };
         let mut live = Vec::new();
         if let Some(idle) = self.idle {
-            live.push(("idle", self.idle_from + idle));
+            live.push(("idle", self.idle_from + self.idle_span(idle)));
         }
         if let (Some(send), Some(from)) = (self.send, self.send_from) {
             live.push(("send", from + send));
@@ -902,11 +933,16 @@ impl Driver {
         live
     }
 
+    /// How long after `idle_from` the idle deadline is due.
+    fn idle_span(&self, idle: Duration) -> Duration {
+        if self.told { idle.min(TOLD_WAIT) } else { idle }
+    }
+
     /// A deadline fires never before it is due.
     fn check_due(&self, kind: Kind) -> Result<(), String> {
         let due = match kind {
             Kind::Idle => match self.idle {
-                Some(idle) => self.idle_from + idle,
+                Some(idle) => self.idle_from + self.idle_span(idle),
                 None => return Err("an idle deadline fired with no idle timeout".into()),
             },
             Kind::Send => match (self.send, self.send_from) {

@@ -194,6 +194,103 @@ fn a_client_that_writes_megabytes_and_never_reads() {
     siege.check(512, "after the hog read");
 }
 
+/// Three hundred clients each send 60,000 bytes of a line they never
+/// finish and never read: 17 MiB in all, where the process may hold 2 MiB
+/// (`--max-buffers`). Those holding the most are closed, each told why, so
+/// the process's memory stays within the budget plus a margin, and a
+/// well-behaved client is served throughout. Without the budget the
+/// process would hold every partial line.
+#[test]
+fn partial_lines_from_many_clients_stay_within_max_buffers() {
+    raise_fd_limit();
+    const BUDGET: usize = 2 << 20;
+    const FLOODERS: usize = 300;
+    const PARTIAL: usize = 60_000;
+    let budget = BUDGET.to_string();
+    let mut siege = Siege::start(&["-q", "--max-buffers", &budget, "127.0.0.1:0"]);
+    let partial = vec![b'x'; PARTIAL];
+    let mut flooders: Vec<Client> = Vec::with_capacity(FLOODERS);
+    for i in 0..FLOODERS {
+        let mut flooder = Client::connect(siege.addr());
+        flooder.send(&partial);
+        flooders.push(flooder);
+        if i % 50 == 49 {
+            siege.bystander_served(&format!("after {} flooders", i + 1));
+        }
+    }
+    // Every byte sent has been read: the process has decided about each
+    // flooder, to hold it or to close it.
+    let sent = (FLOODERS * PARTIAL) as u64;
+    let status = wait_until("every partial line read", || {
+        let line = siege.server.wait_status("");
+        (status_field(&line, "bytes_in") >= sent).then_some(line)
+    });
+    let held = status_field(&status, "buffers");
+    let evicted = status_field(&status, "evicted") as usize;
+    assert!(
+        held <= BUDGET as u64,
+        "the buffers hold {held} bytes, over the {BUDGET}-byte budget: {status}"
+    );
+    // A partial line of 60,000 bytes takes at least that much: the budget
+    // holds fewer than 35 of them, so the rest were closed.
+    assert!(
+        evicted >= FLOODERS - BUDGET / PARTIAL,
+        "only {evicted} of {FLOODERS} flooders closed: {status}"
+    );
+    siege
+        .server
+        .expect_line("is over its budget for client buffers (2 MiB): closed ");
+    // Each closed one was told why before its FIN; each held one was not.
+    let mut heard: Vec<(Vec<u8>, bool)> = vec![(Vec::new(), false); FLOODERS];
+    wait_until("every closed flooder to get its line", || {
+        for (flooder, (got, closed)) in flooders.iter_mut().zip(&mut heard) {
+            if !*closed {
+                *closed = read_to_fin(flooder, got);
+            }
+        }
+        (heard.iter().filter(|(_, closed)| *closed).count() == evicted).then_some(())
+    });
+    let line = b"error: the server's memory for client buffers is full and this connection held ";
+    for (got, closed) in &heard {
+        if *closed {
+            let text = String::from_utf8_lossy(got);
+            assert!(
+                got.starts_with(line) && got.ends_with(b" bytes of it, closing\n"),
+                "a closed flooder got {text:?}"
+            );
+        } else {
+            assert!(
+                got.is_empty(),
+                "a flooder still held got {text:?}",
+                text = String::from_utf8_lossy(got)
+            );
+        }
+    }
+    // Twice the budget covers the budget, one turn's growth past it and
+    // the allocator; the 17 MiB of partial lines would not fit.
+    siege.check(2 * BUDGET as u64 / 1024, "after the flood");
+    drop(flooders);
+    siege.bystander_served("after the flooders left");
+}
+
+/// Reads what has arrived on `client` into `got`, without waiting, and
+/// says whether the server's FIN came after it.
+fn read_to_fin(client: &mut Client, got: &mut Vec<u8>) -> bool {
+    client.stream.set_nonblocking(true).unwrap();
+    let fin = loop {
+        let mut chunk = [0; 512];
+        match client.stream.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+            Err(e) => panic!("a flooder's read: {e}"),
+        }
+    };
+    client.stream.set_nonblocking(false).unwrap();
+    fin
+}
+
 #[test]
 fn slowloris_clients_sending_a_byte_at_a_time() {
     let mut siege = Siege::start(&["-q", "127.0.0.1:0"]);

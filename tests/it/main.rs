@@ -3,6 +3,7 @@
 
 mod activation;
 mod addresses;
+mod claims;
 mod delay;
 /// The delay bed, shared with the delay benchmark; the benchmark's report
 /// uses parts the tests do not.
