@@ -41,7 +41,9 @@ fn announced(pid: u32) -> Vec<String> {
         .filter_map(|rest| {
             let mut parts = rest.split('|');
             let addr = parts.next()?;
-            (parts.next()? == pid.to_string()).then(|| addr.to_owned())
+            // `<pid>.<nonce>`
+            let owner = parts.next()?.split('.').next()?;
+            (owner == pid.to_string()).then(|| addr.to_owned())
         })
         .collect();
     found.sort();
