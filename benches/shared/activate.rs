@@ -30,11 +30,21 @@ pub const LISTEN_PID_SHELL: [&str; 4] = [
 /// The most descriptors one child is given here.
 const MAX_FDS: usize = 16;
 
+/// The backlog a socket unit gives by default (`Backlog=`: `SOMAXCONN`,
+/// which the kernel caps at `net.core.somaxconn`).
+pub const BACKLOG: libc::c_int = 4096;
+
 /// A listening TCP socket on `addr` as a socket unit makes one
-/// (`ListenStream=`): `SO_REUSEADDR`, no `SO_REUSEPORT`, the backlog
-/// std gives (128).
+/// (`ListenStream=`): `SO_REUSEADDR`, no `SO_REUSEPORT`, a backlog of
+/// [`BACKLOG`].
 pub fn listening_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
-    Ok(OwnedFd::from(TcpListener::bind(addr)?))
+    let fd = OwnedFd::from(TcpListener::bind(addr)?);
+    // listen(2) again on a listening socket sets its backlog.
+    // SAFETY: a socket this function owns.
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&fd), BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
 }
 
 /// Arranges for `cmd`'s child to get `fds` as descriptors 3, 4, …, with
