@@ -400,7 +400,10 @@ fn the_socket_unit_and_its_drop_in_pass_verify() {
     let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
     let guide = std::fs::read_to_string(guide).expect("read docs/operations.md");
     for (path, text) in [(SOCKET, &socket), (DROP_IN, &drop_in)] {
-        assert!(guide.contains(text.as_str()), "docs/operations.md does not show {path} as it is");
+        assert!(
+            guide.contains(text.as_str()),
+            "docs/operations.md does not show {path} as it is"
+        );
     }
     // The instances' address is the socket's, so they bind nothing.
     let listen = socket
@@ -414,8 +417,14 @@ fn the_socket_unit_and_its_drop_in_pass_verify() {
         .last()
         .and_then(|l| l.split_whitespace().last())
         .expect("an address on ExecStart");
-    assert_eq!(listen, last, "the socket and the instances' command line differ");
-    assert!(drop_in.lines().any(|l| l == "Sockets=drainport.socket"), "{drop_in}");
+    assert_eq!(
+        listen, last,
+        "the socket and the instances' command line differ"
+    );
+    assert!(
+        drop_in.lines().any(|l| l == "Sockets=drainport.socket"),
+        "{drop_in}"
+    );
 
     if !have_tool("systemd-analyze", "systemd") {
         return;
