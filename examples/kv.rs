@@ -85,7 +85,7 @@ Talk to it with 'telnet 127.0.0.1 7070' (leave with ^] then quit) or with
 'nc -N 127.0.0.1 7070' (Ctrl-D ends the session; without -N, OpenBSD nc
 never closes its side, and a draining process waits for it).
 ",
-        version = env!("CARGO_PKG_VERSION")
+        version = env!("DRAINPORT_VERSION")
     )
 }
 

@@ -75,7 +75,7 @@ client count are reported to the service manager. Listening sockets that
 the service manager passes (LISTEN_FDS: socket activation) are served
 instead of binding ADDR.
 ",
-        version = env!("CARGO_PKG_VERSION")
+        version = env!("DRAINPORT_VERSION")
     )
 }
 

@@ -5,79 +5,389 @@
 //! exit the file is removed only if it still names this process, because
 //! during a rolling restart the next generation may already have replaced it
 //! under the same path.
+//!
+//! No other user can steer what is written, or make the exit wait:
+//! - the directory is checked and held open first ([`dir`]): one that
+//!   another user could write in, or reach into, is refused;
+//! - a path that is a directory is refused then too, before listening,
+//!   since the rename over it could only fail after;
+//! - the file is created under a name no one can guess, with `O_EXCL` and
+//!   `O_NOFOLLOW`, so nothing that already exists is written through or
+//!   reused, and made mode 0644 whatever the umask;
+//! - at exit, the path is read only if it is a regular file, opened with
+//!   `O_NOFOLLOW | O_NONBLOCK`, and only its first [`READ_BACK`] bytes:
+//!   a link, a FIFO or a device there is left alone.
 
-use std::fs;
+mod dir;
+
+use std::ffi::{CString, OsStr};
 use std::io::{self, Write as _};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::sys::syscall;
+
+/// The most bytes read back from the path at exit: a pid and its newline
+/// take at most 11 (`u32::MAX` has ten digits), so anything longer is not
+/// this process's file.
+const READ_BACK: usize = 32;
+/// Names tried for the temporary file before giving up. Each is 64 random
+/// bits, so a second try means someone made that name, and more tries
+/// than this mean something is wrong with the directory.
+const TMP_TRIES: usize = 8;
+/// The pid file's mode: readable by every user, whatever the umask.
+const MODE: libc::mode_t = 0o644;
+
 pub(crate) struct PidFile {
-    path: PathBuf,
+    /// The directory, held since it was checked: what happens to the path
+    /// meanwhile cannot move the file elsewhere.
+    dir: OwnedFd,
+    name: CString,
     pid: u32,
 }
 
 /// A pid file written beside its path but not yet in place: what can fail
-/// (a missing directory, no permission, a full disk) fails here, before
-/// the process listens.
+/// (a missing or shared directory, a directory at the path, no permission,
+/// a full disk) fails here, before the process listens.
 pub(crate) struct Pending {
-    tmp: PathBuf,
+    /// Declared before `dir`, so that it is dropped while `dir` is open.
+    /// [`Pending::commit`], which takes the fields apart, sees to the same.
+    tmp: TmpName,
+    dir: OwnedFd,
+    name: CString,
     path: PathBuf,
     pid: u32,
 }
 
+/// The temporary file's name in the pid file's directory, removed when
+/// this is dropped unless the file was put in place.
+struct TmpName {
+    /// The directory, owned by the [`Pending`] this belongs to.
+    dir: RawFd,
+    name: CString,
+}
+
+impl Drop for TmpName {
+    fn drop(&mut self) {
+        // SAFETY: unlinkat on the directory that the owning Pending holds
+        // open until after this runs, with a name this value owns.
+        unsafe { libc::unlinkat(self.dir, self.name.as_ptr(), 0) };
+    }
+}
+
 impl PidFile {
-    /// Writes `<pid>\n` to a temporary file beside `path`. The rename over
-    /// `path` comes with [`Pending::commit`], so a reader never sees a
+    /// Writes `<pid>\n` to a new temporary file beside `path`. The rename
+    /// over `path` comes with [`Pending::commit`], so a reader never sees a
     /// partial file, nor the pid of a process that is not listening yet.
     pub(crate) fn prepare(path: &Path) -> io::Result<Pending> {
+        let error = |e: io::Error| pid_file_error(path, e);
         let pid = std::process::id();
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".{pid}.tmp"));
+        let name = path.file_name().ok_or_else(|| {
+            error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the path names no file",
+            ))
+        })?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = dir::open(parent).map_err(error)?;
+        match dir::stat_at(&dir, name) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                return Err(error(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "it is a directory",
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(error(e)),
+        }
+        let (tmp, file) = create_new(&dir, name).map_err(error)?;
         let pending = Pending {
-            tmp: PathBuf::from(tmp),
+            tmp: TmpName {
+                dir: dir.as_raw_fd(),
+                name: tmp,
+            },
+            name: c_name(name).map_err(error)?,
+            dir,
             path: path.to_owned(),
             pid,
         };
-        fs::File::create(&pending.tmp)
-            .and_then(|mut f| {
-                f.write_all(format!("{pid}\n").as_bytes())
-                    .and_then(|()| f.sync_all())
-            })
-            .map_err(|e| pending.error(e))?;
+        write_pid(file, pid).map_err(error)?;
         Ok(pending)
     }
 }
 
-impl Pending {
-    /// Puts the file in place.
-    pub(crate) fn commit(self) -> io::Result<PidFile> {
-        fs::rename(&self.tmp, &self.path).map_err(|e| self.error(e))?;
-        Ok(PidFile {
-            path: self.path.clone(),
-            pid: self.pid,
-        })
-    }
-
-    fn error(&self, e: io::Error) -> io::Error {
-        io::Error::new(
-            e.kind(),
-            format!("cannot write pid file {}: {e}", self.path.display()),
-        )
+/// Creates a file named `<name>.<random>.tmp` in `dir` that did not exist,
+/// never through a link.
+fn create_new(dir: &OwnedFd, name: &OsStr) -> io::Result<(CString, std::fs::File)> {
+    let mut error = None;
+    let names = std::iter::from_fn(|| {
+        let random = random_u64().map_err(|e| error = Some(e)).ok()?;
+        let mut tmp = name.as_bytes().to_vec();
+        tmp.extend_from_slice(format!(".{random:016x}.tmp").as_bytes());
+        CString::new(tmp).ok()
+    });
+    let made = create_first_free(dir, names.take(TMP_TRIES));
+    match error {
+        Some(e) => Err(e),
+        None => made,
     }
 }
 
-impl Drop for Pending {
-    fn drop(&mut self) {
-        // After a commit the temporary name is gone, and this fails quietly.
-        let _ = fs::remove_file(&self.tmp);
+/// Creates the first of `names` that does not exist in `dir`: with
+/// `O_EXCL`, a name that exists, even as a dangling link, is never opened,
+/// and with `O_NOFOLLOW` neither is a link.
+fn create_first_free(
+    dir: &OwnedFd,
+    names: impl Iterator<Item = CString>,
+) -> io::Result<(CString, std::fs::File)> {
+    let mut tried = 0;
+    for tmp in names {
+        tried += 1;
+        let opened = syscall!(openat(
+            dir.as_raw_fd(),
+            tmp.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            libc::c_uint::from(MODE)
+        ));
+        match opened {
+            // SAFETY: openat returned a new descriptor that nothing else owns.
+            Ok(fd) => {
+                return Ok((
+                    tmp,
+                    std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("{tried} random temporary names were all taken"),
+    ))
+}
+
+fn write_pid(mut file: std::fs::File, pid: u32) -> io::Result<()> {
+    // The umask narrowed the mode at creation; the file is new and ours.
+    syscall!(fchmod(file.as_raw_fd(), MODE))?;
+    file.write_all(format!("{pid}\n").as_bytes())?;
+    file.sync_all()
+}
+
+/// 64 bits from the kernel's random source.
+fn random_u64() -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    let mut got = 0;
+    while got < bytes.len() {
+        // SAFETY: getrandom writes at most the length given into the buffer.
+        let n = unsafe { libc::getrandom(bytes[got..].as_mut_ptr().cast(), bytes.len() - got, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        } else {
+            got += n as usize;
+        }
+    }
+    Ok(u64::from_ne_bytes(bytes))
+}
+
+fn c_name(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+fn pid_file_error(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("cannot write pid file {}: {e}", path.display()),
+    )
+}
+
+impl Pending {
+    /// Puts the file in place. Whatever is at the path then, a link
+    /// included, is replaced, not followed.
+    pub(crate) fn commit(self) -> io::Result<PidFile> {
+        let Pending {
+            tmp,
+            dir,
+            name,
+            path,
+            pid,
+        } = self;
+        let renamed = syscall!(renameat(
+            dir.as_raw_fd(),
+            tmp.name.as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr()
+        ));
+        if let Err(e) = renamed {
+            // Removed now, while `dir` is still open.
+            drop(tmp);
+            return Err(pid_file_error(&path, e));
+        }
+        // The name is gone; nothing is left to remove.
+        std::mem::forget(tmp);
+        Ok(PidFile { dir, name, pid })
+    }
+}
+
+impl PidFile {
+    /// Whether the path still holds this process's file: a regular file
+    /// whose first bytes are this pid and a newline.
+    fn still_ours(&self) -> bool {
+        let name = OsStr::from_bytes(self.name.as_bytes());
+        let regular = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFREG;
+        // Looked at before it is opened: opening a device can do things.
+        if !dir::stat_at(&self.dir, name).is_ok_and(|st| regular(&st)) {
+            return false;
+        }
+        let Ok(fd) = syscall!(openat(
+            self.dir.as_raw_fd(),
+            self.name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC
+        )) else {
+            return false;
+        };
+        // SAFETY: openat returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // It may have been swapped between the look and the open.
+        if !dir::stat_fd(&fd).is_ok_and(|st| regular(&st)) {
+            return false;
+        }
+        let mut buf = [0u8; READ_BACK];
+        let mut len = 0;
+        while len < buf.len() {
+            // SAFETY: read into the unfilled part of a buffer we own.
+            let n = unsafe {
+                libc::read(
+                    fd.as_raw_fd(),
+                    buf[len..].as_mut_ptr().cast(),
+                    buf.len() - len,
+                )
+            };
+            match n {
+                0 => break,
+                n if n > 0 => len += n as usize,
+                _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                _ => return false,
+            }
+        }
+        buf[..len] == *format!("{}\n", self.pid).as_bytes()
     }
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let ours =
-            fs::read_to_string(&self.path).is_ok_and(|text| text.trim() == self.pid.to_string());
-        if ours {
-            let _ = fs::remove_file(&self.path);
+        if self.still_ours() {
+            // SAFETY: unlinkat with a descriptor and a name this value owns.
+            unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.name.as_ptr(), 0) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn scratch(tag: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "drainport-unit-pidfile-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_name_that_exists_is_neither_written_through_nor_reused() {
+        let dir = scratch("planted");
+        let victim = dir.join("victim");
+        fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.join("a.tmp")).unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("b.tmp")).unwrap();
+        fs::write(dir.join("c.tmp"), "someone's").unwrap();
+        let fd = dir::open(&dir).unwrap();
+        let names = ["a.tmp", "b.tmp", "c.tmp", "d.tmp"].map(|n| CString::new(n).unwrap());
+        let (tmp, _) = create_first_free(&fd, names.clone().into_iter()).unwrap();
+        assert_eq!(tmp.as_bytes(), b"d.tmp");
+        assert!(fs::symlink_metadata(dir.join("d.tmp")).unwrap().is_file());
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!dir.join("nowhere").exists());
+        assert_eq!(fs::read_to_string(dir.join("c.tmp")).unwrap(), "someone's");
+        let err = create_first_free(&fd, names.into_iter()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_temporary_name_is_random_and_removed_unless_committed() {
+        let dir = scratch("tmp");
+        let path = dir.join("p.pid");
+        let names = |d: &Path| -> Vec<_> {
+            fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect()
+        };
+        let a = PidFile::prepare(&path).unwrap();
+        let b = PidFile::prepare(&path).unwrap();
+        let tmps = names(&dir);
+        assert_eq!(tmps.len(), 2, "{tmps:?}");
+        assert_ne!(tmps[0], tmps[1]);
+        for tmp in &tmps {
+            let tmp = tmp.to_str().unwrap();
+            assert!(tmp.starts_with("p.pid.") && tmp.ends_with(".tmp"), "{tmp}");
+            let meta = fs::metadata(dir.join(tmp)).unwrap();
+            assert_eq!(meta.mode() & 0o7777, 0o644, "{tmp}");
+        }
+        drop(a);
+        let file = b.commit().unwrap();
+        assert_eq!(names(&dir), ["p.pid"]);
+        drop(file);
+        assert!(names(&dir).is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_a_regular_file_naming_this_pid_is_removed() {
+        let dir = scratch("ours");
+        let path = dir.join("p.pid");
+        let pid = std::process::id();
+        type Put<'a> = dyn Fn(&Path) + 'a;
+        let cases: [(&str, &Put); 4] = [
+            ("another pid", &|p| fs::write(p, "1\n").unwrap()),
+            ("a longer file", &|p| {
+                fs::write(p, format!("{pid}\n{}", "x".repeat(100))).unwrap()
+            }),
+            ("a link to our own text", &|p| {
+                let real = p.with_extension("real");
+                fs::write(&real, format!("{pid}\n")).unwrap();
+                std::os::unix::fs::symlink(&real, p).unwrap();
+            }),
+            ("a FIFO", &|p| {
+                let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+                // SAFETY: mkfifo on a path in the test's own directory.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+            }),
+        ];
+        for (what, put) in cases {
+            let file = PidFile::prepare(&path).unwrap().commit().unwrap();
+            fs::remove_file(&path).unwrap();
+            put(&path);
+            drop(file);
+            assert!(fs::symlink_metadata(&path).is_ok(), "{what} was removed");
+            fs::remove_file(&path).unwrap();
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -86,7 +86,7 @@ a switch takes no value. Everything after -- is an address. Listening
 sockets that the service manager passes (LISTEN_FDS) are served instead
 of binding ADDR.
 ",
-        version = env!("CARGO_PKG_VERSION"),
+        version = env!("DRAINPORT_VERSION"),
         timeout = DRAIN_TIMEOUT.as_secs_f64(),
         spread = CLOSE_SPREAD.as_secs_f64(),
         header = Timeouts::default().header.as_secs_f64(),

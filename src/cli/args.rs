@@ -243,9 +243,10 @@ impl Args {
         )
     }
 
-    /// What `-V` prints.
+    /// What `-V` prints: the program and the version `build.rs` names,
+    /// which carries the commit when built from git.
     pub fn version(&self) -> String {
-        format!("{} {}\n", self.program, env!("CARGO_PKG_VERSION"))
+        format!("{} {}\n", self.program, env!("DRAINPORT_VERSION"))
     }
 
     /// The value of the option just read, attached (`--x=v`) or the next

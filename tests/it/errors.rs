@@ -81,7 +81,7 @@ fn help_and_version() {
     assert!(version.status.success());
     assert_eq!(
         String::from_utf8_lossy(&version.stdout),
-        format!("drainport {}\n", env!("CARGO_PKG_VERSION"))
+        format!("drainport {}\n", env!("DRAINPORT_VERSION"))
     );
 }
 

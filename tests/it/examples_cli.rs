@@ -111,7 +111,7 @@ fn http_takes_the_binary_s_server_options() {
     assert!(version.status.success());
     assert_eq!(
         String::from_utf8_lossy(&version.stdout),
-        format!("http {}\n", env!("CARGO_PKG_VERSION"))
+        format!("http {}\n", env!("DRAINPORT_VERSION"))
     );
 }
 
@@ -229,7 +229,7 @@ fn kv_help_version_and_one_address() {
     assert!(version.status.success());
     assert_eq!(
         String::from_utf8_lossy(&version.stdout),
-        format!("kv {}\n", env!("CARGO_PKG_VERSION"))
+        format!("kv {}\n", env!("DRAINPORT_VERSION"))
     );
 
     let bad = OsStr::from_bytes(b"\xff");

@@ -449,3 +449,82 @@ fn the_socket_unit_and_its_drop_in_pass_verify() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.is_empty(), "{out:?}");
 }
+
+/// The drop-ins `docs/operations.md` shows, each as a ```ini block whose
+/// first line names `/etc/systemd/system/drainport@.service.d/NAME`:
+/// (name, text).
+fn guide_drop_ins() -> Vec<(String, String)> {
+    const DIR: &str = "# /etc/systemd/system/drainport@.service.d/";
+    let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
+    let guide = std::fs::read_to_string(guide).expect("read docs/operations.md");
+    guide
+        .split("```ini\n")
+        .skip(1)
+        .filter_map(|block| {
+            let text = block.split_once("```").map(|(text, _)| text)?;
+            let name = text.lines().next()?.strip_prefix(DIR)?;
+            Some((name.to_owned(), text.to_owned()))
+        })
+        .collect()
+}
+
+/// `systemd-analyze verify` on the shipped unit with `drop_in` in its
+/// drop-in directory, as instance `drainport@g1-1`, with every program
+/// path pointing at the binary under test. Returns its complaints.
+fn verify_with_drop_in(name: &str, drop_in: &str) -> String {
+    const PROGRAM: &str = "ExecStart=/opt/drainport/current/bin/drainport ";
+    let unit = std::fs::read_to_string(UNIT).expect("read the unit");
+    let dir = ScratchDir::new("drop-in");
+    let bin = format!("ExecStart={BIN} ");
+    std::fs::write(dir.join("drainport@.service"), unit.replace(PROGRAM, &bin)).unwrap();
+    std::os::unix::fs::symlink("drainport@.service", dir.join("drainport@g1-1.service")).unwrap();
+    std::fs::create_dir(dir.join("drainport@.service.d")).unwrap();
+    std::fs::write(
+        dir.join("drainport@.service.d").join(name),
+        drop_in.replace(PROGRAM, &bin),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("drainport@g1-1.service"))
+        .output()
+        .expect("run systemd-analyze");
+    let mut complaints = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        complaints.push_str(&format!("\n{:?}", out.status));
+    }
+    complaints
+}
+
+/// Operators' settings go in drop-ins, which the next install leaves
+/// alone: each drop-in the guide shows verifies with the unit. A drop-in
+/// naming a program that does not exist is refused, so the drop-ins are
+/// read.
+#[test]
+fn the_guides_drop_ins_verify_with_the_unit() {
+    let drop_ins = guide_drop_ins();
+    let names: Vec<&str> = drop_ins.iter().map(|(n, _)| n.as_str()).collect();
+    for needed in ["site.conf", "environment.conf", "net-admin.conf"] {
+        assert!(
+            names.contains(&needed),
+            "no {needed} in the guide: {names:?}"
+        );
+    }
+    assert!(
+        drop_ins.iter().any(|(_, t)| t.contains("EnvironmentFile=")),
+        "no EnvironmentFile= drop-in in the guide"
+    );
+    if !have_tool("systemd-analyze", "systemd") {
+        return;
+    }
+    for (name, text) in &drop_ins {
+        let complaints = verify_with_drop_in(name, text);
+        assert!(complaints.is_empty(), "{name}:\n{text}\n{complaints}");
+    }
+    let broken = "[Service]\nExecStart=\nExecStart=/nonexistent/drainport 127.0.0.1:1\n";
+    let complaints = verify_with_drop_in("broken.conf", broken);
+    assert!(
+        complaints.contains("/nonexistent/drainport"),
+        "a broken drop-in passed: {complaints}"
+    );
+}

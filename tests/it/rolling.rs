@@ -6,20 +6,20 @@ use std::process::{Command, Output};
 
 use crate::util::{BIN, Client, ScratchDir, wait_for_text, wait_until};
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rolling-restart");
+pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rolling-restart");
 
 /// Instances managed by the script in a private state directory. Every
 /// process the script started is killed, by pid, when the fleet is dropped.
-struct Fleet {
-    dir: ScratchDir,
-    addr: SocketAddr,
+pub struct Fleet {
+    pub dir: ScratchDir,
+    pub addr: SocketAddr,
     /// Seconds a new process may take to become ready.
-    timeout: &'static str,
-    started: Vec<u32>,
+    pub timeout: &'static str,
+    pub started: Vec<u32>,
 }
 
 impl Fleet {
-    fn new(name: &str) -> Fleet {
+    pub fn new(name: &str) -> Fleet {
         let dir = ScratchDir::new(&format!("rolling-{name}"));
         // A port nobody uses: bind one, let it go, and take it.
         let addr = TcpListener::bind("127.0.0.1:0")
@@ -36,7 +36,7 @@ impl Fleet {
 
     /// Runs the script for one instance with `command`, where `None` means
     /// drainport on the fleet's address.
-    fn upgrade_with(&mut self, command: Option<&[&str]>) -> Output {
+    pub fn upgrade_with(&mut self, command: Option<&[&str]>) -> Output {
         let addr = self.addr.to_string();
         let default = [BIN, addr.as_str()];
         let out = Command::new(SCRIPT)
@@ -55,7 +55,7 @@ impl Fleet {
     }
 
     /// Runs the script with `args` on the fleet's state directory.
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         Command::new(SCRIPT)
             .arg("-d")
             .arg(&*self.dir)
@@ -66,7 +66,7 @@ impl Fleet {
 
     /// The lines `rolling-restart status` prints.
     #[track_caller]
-    fn status(&self) -> Vec<String> {
+    pub fn status(&self) -> Vec<String> {
         let out = self.run(&["status"]);
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout)
@@ -98,7 +98,7 @@ impl Fleet {
 
     /// Upgrades and returns the new pid.
     #[track_caller]
-    fn upgrade(&mut self) -> u32 {
+    pub fn upgrade(&mut self) -> u32 {
         let before = self.pid();
         let out = self.upgrade_with(None);
         assert!(out.status.success(), "rolling-restart failed: {out:?}");
@@ -108,21 +108,22 @@ impl Fleet {
     }
 
     /// The pid in the instance's pid file.
-    fn pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.dir.join("1.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+    pub fn pid(&self) -> Option<u32> {
+        // Not a FIFO or a link some test planted there.
+        let path = self.dir.join("1.pid");
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            return None;
+        }
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("1.log")).unwrap_or_default()
     }
 
     /// Waits until the log holds `needle`.
     #[track_caller]
-    fn wait_log(&self, needle: &str) {
+    pub fn wait_log(&self, needle: &str) {
         wait_for_text("the instance's log", needle, || self.log());
     }
 }
@@ -142,7 +143,7 @@ impl Drop for Fleet {
 
 /// Whether `pid` is a live process (not gone, not a zombie). Processes the
 /// script started are not our children, so this reads /proc.
-fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat[stat.rfind(')').unwrap_or(0)..].starts_with(") Z"),
         Err(_) => false,
@@ -277,6 +278,10 @@ fn script_usage_errors_are_one_line() {
         (&["statu"][..], "unknown command 'statu'"),
         (&["stop", "wait"][..], "one of status, stop, wait"),
         (&["status", "--", "true"][..], "status takes no command"),
+        (
+            &["-a", "status"][..],
+            "-a is for an upgrade, not for status",
+        ),
     ] {
         let out = Command::new(SCRIPT).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -723,4 +728,66 @@ fn status_reads_lines_that_carry_the_programs_own_time_too() {
     );
     let out = fleet.run(&["-t", "30", "wait"]);
     assert!(out.status.success(), "{out:?}");
+}
+
+/// An upgrade whose processes listen on another address than the ones they
+/// replace would move the instances off the port: the script stops the new
+/// process, gives the pid file back to the old one, which keeps serving
+/// and is not signalled, and fails, naming both addresses. With `-a` the
+/// move is meant, and goes ahead.
+#[test]
+fn an_upgrade_to_another_address_is_refused_unless_meant() {
+    let mut fleet = Fleet::new("address");
+    let old = fleet.upgrade();
+    let other = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = fleet.upgrade_with(Some(&[BIN, "-q", other.as_str()]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains(&format!(
+            "listens on {other}, not on {} as pid {old} does, which keeps serving",
+            fleet.addr
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("give -a"), "{stderr}");
+    let refused: u32 = stderr
+        .split("new process (pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {stderr}"));
+    fleet.started.push(refused);
+    wait_until(&format!("the refused pid {refused} to exit"), || {
+        (!alive(refused)).then_some(())
+    });
+    assert_eq!(fleet.pid(), Some(old));
+    assert!(!fleet.log().contains("received hangup signal"));
+    assert_eq!(Client::connect(fleet.addr).echo("still here"), old);
+    assert_eq!(
+        fleet.status(),
+        [format!("generation=1 instance=1 pid={old} state=running")]
+    );
+
+    // Meant: the same move with -a.
+    let out = Command::new(SCRIPT)
+        .args(["-a", "-n", "1", "-t", fleet.timeout, "-d"])
+        .arg(&*fleet.dir)
+        .args(["--", BIN, "-q", other.as_str()])
+        .output()
+        .unwrap();
+    let moved = fleet.pid().unwrap();
+    fleet.started.push(moved);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "rolling-restart: generation 2, instance 1: pid {moved} ready; pid {old} draining\n"
+        )
+    );
+    let other: SocketAddr = other.parse().unwrap();
+    assert_eq!(Client::connect(other).echo("moved"), moved);
 }

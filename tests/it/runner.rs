@@ -59,6 +59,12 @@ impl Runner {
         }
     }
 
+    /// Whether this runner runs an unprivileged user's servers from root,
+    /// through a copy of the binary.
+    pub fn is_under_root(&self) -> bool {
+        self.copy.is_some()
+    }
+
     #[track_caller]
     pub fn start(&self, args: &[&str]) -> Server {
         self.start_with(&[], args)

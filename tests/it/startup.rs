@@ -14,38 +14,58 @@ use libc::SIGHUP;
 use crate::netns::Namespace;
 use crate::runner::{Runner, Who};
 use crate::steer::Churn;
-use crate::util::{BIN, Client, ScratchDir, example_bin, output_retrying, skip, wait_until};
+use crate::util::{
+    BIN, Client, ScratchDir, example_bin, have_tool, output_retrying, skip, wait_until,
+};
 
 /// Failed starts per run, half of each kind.
 const STARTS: usize = 60;
 
 fn a_failed_start_resets_no_client(who: Who) {
+    if !have_tool("strace", "strace") {
+        return;
+    }
     let run = match Runner::new(who) {
         Ok(run) => run,
         Err(reason) => return skip(&reason),
     };
     let mut server = run.start(&["-q", "127.0.0.1:0"]);
     let addr = server.addr.to_string();
-    // A pid file path that is a directory: the file is written beside it
-    // before listening, and the rename over it fails after.
+    // The pid file's directory belongs to the user the servers run as.
     let dir = ScratchDir::new("failed-start");
-    fs::set_permissions(&*dir, fs::Permissions::from_mode(0o777)).unwrap();
-    let taken = dir.join("taken");
-    fs::create_dir(&taken).unwrap();
-    let taken = taken.to_str().unwrap().to_owned();
-    let after_listen = ["--pid-file", &taken, &addr];
+    if run.who == Who::Unprivileged && run.is_under_root() {
+        std::os::unix::fs::chown(&*dir, Some(65534), Some(65534)).unwrap();
+    }
+    let pid_file = dir.join("d.pid");
+    let pid_file = pid_file.to_str().unwrap();
+    // Every check passes before listening, and the rename that puts the
+    // pid file in place fails after: strace makes it fail, as a full or
+    // broken disk would.
+    let fail_rename = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "--seccomp-bpf",
+        "-e",
+        "trace=/^rename",
+        "-e",
+        "inject=/^rename:error=EIO",
+    ];
+    let after_listen = ["--pid-file", pid_file, &addr];
     let before_bind = ["-q", "--pid-file", "/nonexistent-dir/x.pid", &addr];
 
     let churn = Churn::start(server.addr);
     churn.wait_served_by(server.pid);
     let mut served_by_failed = 0;
     for i in 0..STARTS {
-        let args: &[&str] = if i % 2 == 0 {
-            &after_listen
+        let (wrapper, args): (&[&str], &[&str]) = if i % 2 == 0 {
+            (&fail_rename, &after_listen)
         } else {
-            &before_bind
+            (&[], &before_bind)
         };
-        let output = output_retrying(run.command(&[], args).stdin(Stdio::null()))
+        let output = output_retrying(run.command(wrapper, args).stdin(Stdio::null()))
             .expect("run a failing start");
         let stderr = String::from_utf8_lossy(&output.stderr);
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -80,7 +100,7 @@ fn a_failed_start_resets_no_client(who: Who) {
         &failures[..failures.len().min(10)]
     );
     assert!(
-        fs::read_dir(&*dir).unwrap().count() == 1,
+        fs::read_dir(&*dir).unwrap().next().is_none(),
         "a temporary pid file was left"
     );
     server.signal(SIGHUP);
