@@ -12,8 +12,12 @@
 //! does not steer, and all of them on the tagged one say it does, wrongly
 //! with a chance of 4^-8 (1 in 65,536).
 //!
-//! The probe restores the thread's CPU affinity and closes everything
-//! before it returns. A kernel where the loopback port cannot be used (no
+//! Where the thread may not be pinned (a seccomp filter without
+//! `sched_setaffinity`, as systemd's `SystemCallFilter=~@resources`), the
+//! probe runs unpinned and checks the CPU before and after each connection:
+//! a thread that moved spoils the attempt, which is made again, at most
+//! [`ATTEMPTS`] times. The probe restores the thread's CPU affinity and
+//! closes everything before it returns. A kernel where the loopback port cannot be used (no
 //! `lo` in a network namespace, say) cannot be asked; that answer counts as
 //! "does not steer", so the operator hears about it.
 
@@ -30,6 +34,8 @@ const LISTENERS: usize = 4;
 /// Connections made; each lands on the tagged socket by chance with a
 /// probability of 1/[`LISTENERS`] when the kernel does not steer.
 const CONNECTS: usize = 8;
+/// Tries of an unpinned probe whose thread moved to another CPU.
+const ATTEMPTS: usize = 5;
 /// How long the probe waits for its connections to be queued. On loopback
 /// they are queued within the `connect` call; this bounds a kernel that
 /// defers the work to ksoftirqd. Checked every 100 µs.
@@ -54,17 +60,37 @@ impl Steering {
 
 /// Asks the kernel whether it steers by CPU tag.
 pub(crate) fn probe() -> Steering {
-    match run() {
+    // A thread that may not be pinned is probed unpinned.
+    let pinned = Pinned::here().ok();
+    answer(run(pinned.is_some()))
+}
+
+fn answer(found: io::Result<bool>) -> Steering {
+    match found {
         Ok(true) => Steering::Steers,
         Ok(false) => Steering::Ignores,
         Err(e) => Steering::Unknown(e),
     }
 }
 
-fn run() -> io::Result<bool> {
-    let _pinned = Pinned::here()?;
-    // SAFETY: sched_getcpu has no memory effects; pinned, it cannot change.
-    let cpu = syscall!(sched_getcpu())?;
+/// The probe, made again while an unpinned thread moves during it.
+fn run(pinned: bool) -> io::Result<bool> {
+    for _ in 0..ATTEMPTS {
+        if let Some(answer) = attempt(pinned)? {
+            return Ok(answer);
+        }
+    }
+    Err(io::Error::other(format!(
+        "its thread, which may not be pinned to a CPU, moved during {ATTEMPTS} tries"
+    )))
+}
+
+/// One probe; `None` when the thread was seen on another CPU than the
+/// tagged one, which spoils it.
+fn attempt(pinned: bool) -> io::Result<Option<bool>> {
+    // SAFETY: sched_getcpu has no memory effects.
+    let here = || syscall!(sched_getcpu());
+    let cpu = here()?;
     let tagged = listener(None, cpu)?;
     let port = local_port(&tagged)?;
     let mut group = vec![tagged];
@@ -76,7 +102,13 @@ fn run() -> io::Result<bool> {
     }
     let mut clients = Vec::with_capacity(CONNECTS);
     for _ in 0..CONNECTS {
+        let before = here()?;
         clients.push(connect(port)?);
+        // Pinned, the thread cannot move; unpinned, a move between the two
+        // reads may have put the SYN on another CPU.
+        if !pinned && (before != cpu || here()? != cpu) {
+            return Ok(None);
+        }
     }
     let deadline = Instant::now() + WAIT;
     let answer = loop {
@@ -105,7 +137,7 @@ fn run() -> io::Result<bool> {
     // it, so the clients' own closes then send nothing.
     drop(group);
     drop(clients);
-    Ok(answer)
+    Ok(Some(answer))
 }
 
 /// A non-blocking listener on 127.0.0.1 with `SO_REUSEPORT` and the CPU
@@ -274,6 +306,19 @@ mod tests {
             us(took[RUNS * 99 / 100]),
             us(took[RUNS - 1]),
         );
+    }
+
+    /// Where the thread may not be pinned, the probe gives the same
+    /// answer unpinned.
+    #[test]
+    fn an_unpinned_probe_answers_the_same() {
+        let pinned = probe().steers();
+        let unpinned = answer(run(false));
+        assert!(
+            !matches!(unpinned, Steering::Unknown(_)),
+            "the unpinned probe could not run: {unpinned:?}"
+        );
+        assert_eq!(unpinned.steers(), pinned);
     }
 
     #[test]
