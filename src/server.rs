@@ -85,9 +85,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///   reads them) and unsets those variables; call it while no other thread
 ///   reads or writes the environment;
 /// - it asks the kernel whether it steers new connections by CPU tag, with
-///   a few connections on a loopback port of its own (about 0.2 ms, with
-///   the calling thread pinned to its CPU for the while), and says what
-///   protects its release;
+///   a few connections on a loopback port of its own (about 0.2 ms), and
+///   says what protects its release;
 /// - it announces its service on each address, as an abstract Unix socket,
 ///   and refuses an address another service serves (`Config::service`,
 ///   `Config::join_any`);

@@ -3,20 +3,20 @@
 //! millisecond, on a loopback port of the probe's own.
 //!
 //! [`LISTENERS`] sockets share an ephemeral port on 127.0.0.1; only the
-//! first is tagged, with the CPU this thread is pinned to for the probe.
-//! [`CONNECTS`] connections are then made from this thread, so the kernel
-//! handles every SYN on that CPU. A kernel that steers gives each of them
+//! first is tagged, with the CPU this thread runs on. [`CONNECTS`]
+//! connections are then made from this thread, so the kernel handles every
+//! SYN on that CPU. A kernel that steers gives each of them
 //! to the tagged socket, whatever the hash; one that picks by hash alone
 //! gives each to any of the sockets, the tagged one with a chance of one in
 //! [`LISTENERS`]. So one connection on an untagged socket proves the kernel
 //! does not steer, and all of them on the tagged one say it does, wrongly
 //! with a chance of 4^-8 (1 in 65,536).
 //!
-//! Where the thread may not be pinned (a seccomp filter without
-//! `sched_setaffinity`, as systemd's `SystemCallFilter=~@resources`), the
-//! probe runs unpinned and checks the CPU before and after each connection:
-//! a thread that moved spoils the attempt, which is made again, at most
-//! [`ATTEMPTS`] times. The probe restores the thread's CPU affinity and
+//! The thread is not pinned to its CPU: the shipped unit's system call
+//! filter leaves out `sched_setaffinity` (`SystemCallFilter=~@resources`),
+//! and the probe lasts a fraction of a millisecond. It reads its CPU
+//! before and after each connection instead: a thread that moved spoils
+//! the attempt, which is made again, at most [`ATTEMPTS`] times. The probe
 //! closes everything before it returns. A kernel where the loopback port cannot be used (no
 //! `lo` in a network namespace, say) cannot be asked; that answer counts as
 //! "does not steer", so the operator hears about it.
@@ -34,7 +34,7 @@ const LISTENERS: usize = 4;
 /// Connections made; each lands on the tagged socket by chance with a
 /// probability of 1/[`LISTENERS`] when the kernel does not steer.
 const CONNECTS: usize = 8;
-/// Tries of an unpinned probe whose thread moved to another CPU.
+/// Tries of a probe whose thread moved to another CPU.
 const ATTEMPTS: usize = 5;
 /// How long the probe waits for its connections to be queued. On loopback
 /// they are queued within the `connect` call; this bounds a kernel that
@@ -60,34 +60,28 @@ impl Steering {
 
 /// Asks the kernel whether it steers by CPU tag.
 pub(crate) fn probe() -> Steering {
-    // A thread that may not be pinned is probed unpinned.
-    let pinned = Pinned::here().ok();
-    answer(run(pinned.is_some()))
-}
-
-fn answer(found: io::Result<bool>) -> Steering {
-    match found {
+    match run() {
         Ok(true) => Steering::Steers,
         Ok(false) => Steering::Ignores,
         Err(e) => Steering::Unknown(e),
     }
 }
 
-/// The probe, made again while an unpinned thread moves during it.
-fn run(pinned: bool) -> io::Result<bool> {
+/// The probe, made again while its thread moves during it.
+fn run() -> io::Result<bool> {
     for _ in 0..ATTEMPTS {
-        if let Some(answer) = attempt(pinned)? {
+        if let Some(answer) = attempt()? {
             return Ok(answer);
         }
     }
     Err(io::Error::other(format!(
-        "its thread, which may not be pinned to a CPU, moved during {ATTEMPTS} tries"
+        "its thread moved to another CPU during each of {ATTEMPTS} tries"
     )))
 }
 
 /// One probe; `None` when the thread was seen on another CPU than the
 /// tagged one, which spoils it.
-fn attempt(pinned: bool) -> io::Result<Option<bool>> {
+fn attempt() -> io::Result<Option<bool>> {
     // SAFETY: sched_getcpu has no memory effects.
     let here = || syscall!(sched_getcpu());
     let cpu = here()?;
@@ -104,9 +98,8 @@ fn attempt(pinned: bool) -> io::Result<Option<bool>> {
     for _ in 0..CONNECTS {
         let before = here()?;
         clients.push(connect(port)?);
-        // Pinned, the thread cannot move; unpinned, a move between the two
-        // reads may have put the SYN on another CPU.
-        if !pinned && (before != cpu || here()? != cpu) {
+        // A move between the two reads may have put the SYN on another CPU.
+        if before != cpu || here()? != cpu {
             return Ok(None);
         }
     }
@@ -228,36 +221,6 @@ fn local_port(fd: &OwnedFd) -> io::Result<u16> {
     Ok(u16::from_be(addr.sin_port))
 }
 
-/// The calling thread pinned to the CPU it runs on, until dropped, which
-/// puts its former affinity back.
-struct Pinned {
-    former: libc::cpu_set_t,
-}
-
-impl Pinned {
-    fn here() -> io::Result<Pinned> {
-        // SAFETY: all-zero is an empty cpu_set_t; the calls fill or read it
-        // within its size.
-        let mut former: libc::cpu_set_t = unsafe { mem::zeroed() };
-        let size = mem::size_of::<libc::cpu_set_t>();
-        syscall!(sched_getaffinity(0, size, &mut former))?;
-        let cpu = syscall!(sched_getcpu())?;
-        let mut one: libc::cpu_set_t = unsafe { mem::zeroed() };
-        // SAFETY: CPU_SET writes within the set for a CPU below its size.
-        unsafe { libc::CPU_SET(cpu as usize, &mut one) };
-        syscall!(sched_setaffinity(0, size, &one))?;
-        Ok(Pinned { former })
-    }
-}
-
-impl Drop for Pinned {
-    fn drop(&mut self) {
-        let size = mem::size_of::<libc::cpu_set_t>();
-        // SAFETY: the set read at the start, for this thread.
-        unsafe { libc::sched_setaffinity(0, size, &self.former) };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,36 +269,5 @@ mod tests {
             us(took[RUNS * 99 / 100]),
             us(took[RUNS - 1]),
         );
-    }
-
-    /// Where the thread may not be pinned, the probe gives the same
-    /// answer unpinned.
-    #[test]
-    fn an_unpinned_probe_answers_the_same() {
-        let pinned = probe().steers();
-        let unpinned = answer(run(false));
-        assert!(
-            !matches!(unpinned, Steering::Unknown(_)),
-            "the unpinned probe could not run: {unpinned:?}"
-        );
-        assert_eq!(unpinned.steers(), pinned);
-    }
-
-    #[test]
-    fn the_probe_leaves_the_affinity_as_it_was() {
-        let size = mem::size_of::<libc::cpu_set_t>();
-        let read = || {
-            let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
-            // SAFETY: fills `set` within its size.
-            unsafe { libc::sched_getaffinity(0, size, &mut set) };
-            // SAFETY: CPU_COUNT reads within the set.
-            (unsafe { libc::CPU_COUNT(&set) }, set)
-        };
-        let (before, set_before) = read();
-        let _ = probe();
-        let (after, set_after) = read();
-        assert_eq!(before, after);
-        // SAFETY: CPU_EQUAL reads both sets within their size.
-        assert!(unsafe { libc::CPU_EQUAL(&set_before, &set_after) });
     }
 }
