@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where the server listens when no address is given.
+/// Where the server listens by default (`Config::default().addrs`).
 pub const DEFAULT_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// The listen backlog: how many finished handshakes wait for `accept`.
@@ -23,8 +23,18 @@ pub const DEFAULT_MAX_BUFFERS: usize = 128 * 1024 * 1024;
 /// How one server process runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The address shared with sibling processes through `SO_REUSEPORT`.
-    pub addr: SocketAddr,
+    /// The addresses to serve, each shared with sibling processes through
+    /// `SO_REUSEPORT`: the process opens listeners of its own on every one,
+    /// each with its own drain. An IPv6 address means IPv6 only (`[::]:8080`
+    /// takes no IPv4 client); list `0.0.0.0:8080` beside it for both.
+    ///
+    /// When the service manager passes listening sockets (socket
+    /// activation, `LISTEN_FDS`), the process serves those instead, and
+    /// binds none of these: each of them that no passed socket serves is
+    /// named in a line at startup. So one command serves its own addresses
+    /// when run by hand and the socket unit's under systemd. Empty means
+    /// the passed sockets only; with none passed, starting fails.
+    pub addrs: Vec<SocketAddr>,
     /// The `listen(2)` backlog.
     pub backlog: u32,
     /// The input cap: the most bytes held for one unfinished message. A
@@ -116,20 +126,22 @@ pub struct Config {
     /// Take the listening sockets of this running process instead of
     /// opening new ones: a release that closes no listener, so that no
     /// connection queued or in its handshake is reset, on any kernel. The
-    /// process must be a drainport of the same user and the same
-    /// service, serving `addr` (whose port must be given, not 0), and it
-    /// must not have handed its listeners over before. It stops accepting
-    /// once this process accepts from them, and goes on serving its
-    /// clients until it is told to drain. When the takeover cannot happen,
+    /// process must be a drainport of the same user and the same service,
+    /// serving every one of `addrs` (each with its port given, not 0), and
+    /// must not have handed them over before. It stops accepting once this
+    /// process accepts from them, and goes on serving its clients until it
+    /// is told to drain. When the takeover cannot happen,
     /// [`serve`](crate::serve) returns the reason before this process
     /// listens anywhere, and the other process keeps serving as before.
+    /// Sockets passed by the service manager are served as they are: they
+    /// are shared already, and nothing is taken over.
     pub take_over: Option<u32>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            addr: DEFAULT_ADDR,
+            addrs: vec![DEFAULT_ADDR],
             backlog: DEFAULT_BACKLOG,
             max_input: DEFAULT_MAX_INPUT,
             max_output: DEFAULT_MAX_OUTPUT,
@@ -165,5 +177,6 @@ mod tests {
         // No timers unless asked: holding idle clients is a use.
         assert!(config.idle_timeout.is_none() && config.send_timeout.is_none());
         assert!(config.take_over.is_none());
+        assert_eq!(config.addrs, [DEFAULT_ADDR]);
     }
 }

@@ -94,8 +94,9 @@ pub(crate) fn owns(token: usize) -> bool {
 /// What the channel needs from whoever holds the listeners: the loop's
 /// admission.
 pub(crate) trait Holder {
-    /// How many listeners this process holds open on `addr` (0 if none).
-    fn count(&self, addr: SocketAddr) -> usize;
+    /// How many listeners this process holds open on `addr`, its own to
+    /// hand over; or why there are none (in words for the successor).
+    fn available(&self, addr: SocketAddr) -> Result<usize, String>;
     /// Listener `i` on `addr`: its descriptor and its CPU.
     fn listener(&self, addr: SocketAddr, i: usize) -> Option<(RawFd, libc::c_int)>;
     /// A takeover of the listeners on `addr` starts (`true`) or ends
@@ -385,16 +386,16 @@ impl Control {
         } else if let Some(other) = endpoint.lending {
             let pid = self.peers[other].as_ref().map_or(0, |p| p.pid);
             Some(format!("process {pid} is taking them over now"))
-        } else if holder.count(endpoint.addr) == 0 {
-            Some(format!("its listeners on {} are closed", endpoint.addr))
         } else {
-            None
+            holder.available(endpoint.addr).err()
         };
         if let Some(why) = why {
             return self.refuse(slot, holder, &why);
         }
         let addr = endpoint.addr;
-        let total = holder.count(addr);
+        let Ok(total) = holder.available(addr) else {
+            return;
+        };
         holder.lend(addr, true);
         self.endpoints[e].lending = Some(slot);
         self.send_batch(slot, 0, total, holder);
@@ -410,7 +411,7 @@ impl Control {
         let listeners: Option<Vec<(RawFd, libc::c_int)>> = (sent..sent + size)
             .map(|i| holder.listener(addr, i))
             .collect();
-        let Some(listeners) = listeners.filter(|_| holder.count(addr) == total) else {
+        let Some(listeners) = listeners.filter(|_| holder.available(addr) == Ok(total)) else {
             return self.refuse(
                 slot,
                 holder,
@@ -442,7 +443,7 @@ impl Control {
         if now > peer.deadline + GRACE {
             return self.end(slot, holder, "answered too late");
         }
-        if holder.count(addr) != total {
+        if holder.available(addr) != Ok(total) {
             return self.refuse(
                 slot,
                 holder,

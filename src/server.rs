@@ -32,7 +32,8 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::admission::{self, Accept, Admission};
+use crate::activation;
+use crate::admission::{Accept, Admission};
 use crate::budget::Size;
 use crate::claim::{self, Claim, Conflict};
 use crate::clients::{Clients, Hook};
@@ -40,18 +41,19 @@ use crate::config::Config;
 use crate::conn::Ready;
 use crate::control::{self, Control, Holder};
 use crate::drain::{Cause, Drain, Step};
-use crate::listener::Listeners;
+use crate::listener::{Listeners, Origin};
 use crate::log::{Escaped, plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
+use crate::protection;
 use crate::protocol::Protocol;
 use crate::sys;
 use crate::takeover;
 
 /// The signal pipe's token.
 const SIGNALS: Token = Token(usize::MAX - 1);
-/// Listener `i` (one per online CPU) has token `LISTENERS + i`. Client
-/// tokens are slab keys, far below.
+/// Listener `i` (of every address, one per online CPU each, or as passed)
+/// has token `LISTENERS + i`. Client tokens are slab keys, far below.
 const LISTENERS: usize = usize::MAX / 2;
 /// Every signal the process handles. The first three start a drain, or
 /// stop one hard when it is under way; SIGUSR1 prints a status line.
@@ -66,7 +68,8 @@ const EVENTS_CAPACITY: usize = 256;
 /// the service manager's STATUS).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Serves `protocol` on `config.addr` until a drain completes.
+/// Serves `protocol` on `config.addrs` (or on the sockets the service
+/// manager passes) until a drain completes.
 ///
 /// Returns `Ok` after a drain (clean or hard-stopped) and `Err` when the
 /// server could not start or the poll itself failed; the error's message
@@ -83,18 +86,26 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///   one per accepted client unless `config.quiet`, which is the default),
 ///   each dated if `config.log_time` says so, a setting of the process;
 /// - it raises the soft `RLIMIT_NOFILE` to the hard limit;
-/// - it announces its service on the address, as an abstract Unix socket,
+/// - it takes the listening sockets the service manager passed to it
+///   (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`, as `sd_listen_fds(3)`
+///   reads them) and unsets those variables; call it while no other thread
+///   reads or writes the environment;
+/// - it asks the kernel whether it steers new connections by CPU tag, with
+///   a few connections on a loopback port of its own (about 0.2 ms), and
+///   says what protects its release;
+/// - it announces its service on each address, as an abstract Unix socket,
 ///   and refuses an address another service serves (`Config::service`,
 ///   `Config::join_any`);
-/// - it listens on that socket for a successor of its own user and
-///   service, and hands it its listening sockets if asked, once; with
-///   `Config::take_over` it is that successor, and takes the listening
-///   sockets of the process named instead of opening its own;
+/// - it listens on those sockets for a successor of its own user and
+///   service, and hands it its listening sockets on an address if asked,
+///   once; with `Config::take_over` it is that successor, and takes the
+///   listening sockets of the process named instead of opening its own;
 /// - with `NOTIFY_SOCKET` set, it reports readiness and the drain to
 ///   systemd.
 ///
-/// Linux only: it needs `SO_REUSEPORT`, and Linux 6.2 or later to steer new
-/// clients away from a draining process.
+/// Linux only: it needs `SO_REUSEPORT`. What protects a release on this
+/// kernel (steering by CPU tag, shared sockets, `tcp_migrate_req`) is found
+/// out at startup and said in one line.
 pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     crate::log::set_time(config.log_time);
     // Signals are wired first: from here to the last instruction, a SIGHUP,
@@ -105,6 +116,9 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot use NOTIFY_SOCKET: {e}")))?;
     let pid = process::id();
     say!("Process {pid} running");
+    // Taken before anything else: the variables are unset, and the
+    // descriptors marked close-on-exec, whatever happens next.
+    let passed = activation::take()?;
     sys::raise_fd_limit().map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -114,47 +128,52 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     // Whatever can fail is done before the first listen(2): from then on,
     // clients can queue on this process, and dropping its listeners would
     // reset them. The pid file is written now and only renamed into place
-    // once listening.
+    // once listening. (Passed sockets listen already, but a failure here
+    // only closes this process's copies of them.)
     let pid_file = config
         .pid_file
         .as_deref()
         .map(PidFile::prepare)
         .transpose()?;
     let service = service_name::<P>(config);
-    // A takeover is checked (that process, this service, this address)
-    // before this process announces anything, and the listeners are taken
-    // only after its own claim is checked; until the other process lets
-    // go of them, dropping them here closes only this process's copies.
-    let (listeners, claim, taking) = match config.take_over {
-        None => {
-            let listeners = Listeners::bind(config.addr)?;
-            let claim = claim_address(config, listeners.local_addr(), &service)?;
-            (listeners, claim, None)
-        }
-        Some(from) => {
-            let source = takeover::find(from, config.addr, &service)?;
-            let claim = claim_address(config, config.addr, &service)?;
-            let (taken, pending) = takeover::receive(source, &service)?;
-            (Listeners::adopt(config.addr, taken), claim, Some(pending))
+    let (listeners, claims, taking) = match config.take_over {
+        Some(from) if passed.is_empty() => take_over(config, from, &service)?,
+        _ => {
+            if let Some(from) = config.take_over {
+                say!(
+                    "Process {pid} takes nothing over from process {from}: the sockets the service manager passed are shared already"
+                );
+            }
+            let listeners = Listeners::open(&config.addrs, passed)?;
+            say_origins(pid, &listeners, &config.addrs);
+            let mut claims = Vec::new();
+            for port in listeners.ports() {
+                claims.push((claim_address(config, port.addr, &service)?, port.addr));
+            }
+            (listeners, claims, Vec::new())
         }
     };
-    let addr = listeners.local_addr();
-    admission::warn_unprotected(pid);
+    protection::report(pid, listeners.ports());
+    let addrs: Vec<SocketAddr> = listeners.ports().iter().map(|p| p.addr).collect();
     let mut server = Server::new(config, protocol, listeners, signals, notifier, &service)?;
-    if let Some(claim) = claim {
-        server.control.add(claim, addr);
+    for (claim, addr) in claims {
+        if let Some(claim) = claim {
+            server.control.add(claim, addr);
+        }
     }
-    if let Some(pending) = taking {
-        // Registered in this process's epoll set, so accepting starts with
-        // the first turn of the loop. An error here leaves the listeners
-        // with the other process, which goes on serving.
-        let (from, count) = (pending.from(), server.admission.count(addr));
+    // The listeners taken are in this process's epoll set, so accepting
+    // starts with the first turn of the loop. An error before the last
+    // `done` leaves every listener not yet confirmed with the process that
+    // handed it, which goes on serving.
+    for pending in taking {
+        let (from, addr) = (pending.from(), pending.addr());
+        let count = server.admission.available(addr).unwrap_or(0);
         pending.commit()?;
         say!(
             "Process {pid} took over {count} listener{} on {addr} from process {from}",
             if count == 1 { "" } else { "s" }
         );
-        if let Err(e) = server.admission.make_own() {
+        if let Err(e) = server.admission.make_own(addr) {
             return server.fail(io::Error::new(
                 e.kind(),
                 format!("cannot make the listeners on {addr} its own: {e}"),
@@ -170,11 +189,74 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         Err(e) => return server.fail(e),
     }
     // Ready means listening: the pid file and READY=1 follow the listen.
-    say!("Process {pid} listening on: {addr}");
+    for addr in addrs {
+        say!("Process {pid} listening on: {addr}");
+    }
     server.notifier.send(format_args!(
         "READY=1\nMAINPID={pid}\nSTATUS=serving, 0 clients"
     ));
     server.run()
+}
+
+/// The listening sockets of process `from` on every configured address,
+/// received and checked but not yet confirmed, with this process's claims.
+/// Every address is checked (that process, this service) before this
+/// process announces anything, and its sockets are asked for only after
+/// its own claim is checked; until that process lets go of them, dropping
+/// them here closes only this process's copies.
+#[allow(clippy::type_complexity)]
+fn take_over(
+    config: &Config,
+    from: u32,
+    service: &str,
+) -> io::Result<(
+    Listeners,
+    Vec<(Option<Claim>, SocketAddr)>,
+    Vec<takeover::Pending>,
+)> {
+    let sources = config
+        .addrs
+        .iter()
+        .map(|&addr| takeover::find(from, addr, service))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut claims = Vec::new();
+    for &addr in &config.addrs {
+        claims.push((claim_address(config, addr, service)?, addr));
+    }
+    let mut taken = Vec::new();
+    let mut pending = Vec::new();
+    for source in sources {
+        let addr = source.addr;
+        let (socks, p) = takeover::receive(source, service)?;
+        taken.push((addr, socks));
+        pending.push(p);
+    }
+    Ok((Listeners::taken(taken), claims, pending))
+}
+
+/// Says where each passed socket came from, one line each, and which
+/// configured addresses they stand in for.
+fn say_origins(pid: u32, listeners: &Listeners, configured: &[SocketAddr]) {
+    let ports = listeners.ports();
+    for port in ports.iter().filter(|p| p.origin == Origin::Passed) {
+        let also = if port.dual_stack { ", IPv4 too" } else { "" };
+        for (fd, name) in &port.passed_as {
+            say!(
+                "Process {pid} takes fd {fd} ({name}) from the service manager: {}{also}",
+                port.addr
+            );
+        }
+    }
+    if ports.iter().any(|p| p.origin == Origin::Passed) {
+        for addr in configured
+            .iter()
+            .filter(|a| !ports.iter().any(|p| p.addr == **a))
+        {
+            say!(
+                "Process {pid} does not bind {addr}: it serves the sockets the service manager passed"
+            );
+        }
+    }
 }
 
 /// The loop's timers. Both the poll's timeout and the firing come from
@@ -191,10 +273,10 @@ enum Timer {
     Progress,
     /// The nearest per-connection deadline: idle, send or the protocol's.
     Deadlines,
-    /// The control channel's: a connection's deadline, or accepting again.
-    Control,
     /// The next line about clients closed for the buffer budget.
     Evictions,
+    /// The control channel's: a connection's deadline, or accepting again.
+    Control,
 }
 
 struct Server<P: Protocol> {
@@ -207,8 +289,8 @@ struct Server<P: Protocol> {
     notifier: Notifier,
     /// Dropped, and so removed, when the server returns.
     pid_file: Option<PidFile>,
-    /// The claim sockets, listening: what other processes of this user
-    /// ask (a takeover).
+    /// The claim sockets, one per address, listening: what other
+    /// processes of this user ask (a takeover).
     control: Control,
     admission: Admission,
     clients: Clients<TcpStream, P>,
@@ -617,8 +699,8 @@ impl<P: Protocol> Server<P> {
                 let short = self.admission.is_starved();
                 self.clients.expire(now, short);
             }
-            Timer::Control => self.control.on_timer(&mut self.admission, now),
             Timer::Evictions => self.report_evictions(now),
+            Timer::Control => self.control.on_timer(&mut self.admission, now),
         }
     }
 

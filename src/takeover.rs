@@ -237,6 +237,11 @@ impl Pending {
         self.source.from
     }
 
+    /// The address they serve.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.source.addr
+    }
+
     /// Says `taking` and waits for `done`: with it, the listeners are this
     /// process's alone. An error means the other process keeps them, and
     /// this one must let its copies go without touching them.

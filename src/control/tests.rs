@@ -30,11 +30,11 @@ impl Held {
     /// `n` listeners (rounded up to whole groups of one per CPU) on a free
     /// loopback port.
     fn new(n: usize) -> Held {
-        let first = Listeners::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = first.local_addr();
+        let first = Listeners::open(&["127.0.0.1:0".parse().unwrap()], Vec::new()).unwrap();
+        let addr = first.ports()[0].addr;
         let mut groups = vec![first];
-        while groups.iter().map(Listeners::len).sum::<usize>() < n {
-            groups.push(Listeners::bind(addr).unwrap());
+        while groups.iter().map(|g| g.open_count(0)).sum::<usize>() < n {
+            groups.push(Listeners::open(&[addr], Vec::new()).unwrap());
         }
         for group in &groups {
             group.listen(16).unwrap();
@@ -49,28 +49,26 @@ impl Held {
     }
 
     fn total(&self) -> usize {
-        self.groups.iter().map(Listeners::len).sum()
+        self.groups.iter().map(|g| g.open_count(0)).sum()
     }
 }
 
 impl Holder for Held {
-    fn count(&self, addr: SocketAddr) -> usize {
+    fn available(&self, addr: SocketAddr) -> Result<usize, String> {
         if self.handed || addr != self.addr {
-            0
+            Err(format!("its listeners on {addr} are closed"))
         } else {
-            self.total()
+            Ok(self.total())
         }
     }
 
     fn listener(&self, addr: SocketAddr, mut i: usize) -> Option<(RawFd, libc::c_int)> {
-        if self.count(addr) == 0 {
-            return None;
-        }
+        self.available(addr).ok()?;
         for group in &self.groups {
-            if i < group.len() {
-                return group.handle(i);
+            if i < group.open_count(0) {
+                return group.handle(0, i);
             }
-            i -= group.len();
+            i -= group.open_count(0);
         }
         None
     }
@@ -247,7 +245,7 @@ fn a_successor_that_leaves_before_taking_leaves_everything_as_it_was() {
     rig.until("the listeners returned", |r| !r.held.lent);
     assert_eq!(rig.held.lends, [true, false]);
     assert!(!rig.held.handed);
-    assert_eq!(rig.held.count(addr), total);
+    assert_eq!(rig.held.available(addr), Ok(total));
     // One that says it gives up, after the batch, is the same.
     let conn = rig.connect();
     fdpass::send(

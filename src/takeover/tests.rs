@@ -13,16 +13,21 @@ use crate::listener::Listeners;
 /// Reuseport listeners on a free loopback port, as drainport opens them,
 /// listening when `listen`.
 fn listeners(listen: bool) -> Listeners {
-    let l = Listeners::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = Listeners::open(&["127.0.0.1:0".parse().unwrap()], Vec::new()).unwrap();
     if listen {
         l.listen(16).unwrap();
     }
     l
 }
 
+/// The address `l` serves.
+fn addr_of(l: &Listeners) -> SocketAddr {
+    l.ports()[0].addr
+}
+
 /// A descriptor of its own for listener `i` of `l`.
 fn copy(l: &Listeners, i: usize) -> OwnedFd {
-    let (fd, _) = l.handle(i).unwrap();
+    let (fd, _) = l.handle(0, i).unwrap();
     // SAFETY: `fd` is open for as long as `l` lives, which outlives this
     // call; the copy is a new descriptor.
     unsafe { BorrowedFd::borrow_raw(fd) }
@@ -88,14 +93,14 @@ fn v6(v6only: libc::c_int) -> Option<(OwnedFd, SocketAddr)> {
 #[test]
 fn a_listening_reuseport_socket_on_the_address_passes() {
     let l = listeners(true);
-    let addr = l.local_addr();
+    let addr = addr_of(&l);
     let mut seen = Vec::new();
     let first = check(copy(&l, 0), addr, &mut seen).unwrap();
     assert_eq!(first.local_addr().unwrap(), addr);
     // The same socket twice is refused: one socket, one listener.
     let again = check(copy(&l, 0), addr, &mut seen).unwrap_err();
     assert_eq!(again, "is the same socket as another one");
-    if l.len() > 1 {
+    if l.open_count(0) > 1 {
         check(copy(&l, 1), addr, &mut seen).unwrap();
     }
 }
@@ -103,7 +108,7 @@ fn a_listening_reuseport_socket_on_the_address_passes() {
 #[test]
 fn every_other_kind_of_descriptor_is_refused_with_its_reason() {
     let l = listeners(true);
-    let addr = l.local_addr();
+    let addr = addr_of(&l);
     let idle = listeners(false);
     let elsewhere = listeners(true);
     let plain = StdListener::bind("127.0.0.1:0").unwrap();
@@ -113,11 +118,11 @@ fn every_other_kind_of_descriptor_is_refused_with_its_reason() {
     let _ = std::fs::remove_file(&dir);
     let file = std::fs::File::open("/dev/null").unwrap();
     let cases: Vec<(OwnedFd, SocketAddr, String)> = vec![
-        (copy(&idle, 0), idle.local_addr(), "is not listening".into()),
+        (copy(&idle, 0), addr_of(&idle), "is not listening".into()),
         (
             copy(&elsewhere, 0),
             addr,
-            format!("is bound to {}, not {addr}", elsewhere.local_addr()),
+            format!("is bound to {}, not {addr}", addr_of(&elsewhere)),
         ),
         (
             OwnedFd::from(plain.try_clone().unwrap()),
@@ -209,9 +214,9 @@ fn a_refusal_is_reported_with_its_reason() {
 fn a_wrong_listener_is_refused_and_the_process_told_why() {
     let l = listeners(true);
     let idle = listeners(false);
-    let (wrong, _) = idle.handle(0).unwrap();
-    let (right, _) = l.handle(0).unwrap();
-    let addr = l.local_addr();
+    let (wrong, _) = idle.handle(0, 0).unwrap();
+    let (right, _) = l.handle(0, 0).unwrap();
+    let addr = addr_of(&l);
     let (e, heard) = against(addr, move |heard, fd| {
         hear(heard, fd);
         say(fd, "fds 2 0 0 1\n", &[right, wrong]);
@@ -227,8 +232,8 @@ fn a_wrong_listener_is_refused_and_the_process_told_why() {
 #[test]
 fn a_batch_must_carry_one_descriptor_per_tag() {
     let l = listeners(true);
-    let (right, _) = l.handle(0).unwrap();
-    let (e, heard) = against(l.local_addr(), move |heard, fd| {
+    let (right, _) = l.handle(0, 0).unwrap();
+    let (e, heard) = against(addr_of(&l), move |heard, fd| {
         hear(heard, fd);
         say(fd, "fds 2 0 0 1\n", &[right]);
     });
@@ -242,21 +247,23 @@ fn a_batch_must_carry_one_descriptor_per_tag() {
 #[test]
 fn nonsense_and_silence_end_the_exchange() {
     let l = listeners(true);
-    let (e, heard) = against(l.local_addr(), |heard, fd| {
+    let (e, heard) = against(addr_of(&l), |heard, fd| {
         hear(heard, fd);
         say(fd, "done\n", &[]);
     });
     assert!(e.ends_with("it broke the protocol"), "{e}");
     assert!(heard.ends_with("refused it broke the protocol\n"));
-    let (e, _) = against(l.local_addr(), hear);
+    let (e, _) = against(addr_of(&l), hear);
     assert!(e.ends_with("it closed the connection"), "{e}");
 }
 
 #[test]
 fn batches_are_acknowledged_and_the_commit_waits_for_done() {
     let l = listeners(true);
-    let addr = l.local_addr();
-    let fds: Vec<i32> = (0..l.len()).map(|i| l.handle(i).unwrap().0).collect();
+    let addr = addr_of(&l);
+    let fds: Vec<i32> = (0..l.open_count(0))
+        .map(|i| l.handle(0, i).unwrap().0)
+        .collect();
     let n = fds.len();
     // One batch per listener, then `done` after `taking`.
     let (ours, theirs) = UnixStream::pair().unwrap();
@@ -293,8 +300,8 @@ fn batches_are_acknowledged_and_the_commit_waits_for_done() {
 #[test]
 fn a_commit_without_done_keeps_nothing() {
     let l = listeners(true);
-    let addr = l.local_addr();
-    let (fd, _) = l.handle(0).unwrap();
+    let addr = addr_of(&l);
+    let (fd, _) = l.handle(0, 0).unwrap();
     for answer in ["refused its listeners closed meanwhile\n", ""] {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let process = thread::spawn(move || {
