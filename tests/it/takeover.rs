@@ -156,6 +156,15 @@ fn take_over(run: &Runner, old: &mut Server, extra: &[&str]) -> Server {
             if n == 1 { "" } else { "s" }
         )
     );
+    let protection = new
+        .seen
+        .iter()
+        .find(|l| l.contains(" release protection"))
+        .unwrap_or_else(|| panic!("no protection line: {:#?}", new.seen));
+    assert!(
+        protection.contains("release protection: takeover (these listeners were taken over"),
+        "{protection}"
+    );
     let handed = old.expect_line(" handed its ");
     assert_eq!(
         handed,
