@@ -162,23 +162,12 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         }
     }
     // The listeners taken are in this process's epoll set, so accepting
-    // starts with the first turn of the loop. An error before the last
-    // `done` leaves every listener not yet confirmed with the process that
-    // handed it, which goes on serving.
-    for pending in taking {
-        let (from, addr) = (pending.from(), pending.addr());
-        let count = server.admission.available(addr).unwrap_or(0);
-        pending.commit()?;
-        say!(
-            "Process {pid} took over {count} listener{} on {addr} from process {from}",
-            if count == 1 { "" } else { "s" }
-        );
-        if let Err(e) = server.admission.make_own(addr) {
-            return server.fail(io::Error::new(
-                e.kind(),
-                format!("cannot make the listeners on {addr} its own: {e}"),
-            ));
-        }
+    // starts with the first turn of the loop.
+    if let Err(e) = confirm(pid, &mut server.admission, taking) {
+        return match e {
+            Unconfirmed::Before(e) => Err(e),
+            Unconfirmed::After(e) => server.fail(e),
+        };
     }
     let started = server
         .admission
@@ -232,6 +221,57 @@ fn take_over(
         pending.push(p);
     }
     Ok((Listeners::taken(taken), claims, pending))
+}
+
+/// Why a takeover was not confirmed: before any address was (this
+/// process holds nothing alone, and may just exit), or after some were
+/// (those are its own, and are retired as after a failed listen).
+enum Unconfirmed {
+    Before(io::Error),
+    After(io::Error),
+}
+
+/// Asks the process each address is taken from to let go of it, in turn,
+/// and makes each address confirmed this process's own. An address not
+/// confirmed, and every one after it, stays with that process, which
+/// serves on: this process closes its copies of them without touching
+/// anything they share.
+fn confirm(
+    pid: u32,
+    admission: &mut Admission,
+    taking: Vec<takeover::Pending>,
+) -> Result<(), Unconfirmed> {
+    let mut confirmed = Vec::new();
+    let mut taking = taking.into_iter();
+    while let Some(pending) = taking.next() {
+        let (from, addr) = (pending.from(), pending.addr());
+        let count = admission.available(addr).unwrap_or(0);
+        if let Err(e) = pending.commit() {
+            admission.hand_over(addr);
+            for rest in taking {
+                admission.hand_over(rest.addr());
+            }
+            return Err(if confirmed.is_empty() {
+                Unconfirmed::Before(e)
+            } else {
+                Unconfirmed::After(e)
+            });
+        }
+        say!(
+            "Process {pid} took over {count} listener{} on {addr} from process {from}",
+            if count == 1 { "" } else { "s" }
+        );
+        confirmed.push(addr);
+    }
+    for addr in confirmed {
+        admission.make_own(addr).map_err(|e| {
+            Unconfirmed::After(io::Error::new(
+                e.kind(),
+                format!("cannot make the listeners on {addr} its own: {e}"),
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Says where each passed socket came from, one line each, and which
