@@ -6,15 +6,14 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::Duration;
 
 use libc::{SIGHUP, SIGUSR1};
 
 use crate::util::{
-    BIN, Client, Server, assert_long_bytes, exit_code_or_signal, have_tool, raise_fd_limit,
-    status_field, wait_until,
+    BIN, Client, Server, assert_long_bytes, have_tool, raise_fd_limit, status_field, wait_until,
 };
 
 /// A server under attack and the well-behaved client that watches it.
@@ -76,6 +75,17 @@ impl Siege {
         assert!(self.server.is_running(), "{when}: the server exited");
         self.memory_within(bound_kib, when);
         self.bystander_served(when);
+    }
+}
+
+/// How a process ended: `Ok(code)` for an exit, `Err(signal)` when a
+/// signal killed it.
+fn exit_code_or_signal(status: ExitStatus) -> Result<i32, i32> {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Ok(code),
+        (None, Some(signal)) => Err(signal),
+        (None, None) => unreachable!("a status is an exit or a signal"),
     }
 }
 

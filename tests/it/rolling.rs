@@ -3,8 +3,10 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Output};
+use std::thread;
+use std::time::{Duration, Instant};
 
-use crate::util::{BIN, Client, ScratchDir, wait_for_text, wait_until};
+use crate::util::{BIN, Client, DEADLINE, ScratchDir, wait_until};
 
 pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rolling-restart");
 
@@ -147,6 +149,24 @@ pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => !stat[stat.rfind(')').unwrap_or(0)..].starts_with(") Z"),
         Err(_) => false,
+    }
+}
+
+/// Polls `read` (a log file, say) until the text contains `needle`, and
+/// returns it. On timeout the panic shows the last text read.
+#[track_caller]
+fn wait_for_text(what: &str, needle: &str, mut read: impl FnMut() -> String) -> String {
+    let start = Instant::now();
+    loop {
+        let text = read();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no {needle:?} in {what} within {DEADLINE:?}; it reads:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(20));
     }
 }
 

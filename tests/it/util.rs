@@ -4,6 +4,12 @@
 //! that runs out of time panics with what it was waiting for. A [`Server`]
 //! that is dropped while still running is killed, by pid, so no test leaves
 //! a process behind.
+//!
+//! In order: the [`Server`] process, with what its status lines and
+//! `/proc` say about it; the test [`Client`] and the replies it reads;
+//! the test's own processes, files and descriptors; then waiting,
+//! skipping and finding tools. A helper lives here when more than one
+//! suite uses it; one that serves a single suite lives in that suite.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -20,6 +26,8 @@ use std::time::{Duration, Instant};
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_drainport");
+
+// The server process.
 
 /// A running server process and the lines it has printed.
 pub struct Server {
@@ -127,6 +135,27 @@ impl Server {
             .count()
     }
 
+    /// Asks for status lines with SIGUSR1 until one contains `needle`, and
+    /// returns it. Used to wait for the server to notice what clients did
+    /// (`"clients=1 "`, say).
+    #[track_caller]
+    pub fn wait_status(&mut self, needle: &str) -> String {
+        let prefix = format!("Process {} status:", self.pid);
+        let start = Instant::now();
+        loop {
+            self.signal(libc::SIGUSR1);
+            let line = self.expect_line(&prefix);
+            if line.contains(needle) {
+                return line;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no status line containing {needle:?} within {DEADLINE:?}; last {line:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn signal(&self, signal: libc::c_int) {
         // SAFETY: plain kill(2) on the pid of our own child.
         let rc = unsafe { libc::kill(self.pid as libc::pid_t, signal) };
@@ -184,13 +213,10 @@ impl Server {
         proc_status_kib(self.pid, "VmRSS:")
     }
 
-    /// CPU time used so far (user + system), in clock ticks.
-    pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read stat");
-        // Fields after the command name, which is in parentheses.
-        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-        let fields: Vec<&str> = rest.split(' ').collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    /// Peak resident memory in KiB (`VmHWM`), so a spike that was freed
+    /// again still counts.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid, "VmHWM:")
     }
 }
 
@@ -202,6 +228,330 @@ impl Drop for Server {
         }
     }
 }
+
+/// A number from a status line, such as `bytes_in`.
+#[track_caller]
+pub fn status_field(line: &str, key: &str) -> u64 {
+    line.split(' ')
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// A value in KiB from `/proc/<pid>/status`, such as `VmRSS:`.
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// Starts drainport under `prlimit --nofile=NOFILE` and connects `count`
+/// clients, each sending `<label> <i>\n`, more than the limit lets it
+/// accept. Waits until it reports running out of descriptors, with how
+/// many clients it holds. Returns the server, the clients in connect
+/// order (the accept queue's order), and how many were accepted.
+#[track_caller]
+pub fn starved_server(nofile: u32, count: usize, label: &str) -> (Server, Vec<Client>, usize) {
+    let mut cmd = Command::new("prlimit");
+    cmd.args([&format!("--nofile={nofile}"), "--", BIN, "127.0.0.1:0"]);
+    let mut server = Server::spawn(cmd);
+    let mut clients: Vec<Client> = (0..count).map(|_| Client::connect(server.addr)).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(format!("{label} {i}\n").as_bytes());
+    }
+    // The line says how many clients the process held when it ran out, and
+    // none can leave or be added while the clients here stay connected and
+    // every descriptor is taken: that is the accepted count, final. Each of
+    // those was logged as accepted before this line.
+    let paused = server.expect_line("cannot accept (Too many open files");
+    let accepted: usize = paused
+        .split_once("pausing accept, ")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no client count in {paused:?}"));
+    let logged = server
+        .seen
+        .iter()
+        .filter(|l| l.contains("accepted connection from"))
+        .count();
+    assert_eq!(
+        logged, accepted,
+        "accepted lines before {paused:?}: {:#?}",
+        server.seen
+    );
+    assert!(
+        accepted < count,
+        "all {count} accepted under a {nofile}-descriptor limit"
+    );
+    (server, clients, accepted)
+}
+
+/// How many finished handshakes wait in the accept queues of the listeners
+/// on `addr`, from `/proc/net/tcp` (or `tcp6`), where a listening socket's
+/// `rx_queue` is its accept queue's length. It counts connections the
+/// kernel holds for a server that has not taken them.
+pub fn accept_queue_len(addr: SocketAddr) -> u32 {
+    let (table, local) = match addr {
+        SocketAddr::V4(a) => (
+            "/proc/net/tcp",
+            format!("{:08X}", u32::from_ne_bytes(a.ip().octets())),
+        ),
+        SocketAddr::V6(a) => (
+            "/proc/net/tcp6",
+            a.ip()
+                .octets()
+                .chunks(4)
+                .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
+                .collect(),
+        ),
+    };
+    let local = format!("{local}:{:04X}", addr.port());
+    let text = std::fs::read_to_string(table).unwrap_or_else(|e| panic!("read {table}: {e}"));
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl, local_address, rem_address, st (0A: LISTEN), tx_queue:rx_queue
+            (fields.len() > 4 && fields[1] == local && fields[3] == "0A")
+                .then(|| fields[4].split_once(':'))
+                .flatten()
+                .and_then(|(_, rx)| u32::from_str_radix(rx, 16).ok())
+        })
+        .sum()
+}
+
+// A test client.
+
+/// A test client on a blocking socket.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    #[track_caller]
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, DEADLINE)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::from(stream)
+    }
+
+    /// Connects, returning the error instead of failing the test.
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
+        TcpStream::connect_timeout(&addr, DEADLINE).map(Client::from)
+    }
+
+    pub fn from(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.set_write_timeout(Some(DEADLINE)).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    #[track_caller]
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads up to and including the next `\n`.
+    #[track_caller]
+    pub fn read_line(&mut self) -> Vec<u8> {
+        self.try_read_line()
+            .unwrap_or_else(|e| panic!("read_line: {e}"))
+    }
+
+    pub fn try_read_line(&mut self) -> io::Result<Vec<u8>> {
+        loop {
+            if let Some(at) = self.buf.iter().position(|&b| b == b'\n') {
+                return Ok(self.buf.drain(..=at).collect());
+            }
+            let mut chunk = [0; 4096];
+            // A read with a timeout fails with EINTR when the process is
+            // stopped and continued, even without a signal handler.
+            let n = match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => other?,
+            };
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("EOF with {:?} unread", String::from_utf8_lossy(&self.buf)),
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads everything up to EOF, after what `read_line` has buffered;
+    /// fails if that takes longer than [`DEADLINE`].
+    pub fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
+        let mut all = std::mem::take(&mut self.buf);
+        let mut chunk = [0; 64 * 1024];
+        let start = Instant::now();
+        loop {
+            if start.elapsed() > DEADLINE {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no EOF within {DEADLINE:?}, {} bytes read", all.len()),
+                ));
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(all),
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends `line` and returns the pid that echoed it, checking the reply.
+    #[track_caller]
+    pub fn echo(&mut self, line: &str) -> u32 {
+        self.try_echo(line)
+            .unwrap_or_else(|e| panic!("echo {line:?}: {e}"))
+    }
+
+    pub fn try_echo(&mut self, line: &str) -> io::Result<u32> {
+        self.stream.write_all(format!("{line}\n").as_bytes())?;
+        let echoed = self.try_read_line()?;
+        if echoed != format!("{line}\n").as_bytes() {
+            return Err(io::Error::other(format!(
+                "echoed {:?}",
+                String::from_utf8_lossy(&echoed)
+            )));
+        }
+        let from = self.try_read_line()?;
+        parse_from(&from).ok_or_else(|| {
+            io::Error::other(format!("bad suffix {:?}", String::from_utf8_lossy(&from)))
+        })
+    }
+
+    /// Sends `line` over and over without reading a reply, until the socket
+    /// has taken nothing for half a second (the server stopped reading and
+    /// TCP flow control holds us) or `limit` bytes have gone. Returns the
+    /// bytes written.
+    pub fn write_without_reading(&mut self, line: &[u8], limit: usize) -> usize {
+        let batch = line.repeat(1024);
+        self.stream.set_nonblocking(true).unwrap();
+        let mut written = 0;
+        let mut stalled_since: Option<Instant> = None;
+        let start = Instant::now();
+        while written < limit && start.elapsed() < DEADLINE {
+            // Resume where the last write stopped, so that the stream is
+            // `line` repeated even when a write takes part of one: a cut
+            // telnet command must not turn into data.
+            match self.stream.write(&batch[written % line.len()..]) {
+                Ok(n) => {
+                    written += n;
+                    stalled_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let since = *stalled_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_millis(500) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        self.stream.set_nonblocking(false).unwrap();
+        written
+    }
+
+    /// Expects the server to close: EOF with nothing left unread.
+    #[track_caller]
+    pub fn expect_eof(&mut self) {
+        let mut rest = Vec::new();
+        match self.stream.read_to_end(&mut rest) {
+            Ok(_) => {
+                self.buf.extend_from_slice(&rest);
+                assert!(
+                    self.buf.is_empty(),
+                    "unexpected bytes before EOF: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                );
+            }
+            Err(e) => panic!("expected EOF, got {e}"),
+        }
+    }
+
+    pub fn shutdown_write(&self) {
+        self.stream.shutdown(Shutdown::Write).expect("shutdown");
+    }
+
+    /// Closes with a reset instead of a FIN (SO_LINGER with a zero timeout).
+    pub fn reset(self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a socket we own, with a correctly sized value.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+    }
+
+    /// Bytes received and not yet read by the application (`FIONREAD`).
+    pub fn unread_in_kernel(&self) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD on a socket we own writes one int.
+        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::FIONREAD, &mut n) };
+        assert_eq!(rc, 0, "FIONREAD: {}", io::Error::last_os_error());
+        usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Sets an integer socket option on the client's socket.
+    pub fn set_socket_option(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+        // SAFETY: setsockopt on a socket we own, with a correctly sized value.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                level,
+                name,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt: {}", io::Error::last_os_error());
+    }
+}
+
+/// Asserts that two long byte strings are equal, and where they are not,
+/// says at which byte they part instead of printing both.
+#[track_caller]
+pub fn assert_long_bytes(got: &[u8], want: &[u8]) {
+    assert!(
+        got == want,
+        "{} bytes back, {} expected; first difference at {}",
+        got.len(),
+        want.len(),
+        got.iter().zip(want).take_while(|(a, b)| a == b).count()
+    );
+}
+
+/// The pid in a `: from <pid>` line.
+pub fn parse_from(line: &[u8]) -> Option<u32> {
+    std::str::from_utf8(line)
+        .ok()?
+        .strip_prefix(": from ")?
+        .trim_end()
+        .parse()
+        .ok()
+}
+
+// Processes, files and descriptors of the test's own.
 
 /// Spawns `cmd`, trying again while exec says the file is busy. A binary a
 /// test has just copied can be held open for writing by a child that
@@ -311,15 +661,6 @@ pub fn line_reader(output: impl Read + Send + 'static) -> Receiver<String> {
     rx
 }
 
-pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
-
 /// Raises this test process's soft descriptor limit to the hard one, for
 /// tests that hold many client sockets.
 pub fn raise_fd_limit() {
@@ -336,79 +677,7 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// Starts drainport under `prlimit --nofile=NOFILE` and connects `count`
-/// clients, each sending `<label> <i>\n`, more than the limit lets it
-/// accept. Waits until it reports running out of descriptors, with how
-/// many clients it holds. Returns the server, the clients in connect
-/// order (the accept queue's order), and how many were accepted.
-#[track_caller]
-pub fn starved_server(nofile: u32, count: usize, label: &str) -> (Server, Vec<Client>, usize) {
-    let mut cmd = Command::new("prlimit");
-    cmd.args([&format!("--nofile={nofile}"), "--", BIN, "127.0.0.1:0"]);
-    let mut server = Server::spawn(cmd);
-    let mut clients: Vec<Client> = (0..count).map(|_| Client::connect(server.addr)).collect();
-    for (i, client) in clients.iter_mut().enumerate() {
-        client.send(format!("{label} {i}\n").as_bytes());
-    }
-    // The line says how many clients the process held when it ran out, and
-    // none can leave or be added while the clients here stay connected and
-    // every descriptor is taken: that is the accepted count, final. Each of
-    // those was logged as accepted before this line.
-    let paused = server.expect_line("cannot accept (Too many open files");
-    let accepted: usize = paused
-        .split_once("pausing accept, ")
-        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no client count in {paused:?}"));
-    let logged = server
-        .seen
-        .iter()
-        .filter(|l| l.contains("accepted connection from"))
-        .count();
-    assert_eq!(
-        logged, accepted,
-        "accepted lines before {paused:?}: {:#?}",
-        server.seen
-    );
-    assert!(
-        accepted < count,
-        "all {count} accepted under a {nofile}-descriptor limit"
-    );
-    (server, clients, accepted)
-}
-
-/// How many finished handshakes wait in the accept queues of the listeners
-/// on `addr`, from `/proc/net/tcp` (or `tcp6`), where a listening socket's
-/// `rx_queue` is its accept queue's length. It counts connections the
-/// kernel holds for a server that has not taken them.
-pub fn accept_queue_len(addr: SocketAddr) -> u32 {
-    let (table, local) = match addr {
-        SocketAddr::V4(a) => (
-            "/proc/net/tcp",
-            format!("{:08X}", u32::from_ne_bytes(a.ip().octets())),
-        ),
-        SocketAddr::V6(a) => (
-            "/proc/net/tcp6",
-            a.ip()
-                .octets()
-                .chunks(4)
-                .map(|w| format!("{:08X}", u32::from_ne_bytes([w[0], w[1], w[2], w[3]])))
-                .collect(),
-        ),
-    };
-    let local = format!("{local}:{:04X}", addr.port());
-    let text = std::fs::read_to_string(table).unwrap_or_else(|e| panic!("read {table}: {e}"));
-    text.lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // sl, local_address, rem_address, st (0A: LISTEN), tx_queue:rx_queue
-            (fields.len() > 4 && fields[1] == local && fields[3] == "0A")
-                .then(|| fields[4].split_once(':'))
-                .flatten()
-                .and_then(|(_, rx)| u32::from_str_radix(rx, 16).ok())
-        })
-        .sum()
-}
+// Waiting, skipping and the tools a test needs.
 
 /// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
 #[track_caller]
@@ -422,24 +691,6 @@ pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// Polls `read` (a log file, say) until the text contains `needle`, and
-/// returns it. On timeout the panic shows the last text read.
-#[track_caller]
-pub fn wait_for_text(what: &str, needle: &str, mut read: impl FnMut() -> String) -> String {
-    let start = Instant::now();
-    loop {
-        let text = read();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no {needle:?} in {what} within {DEADLINE:?}; it reads:\n{text}"
-        );
-        thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -498,283 +749,4 @@ pub fn find_tool(tool: &str) -> Option<std::path::PathBuf> {
             std::fs::metadata(candidate)
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-}
-
-/// A test client on a blocking socket.
-pub struct Client {
-    pub stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    #[track_caller]
-    pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, DEADLINE)
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        Client::from(stream)
-    }
-
-    pub fn from(stream: TcpStream) -> Client {
-        stream.set_read_timeout(Some(DEADLINE)).unwrap();
-        stream.set_write_timeout(Some(DEADLINE)).unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    #[track_caller]
-    pub fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send");
-    }
-
-    /// Reads up to and including the next `\n`.
-    #[track_caller]
-    pub fn read_line(&mut self) -> Vec<u8> {
-        self.try_read_line()
-            .unwrap_or_else(|e| panic!("read_line: {e}"))
-    }
-
-    pub fn try_read_line(&mut self) -> io::Result<Vec<u8>> {
-        loop {
-            if let Some(at) = self.buf.iter().position(|&b| b == b'\n') {
-                return Ok(self.buf.drain(..=at).collect());
-            }
-            let mut chunk = [0; 4096];
-            // A read with a timeout fails with EINTR when the process is
-            // stopped and continued, even without a signal handler.
-            let n = match self.stream.read(&mut chunk) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => other?,
-            };
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("EOF with {:?} unread", String::from_utf8_lossy(&self.buf)),
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Sends `line` and returns the pid that echoed it, checking the reply.
-    #[track_caller]
-    pub fn echo(&mut self, line: &str) -> u32 {
-        self.try_echo(line)
-            .unwrap_or_else(|e| panic!("echo {line:?}: {e}"))
-    }
-
-    pub fn try_echo(&mut self, line: &str) -> io::Result<u32> {
-        self.stream.write_all(format!("{line}\n").as_bytes())?;
-        let echoed = self.try_read_line()?;
-        if echoed != format!("{line}\n").as_bytes() {
-            return Err(io::Error::other(format!(
-                "echoed {:?}",
-                String::from_utf8_lossy(&echoed)
-            )));
-        }
-        let from = self.try_read_line()?;
-        parse_from(&from).ok_or_else(|| {
-            io::Error::other(format!("bad suffix {:?}", String::from_utf8_lossy(&from)))
-        })
-    }
-
-    /// Sends `line` over and over without reading a reply, until the socket
-    /// has taken nothing for half a second (the server stopped reading and
-    /// TCP flow control holds us) or `limit` bytes have gone. Returns the
-    /// bytes written.
-    pub fn write_without_reading(&mut self, line: &[u8], limit: usize) -> usize {
-        let batch = line.repeat(1024);
-        self.stream.set_nonblocking(true).unwrap();
-        let mut written = 0;
-        let mut stalled_since: Option<Instant> = None;
-        let start = Instant::now();
-        while written < limit && start.elapsed() < DEADLINE {
-            // Resume where the last write stopped, so that the stream is
-            // `line` repeated even when a write takes part of one: a cut
-            // telnet command must not turn into data.
-            match self.stream.write(&batch[written % line.len()..]) {
-                Ok(n) => {
-                    written += n;
-                    stalled_since = None;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let since = *stalled_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_millis(500) {
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(5));
-                }
-                Err(e) => panic!("write: {e}"),
-            }
-        }
-        self.stream.set_nonblocking(false).unwrap();
-        written
-    }
-
-    /// Expects the server to close: EOF with nothing left unread.
-    #[track_caller]
-    pub fn expect_eof(&mut self) {
-        let mut rest = Vec::new();
-        match self.stream.read_to_end(&mut rest) {
-            Ok(_) => {
-                self.buf.extend_from_slice(&rest);
-                assert!(
-                    self.buf.is_empty(),
-                    "unexpected bytes before EOF: {:?}",
-                    String::from_utf8_lossy(&self.buf)
-                );
-            }
-            Err(e) => panic!("expected EOF, got {e}"),
-        }
-    }
-
-    pub fn shutdown_write(&self) {
-        self.stream.shutdown(Shutdown::Write).expect("shutdown");
-    }
-
-    /// Closes with a reset instead of a FIN (SO_LINGER with a zero timeout).
-    pub fn reset(self) {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt on a socket we own, with a correctly sized value.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&raw const linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
-    }
-}
-
-/// Asserts that two long byte strings are equal, and where they are not,
-/// says at which byte they part instead of printing both.
-#[track_caller]
-pub fn assert_long_bytes(got: &[u8], want: &[u8]) {
-    assert!(
-        got == want,
-        "{} bytes back, {} expected; first difference at {}",
-        got.len(),
-        want.len(),
-        got.iter().zip(want).take_while(|(a, b)| a == b).count()
-    );
-}
-
-/// The pid in a `: from <pid>` line.
-pub fn parse_from(line: &[u8]) -> Option<u32> {
-    std::str::from_utf8(line)
-        .ok()?
-        .strip_prefix(": from ")?
-        .trim_end()
-        .parse()
-        .ok()
-}
-
-// Helpers added for the hostile-client and kernel suites.
-
-impl Server {
-    /// Peak resident memory in KiB (`VmHWM`), so a spike that was freed
-    /// again still counts.
-    pub fn peak_rss_kib(&self) -> u64 {
-        proc_status_kib(self.pid, "VmHWM:")
-    }
-
-    /// Asks for status lines with SIGUSR1 until one contains `needle`, and
-    /// returns it. Used to wait for the server to notice what clients did
-    /// (`"clients=1 "`, say).
-    #[track_caller]
-    pub fn wait_status(&mut self, needle: &str) -> String {
-        let prefix = format!("Process {} status:", self.pid);
-        let start = Instant::now();
-        loop {
-            self.signal(libc::SIGUSR1);
-            let line = self.expect_line(&prefix);
-            if line.contains(needle) {
-                return line;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no status line containing {needle:?} within {DEADLINE:?}; last {line:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// A number from a status line, such as `bytes_in`.
-#[track_caller]
-pub fn status_field(line: &str, key: &str) -> u64 {
-    line.split(' ')
-        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-}
-
-impl Client {
-    pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
-        TcpStream::connect_timeout(&addr, DEADLINE).map(Client::from)
-    }
-
-    /// Reads everything up to EOF, after what `read_line` has buffered;
-    /// fails if that takes longer than [`DEADLINE`].
-    pub fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
-        let mut all = std::mem::take(&mut self.buf);
-        let mut chunk = [0; 64 * 1024];
-        let start = Instant::now();
-        loop {
-            if start.elapsed() > DEADLINE {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no EOF within {DEADLINE:?}, {} bytes read", all.len()),
-                ));
-            }
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Ok(all),
-                Ok(n) => all.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Bytes received and not yet read by the application (`FIONREAD`).
-    pub fn unread_in_kernel(&self) -> usize {
-        let mut n: libc::c_int = 0;
-        // SAFETY: FIONREAD on a socket we own writes one int.
-        let rc = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::FIONREAD, &mut n) };
-        assert_eq!(rc, 0, "FIONREAD: {}", io::Error::last_os_error());
-        usize::try_from(n).unwrap_or(0)
-    }
-
-    /// Sets an integer socket option on the client's socket.
-    pub fn set_socket_option(&self, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
-        // SAFETY: setsockopt on a socket we own, with a correctly sized value.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                level,
-                name,
-                (&raw const value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt: {}", io::Error::last_os_error());
-    }
-}
-
-/// How a process ended: `Ok(code)` for an exit, `Err(signal)` when a
-/// signal killed it.
-pub fn exit_code_or_signal(status: ExitStatus) -> Result<i32, i32> {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Ok(code),
-        (None, Some(signal)) => Err(signal),
-        (None, None) => unreachable!("a status is an exit or a signal"),
-    }
 }
