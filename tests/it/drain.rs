@@ -7,7 +7,7 @@ use std::thread;
 use libc::{SIGCONT, SIGHUP, SIGINT, SIGSTOP, SIGTERM};
 
 use crate::netns::Namespace;
-use crate::util::{Client, Server, parse_from, raise_fd_limit, skip};
+use crate::util::{Client, Server, raise_fd_limit, skip};
 
 #[test]
 fn no_clients_means_immediate_exit() {
@@ -106,13 +106,7 @@ fn burst_across_hup() {
 
     let mut served_by = [0usize; 2];
     for (label, mut client) in clients {
-        let fail = |e| panic!("{label}: {e}");
-        assert_eq!(
-            client.try_read_line().unwrap_or_else(fail),
-            format!("{label}\n").into_bytes()
-        );
-        let from = client.try_read_line().unwrap_or_else(fail);
-        let pid = parse_from(&from).expect("a ': from <pid>' line");
+        let pid = client.read_reply(format!("{label}\n").as_bytes());
         let index = pids
             .iter()
             .position(|&p| p == pid)

@@ -35,16 +35,7 @@ fn clients_that_never_read_cannot_grow_memory() {
     // Once a hog reads, it gets its replies, in order and intact.
     let hog = &mut hogs[0];
     for _ in 0..100 {
-        let line = hog.read_line();
-        assert!(
-            line.starts_with(b"0123456789abcdef"),
-            "{:?}",
-            String::from_utf8_lossy(&line)
-        );
-        assert_eq!(
-            hog.read_line(),
-            format!(": from {}\n", server.pid).into_bytes()
-        );
+        hog.expect_reply(&line, server.pid);
     }
 }
 
@@ -78,21 +69,13 @@ fn out_of_descriptors_pauses_accept_then_recovers() {
     // Connections are accepted in the order they completed, so the first
     // ones are being served.
     for (i, client) in clients.iter_mut().enumerate().take(accepted) {
-        assert_eq!(client.read_line(), format!("client {i}\n").into_bytes());
-        client.read_line();
+        client.expect_reply(format!("client {i}\n").as_bytes(), server.pid);
     }
     // Free descriptors: the waiting clients are accepted and answered.
     let waiting = clients.split_off(accepted);
     drop(clients);
     for (i, mut client) in waiting.into_iter().enumerate() {
-        assert_eq!(
-            client.read_line(),
-            format!("client {}\n", accepted + i).into_bytes()
-        );
-        assert_eq!(
-            client.read_line(),
-            format!(": from {}\n", server.pid).into_bytes()
-        );
+        client.expect_reply(format!("client {}\n", accepted + i).as_bytes(), server.pid);
     }
     server.expect_line("is accepting connections again");
     assert_eq!(
@@ -132,11 +115,7 @@ fn client_limit_keeps_the_rest_waiting() {
     );
 
     drop(a);
-    assert_eq!(c.read_line(), b"c\n");
-    assert_eq!(
-        c.read_line(),
-        format!(": from {}\n", server.pid).into_bytes()
-    );
+    c.expect_reply(b"c\n", server.pid);
     assert_eq!(b.echo("b again"), server.pid);
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use libc::{SIGHUP, SIGTERM, SIGUSR1};
 
-use crate::util::{BIN, Client, DEADLINE, ScratchDir, Server, have_tool, wait_until};
+use crate::util::{BIN, Client, DEADLINE, ScratchDir, Server, have_tool, reply, wait_until};
 
 /// Receives notify datagrams until one contains `needle`; returns it.
 #[track_caller]
@@ -150,8 +150,8 @@ fn sigusr1_prints_one_status_line() {
     assert_eq!(field(&status, "accepted"), "2");
     assert_eq!(field(&status, "lines"), "2");
     assert_eq!(field(&status, "bytes_in"), "8");
-    let reply = format!("one\n: from {}\n", server.pid).len() * 2;
-    assert_eq!(field(&status, "bytes_out"), reply.to_string());
+    let replies = reply(b"one\n", server.pid).len() * 2;
+    assert_eq!(field(&status, "bytes_out"), replies.to_string());
     assert_eq!(field(&status, "since_hangup"), "-");
 
     server.signal(SIGHUP);

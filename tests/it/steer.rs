@@ -20,9 +20,7 @@ use libc::SIGHUP;
 use crate::netns::Namespace;
 use crate::runner::{Runner, Who};
 use crate::tcp::{pin_to, syn_retransmits};
-use crate::util::{
-    Client, DEADLINE, Server, have_tool, parse_from, skip, status_field, wait_until,
-};
+use crate::util::{Client, DEADLINE, Server, have_tool, skip, status_field, wait_until};
 
 /// The online CPUs, numbered from 0.
 fn cpus() -> Vec<usize> {
@@ -171,11 +169,12 @@ fn a_full_process_hands_new_clients_to_its_sibling(who: Who) {
     // Whichever backlog holds it, a free slot there serves it.
     drop(held.pop());
     drop(tight_held);
-    assert_eq!(waiting.read_line(), b"queued\n", "{who:?}");
-    let pid = parse_from(&waiting.read_line());
+    let pid = waiting
+        .try_read_reply(b"queued\n")
+        .unwrap_or_else(|e| panic!("{who:?}: {e}"));
     assert!(
-        pid == Some(full.pid) || pid == Some(tight.pid),
-        "served by {pid:?} ({who:?})"
+        pid == full.pid || pid == tight.pid,
+        "served by {pid} ({who:?})"
     );
     // The hard stop of a full process ends.
     for mut server in [full, tight] {
@@ -307,14 +306,11 @@ fn churn_once(addr: SocketAddr, cpu: usize, i: usize) -> Result<u32, String> {
         return Err(format!("CPU {cpu}: the SYN was dropped and sent again"));
     }
     let mut client = Client::from(stream);
-    let line = format!("churn {cpu} {i}");
-    client.send(format!("{line}\n").as_bytes());
-    let echoed = client.try_read_line().map_err(|e| format!("echo: {e}"))?;
-    if echoed != format!("{line}\n").into_bytes() {
-        return Err(format!("echo: {:?}", String::from_utf8_lossy(&echoed)));
-    }
-    let from = client.try_read_line().map_err(|e| format!("suffix: {e}"))?;
-    parse_from(&from).ok_or_else(|| format!("suffix: {:?}", String::from_utf8_lossy(&from)))
+    let line = format!("churn {cpu} {i}\n");
+    client.send(line.as_bytes());
+    client
+        .try_read_reply(line.as_bytes())
+        .map_err(|e| format!("reply: {e}"))
 }
 
 /// Rolling restarts under churn, as the service runs in production: two

@@ -360,8 +360,11 @@ impl Client {
     /// Reads up to and including the next `\n`.
     #[track_caller]
     pub fn read_line(&mut self) -> Vec<u8> {
-        self.try_read_line()
-            .unwrap_or_else(|e| panic!("read_line: {e}"))
+        // A match, not a closure: the panic names the caller's line.
+        match self.try_read_line() {
+            Ok(line) => line,
+            Err(e) => panic!("read_line: {e}"),
+        }
     }
 
     pub fn try_read_line(&mut self) -> io::Result<Vec<u8>> {
@@ -411,14 +414,44 @@ impl Client {
     /// Sends `line` and returns the pid that echoed it, checking the reply.
     #[track_caller]
     pub fn echo(&mut self, line: &str) -> u32 {
-        self.try_echo(line)
-            .unwrap_or_else(|e| panic!("echo {line:?}: {e}"))
+        match self.try_echo(line) {
+            Ok(pid) => pid,
+            Err(e) => panic!("echo {line:?}: {e}"),
+        }
     }
 
     pub fn try_echo(&mut self, line: &str) -> io::Result<u32> {
-        self.stream.write_all(format!("{line}\n").as_bytes())?;
+        let line = format!("{line}\n");
+        self.stream.write_all(line.as_bytes())?;
+        self.try_read_reply(line.as_bytes())
+    }
+
+    /// Reads the reply to `line`, which was sent with its terminator: the
+    /// line exactly, then `: from <pid>\n`. Returns the pid.
+    #[track_caller]
+    pub fn read_reply(&mut self, line: &[u8]) -> u32 {
+        match self.try_read_reply(line) {
+            Ok(pid) => pid,
+            Err(e) => panic!("the reply to {:?}: {e}", String::from_utf8_lossy(line)),
+        }
+    }
+
+    /// Reads the reply to `line`, as [`Client::read_reply`] does, and checks
+    /// that process `pid` sent it.
+    #[track_caller]
+    pub fn expect_reply(&mut self, line: &[u8], pid: u32) {
+        let from = self.read_reply(line);
+        assert_eq!(
+            from,
+            pid,
+            "the reply to {:?} came from another process",
+            String::from_utf8_lossy(line)
+        );
+    }
+
+    pub fn try_read_reply(&mut self, line: &[u8]) -> io::Result<u32> {
         let echoed = self.try_read_line()?;
-        if echoed != format!("{line}\n").as_bytes() {
+        if echoed != line {
             return Err(io::Error::other(format!(
                 "echoed {:?}",
                 String::from_utf8_lossy(&echoed)
@@ -541,14 +574,22 @@ pub fn assert_long_bytes(got: &[u8], want: &[u8]) {
     );
 }
 
-/// The pid in a `: from <pid>` line.
-pub fn parse_from(line: &[u8]) -> Option<u32> {
-    std::str::from_utf8(line)
+/// What process `pid` sends back for `line` (sent with its terminator):
+/// the line, then `: from <pid>\n`.
+pub fn reply(line: &[u8], pid: u32) -> Vec<u8> {
+    [line, format!(": from {pid}\n").as_bytes()].concat()
+}
+
+/// The pid in a `: from <pid>\n` line, which must be written exactly as
+/// process `pid` writes it.
+fn parse_from(line: &[u8]) -> Option<u32> {
+    let pid = std::str::from_utf8(line)
         .ok()?
         .strip_prefix(": from ")?
-        .trim_end()
+        .strip_suffix('\n')?
         .parse()
-        .ok()
+        .ok()?;
+    (line == reply(b"", pid)).then_some(pid)
 }
 
 // Processes, files and descriptors of the test's own.
