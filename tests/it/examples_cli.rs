@@ -179,9 +179,7 @@ fn http_mistakes_are_one_line() {
 /// second client waits in the backlog until the first leaves.
 #[test]
 fn http_max_clients_caps_the_process() {
-    let mut cmd = Command::new(example_bin("http"));
-    cmd.args(["--max-clients", "1", "127.0.0.1:0"]);
-    let mut server = Server::spawn(cmd);
+    let mut server = Server::start_example("http", &["--max-clients", "1", "127.0.0.1:0"]);
     let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut first = Client::connect(server.addr);
     first.send(request);

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::util::{
-    Client, Server, assert_long_bytes, example_bin, find_tool, have_tool, reply, status_field,
-    wait_until,
+    Client, Server, assert_long_bytes, find_tool, have_tool, reply, status_field, wait_until,
 };
 
 /// What telnet sends on Ctrl-C: Interrupt Process, then DO TIMING-MARK. It
@@ -218,9 +217,7 @@ fn hostile_telnet_clients_cost_bounded_memory() {
 fn kv_example_answers_after_ctrl_c() {
     // The report: after a Ctrl-C, telnet showed no reply from kv at
     // all, BYE included.
-    let mut cmd = Command::new(example_bin("kv"));
-    cmd.arg("127.0.0.1:0");
-    let server = Server::spawn(cmd);
+    let server = Server::start_example("kv", &["127.0.0.1:0"]);
     let mut client = Client::connect(server.addr);
     client.send(b"SET k v\r\n");
     assert_bytes(&client.read_line(), b"OK\n");

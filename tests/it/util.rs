@@ -49,6 +49,15 @@ impl Server {
         Server::spawn(cmd)
     }
 
+    /// Starts the example `name` (see [`example_bin`]) with `args` and
+    /// waits until it listens.
+    #[track_caller]
+    pub fn start_example(name: &str, args: &[&str]) -> Server {
+        let mut cmd = Command::new(example_bin(name));
+        cmd.args(args);
+        Server::spawn(cmd)
+    }
+
     /// Starts a prepared command (for instance under `prlimit`) whose
     /// program ends up exec'ing `drainport`.
     #[track_caller]
