@@ -15,7 +15,10 @@
 //!   (at `max_clients`, out of descriptors, or retiring), they carry none,
 //!   so the group sends new SYNs to a sibling that can, if there is one.
 //! - At most [`ACCEPTS_PER_TURN`] accepts per turn of the loop, taken from
-//!   the listeners in turn, so no CPU's queue starves another's.
+//!   the listeners in turn, so no CPU's queue starves another's. The hard
+//!   stop is the exception: [`Admission::stop_now`] takes up to
+//!   [`HARD_STOP_ACCEPTS`] at once, for every queued client to get the
+//!   closing line before the listeners close.
 //! - A listener is closed only when its queue was seen empty after the
 //!   handshake window ([`window`]) ended: no connection that reached it
 //!   is reset by the close.
@@ -305,7 +308,7 @@ impl Admission {
         if let Some(until) = self.paused_until {
             return phase.map_or(Some(until), |at| Some(at.min(until)));
         }
-        let work = self.listeners.next_queued().is_some() && !self.full(clients);
+        let work = self.listeners.any_queued() && !self.full(clients);
         let reselect = self.wants_selection(clients) != self.selected;
         if work || reselect {
             return Some(now);

@@ -56,8 +56,11 @@ pub struct Config {
     /// protocol's last word ([`Protocol::on_idle_timeout`]: for a line
     /// protocol, `error: idle for 30s, closing`), and a wait of a second
     /// at most for its EOF (none while the process is out of
-    /// descriptors). Re-armed by every read, at the cost of a store. Off
-    /// by default.
+    /// descriptors). Every read re-arms it, at the cost of a comparison
+    /// and a store, except on a connection that is already ending: what
+    /// such a connection reads is thrown away and keeps nothing alive, so
+    /// it is closed one idle period after its last read before the end at
+    /// most. Off by default.
     ///
     /// [`Protocol::on_idle_timeout`]: crate::Protocol::on_idle_timeout
     pub idle_timeout: Option<Duration>,

@@ -16,9 +16,9 @@
 //! back as soon as they are empty. The protocol's per-connection state
 //! ([`Protocol::Conn`]) sits inline in the slot, so `()` costs nothing.
 //! Buffers of its own carry their part of the process's budget
-//! ([`crate::budget`]): the server counts them after the connection's turn
-//! ([`Conn::count_buffers`]), they give it back when they are freed, and
-//! [`Conn::evict`] drops them when the budget is spent.
+//! ([`crate::budget`]): the turn function ([`crate::clients`]) counts them
+//! after each turn ([`Conn::count_buffers`]), they give it back when they
+//! are freed, and [`Conn::evict`] drops them when the budget is spent.
 //!
 //! With `Config::telnet`, fresh bytes pass through the telnet filter
 //! ([`crate::telnet`]) before the protocol sees them. Bytes without 0xFF
@@ -57,8 +57,9 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_EVENT: usize = 16;
 /// Bytes thrown away while waiting for a client's EOF before closing anyway.
 pub(crate) const DISCARD_LIMIT: usize = 256 * 1024;
-/// Reads spent emptying a socket before a hard close.
-const HARD_CLOSE_READS: usize = 4;
+/// Reads spent emptying a socket before a hard close: up to this many full
+/// chunks of unread input leave with a FIN, not a reset.
+pub(crate) const HARD_CLOSE_READS: usize = 4;
 /// Scratch capacity kept between events; a larger one is freed after use.
 const SCRATCH_KEEP: usize = 256 * 1024;
 
@@ -706,12 +707,6 @@ impl<S: Stream, C> Conn<S, C> {
     /// The protocol's state for this connection.
     pub(crate) fn state(&self) -> &C {
         &self.state
-    }
-
-    /// The protocol's state, for the fuzzer to change as a hook would.
-    #[cfg(any(test, feature = "fuzzing"))]
-    pub(crate) fn state_mut(&mut self) -> &mut C {
-        &mut self.state
     }
 
     /// The connection has decided to end and waits for its flush and the

@@ -41,12 +41,11 @@
 mod admission;
 mod budget;
 mod claim;
+mod clients;
 mod config;
 mod conn;
-mod deadline;
-#[cfg(any(test, feature = "fuzzing"))]
-#[doc(hidden)]
-pub mod fuzzing;
+mod deadline_queue;
+mod drain;
 mod handshakes;
 mod listener;
 mod log;
@@ -64,6 +63,9 @@ mod telnet;
 mod test_rng;
 mod timeouts;
 
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub use clients::fuzzing;
 pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_INPUT,
     DEFAULT_MAX_OUTPUT,

@@ -161,6 +161,11 @@ impl Listeners {
         self.marks.next()
     }
 
+    /// Whether any listener may hold connections.
+    pub(crate) fn any_queued(&self) -> bool {
+        self.marks.any()
+    }
+
     /// Accepts one connection from listener `i`, and gives the next turn
     /// to the listener after it; `WouldBlock` clears its mark.
     pub(crate) fn accept(&mut self, i: usize) -> io::Result<(TcpStream, SocketAddr)> {
@@ -208,6 +213,9 @@ impl Listeners {
 #[derive(Debug)]
 struct Marks {
     queued: Vec<bool>,
+    /// How many are marked: the loop asks on every wakeup whether any is,
+    /// and a count answers without a scan.
+    marked: usize,
     /// Where the next scan starts.
     cursor: usize,
 }
@@ -216,22 +224,30 @@ impl Marks {
     fn new(n: usize) -> Marks {
         Marks {
             queued: vec![false; n],
+            marked: 0,
             cursor: 0,
         }
     }
 
     fn mark(&mut self, i: usize) {
         if let Some(q) = self.queued.get_mut(i) {
+            self.marked += usize::from(!*q);
             *q = true;
         }
     }
 
     fn mark_all(&mut self) {
         self.queued.fill(true);
+        self.marked = self.queued.len();
     }
 
     fn clear(&mut self, i: usize) {
+        self.marked -= usize::from(self.queued[i]);
         self.queued[i] = false;
+    }
+
+    fn any(&self) -> bool {
+        self.marked > 0
     }
 
     /// Listener `i` gave up a connection: the next turn is the next one's.
@@ -466,8 +482,13 @@ mod tests {
             marks.clear(i);
         }
         assert_eq!(marks.next(), None);
+        assert!(!marks.any());
+        marks.mark(2);
         marks.mark(2);
         assert_eq!(marks.next(), Some(2));
+        assert!(marks.any());
+        marks.clear(2);
+        assert!(!marks.any(), "a listener marked twice is cleared once");
         marks.mark(99); // out of range: ignored, never a panic
     }
 }

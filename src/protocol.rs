@@ -133,7 +133,8 @@ pub trait Protocol {
 
     /// The drain started. Called once per connection, also for clients
     /// accepted from the queue after the drain began, but not for one that is
-    /// already closing. Return [`Action::Close`] to close after the flush.
+    /// already ending (one that decided to close and waits for its flush and
+    /// the client's EOF). Return [`Action::Close`] to close after the flush.
     fn on_drain(&mut self, conn: &mut Self::Conn, out: &mut Vec<u8>) -> Action {
         let _ = (conn, out);
         Action::Continue

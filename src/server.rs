@@ -1,7 +1,9 @@
 //! The event loop: one `Poll` over the listeners, the signal pipe and every
-//! client, and the state machine that takes a process from running to
-//! draining to exit. Which clients come in, and when the listeners close,
-//! is [`crate::admission`]'s to decide.
+//! client. The server owns the poll, the signals, admission and the drain,
+//! and hands every client's turn to [`Clients`]: which clients come in,
+//! and when the listeners close, is [`crate::admission`]'s to decide; when
+//! the drain starts and ends, [`crate::drain`]'s; what a client's turn
+//! does, [`crate::clients`]'s.
 //!
 //! Guarantees:
 //! - A draining process admits no new client, serves every client it has,
@@ -10,37 +12,39 @@
 //! - While a sibling runs, a draining process receives no new SYN, and no
 //!   connection that reached it is reset when its listeners close (see
 //!   [`crate::listener`] and [`crate::admission`] for how).
-//! - The check "done, time to exit" lives in [`Server::finished`] only.
+//! - The check "done, time to exit" lives in [`Server::finished`] only
+//!   (which asks [`Drain::finished`]).
 //! - Every timer comes from one list, [`Server::timers`], so the poll
-//!   sleeps until the nearest one and never past it. The per-connection
-//!   ones are one entry there, [`Timer::Deadlines`], kept by
-//!   [`crate::timeouts`].
+//!   sleeps until the nearest one and never past it. It is built once per
+//!   wakeup, after the batch, and again only if a timer fired. The
+//!   per-connection deadlines are one entry there, [`Timer::Deadlines`],
+//!   kept by [`crate::timeouts`].
+//! - The clock is read once per wakeup, after the poll returns; that `now`
+//!   dates every turn of the batch and decides every timer.
 
 use std::io;
 use std::net::SocketAddr;
 use std::process;
 use std::time::{Duration, Instant};
 
-use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::admission::{self, Accept, Admission};
-use crate::budget::{Classes, Report, Share, Size};
+use crate::budget::Size;
 use crate::claim::{self, Claim, Conflict};
+use crate::clients::{Clients, Hook};
 use crate::config::Config;
-use crate::conn::{Conn, Context, Ready, Verdict};
+use crate::conn::Ready;
+use crate::drain::{Cause, Drain, Step};
 use crate::listener::Listeners;
 use crate::log::{Escaped, plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protocol::Protocol;
-use crate::slab::Slab;
-use crate::spread::Spread;
 use crate::sys;
-use crate::timeouts::{Before, Timeouts};
 
 /// The signal pipe's token.
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -132,17 +136,6 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     server.run()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Running,
-    /// Serving the clients left; `deadline` is when the drain timeout ends it.
-    Draining {
-        deadline: Option<Instant>,
-    },
-    /// Closing every client on a schedule: the hard stop.
-    Closing(Spread),
-}
-
 /// The loop's timers. Both the poll's timeout and the firing come from
 /// [`Server::timers`], so no timer can wake the loop without being run, or
 /// be due without waking it.
@@ -151,10 +144,8 @@ enum Timer {
     /// Admission's own: a sweep, a look at handshakes in flight, the end
     /// of an accept pause, or clients waiting to be taken.
     Admission,
-    /// The drain timeout.
-    DrainDeadline,
-    /// The next close of a spread hard stop.
-    SpreadClose,
+    /// The drain's: its timeout, or the next close of the hard stop.
+    Drain,
     /// The next progress report.
     Progress,
     /// The nearest per-connection deadline: idle, send or the protocol's.
@@ -166,8 +157,6 @@ enum Timer {
 struct Server<P: Protocol> {
     pid: u32,
     quiet: bool,
-    drain_timeout: Option<Duration>,
-    close_spread: Option<Duration>,
     /// The drain notice, newline included.
     drain_notice: Option<Vec<u8>>,
     poll: Poll,
@@ -178,20 +167,8 @@ struct Server<P: Protocol> {
     /// This process's announcement of the service it runs on its address.
     claim: Option<Claim>,
     admission: Admission,
-    conns: Slab<Conn<TcpStream, P::Conn>>,
-    cx: Context<P>,
-    /// The connections with buffers of their own, by size, to close the
-    /// largest when the buffers are over their budget.
-    classes: Classes,
-    /// Clients closed for the budget, for the log and the status line.
-    evicted: Report,
-    /// Every connection's deadlines.
-    timeouts: Timeouts,
-    state: State,
-    /// When the drain started.
-    hangup_at: Option<Instant>,
-    /// Clients with work left after their turn.
-    again: Vec<usize>,
+    clients: Clients<TcpStream, P>,
+    drain: Drain,
     /// The client count last reported, and when the next report may go.
     reported: usize,
     report_at: Instant,
@@ -221,8 +198,6 @@ impl<P: Protocol> Server<P> {
         Ok(Server {
             pid,
             quiet: config.quiet,
-            drain_timeout: config.drain_timeout,
-            close_spread: config.close_spread,
             drain_notice: config
                 .drain_notice
                 .as_ref()
@@ -233,16 +208,8 @@ impl<P: Protocol> Server<P> {
             pid_file: None,
             claim: None,
             admission,
-            conns: Slab::new(),
-            cx: Context::new(protocol, config.max_input, config.max_output)
-                .with_telnet(config.telnet)
-                .with_budget(config.max_buffers),
-            classes: Classes::default(),
-            evicted: Report::default(),
-            timeouts: Timeouts::new(config, now),
-            state: State::Running,
-            hangup_at: None,
-            again: Vec::new(),
+            clients: Clients::new(config, protocol, now),
+            drain: Drain::new(config.drain_timeout, config.close_spread),
             reported: 0,
             report_at: now,
         })
@@ -255,10 +222,13 @@ impl<P: Protocol> Server<P> {
         // ends, late by at most that batch's time, never early, so the loop
         // cannot spin on them.
         let mut now = Instant::now();
+        // The nearest timer, from the table as the last wakeup left it.
+        let mut next = nearest(&self.timers(now));
         while !self.finished() {
-            let timeout = self.timeout(now);
+            let timeout = self.timeout(next, now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
+                    now = Instant::now();
                     continue;
                 }
                 return Err(e);
@@ -266,7 +236,6 @@ impl<P: Protocol> Server<P> {
             // Turns are dated with the time the loop woke, not the time it
             // went to sleep: an idle deadline counts from the read.
             now = Instant::now();
-            self.timeouts.woke(now);
             self.admission.new_turn();
             let mut listener_ready = false;
             let mut signals_ready = false;
@@ -277,7 +246,11 @@ impl<P: Protocol> Server<P> {
                         self.admission.mark(t - LISTENERS);
                         listener_ready = true;
                     }
-                    Token(key) => self.on_client_event(key, event),
+                    // An event for a client closed earlier in this batch
+                    // finds an empty slot: slots are reused only after it.
+                    Token(key) => {
+                        self.clients.turn(key, Hook::Ready(Ready::from(event)), now);
+                    }
                 }
             }
             if listener_ready {
@@ -286,13 +259,14 @@ impl<P: Protocol> Server<P> {
             if signals_ready {
                 self.on_signals(now);
             }
-            self.run_again();
-            self.on_timers(now);
-            self.conns.recycle();
+            self.clients.run_again(now);
+            next = self.on_timers(now);
+            self.clients.recycle();
         }
-        match self.state {
-            State::Closing(_) => say!("Process {} exiting", self.pid),
-            _ => say!("Process {} has no clients left, exiting", self.pid),
+        if self.drain.is_closing() {
+            say!("Process {} exiting", self.pid);
+        } else {
+            say!("Process {} has no clients left, exiting", self.pid);
         }
         Ok(())
     }
@@ -307,8 +281,7 @@ impl<P: Protocol> Server<P> {
         );
         let now = Instant::now();
         let _ = self.admission.retire(now);
-        self.state = State::Draining { deadline: None };
-        self.hangup_at = Some(now);
+        self.drain.begin(now);
         self.accept(now);
         self.run()?;
         Err(err)
@@ -317,175 +290,22 @@ impl<P: Protocol> Server<P> {
     /// The one place that decides the process is done: draining or closing,
     /// the listeners retired, and no client left.
     fn finished(&self) -> bool {
-        self.state != State::Running && self.admission.is_closed() && self.conns.is_empty()
-    }
-
-    fn on_client_event(&mut self, key: usize, event: &Event) {
-        // An event for a client closed earlier in this batch finds an empty
-        // slot: slots are reused only after the batch.
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let before = Before::take(&self.cx);
-        let verdict = conn.on_ready(Ready::from(event), &mut self.cx);
-        self.apply(key, verdict, before);
-    }
-
-    /// Acts on the verdict of a connection's turn; `before` is what the
-    /// counters said before it, for its timeouts.
-    fn apply(&mut self, key: usize, verdict: Verdict, before: Before) {
-        match verdict {
-            Verdict::Keep => {}
-            Verdict::Again => self.again.push(key),
-            Verdict::Close => {
-                self.remove(key);
-                return;
-            }
-        }
-        if let Some(conn) = self.conns.get_mut(key) {
-            self.timeouts.after_turn(key, conn, &self.cx, before);
-            if conn.has_buffers() {
-                self.count_buffers(key);
-            }
-        }
-    }
-
-    /// After the turn of a connection with buffers of its own: counts
-    /// them, and closes the largest if all buffers are over their budget.
-    /// The only place the budget can be passed: what is held grows only
-    /// when it is counted.
-    fn count_buffers(&mut self, key: usize) {
-        self.file_buffers(key);
-        if self.cx.budget.over() {
-            self.evict();
-        }
-    }
-
-    /// Counts a connection's buffers and files it under its size class.
-    fn file_buffers(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let Some(class) = conn.count_buffers() else {
-            return;
-        };
-        let stamp = self.classes.file(key, class);
-        if let Some(share) = conn.share_mut() {
-            share.filed(class, stamp);
-        }
-        if self.classes.crowded(self.cx.budget.shares()) {
-            let conns = &self.conns;
-            self.classes.compact(|k| filed_stamp(conns, k));
-        }
-    }
-
-    /// Closes the connections that hold the most, largest class first,
-    /// until the buffers fit their budget again. Each is taken from
-    /// [`Classes`] in O(1) amortized, and filed again (at its new, small
-    /// size) once its buffers are gone; one taken again while ending is
-    /// closed, so the loop ends.
-    fn evict(&mut self) {
-        while self.cx.budget.over() {
-            let conns = &self.conns;
-            let Some(key) = self.classes.pop(|k| filed_stamp(conns, k)) else {
-                break;
-            };
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            let first = !conn.is_ending();
-            let held = conn.share().map_or(0, Share::counted);
-            if let Some(share) = conn.share_mut() {
-                share.unfile();
-            }
-            let before = Before::take(&self.cx);
-            let verdict = conn.evict(&mut self.cx);
-            if first {
-                self.evicted.closed(held);
-            }
-            match verdict {
-                Verdict::Keep => {}
-                Verdict::Again => self.again.push(key),
-                Verdict::Close => {
-                    self.remove(key);
-                    continue;
-                }
-            }
-            if let Some(conn) = self.conns.get_mut(key) {
-                self.timeouts.after_turn(key, conn, &self.cx, before);
-            }
-            self.file_buffers(key);
-        }
-    }
-
-    /// Says how many clients were closed for the budget since the last
-    /// such line, at most once per interval.
-    fn report_evictions(&mut self, now: Instant) {
-        if let Some(closed) = self.evicted.take(now) {
-            say!(
-                "Process {} is over its budget for client buffers ({}): closed {} client{} holding the most, {} in all",
-                self.pid,
-                Size(self.cx.budget.limit()),
-                closed.clients,
-                plural(closed.clients),
-                Size(closed.bytes)
-            );
-        }
-    }
-
-    /// Takes a connection out of the table, with its timers. Closing the
-    /// socket (dropping what this returns) also removes it from the epoll
-    /// set: its descriptor is never duplicated, so that is the last close.
-    fn remove(&mut self, key: usize) -> Option<Conn<TcpStream, P::Conn>> {
-        let conn = self.conns.remove(key)?;
-        self.timeouts.forget(key);
-        Some(conn)
-    }
-
-    /// Acts on the per-connection deadlines that passed.
-    fn on_deadlines(&mut self, now: Instant) {
-        self.timeouts
-            .short_of_descriptors(self.admission.is_starved());
-        let fired = self.timeouts.expire(now);
-        for &(key, kind) in &fired {
-            let Some(conn) = self.conns.get_mut(key) else {
-                continue;
-            };
-            let before = Before::take(&self.cx);
-            let verdict = self.timeouts.fire(key, kind, conn, &mut self.cx);
-            self.apply(key, verdict, before);
-        }
-        self.timeouts.done(fired);
-    }
-
-    /// Gives clients that used up their turn another one.
-    fn run_again(&mut self) {
-        let mut again = std::mem::take(&mut self.again);
-        for key in again.drain(..) {
-            if let Some(conn) = self.conns.get_mut(key) {
-                let before = Before::take(&self.cx);
-                let verdict = conn.pump(&mut self.cx);
-                self.apply(key, verdict, before);
-            }
-        }
-        // Keep the vector's allocation unless new work arrived meanwhile.
-        if self.again.is_empty() {
-            self.again = again;
-        }
+        self.drain
+            .finished(self.admission.is_closed(), self.clients.len())
     }
 
     /// Admits what admission hands over, and returns why it stopped.
     fn accept(&mut self, now: Instant) -> Accept {
         loop {
-            match self.admission.accept(self.conns.len(), now) {
-                Accept::Client(stream, peer) => self.admit(stream, peer),
+            match self.admission.accept(self.clients.len(), now) {
+                Accept::Client(stream, peer) => self.admit(stream, peer, now),
                 stop => return stop,
             }
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        let key = self.conns.vacant_key();
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let key = self.clients.vacant_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
             .poll
@@ -498,21 +318,17 @@ impl<P: Protocol> Server<P> {
             );
             return;
         }
-        self.conns.insert(Conn::new(stream));
-        self.timeouts.admitted(key);
-        self.cx.counters.accepted += 1;
+        let admitted = self.clients.admit(stream, now);
+        debug_assert_eq!(admitted, key, "registered under another key");
         if !self.quiet {
             say!("Process {} accepted connection from: {peer}", self.pid);
         }
-        if let Some(conn) = self.conns.get_mut(key) {
-            let before = Before::take(&self.cx);
-            let verdict = conn.on_connect(peer, &mut self.cx);
-            self.apply(key, verdict, before);
-        }
-        if self.state != State::Running {
+        self.clients.turn(key, Hook::Connect(peer), now);
+        if !self.drain.is_running() {
             // Taken from the queue after the drain began: it hears of the
             // drain as everyone else did.
-            self.notice(key);
+            let notice = self.drain_notice.as_deref();
+            self.clients.turn(key, Hook::Drain(notice), now);
         }
     }
 
@@ -530,24 +346,25 @@ impl<P: Protocol> Server<P> {
             }
         }
         for &signal in &received[..count] {
-            match (signal, self.state) {
-                (SIGUSR1, _) => self.print_status(now),
-                (_, State::Running) => self.start_drain(signal, now),
-                (_, State::Draining { .. }) => {
+            if signal == SIGUSR1 {
+                self.print_status(now);
+                continue;
+            }
+            match self.drain.on_stop_signal(now, self.clients.len()) {
+                Step::StartDrain => self.start_drain(signal, now),
+                Step::HardStop(cause) => {
                     let reason = format!("received {} signal during drain", signal_name(signal));
-                    self.close_all(&reason, now, None);
+                    self.close_all(&reason, now, cause);
                 }
-                (_, State::Closing(spread)) => {
-                    // Impatience wins over the spread: close the rest now.
-                    let left = self.conns.len();
+                step => {
+                    let left = self.clients.len();
                     say!(
                         "Process {} received {} signal while closing: closing {left} client{} now",
                         self.pid,
                         signal_name(signal),
                         plural(left)
                     );
-                    self.state = State::Closing(spread.hurry(now));
-                    self.close_due(now);
+                    self.act(step, now);
                 }
             }
         }
@@ -567,126 +384,100 @@ impl<P: Protocol> Server<P> {
             self.pid,
             signal_name(signal)
         );
-        say!("process {} closing tasks: {}", self.pid, self.conns.len());
-        self.state = State::Draining {
-            // A timeout too long for the clock to hold means no deadline.
-            deadline: self.drain_timeout.and_then(|t| now.checked_add(t)),
-        };
-        self.hangup_at = Some(now);
-        self.reported = self.conns.len();
+        say!("process {} closing tasks: {}", self.pid, self.clients.len());
+        let clients = self.clients.len();
+        self.reported = clients;
         self.report_at = now + PROGRESS_INTERVAL;
         self.notifier.send(format_args!(
-            "STOPPING=1\nSTATUS=draining, {} client{} left",
-            self.conns.len(),
-            plural(self.conns.len())
+            "STOPPING=1\nSTATUS=draining, {clients} client{} left",
+            plural(clients)
         ));
-        for key in 0..self.conns.key_bound() {
-            self.notice(key);
-        }
+        self.clients.drain(self.drain_notice.as_deref(), now);
         // What is queued already reached this process: serve it.
         self.accept(now);
     }
 
-    /// Tells one client the drain started: the drain notice, if there is
-    /// one, then whatever the protocol says.
-    fn notice(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            let before = Before::take(&self.cx);
-            let verdict = conn.on_drain(self.drain_notice.as_deref(), &mut self.cx);
-            self.apply(key, verdict, before);
-        }
-    }
-
     /// Ends the drain: every client gets the protocol's closing line and is
-    /// closed, all now, or evenly over `spread`.
-    fn close_all(&mut self, reason: &str, now: Instant, spread: Option<Duration>) {
+    /// closed, all now, or evenly over the close spread after the drain
+    /// timeout.
+    fn close_all(&mut self, reason: &str, now: Instant, cause: Cause) {
         // Take what is still queued so those clients get the line too. If
         // accepting is paused, what is left queued is reset by the close:
         // a hard stop does not wait for descriptors.
         self.admission.stop_now(now);
         self.accept(now);
         self.admission.close();
-        let total = self.conns.len();
-        match spread {
-            Some(spread) => say!(
-                "Process {} {reason}: closing {total} client{} over {}s",
-                self.pid,
-                plural(total),
-                spread.as_secs_f64()
-            ),
-            None => say!(
+        let total = self.clients.len();
+        let (window, step) = self.drain.close_all(now, total, cause);
+        if window.is_zero() {
+            say!(
                 "Process {} {reason}: closing {total} client{}",
                 self.pid,
                 plural(total)
-            ),
+            );
+        } else {
+            say!(
+                "Process {} {reason}: closing {total} client{} over {}s",
+                self.pid,
+                plural(total),
+                window.as_secs_f64()
+            );
         }
-        self.state = State::Closing(Spread::new(now, spread.unwrap_or_default(), total));
-        self.close_due(now);
+        self.act(step, now);
     }
 
-    /// Closes the clients the spread schedule says are due by `now`.
-    fn close_due(&mut self, now: Instant) {
-        let State::Closing(spread) = self.state else {
-            return;
-        };
-        // Clients that left by themselves count as closed.
-        let closed = spread.total().saturating_sub(self.conns.len());
-        let mut to_close = spread.due(now).saturating_sub(closed);
-        // By index rather than by a collected list of keys: a drain must
-        // not allocate.
-        for key in 0..self.conns.key_bound() {
-            if to_close == 0 {
-                break;
-            }
-            if let Some(conn) = self.remove(key) {
-                conn.close_hard(&mut self.cx);
-                to_close -= 1;
-            }
+    /// Does what the drain said.
+    fn act(&mut self, step: Step, now: Instant) {
+        if let Step::Close(count) = step {
+            self.clients.stop(count, now);
         }
-    }
-
-    /// When the next spread close is due.
-    fn next_close(&self) -> Option<Instant> {
-        let State::Closing(spread) = self.state else {
-            return None;
-        };
-        spread.next(spread.total().saturating_sub(self.conns.len()))
     }
 
     fn print_status(&self, now: Instant) {
-        let state = match self.state {
-            State::Running => "running",
-            State::Draining { .. } => "draining",
-            State::Closing(_) => "closing",
-        };
-        let since = match self.hangup_at {
+        let state = self.drain.word();
+        let since = match self.drain.since() {
             Some(at) => format!("{:.1}s", now.saturating_duration_since(at).as_secs_f64()),
             None => "-".to_owned(),
         };
-        let c = &self.cx.counters;
+        let c = self.clients.counters();
         say!(
             "Process {} status: state={state} clients={} accepted={} lines={} bytes_in={} bytes_out={} buffers={} evicted={} since_hangup={since}",
             self.pid,
-            self.conns.len(),
+            self.clients.len(),
             c.accepted,
             c.lines,
             c.bytes_in,
             c.bytes_out,
-            self.cx.budget.held(),
-            self.evicted.total()
+            self.clients.buffers(),
+            self.clients.evicted()
         );
+    }
+
+    /// Says how many clients were closed for the buffer budget since the
+    /// last such line, at most once per interval.
+    fn report_evictions(&mut self, now: Instant) {
+        if let Some(closed) = self.clients.take_evictions(now) {
+            say!(
+                "Process {} is over its budget for client buffers ({}): closed {} client{} holding the most, {} in all",
+                self.pid,
+                Size(self.clients.buffer_limit()),
+                closed.clients,
+                plural(closed.clients),
+                Size(closed.bytes)
+            );
+        }
     }
 
     /// Reports a changed client count at most once per interval: to stdout
     /// while draining, and to the service manager always.
     fn report_progress(&mut self, now: Instant) {
-        let clients = self.conns.len();
+        let clients = self.clients.len();
         if !self.progress_wanted() || now < self.report_at {
             return;
         }
         self.reported = clients;
         self.report_at = now + PROGRESS_INTERVAL;
-        if self.state == State::Running {
+        if self.drain.is_running() {
             self.notifier.send(format_args!(
                 "STATUS=serving, {clients} client{}",
                 plural(clients)
@@ -694,10 +485,7 @@ impl<P: Protocol> Server<P> {
         } else {
             // The same word as the status line's state: after the deadline
             // the clients left are being closed, not waited for.
-            let phase = match self.state {
-                State::Closing(_) => "closing",
-                _ => "draining",
-            };
+            let phase = self.drain.word();
             // At 0 the exit line follows, and says it.
             if clients > 0 {
                 say!(
@@ -716,73 +504,86 @@ impl<P: Protocol> Server<P> {
     /// A changed client count is worth reporting: while draining always,
     /// while running only to a service manager that listens.
     fn progress_wanted(&self) -> bool {
-        self.conns.len() != self.reported
-            && (self.state != State::Running || self.notifier.is_active())
+        self.clients.len() != self.reported
+            && (!self.drain.is_running() || self.notifier.is_active())
     }
 
     /// Every timer with when it is next due. The one list both the poll's
     /// timeout and [`Server::on_timers`] are derived from.
-    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 6] {
-        let deadline = match self.state {
-            State::Draining { deadline } => deadline,
-            _ => None,
-        };
+    #[inline]
+    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 5] {
         [
-            (Timer::Admission, self.admission.due(self.conns.len(), now)),
-            (Timer::DrainDeadline, deadline),
-            (Timer::SpreadClose, self.next_close()),
+            (
+                Timer::Admission,
+                self.admission.due(self.clients.len(), now),
+            ),
+            (Timer::Drain, self.drain.due(self.clients.len())),
             (
                 Timer::Progress,
                 self.progress_wanted().then_some(self.report_at),
             ),
-            (Timer::Deadlines, self.timeouts.next_due()),
-            (Timer::Evictions, self.evicted.due(now)),
+            (Timer::Deadlines, self.clients.next_due()),
+            (Timer::Evictions, self.clients.evictions_due(now)),
         ]
     }
 
-    fn on_timers(&mut self, now: Instant) {
-        for (timer, at) in self.timers(now) {
+    /// Fires the timers due at `now`, and returns when the next one is.
+    /// The table is built once on a wakeup that fires nothing, which is
+    /// most of them: nothing between here and the next poll moves a timer.
+    fn on_timers(&mut self, now: Instant) -> Option<Instant> {
+        let timers = self.timers(now);
+        if !timers.iter().any(|&(_, at)| at.is_some_and(|at| at <= now)) {
+            return nearest(&timers);
+        }
+        for (timer, at) in timers {
             if at.is_some_and(|at| at <= now) {
                 self.fire(timer, now);
             }
         }
+        nearest(&self.timers(now))
     }
 
     fn fire(&mut self, timer: Timer, now: Instant) {
         match timer {
             Timer::Admission => {
+                let clients = self.clients.len();
                 self.admission
-                    .on_timer(self.conns.len(), now, self.cx.spare_buffer());
+                    .on_timer(clients, now, self.clients.spare_buffer());
                 self.accept(now);
             }
-            Timer::DrainDeadline => {
-                if let State::Draining { .. } = self.state {
-                    let reason = format!(
-                        "reached its drain timeout of {}s",
-                        self.drain_timeout.unwrap_or_default().as_secs_f64()
-                    );
-                    self.close_all(&reason, now, self.close_spread);
+            Timer::Drain => match self.drain.on_timer(now, self.clients.len()) {
+                Step::HardStop(cause) => {
+                    let timeout = match cause {
+                        Cause::Timeout(timeout) => timeout,
+                        Cause::Signal => Duration::ZERO,
+                    };
+                    let reason = format!("reached its drain timeout of {}s", timeout.as_secs_f64());
+                    self.close_all(&reason, now, cause);
                 }
-            }
-            Timer::SpreadClose => self.close_due(now),
+                step => self.act(step, now),
+            },
             Timer::Progress => self.report_progress(now),
-            Timer::Deadlines => self.on_deadlines(now),
+            Timer::Deadlines => {
+                let short = self.admission.is_starved();
+                self.clients.expire(now, short);
+            }
             Timer::Evictions => self.report_evictions(now),
         }
     }
 
     /// How long the next poll may sleep: not at all when a client has work
-    /// left, otherwise until the nearest timer.
-    fn timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() {
+    /// left, otherwise until `next`, the nearest timer.
+    fn timeout(&self, next: Option<Instant>, now: Instant) -> Option<Duration> {
+        if self.clients.has_again() {
             return Some(Duration::ZERO);
         }
-        self.timers(now)
-            .into_iter()
-            .filter_map(|(_, at)| at)
-            .min()
-            .map(|at| at.saturating_duration_since(now))
+        next.map(|at| at.saturating_duration_since(now))
     }
+}
+
+/// The nearest of the timers.
+fn nearest(timers: &[(Timer, Option<Instant>)]) -> Option<Instant> {
+    timers.iter().filter_map(|&(_, at)| at).min()
 }
 
 /// Announces the service this process runs on `addr`, and refuses to go on
@@ -846,11 +647,6 @@ fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Clai
         ),
     }
     Ok(claimed)
-}
-
-/// The stamp the connection in `key` carries in [`Classes`], or 0.
-fn filed_stamp<C>(conns: &Slab<Conn<TcpStream, C>>, key: usize) -> u32 {
-    conns.get(key).and_then(Conn::share).map_or(0, Share::stamp)
 }
 
 fn signal_name(signal: libc::c_int) -> &'static str {

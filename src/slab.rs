@@ -44,10 +44,6 @@ impl<T> Slab<T> {
         self.len
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// One past the highest key ever used: every key is below it.
     pub(crate) fn key_bound(&self) -> usize {
         self.entries.len()
@@ -109,10 +105,14 @@ impl<T> Slab<T> {
     }
 
     /// Makes the slots removed since the last call available again.
+    #[inline]
     pub(crate) fn recycle(&mut self) {
-        if self.released == NONE {
-            return;
+        if self.released != NONE {
+            self.recycle_released();
         }
+    }
+
+    fn recycle_released(&mut self) {
         self.entries[self.released_tail as usize] = Entry::Vacant(self.free);
         self.free = self.released;
         self.released = NONE;

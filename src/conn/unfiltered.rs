@@ -47,6 +47,10 @@ impl Unfiltered {
     /// Keeps freshly read bytes for the filter.
     pub(super) fn push(&mut self, fresh: &[u8]) {
         self.raw.extend_from_slice(fresh);
+        debug_assert!(
+            self.len() <= super::READ_CHUNK,
+            "more than one read waits for the filter"
+        );
     }
 
     /// Bytes allocated for what waits.
@@ -59,8 +63,7 @@ impl Unfiltered {
         self.raw.is_empty() && self.command.is_none()
     }
 
-    /// Bytes not yet filtered.
-    #[cfg(any(test, feature = "fuzzing"))]
+    /// Bytes not yet filtered: at most one read's worth.
     pub(crate) fn len(&self) -> usize {
         self.raw.len() - self.at
     }

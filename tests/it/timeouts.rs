@@ -2,21 +2,53 @@
 //! `--send-timeout`, alone, with a drain, and as the way out of a
 //! descriptor lockout. Timeouts are short; no test asserts a time, and
 //! every wait has the suite's generous bound.
+//!
+//! No check depends on the machine's pace either. Where a client must say
+//! something before its idle timeout can pass, the server is stopped
+//! (SIGSTOP) while the client connects and sends, so that the bytes wait
+//! in the socket when the server takes the client: it reads them in its
+//! next turn, whenever that comes, and the idle clock starts again then.
+//! The only timing a test asserts is a timer's own guarantee, never
+//! early: an idle line comes no sooner than an idle period after the last
+//! line the server answered.
 
 use std::io::{self, Write};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use libc::SIGHUP;
+use libc::{SIGCONT, SIGHUP, SIGSTOP};
 
 use crate::util::{BIN, Client, DEADLINE, Server, have_tool, raise_fd_limit};
+
+/// Connects `count` clients while the server is stopped, each sending
+/// `line` (if any), so that all of it is queued when the server takes them.
+/// The server is left stopped: continue it with [`SIGCONT`].
+fn queue_clients(server: &Server, count: usize, line: &[u8]) -> Vec<Client> {
+    server.signal(SIGSTOP);
+    server.wait_stopped();
+    (0..count)
+        .map(|_| {
+            let mut client = Client::connect(server.addr);
+            if !line.is_empty() {
+                client.send(line);
+            }
+            client
+        })
+        .collect()
+}
 
 #[test]
 fn a_silent_client_is_told_then_closed_after_the_idle_timeout() {
     let server = Server::start(&["-q", "--idle-timeout", "0.3", "127.0.0.1:0"]);
-    let mut silent = Client::connect(server.addr);
-    assert_eq!(silent.echo("one line, then nothing"), server.pid);
+    // One line, then nothing: answered, then told.
+    let mut silent = queue_clients(&server, 1, b"one line, then nothing\n").remove(0);
+    server.signal(SIGCONT);
+    assert_eq!(silent.read_line(), b"one line, then nothing\n");
+    assert_eq!(
+        silent.read_line(),
+        format!(": from {}\n", server.pid).into_bytes()
+    );
     assert_eq!(silent.read_line(), b"error: idle for 0.3s, closing\n");
     silent.expect_eof();
 
@@ -26,19 +58,51 @@ fn a_silent_client_is_told_then_closed_after_the_idle_timeout() {
     mute.expect_eof();
 }
 
+/// A client that sends a line every few milliseconds outlives several idle
+/// periods. Whenever its idle line comes, that is an idle period at least
+/// after the last line the server answered: the server reads a line after
+/// it is sent, and never fires a deadline early. Were the clock not
+/// restarted by each read, the line would come an idle period after the
+/// client arrived, a few milliseconds after an answered line.
 #[test]
 fn every_line_read_restarts_the_idle_clock() {
-    // Lines 50 ms apart for three idle timeouts: the client is never
-    // silent for one, and must not be cut (the bound is 20 gaps wide).
-    let server = Server::start(&["-q", "--idle-timeout", "1", "127.0.0.1:0"]);
+    const IDLE: Duration = Duration::from_millis(300);
+    const PACE: Duration = Duration::from_millis(10);
+    let server = Server::start(&["-q", "--idle-timeout", "0.3", "127.0.0.1:0"]);
+    let told = b"error: idle for 0.3s, closing\n";
+    let suffix = format!(": from {}\n", server.pid).into_bytes();
     let mut chatty = Client::connect(server.addr);
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        assert_eq!(chatty.echo("still here"), server.pid);
-        thread::sleep(Duration::from_millis(50));
+    let mut answered_sent = start;
+    let mut answered = 0;
+    // Bounded by the count as well as by the time.
+    let mut cut = false;
+    for _ in 0..1000 {
+        if start.elapsed() >= 3 * IDLE {
+            break;
+        }
+        let sent = Instant::now();
+        chatty.send(b"still here\n");
+        let line = chatty.read_line();
+        if line == told {
+            cut = true;
+            break;
+        }
+        assert_eq!(line, b"still here\n");
+        assert_eq!(chatty.read_line(), suffix);
+        answered_sent = sent;
+        answered += 1;
+        thread::sleep(PACE);
     }
-    // Then silent, it goes.
-    assert_eq!(chatty.read_line(), b"error: idle for 1s, closing\n");
+    if !cut {
+        // Then silent, it goes.
+        assert_eq!(chatty.read_line(), told);
+    }
+    let waited = answered_sent.elapsed();
+    assert!(
+        waited >= IDLE,
+        "told {waited:?} after its last answered line (of {answered}), before its idle timeout"
+    );
     chatty.expect_eof();
 }
 
@@ -148,7 +212,9 @@ fn the_send_timeout_spares_a_slow_reader_that_takes_its_replies() {
 #[test]
 fn timers_and_the_drain_close_by_whichever_comes_first() {
     // The idle timeout first: the client is told why and closed, and the
-    // drain is over.
+    // drain is over. It is queued with its line while the server is
+    // stopped, and the server gets SIGHUP before it continues: it takes
+    // the client, then starts the drain, then answers the line.
     let mut server = Server::start(&[
         "--idle-timeout",
         "0.5",
@@ -156,10 +222,15 @@ fn timers_and_the_drain_close_by_whichever_comes_first() {
         "60",
         "127.0.0.1:0",
     ]);
-    let mut client = Client::connect(server.addr);
-    assert_eq!(client.echo("before the drain"), server.pid);
+    let mut client = queue_clients(&server, 1, b"before the drain\n").remove(0);
     server.signal(SIGHUP);
+    server.signal(SIGCONT);
     server.expect_line("closing tasks: 1");
+    assert_eq!(client.read_line(), b"before the drain\n");
+    assert_eq!(
+        client.read_line(),
+        format!(": from {}\n", server.pid).into_bytes()
+    );
     assert_eq!(client.read_line(), b"error: idle for 0.5s, closing\n");
     client.expect_eof();
     drop(client);
@@ -184,11 +255,13 @@ fn timers_and_the_drain_close_by_whichever_comes_first() {
     server.expect_clean_exit();
 
     // Without a drain timeout, clients that never leave are still let go
-    // by the idle timeout, so the drain ends.
+    // by the idle timeout, so the drain ends. They are held by the process
+    // when the drain starts, whatever the machine's pace.
     let mut server = Server::start(&["--idle-timeout", "0.3", "127.0.0.1:0"]);
-    let held: Vec<Client> = (0..5).map(|_| Client::connect(server.addr)).collect();
-    server.wait_status("clients=5 ");
+    let held = queue_clients(&server, 5, b"");
     server.signal(SIGHUP);
+    server.signal(SIGCONT);
+    server.expect_line("closing tasks: 5");
     server.expect_clean_exit();
     drop(held);
 }

@@ -1,5 +1,7 @@
-//! Per-connection deadlines in coarse ticks, kept out of the connection's
-//! slot so that a connection without one costs nothing.
+//! The deadline queue: per-connection deadlines in coarse ticks, kept out
+//! of the connection's slot so that a connection without one costs
+//! nothing. It is the mechanism only: which deadlines a connection has,
+//! and what happens when one passes, is the policy in [`crate::timeouts`].
 //!
 //! Time is counted in ticks of [`TICK`] from an origin. A deadline is
 //! rounded up to its tick, and a tick is due once the clock reaches its
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 /// per tick, and fire at most one tick late.
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 /// No deadline (or one too far to count: 2^32 ticks is over 13 years).
-const NONE: u32 = u32::MAX;
+pub(crate) const NONE: u32 = u32::MAX;
 /// Stale entries allowed beyond one per table slot before a rebuild.
 const STALE_SLACK: usize = 64;
 
@@ -51,7 +53,7 @@ const KINDS: [Kind; 3] = [Kind::Idle, Kind::Send, Kind::Protocol];
 
 /// One key's deadlines, 24 bytes.
 #[derive(Debug, Clone, Copy)]
-struct Timer {
+struct KeyDeadlines {
     /// Per kind, the tick it is due, or [`NONE`].
     due: [u32; 3],
     /// The tick of the key's live queue entry, or [`NONE`].
@@ -66,8 +68,8 @@ struct Timer {
     protocol_nanos: u32,
 }
 
-impl Timer {
-    const EMPTY: Timer = Timer {
+impl KeyDeadlines {
+    const EMPTY: KeyDeadlines = KeyDeadlines {
         due: [NONE; 3],
         armed: NONE,
         spent: NONE,
@@ -80,23 +82,31 @@ impl Timer {
 }
 
 /// The deadlines of every key, and the queue that orders them.
-pub(crate) struct Deadlines {
+pub(crate) struct DeadlineQueue {
     origin: Instant,
     /// Tick -> keys with an entry for it (live or stale).
     queue: BTreeMap<u32, Vec<u32>>,
     /// Entries in `queue`, live and stale.
     entries: usize,
     /// Indexed by key; grown on a key's first deadline.
-    timers: Vec<Timer>,
+    keys: Vec<KeyDeadlines>,
+    /// The queue's first tick, or [`NONE`], and when it starts.
+    first: u32,
+    next: Option<Instant>,
 }
 
-impl Deadlines {
-    pub(crate) fn new(origin: Instant) -> Deadlines {
-        Deadlines {
+impl DeadlineQueue {
+    /// [`TICK`] in nanoseconds.
+    pub(crate) const TICK_NANOS: u64 = TICK.as_nanos() as u64;
+
+    pub(crate) fn new(origin: Instant) -> DeadlineQueue {
+        DeadlineQueue {
             origin,
             queue: BTreeMap::new(),
             entries: 0,
-            timers: Vec::new(),
+            keys: Vec::new(),
+            first: NONE,
+            next: None,
         }
     }
 
@@ -105,16 +115,46 @@ impl Deadlines {
     /// together tell instants apart (all those before the origin are one:
     /// it is the server's start).
     fn exact(&self, at: Instant) -> (u32, u32) {
-        let nanos = at.saturating_duration_since(self.origin).as_nanos();
-        let tick = u32::try_from(nanos.div_ceil(TICK.as_nanos())).unwrap_or(NONE);
+        let nanos = self.nanos(at);
+        let tick = u32::try_from(nanos.div_ceil(Self::TICK_NANOS)).unwrap_or(NONE);
         // Below TICK's 10^8 ns, so it fits.
-        (tick, (nanos % TICK.as_nanos()) as u32)
+        (tick, (nanos % Self::TICK_NANOS) as u32)
+    }
+
+    /// Nanoseconds from the origin to `at` (0 before it). In 64 bits, which
+    /// hold 584 years, so that the division by the tick is a multiply.
+    pub(crate) fn nanos(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.origin);
+        since
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(since.subsec_nanos()))
+    }
+
+    /// The tick a deadline `delay` nanoseconds after `nanos` (both from
+    /// [`DeadlineQueue::nanos`]) falls in, rounded up, or [`NONE`] for one
+    /// too far to count: what [`DeadlineQueue::set_tick`] takes.
+    #[inline]
+    pub(crate) fn tick_after(nanos: u64, delay: u64) -> u32 {
+        nanos
+            .checked_add(delay)
+            .and_then(|at| u32::try_from(at.div_ceil(Self::TICK_NANOS)).ok())
+            .unwrap_or(NONE)
+    }
+
+    /// Where ticks are counted from: the server's start.
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    /// `delay` in nanoseconds, as [`DeadlineQueue::tick_after`] takes it.
+    pub(crate) fn delay_nanos(delay: Duration) -> u64 {
+        u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// The last tick whose start `now` has reached.
     fn now_tick(&self, now: Instant) -> u32 {
-        let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u32::try_from(nanos / TICK.as_nanos())
+        u32::try_from(self.nanos(now) / Self::TICK_NANOS)
             .unwrap_or(NONE - 1)
             .min(NONE - 1)
     }
@@ -123,57 +163,120 @@ impl Deadlines {
         self.origin + TICK * tick
     }
 
+    /// Sets, moves or clears (`None`) the protocol's deadline for `key`, to
+    /// the nanosecond: one reported already is not reported again unless it
+    /// moved.
+    #[inline]
+    pub(crate) fn set_protocol(&mut self, key: usize, at: Option<Instant>) {
+        if at.is_none() {
+            // The common case for a protocol with no deadline: nothing to
+            // clear, and nothing allocated to find that out.
+            let Some(key_deadlines) = self.keys.get(key) else {
+                return;
+            };
+            let p = Kind::Protocol as usize;
+            if key_deadlines.due[p] == NONE && key_deadlines.spent == NONE {
+                return;
+            }
+        }
+        self.set(key, Kind::Protocol, at);
+    }
+
     /// Sets, moves or clears (`None`) the deadline of `kind` for `key`.
     pub(crate) fn set(&mut self, key: usize, kind: Kind, at: Option<Instant>) {
         let (tick, nanos) = at.map_or((NONE, 0), |at| self.exact(at));
-        if key >= self.timers.len() {
-            if tick == NONE {
-                // The common case for a protocol with no deadline: nothing
-                // to clear, and nothing allocated to find that out.
-                return;
-            }
-            self.timers.resize(key + 1, Timer::EMPTY);
-        }
-        let timer = &mut self.timers[key];
         if kind == Kind::Protocol {
-            if tick != NONE && tick == timer.spent && nanos == timer.protocol_nanos {
-                // Reported already, and not moved since.
+            if key >= self.keys.len() {
+                if tick == NONE {
+                    return;
+                }
+                self.grow(key);
+            }
+            let key_deadlines = &mut self.keys[key];
+            let unmoved = tick == key_deadlines.spent && nanos == key_deadlines.protocol_nanos;
+            if unmoved && (tick != NONE || key_deadlines.due[Kind::Protocol as usize] == NONE) {
+                // Reported already and not moved since, or none as before.
                 return;
             }
-            timer.spent = NONE;
-            timer.protocol_nanos = nanos;
+            key_deadlines.spent = NONE;
+            key_deadlines.protocol_nanos = nanos;
         }
-        timer.due[kind as usize] = tick;
-        let earliest = timer.earliest();
-        // Later, or cleared: the entry stays where it is and is fixed when
-        // it surfaces. Earlier: a new entry, the old one goes stale.
-        if earliest < timer.armed {
-            timer.armed = earliest;
-            self.push(earliest, key);
+        self.set_tick(key, kind, tick);
+    }
+
+    /// Sets, moves or clears ([`NONE`]) the deadline of `kind` for `key`,
+    /// in ticks ([`DeadlineQueue::tick_after`]). Not for the protocol's, which
+    /// [`DeadlineQueue::set`] keeps to the nanosecond. Moving one later is
+    /// a store.
+    #[inline]
+    pub(crate) fn set_tick(&mut self, key: usize, kind: Kind, tick: u32) {
+        if key >= self.keys.len() {
+            if tick == NONE {
+                return;
+            }
+            self.grow(key);
+        }
+        let key_deadlines = &mut self.keys[key];
+        key_deadlines.due[kind as usize] = tick;
+        // The live entry is never later than any deadline of its key, so
+        // only one earlier than it needs a new entry; a later one, or none,
+        // leaves the entry where it is, to be fixed when it surfaces.
+        if tick < key_deadlines.armed {
+            key_deadlines.armed = tick;
+            self.push(tick, key);
         }
     }
 
-    /// The deadline of `kind` for `key`, if it has one.
-    pub(crate) fn get(&self, key: usize, kind: Kind) -> Option<Instant> {
-        let tick = self.timers.get(key)?.due[kind as usize];
+    /// Makes room for `key` in the side table.
+    #[cold]
+    fn grow(&mut self, key: usize) {
+        self.keys.resize(key + 1, KeyDeadlines::EMPTY);
+    }
+
+    /// Whether `key` ever had a deadline: one that never did has none to
+    /// clear.
+    #[inline]
+    pub(crate) fn holds(&self, key: usize) -> bool {
+        key < self.keys.len()
+    }
+
+    /// Whether `key` has a deadline of `kind`.
+    pub(crate) fn is_set(&self, key: usize, kind: Kind) -> bool {
+        self.keys
+            .get(key)
+            .is_some_and(|k| k.due[kind as usize] != NONE)
+    }
+
+    /// The deadline of `kind` for `key`, if it has one: the start of its
+    /// tick.
+    #[cfg(test)]
+    fn get(&self, key: usize, kind: Kind) -> Option<Instant> {
+        let tick = self.keys.get(key)?.due[kind as usize];
         (tick != NONE).then(|| self.start_of(tick))
     }
 
     /// Clears every deadline of `key`: its connection is gone, and the
     /// next one in its slot starts with none.
     pub(crate) fn clear(&mut self, key: usize) {
-        if let Some(timer) = self.timers.get_mut(key) {
-            *timer = Timer::EMPTY;
+        if let Some(key_deadlines) = self.keys.get_mut(key) {
+            *key_deadlines = KeyDeadlines::EMPTY;
         }
     }
 
     /// When the earliest queue entry is due: the loop sleeps until then.
     /// An entry may be stale, so this may wake the loop for nothing, once
     /// per stale entry at most; it is never later than a live deadline.
+    /// Kept up to date as the queue's head changes, for the loop asks on
+    /// every wakeup.
+    #[inline]
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.queue
-            .first_key_value()
-            .map(|(&tick, _)| self.start_of(tick))
+        self.next
+    }
+
+    /// The queue's head changed: when it is due, again.
+    fn refresh_next(&mut self) {
+        self.first = self.queue.first_key_value().map_or(NONE, |(&tick, _)| tick);
+        self.next = (self.first != NONE).then(|| self.start_of(self.first));
     }
 
     /// Takes every deadline due by `now`, appending `(key, kind)` to
@@ -188,36 +291,42 @@ impl Deadlines {
             }
             let keys = bucket.remove();
             self.entries -= keys.len();
+            self.first = NONE;
             for key in keys {
                 let key = key as usize;
-                let timer = &mut self.timers[key];
-                if timer.armed != tick {
+                let key_deadlines = &mut self.keys[key];
+                if key_deadlines.armed != tick {
                     continue;
                 }
                 for kind in KINDS {
-                    let due = &mut timer.due[kind as usize];
+                    let due = &mut key_deadlines.due[kind as usize];
                     if *due <= now_tick {
                         if kind == Kind::Protocol {
-                            timer.spent = *due;
+                            key_deadlines.spent = *due;
                         }
                         *due = NONE;
                         fired.push((key, kind));
                     }
                 }
-                let earliest = timer.earliest();
-                timer.armed = earliest;
+                let earliest = key_deadlines.earliest();
+                key_deadlines.armed = earliest;
                 if earliest != NONE {
                     self.push(earliest, key);
                 }
             }
         }
+        self.refresh_next();
     }
 
+    #[inline(never)]
     fn push(&mut self, tick: u32, key: usize) {
         self.queue.entry(tick).or_default().push(key as u32);
         self.entries += 1;
-        if self.entries > 2 * self.timers.len() + STALE_SLACK {
+        if self.entries > 2 * self.keys.len() + STALE_SLACK {
             self.rebuild();
+        } else if tick < self.first {
+            self.first = tick;
+            self.next = Some(self.start_of(tick));
         }
     }
 
@@ -227,12 +336,16 @@ impl Deadlines {
     fn rebuild(&mut self) {
         self.queue.clear();
         self.entries = 0;
-        for (key, timer) in self.timers.iter().enumerate() {
-            if timer.armed != NONE {
-                self.queue.entry(timer.armed).or_default().push(key as u32);
+        for (key, key_deadlines) in self.keys.iter().enumerate() {
+            if key_deadlines.armed != NONE {
+                self.queue
+                    .entry(key_deadlines.armed)
+                    .or_default()
+                    .push(key as u32);
                 self.entries += 1;
             }
         }
+        self.refresh_next();
     }
 
     /// Queue entries, live and stale.
@@ -253,7 +366,7 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    fn expire(d: &mut Deadlines, now: Instant) -> Vec<(usize, Kind)> {
+    fn expire(d: &mut DeadlineQueue, now: Instant) -> Vec<(usize, Kind)> {
         let mut fired = Vec::new();
         d.expire(now, &mut fired);
         fired.sort();
@@ -263,13 +376,13 @@ mod tests {
     #[test]
     fn nothing_set_allocates_nothing() {
         let t0 = Instant::now();
-        let mut d = Deadlines::new(t0);
+        let mut d = DeadlineQueue::new(t0);
         for key in 0..1000 {
             d.set(key, Kind::Protocol, None);
             d.set(key, Kind::Idle, None);
             d.clear(key);
         }
-        assert_eq!(d.timers.capacity(), 0);
+        assert_eq!(d.keys.capacity(), 0);
         assert_eq!(d.next_due(), None);
         assert!(expire(&mut d, t0 + Duration::from_secs(60)).is_empty());
     }
@@ -277,7 +390,7 @@ mod tests {
     #[test]
     fn a_deadline_fires_in_its_tick_never_before() {
         let t0 = Instant::now();
-        let mut d = Deadlines::new(t0);
+        let mut d = DeadlineQueue::new(t0);
         d.set(3, Kind::Idle, Some(t0 + ms(250)));
         // Rounded up to the start of tick 3.
         assert_eq!(d.next_due(), Some(t0 + ms(300)));
@@ -292,7 +405,7 @@ mod tests {
     #[test]
     fn moving_later_is_a_store_and_the_entry_follows_when_it_surfaces() {
         let t0 = Instant::now();
-        let mut d = Deadlines::new(t0);
+        let mut d = DeadlineQueue::new(t0);
         d.set(0, Kind::Idle, Some(t0 + ms(100)));
         for step in 2..50 {
             d.set(0, Kind::Idle, Some(t0 + ms(100 * step)));
@@ -307,7 +420,7 @@ mod tests {
     #[test]
     fn moving_earlier_leaves_a_stale_entry_that_reports_nothing() {
         let t0 = Instant::now();
-        let mut d = Deadlines::new(t0);
+        let mut d = DeadlineQueue::new(t0);
         d.set(1, Kind::Protocol, Some(t0 + ms(1000)));
         d.set(1, Kind::Protocol, Some(t0 + ms(200)));
         assert_eq!(d.queued(), 2);
@@ -319,7 +432,7 @@ mod tests {
     #[test]
     fn kinds_fire_separately_and_the_key_rearms_for_the_rest() {
         let t0 = Instant::now();
-        let mut d = Deadlines::new(t0);
+        let mut d = DeadlineQueue::new(t0);
         d.set(7, Kind::Idle, Some(t0 + ms(500)));
         d.set(7, Kind::Send, Some(t0 + ms(200)));
         d.set(7, Kind::Protocol, Some(t0 + ms(200)));
@@ -334,7 +447,7 @@ mod tests {
     #[test]
     fn a_spent_protocol_deadline_fires_again_only_once_moved() {
         let t0 = Instant::now();
-        let mut d = Deadlines::new(t0);
+        let mut d = DeadlineQueue::new(t0);
         let at = t0 + ms(100);
         d.set(0, Kind::Protocol, Some(at));
         assert_eq!(expire(&mut d, at), [(0, Kind::Protocol)]);
@@ -355,7 +468,7 @@ mod tests {
     #[test]
     fn a_spent_protocol_deadline_moved_within_its_tick_fires_again() {
         let t0 = Instant::now();
-        let mut d = Deadlines::new(t0);
+        let mut d = DeadlineQueue::new(t0);
         let at = t0 + ms(250);
         d.set(0, Kind::Protocol, Some(at));
         assert_eq!(expire(&mut d, t0 + ms(300)), [(0, Kind::Protocol)]);
@@ -372,7 +485,7 @@ mod tests {
     #[test]
     fn a_cleared_key_reused_at_the_same_tick_fires_once() {
         let t0 = Instant::now();
-        let mut d = Deadlines::new(t0);
+        let mut d = DeadlineQueue::new(t0);
         d.set(2, Kind::Idle, Some(t0 + ms(300)));
         d.clear(2);
         // A new connection in the same slot, due in the same tick.
@@ -384,12 +497,12 @@ mod tests {
     #[test]
     fn a_deadline_beyond_the_tick_range_is_never_due() {
         let t0 = Instant::now();
-        let mut d = Deadlines::new(t0);
+        let mut d = DeadlineQueue::new(t0);
         d.set(0, Kind::Idle, Some(t0 + TICK * u32::MAX));
         assert_eq!(d.next_due(), None);
         assert_eq!(d.get(0, Kind::Idle), None);
         // One in the past is due at once.
-        let mut d = Deadlines::new(t0 + ms(1000));
+        let mut d = DeadlineQueue::new(t0 + ms(1000));
         d.set(0, Kind::Idle, Some(t0));
         assert_eq!(expire(&mut d, t0 + ms(1000)), [(0, Kind::Idle)]);
     }
@@ -421,7 +534,7 @@ mod tests {
         for seed in 1..=40u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let t0 = Instant::now();
-            let mut d = Deadlines::new(t0);
+            let mut d = DeadlineQueue::new(t0);
             let mut model = Model::default();
             let mut now = t0;
             for _ in 0..3000 {
@@ -493,7 +606,7 @@ mod tests {
                     }
                 }
                 assert!(
-                    d.queued() <= 2 * d.timers.len() + STALE_SLACK,
+                    d.queued() <= 2 * d.keys.len() + STALE_SLACK,
                     "stale entries unbounded: {}",
                     d.queued()
                 );
@@ -504,7 +617,7 @@ mod tests {
     #[test]
     fn stale_entries_stay_bounded_under_repeated_earlier_moves() {
         let t0 = Instant::now();
-        let mut d = Deadlines::new(t0);
+        let mut d = DeadlineQueue::new(t0);
         for key in 0..10 {
             for step in (1..1000u64).rev() {
                 d.set(key, Kind::Protocol, Some(t0 + ms(100 * step)));

@@ -18,8 +18,8 @@ pub(super) enum Reset {
     Once { reported: bool },
 }
 
-/// A deliberate defect in the scripted socket, or in the server's part the
-/// driver plays, used by the tests that show each check can fail.
+/// A deliberate defect in the scripted socket, or in the clock the driver
+/// gives the server, used by the tests that show each check can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 // Only the tests plant defects; the fuzzer runs the socket as it is.
 #[cfg_attr(not(test), allow(dead_code))]
@@ -32,11 +32,9 @@ pub(super) enum Mutation {
     NoWritableEdges,
     /// Report EOF while input is still queued.
     EarlyEof,
-    /// The driver never tells `Timeouts` of a turn (`after_turn`).
-    NoAfterTurn,
-    /// The driver never tells `Timeouts` that the connection left
-    /// (`forget`).
-    NoForget,
+    /// Turns are dated with the time the loop went to sleep, not the time
+    /// it woke: the two clocks the loop once had.
+    StaleClock,
 }
 
 /// The state the scripted socket shares with the driver playing the peer.

@@ -1,5 +1,9 @@
-//! A scripted socket and a driver that run one [`Conn`] through any sequence
-//! of peer actions and readiness events, and check it against a model.
+//! A scripted socket and a driver that run one connection, held by the
+//! server's own [`Clients`], through any sequence of peer actions,
+//! readiness events and timers, and check it against a model. Every turn
+//! goes through [`Clients::turn`], the function the server's loop calls, so
+//! what is checked is the server's glue (hook, verdict, timeouts, the
+//! `Again` list), not a copy of it.
 //!
 //! Guarantees: a sequence of operations that ends without an error has
 //! shown, at every step, that
@@ -28,24 +32,26 @@
 //! - a `Close` verdict came only for a reset, a peer that half-closed and was
 //!   answered, or an ending connection whose EOF arrived (or whose discarded
 //!   input passed the limit), so a close never turns into a reset;
-//! - the real `Timeouts`, told of every turn and fired as the server does
-//!   on a virtual clock, fired each deadline never before it was due and
-//!   at most a tick after, and the loop would never sleep past one: the
+//! - run on a virtual clock, the timeouts fired each deadline never before
+//!   it was due and at most a tick after, and the loop would never sleep
+//!   past one (nor wake to find one still due, but for a deadline the
+//!   protocol moved into the past as it fired): the
 //!   idle timeout only after that long with no byte read, the send
 //!   timeout only when output had waited that long with none of it
 //!   written (the peer took none in a way the kernel reports: a writable
 //!   edge, raised once a third of the send buffer is free), the
-//!   protocol's deadline (kept in its per-connection state, set, moved and
-//!   cleared by the case, and moved or cleared by `on_deadline` itself)
-//!   once per place it was set, `on_deadline` never for an ending
-//!   connection;
+//!   protocol's deadline (set, moved and cleared by the case, and moved or
+//!   cleared by `on_deadline` itself) once per place it was set,
+//!   `on_deadline` never for an ending connection;
 //! - an idle timeout queued the idle line after the output produced before
 //!   it, whatever the backpressure, and the connection ended (FIN, then a
-//!   close on the peer's EOF, or a second idle period later); a send
+//!   close on the peer's EOF, or the told client's wait later); a send
 //!   timeout closed at once; a deadline's word landed in order, as a
 //!   drain notice does, and its close ended the connection as a drain's;
-//! - nothing fired for a connection once it was forgotten, and with no
-//!   timeout configured and no deadline set nothing was armed at all;
+//! - after every turn, the process's buffer budget held exactly what the
+//!   connection's buffers hold, and nothing once it was gone;
+//! - nothing fired for a connection once it had left, and with no timeout
+//!   configured and no deadline set nothing was armed at all;
 //! - once every event the kernel owed had been delivered, every `Again`
 //!   pumped (the driver pumps only after `Again`, as the server does) and
 //!   all output read by the peer, all complete lines were
@@ -58,12 +64,16 @@
 //! a third of it has since been freed. The driver may add spurious events on
 //! top. Time stands still in a turn; the clock moves only when the loop
 //! could sleep (nothing owed), and deadlines may fire between any turns:
-//! during a flush, after a drain notice, once the connection is ending. The same decoder turns a fuzzer's bytes and the property test's
-//! pseudo-random bytes into operations, so both explore the same space.
+//! during a flush, after a drain notice, once the connection is ending.
+//! What fired is read from its effects: the hooks the protocol was called
+//! with, and a close. The same decoder turns a fuzzer's bytes and the
+//! property test's pseudo-random bytes into operations, so both explore
+//! the same space.
 //!
-//! Compiled only for tests and under the `fuzzing` feature.
+//! Compiled only for tests and under `cfg(fuzzing)`, which cargo-fuzz sets.
 //!
-//! [`Conn`]: crate::conn::Conn
+//! [`Clients`]: crate::clients::Clients
+//! [`Clients::turn`]: crate::clients::Clients::turn
 
 mod case;
 mod driver;
@@ -72,6 +82,8 @@ mod model;
 mod tests;
 mod wire;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::protocol::{Action, LineProtocol, Lines, Protocol, Step};
@@ -142,20 +154,20 @@ impl LineProtocol for Suffix {
 /// connect, tags each reply with the parity of the connection's line count,
 /// says [`DRAINING`] at a drain, and then closes if that count is odd. The
 /// state steers what the connection does, so the model catches state that
-/// is lost, shared or stale. Its deadline is kept in that state too, and
-/// when it passes the protocol says [`LATE`] and does what the state says;
-/// an idle client gets `Lines`' idle line.
-struct Tagged(Lines<Suffix>);
+/// is lost, shared or stale. Its deadline is the [`Plan`]'s, which the
+/// driver sets as a protocol's own hooks would; when it passes the
+/// protocol says [`LATE`] and does what the plan says. An idle client gets
+/// `Lines`' idle line.
+struct Tagged {
+    lines: Lines<Suffix>,
+    plan: Rc<RefCell<Plan>>,
+}
 
 /// What [`Tagged`] keeps per connection: the lines it answered, modulo 256
-/// (parity is all that matters), its deadline and what it does then, and
-/// how often it was told of one (for the driver's checks).
+/// (parity is all that matters).
 #[derive(Default)]
 struct Seen {
     lines: u8,
-    deadline: Option<Instant>,
-    then: Then,
-    late: u32,
 }
 
 impl Seen {
@@ -169,6 +181,22 @@ impl Seen {
     }
 }
 
+/// What the driver and the protocol share: the protocol's deadline and
+/// what it does when it passes, which the driver sets, and how often the
+/// timer hooks were called, which the driver checks. One connection is
+/// served, so the protocol may keep its deadline here rather than in
+/// [`Seen`]: the machinery reads it through [`Protocol::deadline`] after
+/// every turn all the same.
+#[derive(Default)]
+struct Plan {
+    deadline: Option<Instant>,
+    then: Then,
+    /// Calls of `on_deadline`.
+    late: u32,
+    /// Calls of `on_idle_timeout`.
+    idle: u32,
+}
+
 impl Protocol for Tagged {
     type Conn = Seen;
 
@@ -178,7 +206,7 @@ impl Protocol for Tagged {
     }
 
     fn on_data(&mut self, seen: &mut Seen, input: &[u8], out: &mut Vec<u8>) -> Step {
-        let step = self.0.on_data(&mut (), input, out);
+        let step = self.lines.on_data(&mut (), input, out);
         if matches!(step, Step::Took(_) | Step::Close(_)) {
             seen.tag(out);
         }
@@ -187,13 +215,13 @@ impl Protocol for Tagged {
 
     fn on_eof(&mut self, seen: &mut Seen, rest: &[u8], out: &mut Vec<u8>) {
         if !rest.is_empty() {
-            self.0.on_eof(&mut (), rest, out);
+            self.lines.on_eof(&mut (), rest, out);
             seen.tag(out);
         }
     }
 
     fn on_too_long(&mut self, _: &mut Seen, cap: usize, out: &mut Vec<u8>) {
-        self.0.on_too_long(&mut (), cap, out);
+        self.lines.on_too_long(&mut (), cap, out);
     }
 
     fn on_drain(&mut self, seen: &mut Seen, out: &mut Vec<u8>) -> Action {
@@ -206,27 +234,29 @@ impl Protocol for Tagged {
     }
 
     fn on_closing(&mut self, _: &mut Seen, out: &mut Vec<u8>) {
-        self.0.on_closing(&mut (), out);
+        self.lines.on_closing(&mut (), out);
     }
 
-    fn deadline(&self, seen: &Seen) -> Option<Instant> {
-        seen.deadline
+    fn deadline(&self, _: &Seen) -> Option<Instant> {
+        self.plan.borrow().deadline
     }
 
-    fn on_deadline(&mut self, seen: &mut Seen, out: &mut Vec<u8>) -> Action {
-        seen.late += 1;
+    fn on_deadline(&mut self, _: &mut Seen, out: &mut Vec<u8>) -> Action {
+        let mut plan = self.plan.borrow_mut();
+        plan.late += 1;
         out.extend_from_slice(LATE);
-        match seen.then {
+        match plan.then {
             Then::Stay => {}
-            Then::Clear => seen.deadline = None,
-            Then::Move(ms) => seen.deadline = seen.deadline.map(|at| shift(at, ms)),
+            Then::Clear => plan.deadline = None,
+            Then::Move(ms) => plan.deadline = plan.deadline.map(|at| shift(at, ms)),
             Then::Close => return Action::Close,
         }
         Action::Continue
     }
 
     fn on_idle_timeout(&mut self, _: &mut Seen, idle: Duration, out: &mut Vec<u8>) {
-        self.0.on_idle_timeout(&mut (), idle, out);
+        self.plan.borrow_mut().idle += 1;
+        self.lines.on_idle_timeout(&mut (), idle, out);
     }
 }
 

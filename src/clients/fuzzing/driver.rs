@@ -1,36 +1,37 @@
-//! The driver: plays the peer and the server against one connection over
-//! the scripted socket, and checks every step against the model. As the
-//! server does, it tells the real [`Timeouts`] of every turn and fires what
-//! they report, on a virtual clock; it keeps its own account of when each
-//! deadline is due, from what the turns did on the wire, to check them.
+//! The driver: plays the peer and the kernel against one connection held by
+//! the server's own [`Clients`], over the scripted socket, and checks every
+//! step against the model. It runs each turn as the server's loop does,
+//! through [`Clients::turn`], [`Clients::run_again`] and
+//! [`Clients::expire`], on a virtual clock; it keeps its own account of
+//! when each deadline is due, from what the turns did on the wire, and
+//! reads what fired from what the protocol was asked to say.
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::clients::{Clients, Hook};
 use crate::config::Config;
-use crate::conn::{Conn, Context, DISCARD_LIMIT, READ_CHUNK, Ready, Verdict};
-use crate::deadline::{Kind, TICK};
+use crate::conn::{Conn, DISCARD_LIMIT, HARD_CLOSE_READS, READ_CHUNK, Ready};
+use crate::deadline_queue::{Kind, TICK};
 use crate::protocol::Lines;
-use crate::timeouts::{Before, TOLD_WAIT, Timeouts};
+use crate::timeouts::TOLD_WAIT;
 
 use super::case::{Case, ERROR, Ms, Op, READ_CLOSED, READABLE, Then, WRITABLE, ready_from};
 use super::model::{Model, ModelStop, idle_line, too_long_reply};
 use super::wire::{Mutation, Reset, Socket, Wire, take_front};
-use super::{CLOSING_LINE, DRAINING, LATE, NOTICE, SUFFIX, Seen, Suffix, TAGS, Tagged, shift};
+use super::{
+    CLOSING_LINE, DRAINING, LATE, NOTICE, Plan, SUFFIX, Seen, Suffix, TAGS, Tagged, shift,
+};
 
-/// The reads `close_hard` spends emptying the socket (its
-/// `HARD_CLOSE_READS`): up to this many full chunks are taken, so a hard
-/// close with no more than this much unread input is a FIN, not a reset.
-const HARD_CLOSE_CHUNKS: usize = 4;
 /// Rounds of a settle that move no byte before it is called a livelock. A
 /// round that moves nothing can only come from an interrupted call, and at
 /// most a few are injected.
 const IDLE_ROUNDS: usize = 64;
 /// The upper bound on the rounds of one settle, so a bug cannot hang a run.
 const SETTLE_ROUNDS: usize = 4_000_000;
-/// The connection's key in the timeouts' table.
+/// The connection's key in the table: the first client's.
 const KEY: usize = 0;
 /// When the client arrives after the server started: deadlines the cases
 /// set in the past then fall after the origin, where every instant is
@@ -73,12 +74,12 @@ impl Case {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Life {
     Open,
-    /// The connection answered `Close` and was dropped.
+    /// The connection answered `Close` and left the table.
     Closed,
     /// A timer closed it at once, without waiting for the peer: the send
     /// timeout, or the idle timeout of a connection already ending.
     TimedOut,
-    /// `close_hard` consumed it.
+    /// The hard stop closed it.
     HardStopped {
         /// Everything pending and the closing line fit in the send buffer.
         fully_flushed: bool,
@@ -87,13 +88,13 @@ pub(super) enum Life {
 
 pub(super) struct Driver {
     pub(super) wire: Rc<RefCell<Wire>>,
-    conn: Option<Conn<Socket, Seen>>,
-    cx: Context<Tagged>,
+    /// The server's clients: the connection under test is [`KEY`].
+    clients: Clients<Socket, Tagged>,
+    /// The protocol's deadline, set by the driver, and its hooks' calls.
+    plan: Rc<RefCell<Plan>>,
     pub(super) model: Model,
     /// Bytes the peer has read, checked against the model as they arrive.
     pub(super) received: Vec<u8>,
-    /// The connection answered `Again` and has not been pumped since.
-    again: bool,
     pub(super) life: Life,
     /// After a hard stop: what the connection had answered, then the
     /// closing line.
@@ -107,10 +108,12 @@ pub(super) struct Driver {
     /// greeting needs no such allowance: it is appended to empty output,
     /// which the limit then counts.)
     said: usize,
-    timeouts: Timeouts,
     /// The virtual clock: when the loop last woke.
     now: Instant,
-    /// The timeouts' origin: the server's start.
+    /// When the loop last went to sleep: turns are never dated with it
+    /// (but for [`Mutation::StaleClock`]).
+    slept_at: Instant,
+    /// The server's start, where deadlines are counted from.
     origin: Instant,
     /// Where the clock started, a while after the server's: the admission.
     t0: Instant,
@@ -133,16 +136,13 @@ pub(super) struct Driver {
     /// The protocol moved its deadline in the batch being fired: if into
     /// the past, the loop fires it when it comes round, not in this batch.
     moved_in_batch: bool,
-    /// The connection left the table, and its timers were forgotten.
-    forgotten: bool,
     mutation: Mutation,
 }
 
-/// What a turn starts from: the counters `Timeouts` compares, and the
-/// wire's, which the driver's own account uses.
+/// What a turn starts from: the wire's counts, which the driver's own
+/// account uses.
 #[derive(Clone, Copy)]
 struct Turn {
-    before: Before,
     delivered: usize,
     written: usize,
 }
@@ -157,28 +157,34 @@ impl Driver {
         let max_reply = (case.max_line + 1 + SUFFIX.len() + TAGS[0].len())
             .max(too_long_reply(case.max_line).len());
         let config = Config {
+            max_input: case.max_line,
+            max_output: case.max_output,
+            telnet: case.telnet,
             idle_timeout: case.idle,
             send_timeout: case.send,
             ..Config::default()
         };
         let origin = Instant::now();
         let t0 = origin + CLIENT_AFTER;
+        let plan = Rc::new(RefCell::new(Plan::default()));
+        let protocol = Tagged {
+            lines: Lines(Suffix),
+            plan: Rc::clone(&plan),
+        };
         let mut driver = Driver {
-            conn: Some(Conn::new(Socket(Rc::clone(&wire)))),
+            clients: Clients::new(&config, protocol, origin),
+            plan,
             wire,
-            cx: Context::new(Tagged(Lines(Suffix)), case.max_line, case.max_output)
-                .with_telnet(case.telnet),
             model: Model::new(case.max_line, case.telnet),
             received: Vec::new(),
-            again: false,
             life: Life::Open,
             expected_after_stop: Vec::new(),
             bound: case.max_output + max_reply + READ_CHUNK + case.max_line,
             max_output: case.max_output,
             max_reply,
             said: 0,
-            timeouts: Timeouts::new(&config, origin),
             now: t0,
+            slept_at: t0,
             origin,
             t0,
             idle: case.idle,
@@ -189,22 +195,20 @@ impl Driver {
             late_owed: false,
             ever_deadline: false,
             moved_in_batch: false,
-            forgotten: false,
             mutation,
         };
         // Admitted as the server admits a client: its idle clock starts,
         // and the protocol greets it. A fresh socket with room takes the
         // greeting, so nothing can fail.
-        driver.timeouts.woke(t0);
-        driver.timeouts.admitted(KEY);
+        let socket = Socket(Rc::clone(&driver.wire));
+        assert_eq!(driver.clients.admit(socket, t0), KEY);
         let turn = driver.begin();
-        let conn = driver.conn.as_mut().expect("just made");
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-        let verdict = conn.on_connect(peer, &mut driver.cx);
-        assert_eq!(verdict, Verdict::Keep);
+        driver.clients.turn(KEY, Hook::Connect(peer), t0);
         driver
-            .after(verdict, turn)
+            .conclude(turn, false)
             .expect("a greeting breaks nothing");
+        assert_eq!(driver.life, Life::Open, "a greeting closes nothing");
         driver
     }
 
@@ -241,8 +245,8 @@ impl Driver {
             Op::Notice => self.notice()?,
             Op::Advance(by) => {
                 self.quiesce()?;
+                self.slept_at = self.now;
                 self.now += *by;
-                self.timeouts.woke(self.now);
             }
             Op::Sleep => self.sleep()?,
             Op::Expire => self.expire()?,
@@ -266,6 +270,19 @@ impl Driver {
             }
         }
         Ok(())
+    }
+
+    /// The connection under test, while it is in the table.
+    fn conn(&mut self) -> Option<&mut Conn<Socket, Seen>> {
+        self.clients.table.get_mut(KEY)
+    }
+
+    /// What a turn is dated with: the clock read when the loop woke.
+    fn turn_time(&self) -> Instant {
+        match self.mutation {
+            Mutation::StaleClock => self.slept_at,
+            _ => self.now,
+        }
     }
 
     fn peer_gone(&self) -> bool {
@@ -364,52 +381,43 @@ impl Driver {
     }
 
     fn event(&mut self, ready: Ready) -> Result<(), String> {
-        let turn = self.begin();
-        let Some(conn) = self.conn.as_mut() else {
+        if self.life != Life::Open {
             return Ok(());
-        };
-        let verdict = conn.on_ready(ready, &mut self.cx);
-        self.after(verdict, turn)
+        }
+        let turn = self.begin();
+        self.clients.turn(KEY, Hook::Ready(ready), self.turn_time());
+        self.conclude(turn, false)
     }
 
     /// Only a connection that answered `Again` is pumped, as the server does.
     fn pump(&mut self) -> Result<(), String> {
-        if !self.again {
+        if !self.clients.has_again() {
             return Ok(());
         }
-        self.again = false;
         let turn = self.begin();
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        let verdict = conn.pump(&mut self.cx);
-        self.after(verdict, turn)
+        self.clients.run_again(self.turn_time());
+        self.conclude(turn, false)
     }
 
     fn begin(&self) -> Turn {
         let w = self.wire.borrow();
         Turn {
-            before: Before::take(&self.cx),
             delivered: w.delivered,
             written: w.written,
         }
     }
 
-    /// Acts on a turn's verdict as the server does: a connection kept has
-    /// its timeouts told of the turn, a closed one is forgotten.
-    fn after(&mut self, verdict: Verdict, turn: Turn) -> Result<(), String> {
-        self.conclude(verdict, turn, false)
-    }
-
-    /// As [`Driver::after`]; `timed_out` says a timer closed the connection
-    /// without waiting for its peer, which may then see a reset.
-    fn conclude(&mut self, verdict: Verdict, turn: Turn, timed_out: bool) -> Result<(), String> {
-        self.check_memory()?;
-        self.check_budget(verdict)?;
-        if verdict == Verdict::Close {
-            self.conn = None;
-            self.again = false;
-            self.forget();
+    /// Takes stock after the server acted on the connection: one it closed
+    /// must have closed cleanly (unless `timed_out`: a timer closed it
+    /// without waiting for its peer, which may then see a reset), one it
+    /// kept must stay within its memory bounds, and its deadlines move as
+    /// the turn's bytes say.
+    fn conclude(&mut self, turn: Turn, timed_out: bool) -> Result<(), String> {
+        if self.life != Life::Open {
+            return Ok(());
+        }
+        self.check_budget()?;
+        if self.conn().is_none() {
             if timed_out {
                 self.life = Life::TimedOut;
                 return Ok(());
@@ -417,39 +425,29 @@ impl Driver {
             self.life = Life::Closed;
             return self.check_clean_close();
         }
-        self.again |= verdict == Verdict::Again;
+        self.check_memory()?;
         self.account(turn);
-        if self.mutation != Mutation::NoAfterTurn {
-            let conn = self.conn.as_ref().expect("kept");
-            self.timeouts.after_turn(KEY, conn, &self.cx, turn.before);
-        }
         Ok(())
-    }
-
-    /// The connection leaves the table, with its timers.
-    fn forget(&mut self) {
-        if self.mutation != Mutation::NoForget {
-            self.timeouts.forget(KEY);
-        }
-        self.forgotten = true;
     }
 
     /// The driver's own account of when the idle and send deadlines are
     /// due, from what a turn did on the wire. Time stands still in a turn.
     fn account(&mut self, turn: Turn) {
+        let (ending, pending) = match self.conn() {
+            Some(conn) => (
+                conn.is_ending(),
+                conn.bufs
+                    .as_deref()
+                    .is_some_and(|b| b.output.len() > b.sent),
+            ),
+            None => return,
+        };
         let w = self.wire.borrow();
         // An ending connection's reads are input thrown away: they do not
-        // move its idle clock (the state after the turn decides, as in
-        // `Timeouts::after_turn`).
-        let ending = self.conn.as_ref().is_some_and(|c| c.is_ending());
+        // move its idle clock (the state after the turn decides).
         if w.delivered != turn.delivered && !ending {
             self.idle_from = self.now;
         }
-        let pending = self
-            .conn
-            .as_ref()
-            .and_then(|c| c.bufs.as_deref())
-            .is_some_and(|b| b.output.len() > b.sent);
         self.send_from = match self.send_from {
             Some(from) if pending && w.written == turn.written => Some(from),
             _ if pending => Some(self.now),
@@ -457,23 +455,15 @@ impl Driver {
         };
     }
 
-    /// What the budget holds is what the connection's buffers hold, counted
-    /// after the turn as the server counts them; a connection closed, or
-    /// left without buffers, gives all of it back.
-    fn check_budget(&mut self, verdict: Verdict) -> Result<(), String> {
-        let conn = self.conn.as_mut().filter(|_| verdict != Verdict::Close);
-        let want = match conn {
-            Some(conn) => {
-                conn.count_buffers();
-                conn.bufs.as_deref().map_or(0, |b| b.capacity())
-            }
-            None => {
-                // Dropped as the server drops it.
-                self.conn = None;
-                0
-            }
-        };
-        let held = self.cx.budget.held();
+    /// What the budget holds is what the connection's buffers hold, as the
+    /// server counted them after the turn; a connection closed, or left
+    /// without buffers, gave all of it back.
+    fn check_budget(&mut self) -> Result<(), String> {
+        let want = self
+            .conn()
+            .and_then(|c| c.bufs.as_deref())
+            .map_or(0, |b| b.capacity());
+        let held = self.clients.buffers();
         if held != want {
             return Err(format!(
                 "the budget holds {held} bytes for a connection whose buffers hold {want}"
@@ -482,27 +472,26 @@ impl Driver {
         Ok(())
     }
 
-    fn check_memory(&self) -> Result<(), String> {
-        let Some(bufs) = self.conn.as_ref().and_then(|c| c.bufs.as_deref()) else {
+    fn check_memory(&mut self) -> Result<(), String> {
+        let (notices, bound, max_output, max_reply) =
+            (self.said, self.bound, self.max_output, self.max_reply);
+        let Some(bufs) = self.conn().and_then(|c| c.bufs.as_deref()) else {
             return Ok(());
         };
-        let notices = self.said;
         let pending = bufs.output.len() - bufs.sent;
-        if pending >= self.max_output + self.max_reply + notices {
+        if pending >= max_output + max_reply + notices {
             return Err(format!(
-                "{pending} bytes of output pending, over max_output {} + one reply {} + notices {notices}",
-                self.max_output, self.max_reply
+                "{pending} bytes of output pending, over max_output {max_output} + one reply {max_reply} + notices {notices}"
             ));
         }
         let unfiltered = bufs.unfiltered.len();
         let held = bufs.input.len() + bufs.output.len() + unfiltered;
-        if held > self.bound + notices {
+        if held > bound + notices {
             return Err(format!(
-                "the connection holds {held} bytes ({} input, {unfiltered} unfiltered, {} output of which {} already sent), over the bound {} + notices {notices}",
+                "the connection holds {held} bytes ({} input, {unfiltered} unfiltered, {} output of which {} already sent), over the bound {bound} + notices {notices}",
                 bufs.input.len(),
                 bufs.output.len(),
                 bufs.sent,
-                self.bound
             ));
         }
         Ok(())
@@ -535,12 +524,13 @@ impl Driver {
     /// ending may drop them. When the protocol closes at the drain, what it
     /// had not answered never will be.
     fn notice(&mut self) -> Result<(), String> {
+        if self.life != Life::Open {
+            return Ok(());
+        }
         let turn = self.begin();
         let at = self.produced().len();
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        let verdict = conn.on_drain(Some(NOTICE), &mut self.cx);
+        self.clients
+            .turn(KEY, Hook::Drain(Some(NOTICE)), self.turn_time());
         let said = [NOTICE, DRAINING].concat();
         let took = self.produced().get(at..at + said.len()) == Some(&said[..]);
         // Counted even after a reset: the connection may still hold what it
@@ -561,11 +551,11 @@ impl Driver {
                 return Err("an open connection dropped the drain notice".into());
             }
         }
-        self.after(verdict, turn)
+        self.conclude(turn, false)
     }
 
     fn hard_stop(&mut self) -> Result<(), String> {
-        if self.conn.is_none() {
+        if self.life != Life::Open {
             return Ok(());
         }
         let answered = self.produced().len().min(self.model.out.len());
@@ -580,14 +570,15 @@ impl Driver {
                 w.short_writes,
             )
         };
-        // The server takes it out of the table, timers and all, first.
-        let conn = self.conn.take().expect("checked above");
-        self.forget();
-        conn.close_hard(&mut self.cx);
-        self.again = false;
+        // The server takes it out of the table, timers and all, and closes
+        // it with its last word.
+        self.clients.turn(KEY, Hook::Stop, self.turn_time());
+        if self.conn().is_some() {
+            return Err("the hard stop left the connection in the table".into());
+        }
         let w = self.wire.borrow();
         let clean = interrupts == 0 && !reset;
-        if clean && unread <= HARD_CLOSE_CHUNKS * READ_CHUNK && !w.inbound.is_empty() {
+        if clean && unread <= HARD_CLOSE_READS * READ_CHUNK && !w.inbound.is_empty() {
             return Err(format!(
                 "a hard stop left {} of {unread} unread bytes: its close is a reset",
                 w.inbound.len()
@@ -604,24 +595,18 @@ impl Driver {
 
     /// The output the connection has produced: what the peer got, what is
     /// on the wire, and what the connection still holds unsent.
-    fn produced(&self) -> Vec<u8> {
-        let w = self.wire.borrow();
+    fn produced(&mut self) -> Vec<u8> {
         let mut all = self.received.clone();
-        all.extend(&w.outbound);
-        if let Some(b) = self.conn.as_ref().and_then(|c| c.bufs.as_deref()) {
+        all.extend(&self.wire.borrow().outbound);
+        if let Some(b) = self.conn().and_then(|c| c.bufs.as_deref()) {
             all.extend_from_slice(&b.output[b.sent..]);
         }
         all
     }
 
-    fn progress(&self) -> (usize, usize, usize, bool) {
+    fn progress(&self) -> (usize, usize, usize, Life) {
         let w = self.wire.borrow();
-        (
-            w.delivered,
-            w.written,
-            self.received.len(),
-            self.conn.is_some(),
-        )
+        (w.delivered, w.written, self.received.len(), self.life)
     }
 
     /// Delivers what the kernel owes, pumps every `Again` and lets the peer
@@ -632,12 +617,12 @@ impl Driver {
             let before = self.progress();
             self.peer_read(usize::MAX)?;
             let owed = self.take_edges(0xff);
-            if self.conn.is_none() {
+            if self.life != Life::Open {
                 return self.check_settled();
             }
             if any(owed) {
                 self.event(owed)?;
-            } else if self.again {
+            } else if self.clients.has_again() {
                 self.pump()?;
             } else {
                 return self.check_settled();
@@ -656,9 +641,8 @@ impl Driver {
         Err(format!("did not settle within {SETTLE_ROUNDS} rounds"))
     }
 
-    fn check_settled(&self) -> Result<(), String> {
-        let w = self.wire.borrow();
-        if w.reset.is_some() {
+    fn check_settled(&mut self) -> Result<(), String> {
+        if self.wire.borrow().reset.is_some() {
             return match self.life {
                 Life::Open => Err("reset, every event delivered, yet not closed".into()),
                 _ => Ok(()),
@@ -686,15 +670,17 @@ impl Driver {
                 String::from_utf8_lossy(&self.model.out)
             ));
         }
+        let max_line = self.model.max_line;
+        let shut = self.wire.borrow().shut;
         match (self.model.stop, self.life) {
             (None, Life::Open) => {
-                let conn = self.conn.as_ref().expect("open");
+                let conn = self.conn().expect("open");
                 match conn.bufs.as_deref() {
                     None => Ok(()),
                     Some(b) if b.input.is_empty() => {
                         Err("an idle connection kept empty buffers".into())
                     }
-                    Some(b) if b.output.len() > b.sent || b.input.len() >= self.model.max_line => {
+                    Some(b) if b.output.len() > b.sent || b.input.len() >= max_line => {
                         Err(format!(
                             "an idle connection holds {} pending output and {} input bytes",
                             b.output.len() - b.sent,
@@ -716,7 +702,7 @@ impl Driver {
                     | ModelStop::Late,
                 ),
                 Life::Open,
-            ) if !w.shut => Err("ending, all output read, yet no FIN sent".into()),
+            ) if !shut => Err("ending, all output read, yet no FIN sent".into()),
             _ => Ok(()),
         }
     }
@@ -725,13 +711,13 @@ impl Driver {
     /// and the `Again`s (a poll with those ready returns at once).
     fn quiesce(&mut self) -> Result<(), String> {
         for _ in 0..SETTLE_ROUNDS {
-            if self.conn.is_none() {
+            if self.life != Life::Open {
                 return Ok(());
             }
             let owed = self.take_edges(0xff);
             if any(owed) {
                 self.event(owed)?;
-            } else if self.again {
+            } else if self.clients.has_again() {
                 self.pump()?;
             } else {
                 return Ok(());
@@ -743,7 +729,7 @@ impl Driver {
     /// The loop sleeps until the nearest deadline and fires what is due.
     fn sleep(&mut self) -> Result<(), String> {
         self.quiesce()?;
-        let next = self.timeouts.next_due();
+        let next = self.clients.next_due();
         for (what, at) in self.live_deadlines() {
             if next.is_none_or(|next| next >= self.latest(at)) {
                 return Err(format!(
@@ -759,27 +745,72 @@ impl Driver {
         let Some(next) = next else {
             return Ok(());
         };
+        self.slept_at = self.now;
         self.now = self.now.max(next);
-        self.timeouts.woke(self.now);
         self.expire()
     }
 
-    /// Fires the deadlines due now, as the server's `on_deadlines` does,
-    /// and checks each against the driver's account, then that none due
-    /// by a tick was missed.
+    /// Fires the deadlines due now, as the server's timers do, and checks
+    /// what fired against the driver's account (read from the protocol's
+    /// hooks and from a close), then that none due by a tick was missed.
     fn expire(&mut self) -> Result<(), String> {
-        let forgotten = self.forgotten;
         self.moved_in_batch = false;
-        let fired = self.timeouts.expire(self.now);
-        let fired_all = self.fire_all(&fired, forgotten);
-        self.timeouts.done(fired);
-        fired_all?;
-        self.check_overdue()
-    }
-
-    fn fire_all(&mut self, fired: &[(usize, Kind)], forgotten: bool) -> Result<(), String> {
-        if let Some(next) = self.timeouts.next_due() {
-            if next <= self.now {
+        let turn = self.begin();
+        let at = self.produced().len();
+        let ending = self.conn().map(|c| c.is_ending());
+        let (late, told, deadline) = {
+            let plan = self.plan.borrow();
+            (plan.late, plan.idle, plan.deadline)
+        };
+        // Due before the batch, by the driver's account.
+        let send_due =
+            matches!((self.send, self.send_from), (Some(s), Some(from)) if from + s <= self.now);
+        let idle_due = self
+            .idle
+            .is_some_and(|i| self.idle_from + self.idle_span(i) <= self.now);
+        self.clients.expire(self.now, false);
+        let (called, told_idle, moved) = {
+            let plan = self.plan.borrow();
+            (plan.late != late, plan.idle != told, plan.deadline)
+        };
+        let Some(ending) = ending else {
+            if called || told_idle {
+                return Err("a deadline fired for a connection that had left".into());
+            }
+            return Ok(());
+        };
+        // A timer may close the connection in the batch after a hook spoke,
+        // and its unsent words go with it.
+        let gone = self.conn().is_none();
+        let mut at = at;
+        if told_idle {
+            self.check_due(Kind::Idle, deadline)?;
+            if ending {
+                return Err("an ending connection was told of its idle timeout".into());
+            }
+            self.idle_from = self.now;
+            self.told = true;
+            let line = idle_line(self.idle.expect("checked as due"));
+            self.said_words(at, &line, Some(ModelStop::Idle), gone)?;
+            at += line.len();
+        }
+        if called {
+            if ending || told_idle {
+                return Err("on_deadline was called for an ending connection".into());
+            }
+            self.check_due(Kind::Protocol, deadline)?;
+            self.late_owed = false;
+            if !same_instant(moved, deadline, self.origin) {
+                self.late_owed = moved.is_some();
+                self.moved_in_batch = true;
+            }
+            let close = self.plan.borrow().then == Then::Close;
+            self.said_words(at, LATE, close.then_some(ModelStop::Late), gone)?;
+        }
+        // Only a deadline the protocol moved into the past in this batch
+        // may be due still: it fires when the loop comes round.
+        if let Some(next) = self.clients.next_due() {
+            if next <= self.now && !self.moved_in_batch {
                 return Err(format!(
                     "after expiring at {}, a deadline is still due at {}: the loop would spin",
                     self.show(Some(self.now)),
@@ -787,93 +818,40 @@ impl Driver {
                 ));
             }
         }
-        for &(key, kind) in fired {
-            if key != KEY {
-                return Err(format!(
-                    "a {kind:?} deadline fired for key {key}, never used"
-                ));
+        if gone {
+            // Closed at once by a timer (the send timeout, or the idle
+            // timeout of an ending connection), or by a hook's close.
+            let by_timer = send_due || (ending && idle_due);
+            if !by_timer && !told_idle && !called {
+                return Err("a timer closed the connection with none due".into());
             }
-            if forgotten {
-                return Err(format!(
-                    "the {kind:?} deadline fired after the connection was forgotten"
-                ));
-            }
-            // Closed earlier in this batch: the server finds an empty slot.
-            if self.conn.is_some() {
-                self.fire(kind)?;
-            }
+            self.conclude(turn, by_timer)?;
+        } else {
+            self.conclude(turn, false)?;
         }
-        Ok(())
-    }
-
-    /// Fires one deadline through `Timeouts::fire` and checks what the
-    /// connection did with it.
-    fn fire(&mut self, kind: Kind) -> Result<(), String> {
-        self.check_due(kind)?;
-        let turn = self.begin();
-        let at = self.produced().len();
-        let conn = self.conn.as_mut().expect("checked by the caller");
-        let ending = conn.is_ending();
-        let (late, deadline) = (conn.state().late, conn.state().deadline);
-        let verdict = self.timeouts.fire(KEY, kind, conn, &mut self.cx);
-        let conn = self.conn.as_ref().expect("still held");
-        match kind {
-            Kind::Idle if ending => {
-                if verdict != Verdict::Close {
-                    return Err("the idle timeout of an ending connection did not close it".into());
-                }
-                self.conclude(verdict, turn, true)
-            }
-            Kind::Idle => {
-                self.idle_from = self.now;
-                self.told = true;
-                let line = idle_line(self.idle.expect("checked as due"));
-                self.said_words(at, &line, Some(ModelStop::Idle))?;
-                self.after(verdict, turn)
-            }
-            Kind::Send => {
-                if verdict != Verdict::Close {
-                    return Err(format!(
-                        "the send timeout fired and the verdict was {verdict:?}"
-                    ));
-                }
-                self.conclude(verdict, turn, true)
-            }
-            Kind::Protocol => {
-                self.late_owed = false;
-                let called = conn.state().late != late;
-                if called && ending {
-                    return Err("on_deadline was called for an ending connection".into());
-                }
-                if !called && !ending {
-                    return Err(
-                        "the protocol deadline fired, yet on_deadline was not called".into(),
-                    );
-                }
-                if called {
-                    let moved = conn.state().deadline;
-                    if !same_instant(moved, deadline, self.origin) {
-                        self.late_owed = moved.is_some();
-                        self.moved_in_batch = true;
-                    }
-                    let close = conn.state().then == Then::Close;
-                    self.said_words(at, LATE, close.then_some(ModelStop::Late))?;
-                }
-                self.after(verdict, turn)
-            }
-        }
+        self.check_overdue()
     }
 
     /// The connection said `words` when it had produced `at` bytes: they
     /// must follow those bytes, whatever the backpressure, unless it was
-    /// reset. The model places them there, and closes for `stop`.
+    /// reset. The model places them there, and closes for `stop`. If the
+    /// connection is `gone` since, only what it wrote of them is left.
     fn said_words(
         &mut self,
         at: usize,
         words: &[u8],
         stop: Option<ModelStop>,
+        gone: bool,
     ) -> Result<(), String> {
-        let took = self.produced().get(at..at + words.len()) == Some(words);
+        let produced = self.produced();
+        let took = if gone {
+            // What it had not written before is lost too.
+            produced
+                .get(at..)
+                .is_none_or(|written| words.starts_with(written))
+        } else {
+            produced.get(at..at + words.len()) == Some(words)
+        };
         if took {
             self.said += words.len();
         }
@@ -896,28 +874,31 @@ impl Driver {
         Ok(())
     }
 
-    /// A turn in which the protocol sets, moves or clears its deadline.
+    /// The protocol sets, moves or clears its deadline, as its own hooks
+    /// would; the machinery reads it after the connection's next turn,
+    /// here a spurious event with no readiness in it.
     fn set_deadline(&mut self, at: Option<Ms>, then: Then) -> Result<(), String> {
-        let turn = self.begin();
-        let now = self.now;
-        let Some(conn) = self.conn.as_mut() else {
+        if self.life != Life::Open {
             return Ok(());
-        };
-        let seen = conn.state_mut();
-        let at = at.map(|ms| shift(now, ms));
-        if !same_instant(seen.deadline, at, self.origin) {
-            self.late_owed = at.is_some();
+        }
+        let at = at.map(|ms| shift(self.now, ms));
+        {
+            let mut plan = self.plan.borrow_mut();
+            if !same_instant(plan.deadline, at, self.origin) {
+                self.late_owed = at.is_some();
+            }
+            plan.deadline = at;
+            plan.then = then;
         }
         self.ever_deadline |= at.is_some();
-        seen.deadline = at;
-        seen.then = then;
-        self.after(Verdict::Keep, turn)
+        self.event(Ready::default())
     }
 
     /// Every deadline the connection has by the driver's account, with
-    /// what it is for.
-    fn live_deadlines(&self) -> Vec<(&'static str, Instant)> {
-        let Some(conn) = self.conn.as_ref() else {
+    /// what it is for. An ending connection's protocol deadline is not
+    /// among them: it is never reported.
+    fn live_deadlines(&mut self) -> Vec<(&'static str, Instant)> {
+        let Some(ending) = self.conn().map(|c| c.is_ending()) else {
             return Vec::new();
         };
         let mut live = Vec::new();
@@ -927,7 +908,8 @@ impl Driver {
         if let (Some(send), Some(from)) = (self.send, self.send_from) {
             live.push(("send", from + send));
         }
-        if let Some(at) = conn.state().deadline.filter(|_| self.late_owed) {
+        let protocol = self.plan.borrow().deadline;
+        if let Some(at) = protocol.filter(|_| self.late_owed && !ending) {
             live.push(("protocol", at));
         }
         live
@@ -938,8 +920,9 @@ impl Driver {
         if self.told { idle.min(TOLD_WAIT) } else { idle }
     }
 
-    /// A deadline fires never before it is due.
-    fn check_due(&self, kind: Kind) -> Result<(), String> {
+    /// A deadline fires never before it is due; `protocol` is the
+    /// protocol's deadline as it stood before it fired.
+    fn check_due(&self, kind: Kind, protocol: Option<Instant>) -> Result<(), String> {
         let due = match kind {
             Kind::Idle => match self.idle {
                 Some(idle) => self.idle_from + self.idle_span(idle),
@@ -950,18 +933,15 @@ impl Driver {
                 (None, _) => return Err("a send deadline fired with no send timeout".into()),
                 (_, None) => return Err("a send deadline fired with no output waiting".into()),
             },
-            Kind::Protocol => {
-                let at = self.conn.as_ref().and_then(|c| c.state().deadline);
-                match at {
-                    Some(at) if self.late_owed => at,
-                    _ => {
-                        return Err(
-                            "the protocol deadline fired with none owed (none set, or reported since it last changed)"
-                                .into(),
-                        );
-                    }
+            Kind::Protocol => match protocol {
+                Some(at) if self.late_owed => at,
+                _ => {
+                    return Err(
+                        "the protocol deadline fired with none owed (none set, or reported since it last changed)"
+                            .into(),
+                    );
                 }
-            }
+            },
         };
         if self.now < due {
             return Err(format!(
@@ -974,7 +954,7 @@ impl Driver {
     }
 
     /// A deadline fires at most one tick after it is due.
-    fn check_overdue(&self) -> Result<(), String> {
+    fn check_overdue(&mut self) -> Result<(), String> {
         for (what, at) in self.live_deadlines() {
             if what == "protocol" && self.moved_in_batch {
                 continue;
