@@ -584,9 +584,14 @@ pub fn assert_long_bytes(got: &[u8], want: &[u8]) {
 }
 
 /// What process `pid` sends back for `line` (sent with its terminator):
-/// the line, then `: from <pid>\n`.
+/// the line, then [`from_line`].
 pub fn reply(line: &[u8], pid: u32) -> Vec<u8> {
-    [line, format!(": from {pid}\n").as_bytes()].concat()
+    [line, &from_line(pid)].concat()
+}
+
+/// The line that follows every echo of process `pid`: `: from <pid>\n`.
+pub fn from_line(pid: u32) -> Vec<u8> {
+    format!(": from {pid}\n").into_bytes()
 }
 
 /// The pid in a `: from <pid>\n` line, which must be written exactly as
@@ -598,7 +603,7 @@ fn parse_from(line: &[u8]) -> Option<u32> {
         .strip_suffix('\n')?
         .parse()
         .ok()?;
-    (line == reply(b"", pid)).then_some(pid)
+    (line == from_line(pid)).then_some(pid)
 }
 
 // Processes, files and descriptors of the test's own.
