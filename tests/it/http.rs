@@ -1,6 +1,7 @@
 //! The HTTP example (`examples/http/`) as a real process, driven by `curl`
 //! (skipped, with the reason printed, when curl is not installed) and by a
-//! raw socket where a request must be malformed on purpose.
+//! raw socket where curl cannot do what a test needs: a request malformed
+//! on purpose, a client left waiting in the backlog.
 //!
 //! `cargo test` builds the examples before the integration tests run, and
 //! the example's binary is found beside this test's own
@@ -13,7 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use crate::util::{Client, DEADLINE, ScratchDir, Server, have_tool, wait_until};
+use crate::util::{Client, DEADLINE, ScratchDir, Server, accept_queue_len, have_tool, wait_until};
 
 fn has_curl() -> bool {
     have_tool("curl", "curl")
@@ -463,4 +464,33 @@ fn sighup_makes_the_next_response_say_close_then_exits_0() {
     );
     server.expect_clean_exit();
     assert_eq!(server.count_lines("has no clients left, exiting"), 1);
+}
+
+/// `--max-clients` reaches `Config::max_clients`: with a cap of one, a
+/// second client waits in the backlog until the first leaves.
+#[test]
+fn http_max_clients_caps_the_process() {
+    let mut server = Server::start_example("http", &["--max-clients", "1", "127.0.0.1:0"]);
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = Client::connect(server.addr);
+    first.send(request);
+    assert!(first.read_line().starts_with(b"HTTP/1.1 200"));
+    // The handshake completes in the kernel; the process does not accept.
+    // Once the kernel holds the second client in the accept queue, the
+    // loop sees its listener ready no later than the SIGUSR1 asked for
+    // next, and it accepts before it handles signals: had it taken the
+    // client, the status line would count it.
+    let mut second = Client::connect(server.addr);
+    second.send(request);
+    wait_until("the second client in the accept queue", || {
+        (accept_queue_len(server.addr) == 1).then_some(())
+    });
+    let status = server.wait_status("status:");
+    assert!(
+        status.contains(" clients=1 accepted=1 "),
+        "second client taken past --max-clients 1: {status}"
+    );
+    drop(first);
+    server.expect_line("accepted connection");
+    assert!(second.read_line().starts_with(b"HTTP/1.1 200"));
 }

@@ -10,7 +10,7 @@ mod delay;
 mod delaybed;
 mod drain;
 mod errors;
-mod examples_cli;
+mod help;
 mod hostile;
 mod http;
 /// The HTTP example's modules, for their unit tests (see its `mod.rs`).
