@@ -2,6 +2,7 @@
 //! on loopback and sends real signals.
 
 mod claims;
+mod console_session;
 mod delay;
 /// The delay bed, shared with the delay benchmark; the benchmark's report
 /// uses parts the tests do not.
@@ -35,7 +36,6 @@ mod rolling;
 mod rolling_trust;
 mod runner;
 mod sandbox;
-mod seed;
 mod startup;
 mod steer;
 /// Client-socket probes shared with the rolling benchmark.
