@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use crate::util::{BIN, example_bin};
+use crate::util::{BIN, example_bin, one_line_error};
 
 /// The program called `name`: drainport itself, or one of its examples.
 fn program(name: &str) -> PathBuf {
@@ -30,14 +30,8 @@ fn expect_one_line_error<A: AsRef<OsStr> + Debug>(name: &str, args: &[A], needle
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("run {name}: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{name} {args:?}: {out:?}");
-    assert_eq!(stderr.lines().count(), 1, "{name} {args:?}: {stderr:?}");
+    let stderr = one_line_error(&out, &format!("{name} {args:?}"), needle);
     assert!(stderr.starts_with(&format!("{name}: ")), "{stderr:?}");
-    assert!(
-        stderr.contains(needle),
-        "{name} {args:?}: {stderr:?} lacks {needle:?}"
-    );
     assert!(!stderr.contains("panicked"), "{stderr:?}");
     out
 }

@@ -12,8 +12,8 @@ use std::process::{Command, Stdio};
 use libc::SIGHUP;
 
 use crate::util::{
-    BIN, DEADLINE, ScratchDir, Server, have_tool, line_reader, output_retrying, skip,
-    spawn_retrying, wait_until,
+    BIN, DEADLINE, ScratchDir, Server, have_tool, line_reader, one_line_error, output_retrying,
+    skip, spawn_retrying, wait_until,
 };
 
 /// An address-space ceiling for a server whose exit might read without
@@ -52,15 +52,12 @@ fn through_sh(script: &str, args: &[&str]) -> Command {
 #[track_caller]
 fn refused_before_listening(cmd: &mut Command, needle: &str) {
     let out = output_retrying(cmd.stdin(Stdio::null())).expect("run drainport");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stderr}{stdout}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = one_line_error(&out, "drainport", needle);
     assert!(
         stderr.starts_with("drainport: cannot write pid file "),
         "{stderr}"
     );
-    assert!(stderr.contains(needle), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("listening"), "{stdout}");
 }
 

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{BIN, Client, DEADLINE, ScratchDir, wait_until};
+use crate::util::{BIN, Client, DEADLINE, ScratchDir, one_line_error, wait_until};
 
 pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rolling-restart");
 
@@ -304,10 +304,7 @@ fn script_usage_errors_are_one_line() {
         ),
     ] {
         let out = Command::new(SCRIPT).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        one_line_error(&out, &format!("{args:?}"), needle);
     }
 }
 
@@ -456,12 +453,10 @@ fn a_missing_state_directory_is_an_error_except_for_an_upgrade() {
             .args(["-t", "1", action])
             .output()
             .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{action}: {out:?}");
-        assert_eq!(stderr.lines().count(), 1, "{action}: {stderr}");
-        assert!(
-            stderr.contains(&format!("no state directory '{}'", missing.display())),
-            "{action}: {stderr}"
+        one_line_error(
+            &out,
+            action,
+            &format!("no state directory '{}'", missing.display()),
         );
         assert!(out.stdout.is_empty(), "{action}: {out:?}");
     }

@@ -16,7 +16,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -629,7 +629,7 @@ pub fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
 /// does not end within [`DEADLINE`] is killed and the test fails: one
 /// that was expected to refuse to start must not hang the suite.
 #[track_caller]
-pub fn output_retrying(cmd: &mut Command) -> io::Result<std::process::Output> {
+pub fn output_retrying(cmd: &mut Command) -> io::Result<Output> {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = spawn_retrying(cmd)?;
     let mut stdout = child.stdout.take().expect("piped stdout");
@@ -656,11 +656,31 @@ pub fn output_retrying(cmd: &mut Command) -> io::Result<std::process::Output> {
         }
         thread::sleep(Duration::from_millis(10));
     };
-    Ok(std::process::Output {
+    Ok(Output {
         status,
         stdout: out.join().expect("stdout reader"),
         stderr: err.join().expect("stderr reader"),
     })
+}
+
+/// Checks that a program failed as an operator's mistake must: exit status
+/// 1 and one line on stderr, which contains `needle`. `what` names the case
+/// in a failure. Returns stderr, for the caller's further checks.
+#[track_caller]
+pub fn one_line_error(out: &Output, what: &str, needle: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: stderr {stderr:?}, stdout {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "{what}: {stderr:?}");
+    assert!(
+        stderr.contains(needle),
+        "{what}: {stderr:?} lacks {needle:?}"
+    );
+    stderr
 }
 
 /// A directory of the test's own under the temporary directory, removed
