@@ -149,15 +149,15 @@ fn every_bad_form_of_argument_is_one_line() {
             "'--raw' looks like an option",
         ),
         (&["--drain-notice", "-q"][..], "'-q' looks like an option"),
-        // `--` ends the options: what follows is the address, and only one.
+        // `--` ends the options: what follows are addresses, each once.
         (
             &["--", "127.0.0.1:0", "--raw"][..],
-            "unexpected extra argument '--raw'",
+            "invalid address '--raw'",
         ),
         (&["--", "-q"][..], "invalid address '-q'"),
         (
             &["127.0.0.1:0", "--", "127.0.0.1:0"][..],
-            "only one address",
+            "address '127.0.0.1:0' is given twice",
         ),
         // A control character in an argument cannot split the message.
         (&["127.0.0.1\n:80"][..], "invalid address '127.0.0.1\\n:80'"),
@@ -222,7 +222,7 @@ fn http_mistakes_are_one_line() {
         (os(&["--pid-file", "-q"]), "'-q' looks like an option"),
         (os(&["--raw"]), "unknown option '--raw' (see 'http --help')"),
         (os(&["localhost"]), "invalid address 'localhost'"),
-        (os(&["127.0.0.1:0", "127.0.0.1:0"]), "only one address"),
+        (os(&["127.0.0.1:0", "127.0.0.1:0"]), "is given twice"),
         (vec![bad], "invalid address"),
         (
             vec![OsStr::new("--drain-timeout"), bad],
@@ -254,15 +254,12 @@ fn http_mistakes_are_one_line() {
 fn kv_mistakes_are_one_line() {
     let bad = OsStr::from_bytes(b"\xff");
     for (args, needle) in [
-        // Extra arguments used to be ignored.
+        // Extra arguments used to be ignored; they are addresses now.
         (
-            os(&["127.0.0.1:0", "127.0.0.1:1"]),
-            "unexpected extra argument '127.0.0.1:1': only one address is taken",
+            os(&["127.0.0.1:0", "127.0.0.1:0"]),
+            "address '127.0.0.1:0' is given twice",
         ),
-        (
-            os(&["127.0.0.1:0", "--", "x"]),
-            "unexpected extra argument 'x'",
-        ),
+        (os(&["127.0.0.1:0", "--", "x"]), "invalid address 'x'"),
         (os(&["--help=1"]), "option '--help' takes no value"),
         (os(&["--log-time=no"]), "option '--log-time' takes no value"),
         (os(&["-q"]), "unknown option '-q' (see 'kv --help')"),
