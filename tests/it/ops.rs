@@ -9,7 +9,8 @@ use std::time::Duration;
 use libc::{SIGHUP, SIGTERM, SIGUSR1};
 
 use crate::util::{
-    BIN, Client, DEADLINE, ScratchDir, Server, have_tool, one_line_error, reply, wait_until,
+    BIN, Client, DEADLINE, ScratchDir, Server, have_tool, one_line_error, reply, systemd_verify,
+    wait_until,
 };
 
 /// Receives notify datagrams until one contains `needle`; returns it.
@@ -324,15 +325,8 @@ fn systemd_unit_passes_verify() {
     let dir = ScratchDir::new("unit");
     let copy = dir.join("drainport@.service");
     std::fs::write(&copy, unit.replace(PROGRAM, &format!("ExecStart={BIN} "))).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .expect("run systemd-analyze");
-    // It exits 0 after some complaints (an unknown key, say), which it
-    // prints on stderr: both must be clean.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.is_empty(), "{out:?}");
+    let complaints = systemd_verify(&[&copy]);
+    assert!(complaints.is_empty(), "{complaints}");
 }
 
 /// The seconds in `--FLAG N` on the unit's `ExecStart`.
@@ -440,14 +434,11 @@ fn the_socket_unit_and_its_drop_in_pass_verify() {
     std::fs::create_dir(dir.join("drainport@.service.d")).unwrap();
     std::fs::write(dir.join("drainport@.service.d/socket.conf"), &drop_in).unwrap();
     std::os::unix::fs::symlink("drainport@.service", dir.join("drainport@g1-1.service")).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(dir.join("drainport.socket"))
-        .arg(dir.join("drainport@g1-1.service"))
-        .output()
-        .expect("run systemd-analyze");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.is_empty(), "{out:?}");
+    let complaints = systemd_verify(&[
+        &dir.join("drainport.socket"),
+        &dir.join("drainport@g1-1.service"),
+    ]);
+    assert!(complaints.is_empty(), "{complaints}");
 }
 
 /// The drop-ins `docs/operations.md` shows, each as a ```ini block whose
@@ -484,16 +475,7 @@ fn verify_with_drop_in(name: &str, drop_in: &str) -> String {
         drop_in.replace(PROGRAM, &bin),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(dir.join("drainport@g1-1.service"))
-        .output()
-        .expect("run systemd-analyze");
-    let mut complaints = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
-        complaints.push_str(&format!("\n{:?}", out.status));
-    }
-    complaints
+    systemd_verify(&[&dir.join("drainport@g1-1.service")])
 }
 
 /// Operators' settings go in drop-ins, which the next install leaves

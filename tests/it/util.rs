@@ -698,6 +698,22 @@ pub fn one_line_error(out: &Output, what: &str, needle: &str) -> String {
     stderr
 }
 
+/// What `systemd-analyze verify` says about `units`: its stderr, then its
+/// exit status when that is not 0; empty when they are clean. It exits 0
+/// after some complaints (an unknown key, say), so both count.
+pub fn systemd_verify(units: &[&Path]) -> String {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units)
+        .output()
+        .expect("run systemd-analyze");
+    let mut complaints = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        complaints.push_str(&format!("\n{:?}", out.status));
+    }
+    complaints
+}
+
 /// A directory of the test's own under the temporary directory, removed
 /// with its contents when dropped. Its name is always new: a directory left
 /// by another run, perhaps by another user under a pid now reused, is never
