@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use libc::SIGHUP;
 
-use crate::netns::Namespace;
+use crate::netns::in_namespace;
 use crate::runner::{NOBODY, Runner, Who};
 use crate::util::{
     BIN, Client, DEADLINE, Server, example_bin, one_line_error, skip, spawn_retrying,
@@ -111,14 +111,6 @@ fn stranger(who: Who) -> u32 {
     match who {
         Who::Root => NOBODY.parse().unwrap(),
         Who::Unprivileged => 0,
-    }
-}
-
-/// Runs `f` as root in a network namespace of its own, or skips.
-fn in_namespace(f: impl FnOnce() + Send + 'static) {
-    match Namespace::create(&[]) {
-        Ok(ns) => ns.run(f),
-        Err(reason) => skip(&reason),
     }
 }
 
@@ -214,7 +206,7 @@ fn assert_printable(what: &str, bytes: &[u8]) {
 /// nothing of them.
 #[test]
 fn a_strangers_name_does_not_refuse_a_start() {
-    in_namespace(|| {
+    in_namespace(&[], || {
         let addr = "127.0.0.1:80";
         let _names = Names::hold(
             stranger(Who::Root),
@@ -239,7 +231,7 @@ fn a_strangers_name_does_not_refuse_a_start() {
 /// drainport's shape on the address: the kv example is still refused on
 /// the echo server's address.
 fn a_name_that_is_not_text_leaves_the_check_on(who: Who) {
-    in_namespace(move || {
+    in_namespace(&[], move || {
         let run = match Runner::new(who) {
             Ok(run) => run,
             Err(reason) => return skip(&reason),
@@ -293,7 +285,7 @@ const SQUATTED_PIDS: u32 = 300;
 /// announced: the kv example is refused on its address.
 #[test]
 fn taking_the_next_names_leaves_no_process_unannounced() {
-    in_namespace(|| {
+    in_namespace(&[], || {
         // The pid is guessed, and a guess can miss when other tests start
         // processes meanwhile: try until the echo server's pid was among
         // those squatted.

@@ -6,8 +6,8 @@ use std::thread;
 
 use libc::{SIGCONT, SIGHUP, SIGINT, SIGSTOP, SIGTERM};
 
-use crate::netns::Namespace;
-use crate::util::{Client, Server, raise_fd_limit, skip};
+use crate::netns::{MIGRATE_REQ, in_namespace};
+use crate::util::{Client, Server, raise_fd_limit};
 
 #[test]
 fn no_clients_means_immediate_exit() {
@@ -158,14 +158,7 @@ fn burst_across_hup_with_kernel_defaults() {
 
 #[test]
 fn burst_across_hup_with_tcp_migrate_req() {
-    let ns = match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
-        Ok(ns) => ns,
-        Err(reason) => {
-            skip(&reason);
-            return;
-        }
-    };
-    ns.run(burst_across_hup);
+    in_namespace(&[MIGRATE_REQ], burst_across_hup);
 }
 
 #[test]

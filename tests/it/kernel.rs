@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use libc::SIGHUP;
 
-use crate::netns::Namespace;
+use crate::netns::{MIGRATE_REQ, in_namespace};
 use crate::util::{
-    Client, DEADLINE, Server, have_tool, raise_fd_limit, skip, starved_server, status_field,
-    wait_until,
+    Client, DEADLINE, Server, have_tool, raise_fd_limit, starved_server, status_field, wait_until,
 };
 
 /// A bare listener made with libc, joined to the group on `addr` with the
@@ -112,14 +111,7 @@ fn sockaddr_in(addr: SocketAddrV4) -> libc::sockaddr_in {
 /// by a SYN to it; each must still be accepted and answered.
 #[test]
 fn connections_migrated_from_a_closing_sibling_are_served() {
-    let ns = match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
-        Ok(ns) => ns,
-        Err(reason) => {
-            skip(&reason);
-            return;
-        }
-    };
-    ns.run(|| {
+    in_namespace(&[MIGRATE_REQ], || {
         let mut server = Server::start(&["-q", "127.0.0.1:0"]);
         let raw = RawListener::join_all(server.addr);
         // For each CPU the kernel hashes each connection to one of the two

@@ -11,7 +11,7 @@ use std::process::Stdio;
 
 use libc::SIGHUP;
 
-use crate::netns::Namespace;
+use crate::netns::{MIGRATE_REQ, in_namespace};
 use crate::runner::{Runner, Who};
 use crate::steer::Churn;
 use crate::util::{
@@ -119,10 +119,9 @@ fn a_failed_start_resets_no_client_as_root() {
 /// The same, unprivileged, in a namespace where `tcp_migrate_req` is 1.
 #[test]
 fn a_failed_start_resets_no_client_with_tcp_migrate_req() {
-    match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
-        Ok(ns) => ns.run(|| a_failed_start_resets_no_client(Who::Unprivileged)),
-        Err(reason) => skip(&reason),
-    }
+    in_namespace(&[MIGRATE_REQ], || {
+        a_failed_start_resets_no_client(Who::Unprivileged)
+    });
 }
 
 /// drainport and the kv example, run by one user, on one address: whichever

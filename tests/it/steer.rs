@@ -18,7 +18,7 @@ use std::time::Instant;
 use libc::SIGHUP;
 
 use crate::delaybed::nosteer;
-use crate::netns::Namespace;
+use crate::netns::{MIGRATE_REQ, Namespace, in_namespace};
 use crate::runner::{Runner, Who};
 use crate::tcp::{pin_to, syn_retransmits};
 use crate::util::{Client, DEADLINE, ScratchDir, Server, skip, status_field, wait_until};
@@ -200,10 +200,9 @@ fn a_full_process_hands_new_clients_to_its_sibling_as_root() {
 /// The same, unprivileged, in a namespace where `tcp_migrate_req` is 1.
 #[test]
 fn a_full_process_hands_new_clients_to_its_sibling_with_tcp_migrate_req() {
-    match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
-        Ok(ns) => ns.run(|| a_full_process_hands_new_clients_to_its_sibling(Who::Unprivileged)),
-        Err(reason) => skip(&reason),
-    }
+    in_namespace(&[MIGRATE_REQ], || {
+        a_full_process_hands_new_clients_to_its_sibling(Who::Unprivileged)
+    });
 }
 
 #[test]
@@ -437,7 +436,7 @@ fn startup_says_what_protects_a_release() {
         }
         Err(reason) => skip(&format!("the root part: {reason}")),
     }
-    match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
+    match Namespace::create(&[MIGRATE_REQ]) {
         Ok(ns) => {
             let line = ns.run(move || {
                 let run = Runner::new(Who::Unprivileged).expect("an unprivileged runner");
