@@ -23,7 +23,8 @@ use libc::SIGHUP;
 use crate::netns::in_namespace;
 use crate::runner::{NOBODY, Runner, Who};
 use crate::util::{
-    BIN, Client, DEADLINE, Server, example_bin, one_line_error, skip, spawn_retrying,
+    BIN, Client, DEADLINE, Server, example_bin, one_line_error, raise_fd_limit, skip,
+    spawn_retrying,
 };
 
 /// The address the servers use, inside a namespace of the test's own.
@@ -50,17 +51,7 @@ impl Names {
             .gid(uid);
         let bind_all = move || -> std::io::Result<()> {
             // Room for two sockets a name, whatever limit the test has.
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            // SAFETY: getrlimit/setrlimit with a valid pointer; no allocation.
-            unsafe {
-                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-                    lim.rlim_cur = lim.rlim_max;
-                    libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-                }
-            }
+            raise_fd_limit();
             for (addr, len) in &addrs {
                 for kind in [libc::SOCK_DGRAM, libc::SOCK_STREAM] {
                     // Not close-on-exec: `cat` holds them.
