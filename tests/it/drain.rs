@@ -1,13 +1,10 @@
 //! The drain: how it starts, how it ends, and that no connection is lost
 //! across it.
 
-use std::net::SocketAddr;
-use std::thread;
-
 use libc::{SIGCONT, SIGHUP, SIGINT, SIGSTOP, SIGTERM};
 
 use crate::netns::{MIGRATE_REQ, in_namespace};
-use crate::util::{Client, Server, raise_fd_limit};
+use crate::util::{Client, Server, connect_burst, raise_fd_limit};
 
 #[test]
 fn no_clients_means_immediate_exit() {
@@ -99,14 +96,14 @@ fn burst_across_hup() {
     // kill(2) returns before the stop takes effect: until it does, the
     // process could take some of the burst, and the queue would not build.
     leaving.wait_stopped();
-    let mut clients = burst(leaving.addr, "queued");
+    let mut clients = connect_burst(leaving.addr, 8, 100, "queued");
     leaving.signal(SIGHUP);
     leaving.signal(SIGCONT);
-    clients.extend(burst(leaving.addr, "draining"));
+    clients.extend(connect_burst(leaving.addr, 8, 100, "draining"));
 
     let mut served_by = [0usize; 2];
-    for (label, mut client) in clients {
-        let pid = client.read_reply(format!("{label}\n").as_bytes());
+    for (line, mut client) in clients {
+        let pid = client.read_reply(line.as_bytes());
         let index = pids
             .iter()
             .position(|&p| p == pid)
@@ -122,33 +119,6 @@ fn burst_across_hup() {
         "the staying server served nobody: {served_by:?}"
     );
     leaving.expect_clean_exit();
-}
-
-/// Opens connections back to back from several threads, sending one line
-/// on each without reading. Any connect failure fails the test.
-fn burst(addr: SocketAddr, phase: &'static str) -> Vec<(String, Client)> {
-    const THREADS: usize = 8;
-    const PER_THREAD: usize = 100;
-    let workers: Vec<_> = (0..THREADS)
-        .map(|t| {
-            thread::spawn(move || {
-                (0..PER_THREAD)
-                    .map(|i| {
-                        let label = format!("{phase} {t} {i}");
-                        let stream = std::net::TcpStream::connect(addr)
-                            .unwrap_or_else(|e| panic!("connect {label}: {e}"));
-                        let mut client = Client::from(stream);
-                        client.send(format!("{label}\n").as_bytes());
-                        (label, client)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("connect worker panicked"))
-        .collect()
 }
 
 #[test]

@@ -13,8 +13,8 @@ use std::time::Duration;
 use libc::{SIGHUP, SIGUSR1};
 
 use crate::util::{
-    BIN, Client, Server, assert_long_bytes, have_tool, raise_fd_limit, reply, status_field,
-    wait_until,
+    BIN, Client, Server, assert_long_bytes, connect_burst, have_tool, raise_fd_limit, reply,
+    status_field, wait_until,
 };
 
 /// A server under attack and the well-behaved client that watches it.
@@ -326,27 +326,7 @@ fn slowloris_clients_sending_a_byte_at_a_time() {
 fn two_thousand_clients_in_a_burst() {
     raise_fd_limit();
     let mut siege = Siege::start(&["-q", "127.0.0.1:0"]);
-    const THREADS: usize = 8;
-    const PER_THREAD: usize = 250;
-    let addr = siege.addr();
-    let workers: Vec<_> = (0..THREADS)
-        .map(|t| {
-            thread::spawn(move || {
-                (0..PER_THREAD)
-                    .map(|i| {
-                        let mut client = Client::try_connect(addr)
-                            .unwrap_or_else(|e| panic!("connect {t}/{i}: {e}"));
-                        client.send(format!("burst {t} {i}\n").as_bytes());
-                        (format!("burst {t} {i}\n"), client)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut clients: Vec<(String, Client)> = workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("connect worker panicked"))
-        .collect();
+    let mut clients = connect_burst(siege.addr(), 8, 250, "burst");
     siege.bystander_served("with 2000 clients connected");
     for (line, client) in &mut clients {
         client.expect_reply(line.as_bytes(), siege.pid());

@@ -312,6 +312,39 @@ pub fn starved_server(nofile: u32, count: usize, label: &str) -> (Server, Vec<Cl
     (server, clients, accepted)
 }
 
+/// Connects `threads * per_thread` clients to `addr` back to back, from
+/// `threads` threads at once, each sending `<label> <thread> <i>\n` at once
+/// without reading. Returns each client with the line it sent; a connect
+/// that fails fails the test.
+#[track_caller]
+pub fn connect_burst(
+    addr: SocketAddr,
+    threads: usize,
+    per_thread: usize,
+    label: &str,
+) -> Vec<(String, Client)> {
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let label = label.to_owned();
+            thread::spawn(move || {
+                (0..per_thread)
+                    .map(|i| {
+                        let line = format!("{label} {t} {i}\n");
+                        let mut client = Client::try_connect(addr)
+                            .unwrap_or_else(|e| panic!("connect {line:?}: {e}"));
+                        client.send(line.as_bytes());
+                        (line, client)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("connect worker panicked"))
+        .collect()
+}
+
 /// How many finished handshakes wait in the accept queues of the listeners
 /// on `addr`, from `/proc/net/tcp` (or `tcp6`), where a listening socket's
 /// `rx_queue` is its accept queue's length. It counts connections the
