@@ -141,16 +141,25 @@ fn a_client_quicker_than_every_timeout_is_never_cut() {
     }
 }
 
-#[test]
-fn a_drain_lets_a_slow_head_have_its_408_and_exits_0() {
-    // The drain timeout (5 s by default) is the later of the two.
-    let mut server = Server::start_example("http", &["--header-timeout", "1", "127.0.0.1:0"]);
+/// The example started with `args`, draining (SIGHUP) with one client in
+/// the middle of a head.
+#[track_caller]
+fn draining_with_half_a_head(args: &[&str]) -> (Server, Client) {
+    let mut server = Server::start_example("http", args);
     let pid = server.pid;
     let mut client = Client::connect(server.addr);
     client.send(b"GET / HTTP/1.1\r\nHo");
     server.expect_line("accepted connection");
     server.signal(libc::SIGHUP);
     server.expect_line(&format!("Process {pid} received hangup signal"));
+    (server, client)
+}
+
+#[test]
+fn a_drain_lets_a_slow_head_have_its_408_and_exits_0() {
+    // The drain timeout (5 s by default) is the later of the two.
+    let (mut server, mut client) =
+        draining_with_half_a_head(&["--header-timeout", "1", "127.0.0.1:0"]);
     expect_408_then_eof(&mut client);
     drop(client);
     server.expect_clean_exit();
@@ -158,22 +167,13 @@ fn a_drain_lets_a_slow_head_have_its_408_and_exits_0() {
 
 #[test]
 fn a_drain_timeout_before_the_header_timeout_closes_and_exits_0() {
-    let mut server = Server::start_example(
-        "http",
-        &[
-            "--drain-timeout",
-            "0.5",
-            "--close-spread",
-            "0.1",
-            "127.0.0.1:0",
-        ],
-    );
-    let pid = server.pid;
-    let mut client = Client::connect(server.addr);
-    client.send(b"GET / HTTP/1.1\r\nHo");
-    server.expect_line("accepted connection");
-    server.signal(libc::SIGHUP);
-    server.expect_line(&format!("Process {pid} received hangup signal"));
+    let (mut server, mut client) = draining_with_half_a_head(&[
+        "--drain-timeout",
+        "0.5",
+        "--close-spread",
+        "0.1",
+        "127.0.0.1:0",
+    ]);
     // Closed by the drain, 60 s before its header timeout: a hard stop
     // in the middle of a head has nothing to say.
     client.expect_eof();
