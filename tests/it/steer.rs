@@ -288,14 +288,24 @@ impl Churn {
         });
     }
 
-    pub fn stop(self) -> (Vec<(u64, u32)>, Vec<String>) {
+    /// Stops the churn and checks that no connection failed; `what` names
+    /// the case in a failure. Returns the (ticket, pid) of every answer.
+    #[track_caller]
+    pub fn expect_no_failures(self, what: &str) -> Vec<(u64, u32)> {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().expect("churn thread");
         }
         let served = self.served.lock().unwrap().clone();
         let failures = self.failures.lock().unwrap().clone();
-        (served, failures)
+        assert!(
+            failures.is_empty(),
+            "{what}: {} of {} churn connections failed: {:?}",
+            failures.len(),
+            served.len() + failures.len(),
+            &failures[..failures.len().min(10)]
+        );
+        served
     }
 }
 
@@ -348,14 +358,7 @@ fn rolling_restarts_under_churn_reset_and_stall_nothing() {
             oldest.pid
         );
     }
-    let (served, failures) = churn.stop();
-    assert!(
-        failures.is_empty(),
-        "{} of {} churn connections failed: {:?}",
-        failures.len(),
-        served.len() + failures.len(),
-        &failures[..failures.len().min(10)]
-    );
+    churn.expect_no_failures("six rolling restarts");
     for mut server in live {
         server.signal(SIGHUP);
         server.expect_clean_exit();
