@@ -160,10 +160,7 @@ fn a_hupped_process_leaves_the_shared_socket_to_its_sibling(shim: bool) {
     // The status comes from a loop turn after the one that let go of the
     // socket and took what was queued on it then.
     let accepted = status_field(&first.wait_status("state=draining "), "accepted");
-    let from = churn.next_ticket();
-    wait_until("churn to go on with the sibling alone", || {
-        (churn.served_since(from).len() >= 200).then_some(())
-    });
+    churn.wait_answered(200, "churn to go on with the sibling alone");
     assert_eq!(
         status_field(&first.wait_status("state=draining "), "accepted"),
         accepted,
@@ -172,10 +169,7 @@ fn a_hupped_process_leaves_the_shared_socket_to_its_sibling(shim: bool) {
     assert_eq!(kept.echo("still served"), first.pid);
     drop(kept);
     first.expect_clean_exit();
-    let after_exit = churn.next_ticket();
-    wait_until("churn to go on after the exit", || {
-        (churn.served_since(after_exit).len() >= 100).then_some(())
-    });
+    churn.wait_answered(100, "churn to go on after the exit");
     let served = churn.expect_no_failures("a hupped process and its sibling");
     assert!(
         served
@@ -237,10 +231,7 @@ fn fewer_processes_on_shared_sockets_lose_nothing() {
             let mut leaving = live.remove(0);
             leaving.signal(SIGHUP);
             leaving.expect_clean_exit();
-            let from = churn.next_ticket();
-            wait_until("churn to go on with one process fewer", || {
-                (churn.served_since(from).len() >= 200).then_some(())
-            });
+            let from = churn.wait_answered(200, "churn to go on with one process fewer");
             let strays: Vec<u32> = churn
                 .served_since(from)
                 .into_iter()

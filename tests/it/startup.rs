@@ -16,7 +16,6 @@ use crate::runner::{Runner, Who};
 use crate::steer::Churn;
 use crate::util::{
     BIN, Client, ScratchDir, example_bin, have_tool, one_line_error, output_retrying, skip,
-    wait_until,
 };
 
 /// Failed starts per run, half of each kind.
@@ -85,10 +84,7 @@ fn a_failed_start_resets_no_client(who: Who) {
         }
     }
     // Churn goes on past the last failed start before it is judged.
-    let from = churn.next_ticket();
-    wait_until("churn to go on after the last failed start", || {
-        (churn.served_since(from).len() >= 20).then_some(())
-    });
+    churn.wait_answered(20, "churn to go on after the last failed start");
     churn.expect_no_failures(&format!(
         "{who:?}; {served_by_failed} were served by a failing process"
     ));

@@ -280,6 +280,18 @@ impl Churn {
             .collect()
     }
 
+    /// Waits until `count` connections that start after this call are
+    /// answered, and returns the ticket of the first, for
+    /// [`Churn::served_since`]. `what` names the wait in a failure.
+    #[track_caller]
+    pub fn wait_answered(&self, count: usize, what: &str) -> u64 {
+        let from = self.next_ticket();
+        wait_until(what, || {
+            (self.served_since(from).len() >= count).then_some(())
+        });
+        from
+    }
+
     /// Waits until `pid` has answered a churn client.
     #[track_caller]
     pub fn wait_served_by(&self, pid: u32) {
@@ -347,10 +359,7 @@ fn rolling_restarts_under_churn_reset_and_stall_nothing() {
         oldest.expect_line(&format!("process {} closing tasks", oldest.pid));
         // Every connection that starts from here on finds a process that
         // is still running.
-        let from = churn.next_ticket();
-        wait_until(&format!("churn to go on after round {round}"), || {
-            (churn.served_since(from).len() >= 50).then_some(())
-        });
+        let from = churn.wait_answered(50, &format!("churn to go on after round {round}"));
         oldest.expect_clean_exit();
         assert!(
             !churn.served_since(from).contains(&oldest.pid),
