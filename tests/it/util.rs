@@ -192,6 +192,24 @@ impl Server {
         );
     }
 
+    /// Waits until one client waits in the accept queue, then checks that
+    /// the process holds `clients` clients, all it has accepted: at its
+    /// `--max-clients`, it leaves the next one there. Once the kernel holds
+    /// that client, the loop sees its listener ready no later than the
+    /// SIGUSR1 that asks for the status line, and it accepts before it
+    /// handles signals: had it taken the client, the line would count it.
+    #[track_caller]
+    pub fn expect_one_left_in_backlog(&mut self, clients: usize) {
+        wait_until("a client in the accept queue", || {
+            (accept_queue_len(self.addr) == 1).then_some(())
+        });
+        let status = self.wait_status("status:");
+        assert!(
+            status.contains(&format!(" clients={clients} accepted={clients} ")),
+            "a client taken past --max-clients {clients}: {status}"
+        );
+    }
+
     /// Waits for the process to exit, then collects the rest of its stdout.
     #[track_caller]
     pub fn wait_exit(&mut self) -> ExitStatus {
@@ -349,7 +367,7 @@ pub fn connect_burst(
 /// on `addr`, from `/proc/net/tcp` (or `tcp6`), where a listening socket's
 /// `rx_queue` is its accept queue's length. It counts connections the
 /// kernel holds for a server that has not taken them.
-pub fn accept_queue_len(addr: SocketAddr) -> u32 {
+fn accept_queue_len(addr: SocketAddr) -> u32 {
     let (table, local) = match addr {
         SocketAddr::V4(a) => (
             "/proc/net/tcp",
