@@ -9,8 +9,8 @@ use std::time::Duration;
 use libc::{SIGHUP, SIGTERM, SIGUSR1};
 
 use crate::util::{
-    BIN, Client, DEADLINE, ScratchDir, Server, have_tool, one_line_error, reply, systemd_verify,
-    wait_until,
+    BIN, Client, DEADLINE, ScratchDir, Server, have_tool, one_line_error, reply, status_value,
+    systemd_verify, wait_until,
 };
 
 /// Receives notify datagrams until one contains `needle`; returns it.
@@ -130,13 +130,6 @@ fn unwritable_pid_file_is_an_operator_error() {
     );
 }
 
-/// Parses `key=value` pairs from a status line.
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split(' ')
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-}
-
 #[test]
 fn sigusr1_prints_one_status_line() {
     let mut server = Server::start(&["127.0.0.1:0"]);
@@ -146,21 +139,21 @@ fn sigusr1_prints_one_status_line() {
     assert_eq!(a.echo("two"), server.pid);
     // b sent nothing: the server may take it from the queue a moment later.
     let status = server.wait_status("clients=2 ");
-    assert_eq!(field(&status, "state"), "running");
-    assert_eq!(field(&status, "clients"), "2");
-    assert_eq!(field(&status, "accepted"), "2");
-    assert_eq!(field(&status, "lines"), "2");
-    assert_eq!(field(&status, "bytes_in"), "8");
+    assert_eq!(status_value(&status, "state"), "running");
+    assert_eq!(status_value(&status, "clients"), "2");
+    assert_eq!(status_value(&status, "accepted"), "2");
+    assert_eq!(status_value(&status, "lines"), "2");
+    assert_eq!(status_value(&status, "bytes_in"), "8");
     let replies = reply(b"one\n", server.pid).len() * 2;
-    assert_eq!(field(&status, "bytes_out"), replies.to_string());
-    assert_eq!(field(&status, "since_hangup"), "-");
+    assert_eq!(status_value(&status, "bytes_out"), replies.to_string());
+    assert_eq!(status_value(&status, "since_hangup"), "-");
 
     server.signal(SIGHUP);
     server.expect_line("closing tasks: 2");
     server.signal(SIGUSR1);
     let status = server.expect_line(&format!("Process {} status: ", server.pid));
-    assert_eq!(field(&status, "state"), "draining");
-    let since = field(&status, "since_hangup");
+    assert_eq!(status_value(&status, "state"), "draining");
+    let since = status_value(&status, "since_hangup");
     assert!(
         since.ends_with('s') && since.trim_end_matches('s').parse::<f64>().is_ok(),
         "{since}"
@@ -265,7 +258,7 @@ fn close_spread_closes_clients_one_by_one() {
     first_client.expect_eof();
     server.signal(SIGUSR1);
     let status = server.expect_line("status: state=closing");
-    assert_eq!(field(&status, "clients"), "2", "{status}");
+    assert_eq!(status_value(&status, "clients"), "2", "{status}");
     for client in &mut clients {
         client.stream.set_read_timeout(Some(DEADLINE)).unwrap();
         assert_eq!(client.echo("still here"), server.pid);

@@ -274,10 +274,23 @@ impl Drop for Server {
 /// A number from a status line, such as `bytes_in`.
 #[track_caller]
 pub fn status_field(line: &str, key: &str) -> u64 {
-    line.split(' ')
+    let value = status_value(line, key);
+    match value.parse() {
+        Ok(count) => count,
+        Err(_) => panic!("{key}={value} is not a count in {line:?}"),
+    }
+}
+
+/// The text after `key=` in a status line, such as `state`'s `running`.
+#[track_caller]
+pub fn status_value<'a>(line: &'a str, key: &str) -> &'a str {
+    match line
+        .split(' ')
         .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+    {
+        Some(value) => value,
+        None => panic!("no {key}= in {line:?}"),
+    }
 }
 
 /// A value in KiB from `/proc/<pid>/status`, such as `VmRSS:`.
