@@ -4,7 +4,7 @@
 use libc::{SIGCONT, SIGHUP, SIGINT, SIGSTOP, SIGTERM};
 
 use crate::netns::{MIGRATE_REQ, in_namespace};
-use crate::util::{Client, Server, connect_burst, raise_fd_limit};
+use crate::util::{Client, Server, closing_line, connect_burst, raise_fd_limit};
 
 #[test]
 fn no_clients_means_immediate_exit() {
@@ -46,7 +46,7 @@ fn drain_timeout_closes_with_a_last_line() {
     }
     server.signal(SIGHUP);
     server.expect_line(&format!("process {} closing tasks: 3", server.pid));
-    let closing = format!(": process {} is closing this connection\n", server.pid);
+    let closing = closing_line(server.pid);
     for client in &mut clients {
         assert_eq!(String::from_utf8(client.read_line()).unwrap(), closing);
         client.expect_eof();
@@ -67,7 +67,7 @@ fn second_signal_is_a_hard_stop() {
     server.expect_line(&format!("process {} closing tasks: 1", server.pid));
     assert_eq!(client.echo("still"), server.pid);
     server.signal(SIGTERM);
-    let closing = format!(": process {} is closing this connection\n", server.pid);
+    let closing = closing_line(server.pid);
     assert_eq!(String::from_utf8(client.read_line()).unwrap(), closing);
     client.expect_eof();
     let pid = server.pid;

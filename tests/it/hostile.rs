@@ -13,8 +13,8 @@ use std::time::Duration;
 use libc::{SIGHUP, SIGUSR1};
 
 use crate::util::{
-    BIN, Client, Server, assert_long_bytes, connect_burst, have_tool, raise_fd_limit, reply,
-    status_field, wait_until,
+    BIN, Client, Server, assert_long_bytes, closing_line, connect_burst, have_tool, raise_fd_limit,
+    reply, status_field, wait_until,
 };
 
 /// A server under attack and the well-behaved client that watches it.
@@ -593,7 +593,7 @@ fn a_hundred_sighups_to_a_draining_server() {
     for _ in 0..100 {
         siege.server.signal(SIGHUP);
     }
-    let closing = format!(": process {pid} is closing this connection\n").into_bytes();
+    let closing = closing_line(pid).into_bytes();
     clients.push(siege.bystander);
     for client in &mut clients {
         assert_eq!(client.read_line(), closing);

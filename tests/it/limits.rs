@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use libc::SIGHUP;
 
-use crate::util::{Client, Server, have_tool, starved_server};
+use crate::util::{Client, Server, closing_line, have_tool, starved_server};
 
 #[test]
 fn clients_that_never_read_cannot_grow_memory() {
@@ -128,7 +128,7 @@ fn a_full_process_stops_hard_with_its_queue() {
     assert_eq!(queued.read_line(), b"queued\n");
     server.signal(libc::SIGHUP);
     server.expect_line("received hangup signal during drain: closing 3 clients");
-    let closing = format!(": process {} is closing this connection\n", server.pid);
+    let closing = closing_line(server.pid);
     for client in held.iter_mut().chain([&mut queued]) {
         let rest = client.read_to_eof().expect("read to EOF");
         assert!(

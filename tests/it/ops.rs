@@ -9,8 +9,8 @@ use std::time::Duration;
 use libc::{SIGHUP, SIGTERM, SIGUSR1};
 
 use crate::util::{
-    BIN, Client, DEADLINE, ScratchDir, Server, have_tool, one_line_error, reply, status_value,
-    systemd_verify, wait_until,
+    BIN, Client, DEADLINE, ScratchDir, Server, closing_line, have_tool, one_line_error, reply,
+    status_value, systemd_verify, wait_until,
 };
 
 /// Receives notify datagrams until one contains `needle`; returns it.
@@ -241,7 +241,7 @@ fn close_spread_closes_clients_one_by_one() {
 
     // The first close comes a third of the way into the window; the others
     // are still open then and are served.
-    let closing = format!(": process {} is closing this connection\n", server.pid).into_bytes();
+    let closing = closing_line(server.pid).into_bytes();
     let first = wait_until("the first spread close", || {
         clients.iter_mut().position(|c| {
             c.stream

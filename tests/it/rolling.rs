@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{BIN, Client, DEADLINE, ScratchDir, one_line_error, wait_until};
+use crate::util::{BIN, Client, DEADLINE, ScratchDir, closing_line, one_line_error, wait_until};
 
 pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rolling-restart");
 
@@ -403,7 +403,7 @@ fn status_follows_a_drain_into_closing() {
         "{}",
         fleet.log()
     );
-    let closing = format!(": process {pid} is closing this connection\n");
+    let closing = closing_line(pid);
     for client in &mut clients {
         let rest = client.read_to_eof().expect("read to EOF");
         assert_eq!(String::from_utf8_lossy(&rest), closing);

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use libc::{SIGCONT, SIGHUP, SIGSTOP};
 
-use crate::util::{BIN, Client, DEADLINE, Server, from_line, have_tool, raise_fd_limit};
+use crate::util::{
+    BIN, Client, DEADLINE, Server, closing_line, from_line, have_tool, raise_fd_limit,
+};
 
 /// Connects `count` clients while the server is stopped, each sending
 /// `line` (if any), so that all of it is queued when the server takes them.
@@ -241,10 +243,7 @@ fn timers_and_the_drain_close_by_whichever_comes_first() {
     assert_eq!(client.echo("before the drain"), server.pid);
     server.signal(SIGHUP);
     let rest = client.read_to_eof().expect("read to EOF");
-    assert_eq!(
-        String::from_utf8_lossy(&rest),
-        format!(": process {} is closing this connection\n", server.pid)
-    );
+    assert_eq!(String::from_utf8_lossy(&rest), closing_line(server.pid));
     server.expect_clean_exit();
 
     // Without a drain timeout, clients that never leave are still let go

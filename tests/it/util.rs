@@ -673,6 +673,11 @@ pub fn from_line(pid: u32) -> Vec<u8> {
     format!(": from {pid}\n").into_bytes()
 }
 
+/// The line process `pid` sends each client it closes in a hard stop.
+pub fn closing_line(pid: u32) -> String {
+    format!(": process {pid} is closing this connection\n")
+}
+
 /// The pid in a `: from <pid>\n` line, which must be written exactly as
 /// process `pid` writes it.
 fn parse_from(line: &[u8]) -> Option<u32> {
