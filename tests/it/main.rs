@@ -4,6 +4,7 @@
 mod activation;
 mod addresses;
 mod claims;
+mod console_session;
 mod delay;
 /// The delay bed, shared with the delay benchmark; the benchmark's report
 /// uses parts the tests do not.
@@ -12,7 +13,7 @@ mod delay;
 mod delaybed;
 mod drain;
 mod errors;
-mod examples_cli;
+mod help;
 mod hostile;
 mod http;
 /// The HTTP example's modules, for their unit tests (see its `mod.rs`).
@@ -37,7 +38,6 @@ mod rolling;
 mod rolling_trust;
 mod runner;
 mod sandbox;
-mod seed;
 mod startup;
 mod steer;
 mod takeover;
