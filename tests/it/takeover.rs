@@ -438,6 +438,69 @@ fn a_successor_that_goes_away_before_taking_loses_nothing() {
     next.expect_clean_exit();
 }
 
+/// The real successor, stalled between taking the listeners and saying it
+/// accepts from them (strace delays its third `sendmsg`, the `taking`, by
+/// 5 s), and killed then, while new clients keep coming. The process
+/// stops waiting at its 1 s deadline, keeps its listeners and says so; no
+/// client fails or waits, and it still hands its listeners to the next
+/// successor.
+#[test]
+fn a_successor_killed_before_it_takes_loses_nothing() {
+    if !crate::util::have_tool("strace", "strace") {
+        return;
+    }
+    raise_fd_limit();
+    let run = own_runner();
+    let mut server = run.start(&["-q", "127.0.0.1:0"]);
+    let (addr, from) = (server.addr.to_string(), server.pid.to_string());
+    let churn = Churn::start(server.addr);
+    churn.wait_served_by(server.pid);
+    // Its sendmsg calls: `take`, `got`, `taking`.
+    let stall = [
+        "strace",
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=sendmsg",
+        "-e",
+        "inject=sendmsg:delay_enter=5000000:when=3",
+    ];
+    let mut cmd = run.command(&stall, &["-q", "--take-over", &from, &addr]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let successor = spawn_retrying(&mut cmd).expect("the stalled successor");
+    let kept = server.expect_line(&format!(
+        "Process {from} keeps its listeners on {addr}: process "
+    ));
+    assert!(kept.ends_with(" did not finish within 1s"), "{kept}");
+    let pid: libc::pid_t = kept
+        .split(": process ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {kept:?}"));
+    // SAFETY: kill(2) on the successor, a process this test started
+    // (under strace), still stalled in its sendmsg.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let output = successor.wait_with_output().expect("the successor's end");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !stdout.contains(" took over ") && !stdout.contains("listening on"),
+        "{stdout}"
+    );
+    churn.wait_more(100);
+    let tally = churn.stop();
+    assert_nothing_lost(&tally);
+    assert_eq!(tally.pids, HashSet::from([server.pid]));
+    let mut next = take_over(&run, &mut server, &[]);
+    server.signal(SIGHUP);
+    server.expect_clean_exit();
+    next.signal(SIGHUP);
+    next.expect_clean_exit();
+}
+
 /// Runs `drainport ARGS` as `run`'s user, which must refuse to start:
 /// exit 1, one line on stderr, and never a `listening` line.
 #[track_caller]
