@@ -86,9 +86,12 @@ const BACKLOG: i32 = 8;
 /// (out of descriptors).
 const RETRY: Duration = Duration::from_millis(100);
 
+/// One past the channel's last token.
+pub(crate) const END_TOKEN: usize = PEERS_AT + MAX_PEERS;
+
 /// Whether `token` is the channel's.
 pub(crate) fn owns(token: usize) -> bool {
-    (FIRST_TOKEN..PEERS_AT + MAX_PEERS).contains(&token)
+    (FIRST_TOKEN..END_TOKEN).contains(&token)
 }
 
 /// What the channel needs from whoever holds the listeners: the loop's
@@ -209,6 +212,9 @@ impl Control {
 
     /// A readiness event on one of the channel's tokens.
     pub(crate) fn on_event(&mut self, token: usize, holder: &mut impl Holder, now: Instant) {
+        if !owns(token) {
+            return;
+        }
         if token >= PEERS_AT {
             self.serve(token - PEERS_AT, holder, now);
         } else if token - FIRST_TOKEN < self.endpoints.len() {

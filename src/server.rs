@@ -55,6 +55,8 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 /// Listener `i` (of every address, one per online CPU each, or as passed)
 /// has token `LISTENERS + i`. Client tokens are slab keys, far below.
 const LISTENERS: usize = usize::MAX / 2;
+// The control channel's tokens lie between the clients' and the listeners'.
+const _: () = assert!(control::END_TOKEN <= LISTENERS);
 /// Every signal the process handles. The first three start a drain, or
 /// stop one hard when it is under way; SIGUSR1 prints a status line.
 const HANDLED_SIGNALS: [libc::c_int; 4] = [SIGHUP, SIGTERM, SIGINT, SIGUSR1];
@@ -408,20 +410,20 @@ impl<P: Protocol> Server<P> {
             let mut listener_ready = false;
             let mut signals_ready = false;
             for event in &events {
+                // Clients first, by one comparison: every reserved token
+                // is above theirs.
                 match event.token() {
-                    SIGNALS => signals_ready = true,
-                    Token(t) if control::owns(t) => {
-                        self.control.on_event(t, &mut self.admission, now);
+                    // An event for a client closed earlier in this batch
+                    // finds an empty slot: slots are reused only after it.
+                    Token(key) if key < control::FIRST_TOKEN => {
+                        self.clients.turn(key, Hook::Ready(Ready::from(event)), now);
                     }
+                    SIGNALS => signals_ready = true,
                     Token(t) if t >= LISTENERS => {
                         self.admission.mark(t - LISTENERS);
                         listener_ready = true;
                     }
-                    // An event for a client closed earlier in this batch
-                    // finds an empty slot: slots are reused only after it.
-                    Token(key) => {
-                        self.clients.turn(key, Hook::Ready(Ready::from(event)), now);
-                    }
+                    Token(t) => self.control.on_event(t, &mut self.admission, now),
                 }
             }
             if listener_ready {
