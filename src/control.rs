@@ -122,6 +122,9 @@ pub(crate) struct Control {
     /// When to try accepting again without an event: the turn's accepts
     /// ran out, or accepting failed.
     retry_at: Option<Instant>,
+    /// The nearest of the connections' deadlines and `retry_at`, worked
+    /// out after each event and timer: the loop asks on every wakeup.
+    due: Option<Instant>,
 }
 
 /// One claim socket.
@@ -173,6 +176,7 @@ impl Control {
             endpoints: Vec::new(),
             peers: Default::default(),
             retry_at: None,
+            due: None,
         }
     }
 
@@ -204,10 +208,15 @@ impl Control {
     }
 
     /// When the channel next wants the loop: a connection's deadline, or
-    /// accepting again.
+    /// accepting again. A field read, since the loop asks on every wakeup.
     pub(crate) fn due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// Works out [`Control::due`] again, after what may have changed it.
+    fn refresh_due(&mut self) {
         let deadlines = self.peers.iter().flatten().map(|p| p.deadline);
-        deadlines.chain(self.retry_at).min()
+        self.due = deadlines.chain(self.retry_at).min();
     }
 
     /// A readiness event on one of the channel's tokens.
@@ -220,6 +229,7 @@ impl Control {
         } else if token - FIRST_TOKEN < self.endpoints.len() {
             self.accept(token - FIRST_TOKEN, now);
         }
+        self.refresh_due();
     }
 
     /// Runs what is due: connections past their deadline end (after one
@@ -241,6 +251,7 @@ impl Control {
                 self.accept(e, now);
             }
         }
+        self.refresh_due();
     }
 
     /// Accepts on claim socket `e`, up to the turn's budget.
