@@ -501,6 +501,54 @@ fn a_successor_killed_before_it_takes_loses_nothing() {
     next.expect_clean_exit();
 }
 
+/// A process serving two addresses hands both to a successor that serves
+/// both, one exchange each; a successor that serves one of them takes
+/// that one, and the old process goes on serving the other until it
+/// drains.
+#[test]
+fn several_addresses_are_taken_over_each_on_its_own() {
+    let run = own_runner();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (free(), free());
+    let mut first = run.start(&["-q", &a, &b]);
+    let from = first.pid.to_string();
+    let second = run.start(&["-q", "--take-over", &from, &a, &b]);
+    for addr in [&a, &b] {
+        assert!(
+            second.seen.iter().any(|l| l.contains(" took over ")
+                && l.ends_with(&format!(" on {addr} from process {from}"))),
+            "{:#?}",
+            second.seen
+        );
+        first.expect_line(&format!(" on {addr} to process {}", second.pid));
+        let mut client = Client::connect(addr.parse().unwrap());
+        assert_eq!(client.echo("both"), second.pid);
+    }
+    first.signal(SIGHUP);
+    first.expect_clean_exit();
+    // One of the two.
+    let from = second.pid.to_string();
+    let mut second = second;
+    let third = run.start(&["-q", "--take-over", &from, &a]);
+    second.expect_line(&format!(" on {a} to process {}", third.pid));
+    let mut on_a = Client::connect(a.parse().unwrap());
+    assert_eq!(on_a.echo("a"), third.pid);
+    let mut on_b = Client::connect(b.parse().unwrap());
+    assert_eq!(on_b.echo("b"), second.pid);
+    drop((on_a, on_b));
+    second.signal(SIGHUP);
+    second.expect_clean_exit();
+    let mut third = third;
+    third.signal(SIGHUP);
+    third.expect_clean_exit();
+}
+
 /// Runs `drainport ARGS` as `run`'s user, which must refuse to start:
 /// exit 1, one line on stderr, and never a `listening` line.
 #[track_caller]
