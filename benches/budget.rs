@@ -33,16 +33,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
+use testbed::{report, tcp};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-
-#[path = "shared/mod.rs"]
-mod shared;
-/// Only `pin_to` is used here.
-#[allow(dead_code)]
-#[path = "shared/tcp.rs"]
-mod tcp;
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -463,7 +457,7 @@ fn run(o: &Opts) -> Result<(), String> {
     print!("{report}");
     if o.write {
         let path = std::path::Path::new(ROOT).join("docs/benchmarks.md");
-        shared::write_marked(
+        report::write_marked(
             &path,
             "<!-- budget:begin -->",
             "<!-- budget:end -->",
@@ -518,7 +512,7 @@ fn render(r: &Rendered<'_>) -> String {
     let _ = writeln!(
         s,
         "- Date: {}",
-        shared::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+        report::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
     );
     let _ = writeln!(
         s,
@@ -532,13 +526,13 @@ fn render(r: &Rendered<'_>) -> String {
     let _ = writeln!(
         s,
         "- Source: git {}",
-        shared::command_line("git", &["-C", ROOT, "rev-parse", "--short", "HEAD"])
+        report::command_line("git", &["-C", ROOT, "rev-parse", "--short", "HEAD"])
     );
     let _ = writeln!(
         s,
         "- Machine: {} CPUs, Linux {}; server on CPU 0, every client on CPU 1",
         cpus(),
-        shared::command_line("uname", &["-r"])
+        report::command_line("uname", &["-r"])
     );
     let _ = writeln!(
         s,

@@ -38,19 +38,8 @@
 //! Needs root, /dev/net/tun, `ip` and (unless --as-root) `setpriv`;
 //! without them it prints `skipped: ...` and exits 0.
 
-// Each shared module has parts this report does not use (the bed's
-// helpers for the tests, the marked-section writer).
-#[allow(dead_code)]
-#[path = "delaybed/mod.rs"]
-mod delaybed;
-#[allow(dead_code)]
-#[path = "shared/num.rs"]
-mod num;
-#[allow(dead_code)]
-#[path = "shared/mod.rs"]
-mod shared;
-
 use std::time::Duration;
+use testbed::{delaybed, num, report};
 
 use delaybed::rolling::{self, Case, Kind, Outcome};
 use delaybed::servers::Binary;
@@ -209,10 +198,10 @@ fn main() {
         .collect();
     println!(
         "Measured {} on {} cores, Linux {}, commit {}, with\n`cargo bench --bench delay -- {}`\n",
-        shared::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        report::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        shared::command_line("uname", &["-r"]),
-        shared::command_line(
+        report::command_line("uname", &["-r"]),
+        report::command_line(
             "git",
             &[
                 "-C",

@@ -37,9 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-#[path = "shared/mod.rs"]
-mod shared;
+use testbed::report;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Lock-step rounds per measured run; each sends one line per connection.
@@ -136,7 +134,7 @@ fn main() {
     print!("{report}");
     if write {
         let path = Path::new(ROOT).join("docs/benchmarks.md");
-        let result = shared::write_marked(
+        let result = report::write_marked(
             &path,
             "<!-- instructions:begin -->",
             "<!-- instructions:end -->",
@@ -341,18 +339,18 @@ fn report(rows: &[Row], rounds: usize, took: Duration) -> String {
     let _ = writeln!(
         r,
         "- Date: {}",
-        shared::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+        report::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
     );
     let _ = writeln!(r, "- Command: `cargo bench --bench instructions`");
     let _ = writeln!(
         r,
         "- Source: git {}",
-        shared::command_line("git", &["-C", ROOT, "rev-parse", "--short", "HEAD"])
+        report::command_line("git", &["-C", ROOT, "rev-parse", "--short", "HEAD"])
     );
     let _ = writeln!(
         r,
         "- Tool: {}",
-        shared::command_line("valgrind", &["--version"])
+        report::command_line("valgrind", &["--version"])
     );
     let _ = writeln!(
         r,

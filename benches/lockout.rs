@@ -24,13 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-
-#[path = "shared/mod.rs"]
-mod shared;
-/// Only `pin_to` is used here.
-#[allow(dead_code)]
-#[path = "shared/tcp.rs"]
-mod tcp;
+use testbed::{report, tcp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -229,7 +223,7 @@ fn main() {
     print!("{report}");
     if write {
         let path = std::path::Path::new(ROOT).join("docs/benchmarks.md");
-        let result = shared::write_marked(
+        let result = report::write_marked(
             &path,
             "<!-- lockout:begin -->",
             "<!-- lockout:end -->",
@@ -257,7 +251,7 @@ fn render(args: &[String], lockouts: &[Duration], held: &[usize]) -> String {
     let _ = writeln!(
         s,
         "- Date: {}",
-        shared::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+        report::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
     );
     let _ = writeln!(
         s,
@@ -271,12 +265,12 @@ fn render(args: &[String], lockouts: &[Duration], held: &[usize]) -> String {
     let _ = writeln!(
         s,
         "- Source: git {}",
-        shared::command_line("git", &["-C", ROOT, "rev-parse", "--short", "HEAD"])
+        report::command_line("git", &["-C", ROOT, "rev-parse", "--short", "HEAD"])
     );
     let _ = writeln!(
         s,
         "- Machine: Linux {}; server on CPU 0, clients on CPU 1",
-        shared::command_line("uname", &["-r"])
+        report::command_line("uname", &["-r"])
     );
     let _ = writeln!(
         s,

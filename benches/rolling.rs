@@ -19,11 +19,6 @@
 //! `--no-write` (print only). Every loop is bounded: the load stops when
 //! the upgrades are done, and every wait has a deadline.
 
-#[path = "shared/mod.rs"]
-mod shared;
-#[path = "shared/tcp.rs"]
-mod tcp;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -33,6 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+use testbed::{report, tcp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -154,9 +150,9 @@ fn main() {
          | long-lived lines answered | {lines} |\n\
          | long-lived clients cut | **{cut}** |\n\
          | processes still running {EXIT_DEADLINE:?} after the last HUP | {lingering} |\n",
-        date = shared::command_line("date", &["-u", "+%Y-%m-%d"]),
+        date = report::command_line("date", &["-u", "+%Y-%m-%d"]),
         cores = thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel = shared::command_line("uname", &["-r"]),
+        kernel = report::command_line("uname", &["-r"]),
         started = pids.len(),
         secs = elapsed.as_secs_f64(),
         ok = load(&c.short_ok),
@@ -354,7 +350,7 @@ fn long_client(addr: SocketAddr, c: &Counters, stop: &AtomicBool) {
 fn write_section(path: &Path, report: &str) {
     const START: &str = "<!-- rolling-bench:start -->";
     const END: &str = "<!-- rolling-bench:end -->";
-    match shared::write_marked(path, START, END, report, |_, _| None) {
+    match report::write_marked(path, START, END, report, |_, _| None) {
         Ok(()) => println!("report written to {}", path.display()),
         Err(why) => eprintln!("{why}"),
     }

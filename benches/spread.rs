@@ -37,16 +37,6 @@
 //! every wait has a deadline, and only the processes started here are
 //! signalled, by pid, and waited for.
 
-#[allow(dead_code)]
-#[path = "shared/activate.rs"]
-mod activate;
-#[path = "shared/num.rs"]
-mod num;
-#[path = "shared/mod.rs"]
-mod shared;
-#[path = "shared/tcp.rs"]
-mod tcp;
-
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -59,6 +49,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
+use testbed::{activate, num, report, tcp};
 
 use num::num;
 
@@ -208,7 +199,7 @@ fn main() {
     println!("{report}");
     if o.write {
         let path = Path::new(ROOT).join("docs/benchmarks.md");
-        match shared::write_marked(&path, START, END, &report, |_, _| None) {
+        match report::write_marked(&path, START, END, &report, |_, _| None) {
             Ok(()) => println!("report written to {}", path.display()),
             Err(why) => eprintln!("{why}"),
         }
@@ -984,7 +975,7 @@ fn ratio(r: f64) -> String {
 
 fn render(m: &Meta) -> String {
     let mut s = String::new();
-    let kernel = shared::command_line("uname", &["-r"]);
+    let kernel = report::command_line("uname", &["-r"]);
     let _ = writeln!(
         s,
         "Written by `benches/spread.rs` between the `spread` markers; rerun it rather than editing this section.\n\n\
@@ -996,7 +987,7 @@ fn render(m: &Meta) -> String {
          - Processes are started one at a time and listed in start order, which is their listeners' order in the kernel's reuseport array. A count reads `total (from CPU 0+CPU 1+…)`. Ratios are the busiest and the least busy process's count over the fair share (their total ÷ their number).\n\
          - *Kernel walk*: the same ratios as `reuseport_select_sock_by_hash()` gives them for the connects counted from each CPU, modelled from the array (the hash picks a start position, uniform; the pick walks on to the first listener tagged with the SYN's CPU). Its start positions per process read `CPU 0+CPU 1+… of all positions`.\n\
          - Whole bench: {:.1} s\n",
-        shared::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        report::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
         m.command,
         m.cpus,
         m.user,

@@ -33,13 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-
-#[path = "shared/mod.rs"]
-mod shared;
-/// Only `pin_to` is used here.
-#[allow(dead_code)]
-#[path = "shared/tcp.rs"]
-mod tcp;
+use testbed::{report, tcp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -350,7 +344,7 @@ fn main() {
     let _ = writeln!(
         r,
         "- Date: {}",
-        shared::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+        report::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
     );
     let _ = writeln!(
         r,
@@ -365,7 +359,7 @@ fn main() {
         r,
         "- Machine: {} CPUs, Linux {}; server on CPU 0, clients on CPU 1",
         tcp_cpus(),
-        shared::command_line("uname", &["-r"])
+        report::command_line("uname", &["-r"])
     );
     let _ = writeln!(
         r,
@@ -406,7 +400,7 @@ fn main() {
     print!("{r}");
     if write {
         let path = std::path::Path::new(ROOT).join("docs/benchmarks.md");
-        let result = shared::write_marked(
+        let result = report::write_marked(
             &path,
             "<!-- timers:begin -->",
             "<!-- timers:end -->",

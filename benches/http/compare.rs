@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::Setup;
 use crate::servers::{Kind, Server};
-use crate::util::{self, Res};
 use crate::wrk::{self, WrkResult};
+use testbed::system::{self, Res};
 
 /// Connections wrk keeps open, as in the release scenario.
 pub const CONNS: usize = 50;
@@ -141,7 +141,7 @@ fn one(s: &Setup, kind: Kind, secs: u64) -> Res<Run> {
     if result.requests == 0 {
         return Err(format!("{}: wrk completed no request", kind.name()));
     }
-    let cpu_us = (after - before) as f64 / util::clk_tck() as f64 * 1e6 / result.requests as f64;
+    let cpu_us = (after - before) as f64 / system::clk_tck() as f64 * 1e6 / result.requests as f64;
     Ok(Run {
         wrk: result,
         cpu_us,
@@ -156,7 +156,7 @@ fn one(s: &Setup, kind: Kind, secs: u64) -> Res<Run> {
 pub fn wait_quiet() -> f64 {
     let start = std::time::Instant::now();
     loop {
-        let busy = util::machine_busy(Duration::from_millis(500));
+        let busy = system::machine_busy(Duration::from_millis(500));
         if busy < QUIET_BELOW || start.elapsed() >= QUIET_WAIT {
             return busy;
         }
@@ -188,5 +188,5 @@ fn children_ticks() -> f64 {
     // SAFETY: a valid rusage to fill.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(ru.ru_utime) + secs(ru.ru_stime)) * util::clk_tck() as f64
+    (secs(ru.ru_utime) + secs(ru.ru_stime)) * system::clk_tck() as f64
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::Setup;
 use crate::servers::{self, Kind, Server};
-use crate::util::{self, Res};
 use crate::wrk::{self, WrkResult};
+use testbed::system::{self, Res};
 
 /// The moments of the release, as shares of the wrk run.
 const START_THIRD_AT: f64 = 0.2;
@@ -94,10 +94,10 @@ fn drainport(s: &Setup, secs: u64) -> Res<Release> {
 
 /// SIGHUP, then the time until the process exits (checked to be status 0).
 fn hup_and_time(mut server: Server) -> Res<Option<f64>> {
-    let pidfd = util::pidfd(server.proc.pid)?;
+    let pidfd = system::pidfd(server.proc.pid)?;
     let t = Instant::now();
     server.proc.signal(libc::SIGHUP)?;
-    if !util::readable(&pidfd, EXIT_WAIT.as_millis() as i32) {
+    if !system::readable(&pidfd, EXIT_WAIT.as_millis() as i32) {
         return Ok(None);
     }
     let ms = t.elapsed().as_secs_f64() * 1e3;

@@ -4,14 +4,14 @@
 use std::fmt::Write as _;
 
 use crate::compare::{CONNS, Comparison, Run};
-use crate::num::num;
 use crate::release::Release;
 use crate::servers::Kind;
 use crate::slow_head::{self, SlowHead};
+use testbed::num::num;
 
 /// What the report's header states.
 pub struct Meta {
-    pub run: crate::util::Provenance,
+    pub run: testbed::system::Provenance,
     pub load_start: String,
     pub load_end: String,
     pub wrk_version: String,
@@ -318,7 +318,7 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
 /// The slow head's section: this build's figures, and the older build's
 /// given with `--before`.
 pub fn render_slow_head(
-    run: &crate::util::Provenance,
+    run: &testbed::system::Provenance,
     slow: &SlowHead,
     before: Option<(&str, &SlowHead)>,
 ) -> String {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::{self, CpuTimes, Proc, Res};
+use testbed::system::{self, CpuTimes, Proc, Res};
 
 /// How long a server gets to start listening or to exit after a stop.
 const START_DEADLINE: Duration = Duration::from_secs(10);
@@ -24,12 +24,12 @@ pub struct Pinning {
 impl Pinning {
     pub fn find() -> Pinning {
         Pinning {
-            taskset: util::which("taskset"),
+            taskset: system::which("taskset"),
         }
     }
 
     /// `program args`, to run on `cpu` (anywhere for `None`). The child
-    /// dies with the bench (see `util::prepare`).
+    /// dies with the bench (see `system::prepare`).
     pub fn command(&self, cpu: Option<usize>, program: &Path, args: &[String]) -> Command {
         let (mut cmd, fallback) = match (cpu, &self.taskset) {
             (Some(cpu), Some(taskset)) => {
@@ -40,7 +40,7 @@ impl Pinning {
             _ => (Command::new(program), cpu),
         };
         cmd.args(args);
-        util::prepare(&mut cmd, fallback, Vec::new());
+        system::prepare(&mut cmd, fallback, Vec::new());
         cmd
     }
 

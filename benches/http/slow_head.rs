@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::servers::{self, Pinning, Server};
-use crate::util::{self, CpuTimes, Res};
+use testbed::system::{self, CpuTimes, Res};
 
 /// The head's length: under the example's 64 KiB input cap, which a head
 /// must fit in.
@@ -41,7 +41,7 @@ pub fn run(
     client_cpu: Option<usize>,
 ) -> Res<SlowHead> {
     if let Some(cpu) = client_cpu {
-        util::pin_self(cpu)?;
+        system::pin_self(cpu)?;
     }
     let server = Server::drainport(example, servers::free_port()?, server_cpu, pin)?;
     let filler = HEAD_BYTES - "GET / HTTP/1.1\r\nHost: x\r\nX-Long: \r\n\r\n".len();
@@ -85,7 +85,7 @@ pub fn run(
     Ok(SlowHead {
         bytes: head.len(),
         cpu_ms: after.sched_ns.saturating_sub(before.sched_ns) as f64 / 1e6,
-        user_ms: after.utime.saturating_sub(before.utime) as f64 * 1e3 / util::clk_tck() as f64,
+        user_ms: after.utime.saturating_sub(before.utime) as f64 * 1e3 / system::clk_tck() as f64,
         wall_s,
     })
 }

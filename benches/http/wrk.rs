@@ -8,7 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::servers::Pinning;
-use crate::util::Res;
+use testbed::system::Res;
 
 /// What one wrk run reported.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::util::{self, CpuTimes, Res};
+use testbed::system::{self, CpuTimes, Res};
 
 /// The environment variable that selects the worker role and its mode.
 pub const WORKER_ENV: &str = "DRAINPORT_LOAD_WORKER";
@@ -164,12 +164,12 @@ fn connect_from(src: Option<Ipv4Addr>, dst: SocketAddr) -> io::Result<TcpStream>
     }
     // SAFETY: `socket` just returned this descriptor and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    util::set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
+    system::set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     if let Some(src) = src {
-        util::set_int_opt(&fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
-        util::bind_v4(&fd, SocketAddrV4::new(src, 0))?;
+        system::set_int_opt(&fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
+        system::bind_v4(&fd, SocketAddrV4::new(src, 0))?;
     }
-    match util::connect_v4(&fd, dst) {
+    match system::connect_v4(&fd, dst) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
@@ -330,15 +330,15 @@ fn idle(p: &Params) -> Res<()> {
             return Err(format!("no close command within {}s", life.as_secs()));
         }
         let wait = (life_end - now).min(Duration::from_secs(1));
-        match util::read_stdin_line(&mut line, wait)? {
-            util::StdinLine::Line => {}
-            util::StdinLine::Eof => return Ok(()),
-            util::StdinLine::Timeout => continue,
+        match system::read_stdin_line(&mut line, wait)? {
+            system::StdinLine::Line => {}
+            system::StdinLine::Eof => return Ok(()),
+            system::StdinLine::Timeout => continue,
         }
         if line == b"close" {
-            let first = util::mono_ns();
+            let first = system::mono_ns();
             conns.clear();
-            let last = util::mono_ns();
+            let last = system::mono_ns();
             println!("closed {first} {last}");
             return Ok(());
         }
@@ -347,9 +347,9 @@ fn idle(p: &Params) -> Res<()> {
                 .ok()
                 .and_then(|k| k.parse().ok())
                 .ok_or("bad close_keep command")?;
-            let first = util::mono_ns();
+            let first = system::mono_ns();
             conns.drain(..conns.len().saturating_sub(keep));
-            let last = util::mono_ns();
+            let last = system::mono_ns();
             println!("closed {first} {last}");
         }
         line.clear();
@@ -420,8 +420,8 @@ impl Clock {
     /// Turns perf's counting on or off and waits for it to say done.
     fn perf(&self, command: &[u8]) -> Res<()> {
         if let Some((ctl, ack)) = &self.perf {
-            util::write_fd(ctl, command)?;
-            util::read_until(ack, b"ack\n", Instant::now() + Duration::from_secs(60))
+            system::write_fd(ctl, command)?;
+            system::read_until(ack, b"ack\n", Instant::now() + Duration::from_secs(60))
                 .map_err(|e| format!("perf control: {e}"))?;
         }
         Ok(())
@@ -470,7 +470,7 @@ impl Clock {
             b.utime - a.utime,
             b.stime - a.stime,
             b.sched_ns.saturating_sub(a.sched_ns),
-            util::clk_tck(),
+            system::clk_tck(),
             self.own.1.sched_ns.saturating_sub(self.own.0.sched_ns)
         )
     }

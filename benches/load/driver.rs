@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::WORKER_ENV;
 use crate::report::Stats;
-use crate::util::{self, Proc, Res};
+use testbed::system::{self, Proc, Res};
 
 /// Client processes for an idle crowd, each from its own source address
 /// (127.0.0.2, 127.0.0.3, ...).
@@ -319,12 +319,12 @@ fn fd_count(pid: u32) -> Res<usize> {
 /// crowd, every connection proven served. Leaves the crowd open.
 fn idle_memory(cfg: &Cfg, t: &Target, stats: &mut Stats) -> Res<Crowd> {
     let tag = t.tag();
-    let rss0 = util::status_kb(t.pid(), "VmRSS")?;
+    let rss0 = system::status_kb(t.pid(), "VmRSS")?;
     let crowd = open_crowd(cfg, t, cfg.plan.idle)?;
     // Let the server finish the last accepts' bookkeeping.
     std::thread::sleep(Duration::from_millis(100));
-    let rss1 = util::status_kb(t.pid(), "VmRSS")?;
-    let hwm = util::status_kb(t.pid(), "VmHWM")?;
+    let rss1 = system::status_kb(t.pid(), "VmRSS")?;
+    let hwm = system::status_kb(t.pid(), "VmHWM")?;
     let per_conn = (rss1 as f64 - rss0 as f64) * 1024.0 / cfg.plan.idle as f64;
     stats.add(&format!("{tag}1.bpc"), per_conn);
     stats.add(&format!("{tag}1.rss0"), rss0 as f64);
@@ -548,8 +548,8 @@ fn churn(cfg: &Cfg, t: &Target) -> Res<f64> {
 /// `perf stat` over the whole client run (connects and closes included).
 fn syscalls(cfg: &Cfg, perf: &Path, stats: &mut Stats) -> Res<()> {
     let t = start_drainport(cfg)?;
-    let (ctl_r, ctl_w) = util::pipe()?;
-    let (ack_r, ack_w) = util::pipe()?;
+    let (ctl_r, ctl_w) = system::pipe()?;
+    let (ack_r, ack_w) = system::pipe()?;
     let out = std::env::temp_dir().join(format!("drainport-load-perf-{}.csv", std::process::id()));
     let err = std::env::temp_dir().join(format!("drainport-load-perf-{}.err", std::process::id()));
     let err_file = std::fs::File::create(&err).map_err(|e| format!("{}: {e}", err.display()))?;
@@ -575,8 +575,8 @@ fn syscalls(cfg: &Cfg, perf: &Path, stats: &mut Stats) -> Res<()> {
     )?;
     drop((ctl_r, ack_w));
     // perf has its events open (and disabled) once it answers a command.
-    util::write_fd(&ctl_w, b"disable\n")?;
-    util::read_until(&ack_r, b"ack\n", Instant::now() + Duration::from_secs(60))
+    system::write_fd(&ctl_w, b"disable\n")?;
+    system::read_until(&ack_r, b"ack\n", Instant::now() + Duration::from_secs(60))
         .map_err(|e| format!("perf did not start: {e}; {}", perf_err()))?;
     // The worker turns counting on after its warm-up and off after its
     // measured window, so connects, warm-up and closes are not counted.
@@ -642,9 +642,9 @@ fn drain(cfg: &Cfg, lone: bool, stats: &mut Stats) -> Res<()> {
     let mut t = start_drainport(cfg)?;
     let pid = t.pid();
     let crowd = open_crowd(cfg, &t, cfg.plan.drain_clients)?;
-    let exited = util::pidfd(pid)?;
-    let rss_hup = util::status_kb(pid, "VmRSS")?;
-    let hwm_hup = util::status_kb(pid, "VmHWM")?;
+    let exited = system::pidfd(pid)?;
+    let rss_hup = system::status_kb(pid, "VmRSS")?;
+    let hwm_hup = system::status_kb(pid, "VmHWM")?;
     let path = CString::new(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
     let sampler = std::thread::Builder::new()
         .name("rss-sampler".into())
@@ -654,25 +654,25 @@ fn drain(cfg: &Cfg, lone: bool, stats: &mut Stats) -> Res<()> {
             let (mut peak, mut hwm, mut samples) = (0u64, 0u64, 0u64);
             let mut exit_ns = None;
             while Instant::now() < deadline {
-                if util::readable(&exited, 0) {
-                    exit_ns = Some(util::mono_ns());
+                if system::readable(&exited, 0) {
+                    exit_ns = Some(system::mono_ns());
                     break;
                 }
-                if let Some((rss, h)) = util::rss_hwm(&path, &mut buf) {
+                if let Some((rss, h)) = system::rss_hwm(&path, &mut buf) {
                     peak = peak.max(rss);
                     hwm = h;
                     samples += 1;
                 }
-                if util::readable(&exited, 1) {
-                    exit_ns = Some(util::mono_ns());
+                if system::readable(&exited, 1) {
+                    exit_ns = Some(system::mono_ns());
                     break;
                 }
             }
             (exit_ns, peak, hwm, samples)
         })
         .map_err(|e| format!("cannot start the sampler: {e}"))?;
-    let cpu_hup = util::CpuTimes::read(pid)?;
-    let hup_ns = util::mono_ns();
+    let cpu_hup = system::CpuTimes::read(pid)?;
+    let hup_ns = system::mono_ns();
     t.proc.signal(libc::SIGHUP)?;
     let line = t
         .proc
@@ -690,7 +690,7 @@ fn drain(cfg: &Cfg, lone: bool, stats: &mut Stats) -> Res<()> {
     }
     // The listener retires 50 ms after the signal; close well after that.
     std::thread::sleep(Duration::from_millis(200));
-    let cpu_close = util::CpuTimes::read(pid)?;
+    let cpu_close = system::CpuTimes::read(pid)?;
     let mut workers = crowd.workers;
     let ms = |a: u64, b: u64| (b as f64 - a as f64) / 1e6;
     let (first_close, last_close) = if lone {
@@ -711,7 +711,7 @@ fn drain(cfg: &Cfg, lone: bool, stats: &mut Stats) -> Res<()> {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        stats.add("s7.backlog_ms", ms(mass_last, util::mono_ns()));
+        stats.add("s7.backlog_ms", ms(mass_last, system::mono_ns()));
         // Let it settle, then the last client leaves alone.
         std::thread::sleep(Duration::from_millis(50));
         let w = &mut workers[0];
@@ -735,7 +735,7 @@ fn drain(cfg: &Cfg, lone: bool, stats: &mut Stats) -> Res<()> {
         .map_err(|_| "the sampler panicked".to_string())?;
     let exit_ns = exit_ns.ok_or("the server did not exit within 120s of SIGHUP")?;
     // The zombie keeps its CPU times until it is reaped.
-    let cpu_exit = util::CpuTimes::read(pid)?;
+    let cpu_exit = system::CpuTimes::read(pid)?;
     let status = t.proc.wait_until(Instant::now() + Duration::from_secs(5))?;
     if !status.success() {
         return Err(format!("the server exited with {status}"));
@@ -805,7 +805,7 @@ pub fn run_all(cfg: &Cfg, stats: &mut Stats, errors: &mut Vec<String>) {
         // bounded chance to pass, and record how busy the machine was.
         let quiet_deadline = Instant::now() + QUIET_WAIT;
         let busy = loop {
-            let busy = util::machine_busy(Duration::from_millis(500));
+            let busy = system::machine_busy(Duration::from_millis(500));
             if busy < QUIET_BELOW || Instant::now() >= quiet_deadline {
                 break busy;
             }

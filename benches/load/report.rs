@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use crate::driver::Plan;
-use crate::num::num;
+use testbed::num::num;
 
 /// Every figure, one value per run, by key (`s2.p99`, `r1.bpc`, ...).
 #[derive(Default)]
@@ -215,7 +215,7 @@ type RedisRow = (
 
 /// What the report says about the run besides the figures.
 pub struct Meta {
-    pub run: crate::util::Provenance,
+    pub run: testbed::system::Provenance,
     pub plan: Plan,
     pub redis: Result<String, String>,
     pub perf: Result<String, String>,
@@ -232,7 +232,7 @@ const END: &str = "<!-- load:end -->";
 /// page's title; without the file, it is created with a title and that
 /// section.
 pub fn write_section(path: &std::path::Path, body: &str) -> Result<(), String> {
-    crate::shared::write_marked(path, START, END, body, |doc, section| {
+    testbed::report::write_marked(path, START, END, body, |doc, section| {
         let (title, rest) = match doc.strip_prefix("# ") {
             Some(_) => {
                 let end = doc.find('\n').map_or(doc.len(), |i| i + 1);

@@ -235,10 +235,10 @@ impl Figures<'_> {
              at most 10 s. Slot 2 is sampled every 5 s. The bench's descriptor limit is \
              {fd_limit}.\n\n\
              | figure | value |\n|---|---|\n",
-            date = crate::shared::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+            date = testbed::report::command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
             cores = thread::available_parallelism().map_or(0, |n| n.get()),
             cpu = cpu_model(),
-            kernel = crate::shared::command_line("uname", &["-r"]),
+            kernel = testbed::report::command_line("uname", &["-r"]),
             every = o.restart_every.as_secs_f64(),
             idle = o.idle,
             fd_limit = self.fd_limit,
@@ -418,7 +418,7 @@ fn cpu_model() -> String {
 /// Without markers, a `## Soak` section holding them is appended; without
 /// the file, it is created with that section alone.
 pub fn write_section(path: &Path, body: &str) -> Result<(), String> {
-    crate::shared::write_marked(path, START, END, body, |doc, section| {
+    testbed::report::write_marked(path, START, END, body, |doc, section| {
         let sep = match doc.len() {
             0 => "",
             _ if doc.ends_with("\n\n") => "",

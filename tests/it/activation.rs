@@ -16,14 +16,14 @@ use std::process::{Command, Stdio};
 
 use libc::SIGHUP;
 
-use crate::delaybed::activate::{self, LISTEN_PID_SHELL};
-use crate::delaybed::nosteer;
 use crate::runner::{Runner, Who};
 use crate::steer::Churn;
 use crate::util::{
     Client, ScratchDir, Server, have_tool, one_line_error, output_retrying, skip, status_field,
     wait_until,
 };
+use testbed::activate::{self, LISTEN_PID_SHELL};
+use testbed::delaybed::nosteer;
 
 /// A port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> u16 {

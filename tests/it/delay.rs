@@ -11,12 +11,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::delaybed::bed::Bed;
-use crate::delaybed::relay::Link;
-use crate::delaybed::rolling::{self, Case, Kind, Outcome, PORT};
-use crate::delaybed::servers::{Binary, Serve, Server};
-use crate::delaybed::unavailable;
 use crate::util::{BIN, skip};
+use testbed::delaybed::bed::Bed;
+use testbed::delaybed::relay::Link;
+use testbed::delaybed::rolling::{self, Case, Kind, Outcome, PORT};
+use testbed::delaybed::servers::{Binary, Serve, Server};
+use testbed::delaybed::unavailable;
 
 /// Runs `case` with servers as uid 65534, or returns `None` after saying
 /// why the test is skipped.

@@ -6,11 +6,6 @@ mod addresses;
 mod claims;
 mod console_session;
 mod delay;
-/// The delay bed, shared with the delay benchmark; the benchmark's report
-/// uses parts the tests do not.
-#[allow(dead_code)]
-#[path = "../../benches/delaybed/mod.rs"]
-mod delaybed;
 mod drain;
 mod errors;
 mod help;
@@ -41,9 +36,6 @@ mod sandbox;
 mod startup;
 mod steer;
 mod takeover;
-/// Client-socket probes shared with the rolling benchmark.
-#[path = "../../benches/shared/tcp.rs"]
-mod tcp;
 mod telnet;
 mod timeouts;
 mod util;

@@ -17,11 +17,11 @@ use std::time::Instant;
 
 use libc::SIGHUP;
 
-use crate::delaybed::nosteer;
 use crate::netns::{MIGRATE_REQ, Namespace, in_namespace};
 use crate::runner::{Runner, Who};
-use crate::tcp::{pin_to, syn_retransmits};
 use crate::util::{Client, DEADLINE, ScratchDir, Server, skip, status_field, wait_until};
+use testbed::delaybed::nosteer;
+use testbed::tcp::{pin_to, syn_retransmits};
 
 /// The online CPUs, numbered from 0.
 fn cpus() -> Vec<usize> {

@@ -25,10 +25,10 @@ use std::time::Instant;
 use libc::{SIGHUP, SIGUSR1};
 
 use crate::runner::{NOBODY, Runner, Who};
-use crate::tcp::syn_retransmits;
 use crate::util::{
     Client, DEADLINE, Server, raise_fd_limit, skip, spawn_retrying, status_field, wait_until,
 };
+use testbed::tcp::syn_retransmits;
 
 /// What the new clients saw while the test ran.
 #[derive(Default, Debug)]

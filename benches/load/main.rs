@@ -35,27 +35,17 @@
 //! Every wait has a deadline and every process the bench starts (servers,
 //! workers, perf) is killed by pid when it is done or if the bench fails.
 
-#[path = "load/client.rs"]
 mod client;
-#[path = "load/driver.rs"]
 mod driver;
-#[path = "load/report.rs"]
 mod report;
-// The load report takes no command output of its own.
-#[path = "shared/num.rs"]
-mod num;
-#[allow(dead_code)]
-#[path = "shared/mod.rs"]
-mod shared;
-#[path = "load/util.rs"]
-mod util;
 
 use std::path::PathBuf;
 use std::time::Instant;
+use testbed::system;
 
 use driver::{Cfg, Plan};
 use report::{Meta, Stats};
-use util::Res;
+use system::Res;
 
 const SCENARIOS: [&str; 9] = [
     "", "idle", "pingpong", "crowd", "pipeline", "syscalls", "churn", "drain", "redis",
@@ -200,10 +190,10 @@ fn main() {
 
 fn run() -> Res<()> {
     let started = Instant::now();
-    let load_before = util::loadavg();
+    let load_before = system::loadavg();
     let o = parse_args()?;
-    let (server_cpu, client_cpu, pinning) = if util::cpus() >= 2 {
-        util::pin_self(1)?;
+    let (server_cpu, client_cpu, pinning) = if system::cpus() >= 2 {
+        system::pin_self(1)?;
         (
             Some(0),
             Some(1),
@@ -218,24 +208,22 @@ fn run() -> Res<()> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .or_else(|| util::which("perf"));
+        .or_else(|| system::which("perf"));
     let perf_meta = match &perf {
-        Some(p) => {
-            Ok(util::first_line(&p.to_string_lossy(), &["--version"])
-                .unwrap_or_else(|| "perf".into()))
-        }
+        Some(p) => Ok(system::first_line(&p.to_string_lossy(), &["--version"])
+            .unwrap_or_else(|| "perf".into())),
         None => Err("perf is not installed (looked for /usr/bin/perf and on the PATH)".to_owned()),
     };
     let redis = if o.no_redis {
         None
     } else {
-        util::which("redis-server")
+        system::which("redis-server")
     };
     let redis_meta = if o.no_redis {
         Err("--no-redis was given".to_owned())
     } else {
         match &redis {
-            Some(p) => Ok(util::first_line(&p.to_string_lossy(), &["--version"])
+            Some(p) => Ok(system::first_line(&p.to_string_lossy(), &["--version"])
                 .map(|v| v.split(" sha=").next().unwrap_or(&v).to_owned())
                 .unwrap_or_else(|| "redis-server".into())),
             None => Err(
@@ -280,7 +268,7 @@ fn run() -> Res<()> {
         command.push_str(&o.given.join(" "));
     }
     let meta = Meta {
-        run: util::Provenance::now(command, &["src", "Cargo.toml"], pinning),
+        run: system::Provenance::now(command, &["src", "Cargo.toml"], pinning),
         plan,
         redis: redis_meta,
         perf: perf_meta,

@@ -27,17 +27,10 @@
 //! deadline, and every process started is killed by pid if the bench stops
 //! early.
 
-#[path = "soak/idle.rs"]
 mod idle;
-#[path = "soak/procs.rs"]
 mod procs;
-#[path = "soak/report.rs"]
 mod report;
-#[path = "soak/run.rs"]
 mod run;
-#[path = "shared/mod.rs"]
-mod shared;
-#[path = "soak/traffic.rs"]
 mod traffic;
 
 use std::time::Duration;

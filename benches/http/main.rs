@@ -41,35 +41,20 @@
 //!
 //! Every process the bench starts is stopped by pid (and dies with it).
 
-#[path = "http/compare.rs"]
 mod compare;
-#[path = "http/release.rs"]
 mod release;
-#[path = "http/report.rs"]
 mod report;
-#[path = "http/servers.rs"]
 mod servers;
-#[path = "http/slow_head.rs"]
 mod slow_head;
-// The HTTP report takes no command output of its own.
-#[path = "shared/num.rs"]
-mod num;
-#[allow(dead_code)]
-#[path = "shared/mod.rs"]
-mod shared;
-// The load bench's process, /proc and clock helpers; not all are used here.
-#[allow(dead_code)]
-#[path = "load/util.rs"]
-mod util;
-#[path = "http/wrk.rs"]
 mod wrk;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+use testbed::system;
 
 use servers::Pinning;
-use util::Res;
+use system::Res;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const START: &str = "<!-- http:start -->";
@@ -241,13 +226,13 @@ fn slow_head_part(
         (Some(s), Some(c)) => format!("server with `{}…`, client on CPU {c}", pin.text(s).trim()),
         _ => "none: this machine has one CPU".to_owned(),
     };
-    let run = util::Provenance::now(command, &["examples", "Cargo.toml"], pinning);
+    let run = system::Provenance::now(command, &["examples", "Cargo.toml"], pinning);
     let before = before.as_ref().map(|(build, b)| (build.as_str(), b));
     let text = report::render_slow_head(&run, &slow, before);
     println!("{text}");
     if o.write_slow {
         let path = Path::new(ROOT).join("docs/benchmarks.md");
-        shared::write_marked(&path, SLOW_START, SLOW_END, &text, |doc, section| {
+        testbed::report::write_marked(&path, SLOW_START, SLOW_END, &text, |doc, section| {
             Some(format!(
                 "{}\n\n## HTTP: a request head a byte at a time\n\n{section}\n",
                 doc.trim_end()
@@ -267,12 +252,12 @@ fn main() {
 
 fn run() -> Res<()> {
     let started = Instant::now();
-    let load_start = util::loadavg();
+    let load_start = system::loadavg();
     let o = parse_args()?;
     wrk::self_check()?;
     let mut skipped = Vec::new();
     let pin = Pinning::find();
-    let (server_cpu, client_cpu) = if util::cpus() >= 2 {
+    let (server_cpu, client_cpu) = if system::cpus() >= 2 {
         (Some(0), Some(1))
     } else {
         (None, None)
@@ -284,8 +269,8 @@ fn run() -> Res<()> {
     if o.slow_head {
         slow_head_part(&o, &example, &pin, server_cpu, client_cpu)?;
     }
-    let Some(wrk) =
-        util::which("wrk").or_else(|| Some(PathBuf::from("/usr/bin/wrk")).filter(|p| p.is_file()))
+    let Some(wrk) = system::which("wrk")
+        .or_else(|| Some(PathBuf::from("/usr/bin/wrk")).filter(|p| p.is_file()))
     else {
         eprintln!(
             "http: skipped: wrk is not installed (apt-get install wrk); nothing else to measure"
@@ -295,7 +280,7 @@ fn run() -> Res<()> {
     if !o.compare && !o.release {
         return Ok(());
     }
-    let nginx = util::which("nginx")
+    let nginx = system::which("nginx")
         .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()));
     if nginx.is_none() {
         let why = "nginx is not installed (apt-get install nginx-light): the comparison and nginx's release are skipped";
@@ -341,16 +326,16 @@ fn run() -> Res<()> {
     }
     let nginx_conf = servers::nginx_conf(Path::new("DIR"), 0, 1).replace(":0;", ":PORT;");
     let meta = report::Meta {
-        run: util::Provenance::now(command, &["src", "examples", "Cargo.toml"], pinning),
+        run: system::Provenance::now(command, &["src", "examples", "Cargo.toml"], pinning),
         load_start,
-        load_end: util::loadavg(),
-        wrk_version: util::first_line(&setup.wrk.to_string_lossy(), &["-v"])
+        load_end: system::loadavg(),
+        wrk_version: system::first_line(&setup.wrk.to_string_lossy(), &["-v"])
             .map(|v| v.split(" Copyright").next().unwrap_or(&v).trim().to_owned())
             .unwrap_or_else(|| "wrk".into()),
         nginx_version: setup
             .nginx
             .as_ref()
-            .and_then(|n| util::first_line(&n.to_string_lossy(), &["-v"]))
+            .and_then(|n| system::first_line(&n.to_string_lossy(), &["-v"]))
             .unwrap_or_else(|| "no nginx".into()),
         runs: o.runs,
         secs: o.secs,
@@ -383,7 +368,7 @@ fn run() -> Res<()> {
     println!("{text}");
     if o.write {
         let path = Path::new(ROOT).join("docs/benchmarks.md");
-        shared::write_marked(&path, START, END, &text, |doc, section| {
+        testbed::report::write_marked(&path, START, END, &text, |doc, section| {
             Some(format!("{}\n\n## HTTP\n\n{section}\n", doc.trim_end()))
         })?;
         eprintln!("http: wrote {}", path.display());

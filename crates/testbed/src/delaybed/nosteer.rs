@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The shim's C source, beside this file.
-const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/delaybed/nosteer.c");
+const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/delaybed/nosteer.c");
 
 /// The environment variable that loads the shim.
 pub const PRELOAD: &str = "LD_PRELOAD";

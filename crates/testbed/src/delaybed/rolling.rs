@@ -37,11 +37,11 @@ use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::activate;
 use super::bed::Bed;
 use super::churn::{Load, LoadConfig, LoadReport};
 use super::relay::{Link, RelayStats};
 use super::servers::{Binary, Serve, Server};
+use crate::activate;
 
 /// The servers' port in the server namespace.
 pub const PORT: u16 = 9000;

@@ -23,9 +23,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::activate;
 use super::netns::Namespace;
 use super::nosteer;
+use crate::activate;
 
 /// The unprivileged user and group.
 pub const NOBODY: u32 = 65534;

@@ -24,9 +24,6 @@
 //! The delay benchmark (`benches/delay.rs`) and the integration test
 //! (`tests/it/delay.rs`) compile this module in with `#[path]`.
 
-/// Passing listening sockets as a service manager does.
-#[path = "../shared/activate.rs"]
-pub mod activate;
 pub mod bed;
 pub mod churn;
 pub mod netns;
