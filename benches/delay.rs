@@ -1,5 +1,5 @@
 //! `cargo bench --bench delay`: rolling restarts over long round trips and
-//! lossy links, through the delay bed (`benches/delaybed/`).
+//! lossy links, through the delay bed (`crates/testbed/src/delaybed/`).
 //!
 //! Each case builds a fresh bed (a client and a server namespace joined by
 //! a relay that delays every packet one way and drops a share), sets

@@ -1,6 +1,5 @@
 //! Numbers as the benchmark reports print them: a fixed count of decimals
-//! and thousands separators. The load and HTTP benchmarks compile this in
-//! with `#[path]`.
+//! and thousands separators.
 
 /// Formats `v` with `dec` decimals and thousands separators; a value that
 /// rounds to zero has no minus sign.
@@ -26,5 +25,22 @@ pub fn num(v: f64, dec: usize) -> String {
         format!("{sign}{grouped}")
     } else {
         format!("{sign}{grouped}.{frac}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::num;
+
+    #[test]
+    fn groups_thousands_and_rounds() {
+        assert_eq!(num(0.0, 0), "0");
+        assert_eq!(num(999.0, 0), "999");
+        assert_eq!(num(1000.0, 0), "1,000");
+        assert_eq!(num(1234567.891, 2), "1,234,567.89");
+        assert_eq!(num(-1234.5, 1), "-1,234.5");
+        // A negative value that rounds to zero has no sign.
+        assert_eq!(num(-0.004, 2), "0.00");
+        assert_eq!(num(f64::INFINITY, 1), "inf");
     }
 }

@@ -1,7 +1,7 @@
 //! Helpers every benchmark needs: reading a command's output for the
 //! report's header, and replacing one marked section of a document so that
 //! several benchmarks can share a report file without overwriting each
-//! other. Each bench target compiles this module in with `#[path]`.
+//! other.
 
 use std::path::Path;
 use std::process::Command;
@@ -60,4 +60,32 @@ pub fn write_marked(
         }
     };
     std::fs::write(path, updated).map_err(|e| format!("write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_marked;
+
+    const START: &str = "<!-- x:start -->";
+    const END: &str = "<!-- x:end -->";
+
+    #[test]
+    fn replaces_between_the_markers_only() {
+        let doc = format!("head\n{START}\nold\n{END}\ntail\n");
+        assert_eq!(
+            replace_marked(&doc, START, END, "new\n").unwrap(),
+            Some(format!("head\n{START}\nnew\n{END}\ntail\n"))
+        );
+        assert_eq!(replace_marked("no markers", START, END, "x"), Ok(None));
+        for broken in [
+            format!("{START} only"),
+            format!("{END} only"),
+            format!("{END}\n{START}"),
+        ] {
+            assert!(
+                replace_marked(&broken, START, END, "x").is_err(),
+                "{broken}"
+            );
+        }
+    }
 }

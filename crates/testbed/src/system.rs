@@ -1,5 +1,6 @@
-//! Processes we start (and always kill), `/proc` readers, clocks and the few
-//! raw system calls the bench needs.
+//! What the load benchmarks (`load`, `http`) ask of the system: processes
+//! they start (and always kill), `/proc` readers, clocks, the few raw
+//! system calls they need, and the machine's description for a report.
 
 use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::mem;

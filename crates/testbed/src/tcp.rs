@@ -1,7 +1,7 @@
 //! What the steering checks need from a client socket: pinning the thread
 //! that connects, so its SYNs are handled on a chosen CPU, and reading how
-//! often a connection's SYN was sent. The rolling benchmark and the
-//! integration tests compile this in with `#[path]`.
+//! often a connection's SYN was sent. Used by the benchmarks that pin
+//! their clients and by the integration tests.
 
 use std::io;
 use std::net::TcpStream;

@@ -18,11 +18,10 @@
 //! - `rolling.rs`: one case of rolling restarts under that load
 //! - `nosteer.rs`, `nosteer.c`: the emulation of a kernel that does not
 //!   steer by CPU tag (Linux 5.14 to 6.1)
-//! - `../shared/activate.rs`: passing listening sockets to a server as a
-//!   service manager does
 //!
-//! The delay benchmark (`benches/delay.rs`) and the integration test
-//! (`tests/it/delay.rs`) compile this module in with `#[path]`.
+//! The servers are passed their sockets through [`crate::activate`]. Used
+//! by the delay benchmark (`benches/delay.rs`) and the integration tests
+//! (`tests/it/delay.rs`, and the shim by `steer.rs` and `activation.rs`).
 
 pub mod bed;
 pub mod churn;

@@ -5,7 +5,7 @@
  * carries a CPU tag, and its groups pick a listener by hash alone. Every
  * other setsockopt goes to the C library's.
  *
- * Built by benches/delaybed/nosteer.rs with `cc -shared -fPIC`; used by
+ * Built by crates/testbed/src/delaybed/nosteer.rs with `cc -shared -fPIC`; used by
  * the delay benchmark (--tags off) and the tests that need a kernel that
  * does not steer.
  */
