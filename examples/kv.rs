@@ -30,12 +30,6 @@
 //! rules of `drainport`'s own (`src/cli/args.rs`, included by path). A
 //! mistake is one line on stderr starting `kv: `, and exit status 1.
 
-// Some of the shared reader is the other servers' alone, and the tests crate
-// compiles both examples, so this file twice.
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "../src/cli/args.rs"]
-mod args;
-
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -44,7 +38,7 @@ use std::process::ExitCode;
 use drainport::protocol::line_body;
 use drainport::{Action, Config, LineProtocol, Lines};
 
-use args::{Args, Command};
+use drainport::flags::{Args, Command};
 
 /// Where kv listens when no address is given.
 const DEFAULT_ADDR: &str = "127.0.0.1:7070";

@@ -4,16 +4,14 @@
 //! (no value on a switch, one value per option, `--`) and the options every
 //! server takes live in [`args`], which the examples share.
 
-pub mod args;
-
 use std::ffi::OsString;
 
 use drainport::{
     Config, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT,
 };
 
-use args::Args;
-pub use args::Command;
+use drainport::flags::Args;
+pub use drainport::flags::Command;
 
 fn usage() -> String {
     format!(

@@ -51,6 +51,8 @@ mod control;
 mod deadline_queue;
 mod drain;
 mod fdpass;
+#[cfg(feature = "flags")]
+pub mod flags;
 mod handshakes;
 mod listener;
 mod log;

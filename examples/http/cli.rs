@@ -5,19 +5,13 @@
 //! and HTTP's own timeouts, nginx's, into [`Timeouts`] (`--send-timeout`
 //! is the binary's, and the machinery's).
 
-// Some of the shared reader is the echo server's alone, and the tests crate
-// compiles both examples, so this file twice.
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "../../src/cli/args.rs"]
-mod args;
-
 use std::ffi::OsString;
 use std::time::Duration;
 
 use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_OUTPUT};
 
 use super::protocol::Timeouts;
-use args::Args;
+use drainport::flags::{self, Args};
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -116,7 +110,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
     let mut args = Args::new("http", args);
     while let Some(flag) = args.next_option()? {
         // It gives nothing but `Print`.
-        if let Some(args::Command::Print(text)) = args.help_or_version(&flag, usage)? {
+        if let Some(flags::Command::Print(text)) = args.help_or_version(&flag, usage)? {
             return Ok(Command::Print(text));
         }
         if args.server_option(&flag, &mut config)? {

@@ -24,10 +24,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use drainport::Config;
+use crate::Config;
 
 /// What the command line asks for.
 pub enum Command {
+    /// Serve with this configuration.
     Serve(Config),
     /// `--help` or `--version`: print this on stdout and exit 0.
     Print(String),
@@ -67,7 +68,7 @@ impl Args {
     }
 
     /// The next argument, or `None` at the end.
-    pub fn next(&mut self) -> Result<Option<Arg>, String> {
+    pub fn next_arg(&mut self) -> Result<Option<Arg>, String> {
         match self.parser.next() {
             Ok(None) => Ok(None),
             Ok(Some(lexopt::Arg::Short(c))) => Ok(Some(Arg::Option(format!("-{c}")))),
@@ -85,7 +86,7 @@ impl Args {
     /// The next option's name, or `None` at the end. An operand on the way
     /// is taken as an address.
     pub fn next_option(&mut self) -> Result<Option<String>, String> {
-        while let Some(arg) = self.next()? {
+        while let Some(arg) = self.next_arg()? {
             match arg {
                 Arg::Operand(operand) => self.address(operand)?,
                 Arg::Option(flag) => return Ok(Some(flag)),
