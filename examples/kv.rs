@@ -79,7 +79,7 @@ Talk to it with 'telnet 127.0.0.1 7070' (leave with ^] then quit) or with
 'nc -N 127.0.0.1 7070' (Ctrl-D ends the session; without -N, OpenBSD nc
 never closes its side, and a draining process waits for it).
 ",
-        version = env!("DRAINPORT_VERSION")
+        version = drainport::VERSION
     )
 }
 
@@ -97,10 +97,10 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
         quiet: false,
         ..Config::default()
     };
-    let mut args = Args::new("kv", args);
+    let mut args = Args::new("kv", drainport::VERSION, args);
     while let Some(flag) = args.next_option()? {
-        if let Some(print) = args.help_or_version(&flag, usage)? {
-            return Ok(print);
+        if let Some(text) = args.help_or_version(&flag, usage)? {
+            return Ok(Command::Print(text));
         }
         match flag.as_str() {
             "--log-time" => {

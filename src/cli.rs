@@ -77,7 +77,7 @@ client count are reported to the service manager. Listening sockets that
 the service manager passes (LISTEN_FDS: socket activation) are served
 instead of binding ADDR.
 ",
-        version = env!("DRAINPORT_VERSION")
+        version = drainport::VERSION
     )
 }
 
@@ -92,10 +92,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         quiet: false,
         ..Config::default()
     };
-    let mut args = Args::new("drainport", args);
+    let mut args = Args::new("drainport", drainport::VERSION, args);
     while let Some(flag) = args.next_option()? {
-        if let Some(print) = args.help_or_version(&flag, usage)? {
-            return Ok(print);
+        if let Some(text) = args.help_or_version(&flag, usage)? {
+            return Ok(Command::Print(text));
         }
         if args.server_option(&flag, &mut config)? {
             continue;

@@ -1,8 +1,60 @@
-//! The command-line reader that `drainport` and the examples share (they
-//! include this file by path), so that a flag has one name, one range and
-//! one set of error words in every program built on the library.
+//! The standard flags: the options every server on the library takes, read
+//! into a [`Config`] with the names, ranges and error words of the
+//! `drainport` binary, which reads its own command line with this module,
+//! as the examples do.
 //!
-//! [lexopt] splits the arguments: `--name=value` or `--name value`, `--`
+//! A program makes an [`Args`] and takes its options one at a time: `-h`
+//! and `-V` through [`Args::help_or_version`], the standard ones through
+//! [`Args::server_option`], and its own through the value readers
+//! ([`Args::number`], [`Args::seconds`], [`Args::line_of_text`],
+//! [`Args::path`], [`Args::switch`]); [`Args::unknown`] words the refusal
+//! of anything else. The operands are the addresses to listen on.
+//!
+//! ```
+//! use std::ffi::OsString;
+//!
+//! use drainport::Config;
+//! use drainport::flags::{Args, Command};
+//!
+//! const USAGE: &str = "Usage: upper [OPTIONS] [ADDR]...\n";
+//!
+//! fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+//!     let mut config = Config::default();
+//!     let mut args = Args::new("upper", env!("CARGO_PKG_VERSION"), args);
+//!     while let Some(flag) = args.next_option()? {
+//!         if let Some(text) = args.help_or_version(&flag, || USAGE.into())? {
+//!             return Ok(Command::Print(text));
+//!         }
+//!         if !args.server_option(&flag, &mut config)? {
+//!             return Err(args.unknown(&flag));
+//!         }
+//!     }
+//!     if !args.given_addresses().is_empty() {
+//!         config.addrs = args.given_addresses().to_vec();
+//!     }
+//!     Ok(Command::Serve(config))
+//! }
+//!
+//! let given = ["-q", "--drain-timeout=30", "--backlog", "64", "127.0.0.1:7000"];
+//! match parse(given.map(OsString::from)) {
+//!     Ok(Command::Serve(config)) => {
+//!         assert!(config.quiet);
+//!         assert_eq!(config.backlog, 64);
+//!         assert_eq!(config.addrs, ["127.0.0.1:7000".parse().unwrap()]);
+//!     }
+//!     _ => unreachable!(),
+//! }
+//! assert_eq!(
+//!     parse(["--backlog=0"].map(OsString::from)).err().unwrap(),
+//!     "option '--backlog' takes a whole number from 1 to 2147483647, not '0'"
+//! );
+//! ```
+//!
+//! The module is the library's only user of [lexopt]; it comes with the
+//! default feature `flags`, and a program that reads its command line
+//! another way leaves it out with `default-features = false`.
+//!
+//! lexopt splits the arguments: `--name=value` or `--name value`, `--`
 //! ending the options, and arguments that are not UTF-8 kept as they are.
 //! On top of it, the rules every program here follows:
 //!
@@ -26,7 +78,7 @@ use std::time::Duration;
 
 use crate::Config;
 
-/// What the command line asks for.
+/// What a command line asks for, in a program that only serves.
 pub enum Command {
     /// Serve with this configuration.
     Serve(Config),
@@ -51,17 +103,25 @@ pub struct Args {
     parser: lexopt::Parser,
     /// The program's name, for `--version` and for pointing at `--help`.
     program: &'static str,
+    /// What `--version` prints after the name.
+    version: &'static str,
     /// Options with a value given so far, to refuse a second one.
     given: Vec<String>,
     addresses: Vec<SocketAddr>,
 }
 
 impl Args {
-    /// Reads `args`, the arguments after the program name.
-    pub fn new(program: &'static str, args: impl IntoIterator<Item = OsString>) -> Args {
+    /// Reads `args`, the arguments after the name of `program`, whose
+    /// version is `version` (`env!("CARGO_PKG_VERSION")`, say).
+    pub fn new(
+        program: &'static str,
+        version: &'static str,
+        args: impl IntoIterator<Item = OsString>,
+    ) -> Args {
         Args {
             parser: lexopt::Parser::from_args(args),
             program,
+            version,
             given: Vec::new(),
             addresses: Vec::new(),
         }
@@ -95,20 +155,21 @@ impl Args {
         Ok(None)
     }
 
-    /// `-h`/`--help` (printing `usage`) and `-V`/`--version`, the same in
-    /// every program; `None` for any other option.
+    /// `-h`/`--help` and `-V`/`--version`, the same in every program: the
+    /// text to print on stdout before exiting 0 (`usage`, or the program
+    /// and its version); `None` for any other option.
     pub fn help_or_version(
         &mut self,
         flag: &str,
         usage: impl FnOnce() -> String,
-    ) -> Result<Option<Command>, String> {
+    ) -> Result<Option<String>, String> {
         let text = match flag {
             "-h" | "--help" => usage(),
             "-V" | "--version" => self.version(),
             _ => return Ok(None),
         };
         self.switch(flag)?;
-        Ok(Some(Command::Print(text)))
+        Ok(Some(text))
     }
 
     /// The options every server on drainport takes, under the binary's
@@ -245,10 +306,9 @@ impl Args {
         )
     }
 
-    /// What `-V` prints: the program and the version `build.rs` names,
-    /// which carries the commit when built from git.
+    /// What `-V` prints: the program and its version.
     pub fn version(&self) -> String {
-        format!("{} {}\n", self.program, env!("DRAINPORT_VERSION"))
+        format!("{} {}\n", self.program, self.version)
     }
 
     /// The value of the option just read, attached (`--x=v`) or the next

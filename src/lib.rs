@@ -81,3 +81,8 @@ pub use config::{
 };
 pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};
 pub use server::serve;
+
+/// This library's version, and the commit it was built from when built
+/// from git: `0.1.0+git.1a2b3c4d5e6f`, with `.dirty` when the sources
+/// differed from it (`build.rs`). `drainport -V` prints it.
+pub const VERSION: &str = env!("DRAINPORT_VERSION");

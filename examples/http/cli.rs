@@ -11,7 +11,7 @@ use std::time::Duration;
 use drainport::{Config, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_OUTPUT};
 
 use super::protocol::Timeouts;
-use drainport::flags::{self, Args};
+use drainport::flags::Args;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -82,7 +82,7 @@ a switch takes no value. Everything after -- is an address. Listening
 sockets that the service manager passes (LISTEN_FDS) are served instead
 of binding ADDR.
 ",
-        version = env!("DRAINPORT_VERSION"),
+        version = drainport::VERSION,
         timeout = DRAIN_TIMEOUT.as_secs_f64(),
         spread = CLOSE_SPREAD.as_secs_f64(),
         header = Timeouts::default().header.as_secs_f64(),
@@ -107,10 +107,9 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
         ..Config::default()
     };
     let mut timeouts = Timeouts::default();
-    let mut args = Args::new("http", args);
+    let mut args = Args::new("http", drainport::VERSION, args);
     while let Some(flag) = args.next_option()? {
-        // It gives nothing but `Print`.
-        if let Some(flags::Command::Print(text)) = args.help_or_version(&flag, usage)? {
+        if let Some(text) = args.help_or_version(&flag, usage)? {
             return Ok(Command::Print(text));
         }
         if args.server_option(&flag, &mut config)? {
