@@ -26,9 +26,10 @@
 //!
 //! SIGHUP drains it exactly as it drains the echo server.
 //!
-//! **Command line.** `kv [--log-time] [--service NAME] [--join-any] [ADDR]...`, `-h` and `-V`, read by the
-//! rules of `drainport`'s own (`src/cli/args.rs`, included by path). A
-//! mistake is one line on stderr starting `kv: `, and exit status 1.
+//! **Command line.** `kv [--log-time] [--service NAME] [--join-any]
+//! [ADDR]...`, `-h` and `-V`, read by the rules of `drainport`'s own
+//! ([`drainport::flags`]). A mistake is one line on stderr starting `kv: `,
+//! and exit status 1.
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -1,6 +1,6 @@
 //! The example's command line: the options every server on drainport
 //! takes, read by the same rules, with the same ranges and the same error
-//! words as `drainport`'s (`src/cli/args.rs`, included by path), into a
+//! words as `drainport`'s ([`drainport::flags`]), into a
 //! `Config` whose drain has a timeout by default (see `main.rs` for why);
 //! and HTTP's own timeouts, nginx's, into [`Timeouts`] (`--send-timeout`
 //! is the binary's, and the machinery's).

@@ -329,13 +329,13 @@ fn inode(path: &Path) -> u64 {
     std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap())
 }
 
-/// Appends a comment to `src/main.rs`: a change to what the binary is
-/// built from.
+/// Appends a comment to the binary's `main.rs`: a change to what the
+/// binary is built from.
 fn touch_main(src: &Path, text: &str) {
     use std::io::Write as _;
     let mut main = std::fs::OpenOptions::new()
         .append(true)
-        .open(src.join("src/main.rs"))
+        .open(src.join("src/bin/drainport/main.rs"))
         .unwrap();
     writeln!(main, "// {text}").unwrap();
 }

@@ -2,7 +2,7 @@
 //!
 //! Every mistake becomes one plain sentence for stderr. The reading rules
 //! (no value on a switch, one value per option, `--`) and the options every
-//! server takes live in [`args`], which the examples share.
+//! server takes live in [`drainport::flags`], which the examples use too.
 
 use std::ffi::OsString;
 
