@@ -1,6 +1,6 @@
 //! HTTP benchmark: `cargo bench --bench http [-- FLAGS]`.
 //!
-//! Builds `examples/http.rs` in release mode, then:
+//! Builds the HTTP example (`examples/http/`) in release mode, then:
 //!
 //! 1. **Beside nginx.** The example and nginx (one worker, the same short
 //!    answer, keep-alive, no access log, run from a temporary prefix) each
@@ -176,12 +176,12 @@ fn parse_args() -> Res<Opts> {
 }
 
 /// Builds the example in release mode and returns its path beside this
-/// bench's own binary (`target/release/deps/http-*` → `target/release/examples/http`).
+/// bench's own binary (`target/release/deps/http-*` → `target/release/http`).
 fn build_example() -> Res<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("http: cargo build --release --example http");
+    eprintln!("http: cargo build --release --bin http");
     let status = Command::new(cargo)
-        .args(["build", "--release", "--example", "http", "--manifest-path"])
+        .args(["build", "--release", "--bin", "http", "--manifest-path"])
         .arg(Path::new(ROOT).join("Cargo.toml"))
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -192,7 +192,7 @@ fn build_example() -> Res<PathBuf> {
     let example = exe
         .parent()
         .and_then(Path::parent)
-        .map(|dir| dir.join("examples/http"))
+        .map(|dir| dir.join("http"))
         .ok_or("no target directory above the bench binary")?;
     if !example.is_file() {
         return Err(format!("the http example is not at {}", example.display()));
@@ -343,8 +343,8 @@ fn run() -> Res<()> {
         skipped,
         elapsed_s: started.elapsed().as_secs_f64(),
         by_hand: vec![
-            "cargo build --release --example http".into(),
-            "taskset -c 0 target/release/examples/http -q 127.0.0.1:PORT &".into(),
+            "cargo build --release --bin http".into(),
+            "taskset -c 0 target/release/http -q 127.0.0.1:PORT &".into(),
             format!(
                 "taskset -c 1 wrk -t1 -c{} -d{}s --latency http://127.0.0.1:PORT/",
                 compare::CONNS,

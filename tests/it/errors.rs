@@ -1,72 +1,48 @@
-//! Operator mistakes, made with drainport or with one of its examples: one
-//! plain line on stderr that starts with the program's name, exit status 1,
-//! no panic. A mistake in the arguments is found before the program starts:
-//! nothing comes on stdout.
+//! Operator mistakes, made with drainport: one plain line on stderr that
+//! starts with `drainport: `, exit status 1, no panic. A mistake in the
+//! arguments is found before the program starts: nothing comes on stdout.
+//! (The examples check theirs in their own packages' tests.)
 
 use std::ffi::OsStr;
 use std::fmt::Debug;
 use std::net::TcpListener;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
-use crate::util::{BIN, example_bin, one_line_error};
+use testbed::mistake::{refused, refused_arguments};
 
-/// The program called `name`: drainport itself, or one of its examples.
-fn program(name: &str) -> PathBuf {
-    if name == "drainport" {
-        PathBuf::from(BIN)
-    } else {
-        example_bin(name)
-    }
-}
+use crate::util::BIN;
 
-/// Runs `name` with `args`, which must make it fail: exit status 1, one
-/// line on stderr that starts with `<name>: ` and contains `needle`, no
-/// panic. Returns what it printed.
+/// Runs drainport with `args`, which must make it fail as a mistake must
+/// (see [`refused`]). Returns what it printed.
 #[track_caller]
-fn expect_one_line_error<A: AsRef<OsStr> + Debug>(name: &str, args: &[A], needle: &str) -> Output {
-    let out = Command::new(program(name))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {name}: {e}"));
-    let stderr = one_line_error(&out, &format!("{name} {args:?}"), needle);
-    assert!(stderr.starts_with(&format!("{name}: ")), "{stderr:?}");
-    assert!(!stderr.contains("panicked"), "{stderr:?}");
-    out
+fn expect_one_line_error<A: AsRef<OsStr> + Debug>(args: &[A], needle: &str) -> Output {
+    refused(Path::new(BIN), "drainport", args, needle)
 }
 
-/// The same for a mistake in `args`, which `name` must refuse before it
+/// The same for a mistake in `args`, which drainport must refuse before it
 /// starts: nothing on stdout.
 #[track_caller]
-fn expect_argument_error<A: AsRef<OsStr> + Debug>(name: &str, args: &[A], needle: &str) {
-    let out = expect_one_line_error(name, args, needle);
-    assert!(out.stdout.is_empty(), "{name} {args:?} started: {out:?}");
-}
-
-fn os<'a>(args: &[&'a str]) -> Vec<&'a OsStr> {
-    args.iter().map(|a| OsStr::new(*a)).collect()
+fn expect_argument_error<A: AsRef<OsStr> + Debug>(args: &[A], needle: &str) {
+    refused_arguments(Path::new(BIN), "drainport", args, needle);
 }
 
 #[test]
 fn unknown_flag() {
-    expect_argument_error(
-        "drainport",
-        &["--frobnicate"],
-        "unknown option '--frobnicate'",
-    );
+    expect_argument_error(&["--frobnicate"], "unknown option '--frobnicate'");
 }
 
 #[test]
 fn bad_address() {
-    expect_argument_error("drainport", &["localhost"], "invalid address 'localhost'");
-    expect_argument_error("drainport", &["127.0.0.1:99999"], "invalid address");
+    expect_argument_error(&["localhost"], "invalid address 'localhost'");
+    expect_argument_error(&["127.0.0.1:99999"], "invalid address");
 }
 
 #[test]
 fn bad_values() {
-    expect_argument_error("drainport", &["--max-line", "lots"], "--max-line");
-    expect_argument_error("drainport", &["--drain-timeout"], "needs a value");
+    expect_argument_error(&["--max-line", "lots"], "--max-line");
+    expect_argument_error(&["--drain-timeout"], "needs a value");
 }
 
 #[test]
@@ -74,13 +50,13 @@ fn address_held_without_reuseport() {
     // std's listener does not set SO_REUSEPORT, like many other servers.
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap().to_string();
-    expect_one_line_error("drainport", &[&addr], "SO_REUSEPORT");
+    expect_one_line_error(&[&addr], "SO_REUSEPORT");
 }
 
 #[test]
 fn address_not_local() {
     // TEST-NET-1 is never assigned to a local interface.
-    expect_one_line_error("drainport", &["192.0.2.1:8080"], "no local interface");
+    expect_one_line_error(&["192.0.2.1:8080"], "no local interface");
 }
 
 /// Each wrong shape of argument, not just each wrong value: one line, exit
@@ -163,7 +139,7 @@ fn every_bad_form_of_argument_is_one_line() {
         (&["127.0.0.1\n:80"][..], "invalid address '127.0.0.1\\n:80'"),
         (&["--\u{1b}[31m"][..], "unknown option '--\\u{1b}[31m'"),
     ] {
-        expect_argument_error("drainport", args, needle);
+        expect_argument_error(args, needle);
     }
     // Arguments that are not UTF-8: a path may be anything, text may not.
     let bad = OsStr::from_bytes(b"\xff\xfe");
@@ -186,86 +162,6 @@ fn every_bad_form_of_argument_is_one_line() {
             "unknown option '--bogus'",
         ),
     ] {
-        expect_argument_error("drainport", args, needle);
-    }
-}
-
-#[test]
-fn http_mistakes_are_one_line() {
-    let bad = OsStr::from_bytes(b"\xff");
-    for (args, needle) in [
-        (
-            os(&["--drain-timeout", "0"]),
-            "option '--drain-timeout' takes a number of seconds from 0.000000001 to 31536000 (a year), not '0'",
-        ),
-        (os(&["--close-spread", "0"]), "from 0.000000001 to 31536000"),
-        (
-            os(&["--drain-timeout", "1e9"]),
-            "from 0.000000001 to 31536000",
-        ),
-        (
-            os(&["--drain-timeout"]),
-            "option '--drain-timeout' needs a value",
-        ),
-        (
-            os(&["--max-clients", "0"]),
-            "option '--max-clients' takes a whole number from 1 to",
-        ),
-        (os(&["--backlog", "99999999999"]), "from 1 to 2147483647,"),
-        (
-            os(&["--quiet=1"]),
-            "option '--quiet' takes no value, but was given '1'",
-        ),
-        (os(&["--help=1"]), "option '--help' takes no value"),
-        (os(&["-V2"]), "option '-V' takes no value"),
-        (os(&["--max-clients=1", "--max-clients=2"]), "given twice"),
-        (os(&["--pid-file", "-q"]), "'-q' looks like an option"),
-        (os(&["--raw"]), "unknown option '--raw' (see 'http --help')"),
-        (os(&["localhost"]), "invalid address 'localhost'"),
-        (os(&["127.0.0.1:0", "127.0.0.1:0"]), "is given twice"),
-        (vec![bad], "invalid address"),
-        (
-            vec![OsStr::new("--drain-timeout"), bad],
-            "takes a number of seconds",
-        ),
-        (
-            os(&["--header-timeout", "0"]),
-            "option '--header-timeout' takes a number of seconds from 0.000000001 to 31536000 (a year), not '0'",
-        ),
-        (
-            os(&["--keepalive-timeout", "1e9"]),
-            "from 0.000000001 to 31536000",
-        ),
-        (
-            os(&["--body-timeout"]),
-            "option '--body-timeout' needs a value",
-        ),
-        (os(&["--send-timeout=1", "--send-timeout=2"]), "given twice"),
-        (
-            os(&["--idle-timeout", "1"]),
-            "unknown option '--idle-timeout' (see 'http --help')",
-        ),
-    ] {
-        expect_argument_error("http", &args, needle);
-    }
-}
-
-#[test]
-fn kv_mistakes_are_one_line() {
-    let bad = OsStr::from_bytes(b"\xff");
-    for (args, needle) in [
-        // Extra arguments used to be ignored; they are addresses now.
-        (
-            os(&["127.0.0.1:0", "127.0.0.1:0"]),
-            "address '127.0.0.1:0' is given twice",
-        ),
-        (os(&["127.0.0.1:0", "--", "x"]), "invalid address 'x'"),
-        (os(&["--help=1"]), "option '--help' takes no value"),
-        (os(&["--log-time=no"]), "option '--log-time' takes no value"),
-        (os(&["-q"]), "unknown option '-q' (see 'kv --help')"),
-        (os(&["nonsense"]), "invalid address 'nonsense'"),
-        (vec![bad], "invalid address"),
-    ] {
-        expect_argument_error("kv", &args, needle);
+        expect_argument_error(args, needle);
     }
 }

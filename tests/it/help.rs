@@ -1,5 +1,6 @@
-//! What `--help` and `--version` print, for drainport and each example:
-//! stdout and status 0; and the usage texts beside the README.
+//! What `--help` and `--version` print, for drainport and the HTTP example
+//! (whose options are the binary's): stdout and status 0; and the usage
+//! texts beside the README. kv's are checked in its own package.
 
 use std::ffi::OsStr;
 use std::process::{Command, Output};
@@ -104,26 +105,4 @@ fn http_takes_the_binary_s_server_options() {
     }
 
     expect_version(example_bin("http").as_os_str(), "-V", "http");
-}
-
-#[test]
-fn kv_help_and_version() {
-    // The users' report: `kv --help` said "invalid address '--help'".
-    let usage = help(example_bin("kv").as_os_str());
-    assert!(usage.contains("Usage: kv [OPTIONS] [ADDR]"), "{usage}");
-    for needed in [
-        "--log-time",
-        "-h, --help",
-        "-V, --version",
-        "own map",
-        "release loses the data",
-        "telnet 127.0.0.1 7070",
-        "nc -N 127.0.0.1 7070",
-    ] {
-        assert!(
-            usage.contains(needed),
-            "kv --help lacks {needed:?}:\n{usage}"
-        );
-    }
-    expect_version(example_bin("kv").as_os_str(), "--version", "kv");
 }

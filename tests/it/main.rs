@@ -11,17 +11,9 @@ mod errors;
 mod help;
 mod hostile;
 mod http;
-/// The HTTP example's modules, for their unit tests (see its `mod.rs`).
-mod http_example;
 mod http_timeouts;
 mod install;
 mod kernel;
-/// The kv example, for its unit test. Marked `test = true`, the example
-/// would be built only as a test harness, without the binary that
-/// `telnet.rs` starts; here its `main` goes unused.
-#[allow(dead_code)]
-#[path = "../../examples/kv.rs"]
-mod kv_example;
 mod limits;
 mod lines;
 mod log_time;

@@ -747,25 +747,8 @@ pub fn output_retrying(cmd: &mut Command) -> io::Result<Output> {
     })
 }
 
-/// Checks that a program failed as an operator's mistake must: exit status
-/// 1 and one line on stderr, which contains `needle`. `what` names the case
-/// in a failure. Returns stderr, for the caller's further checks.
-#[track_caller]
-pub fn one_line_error(out: &Output, what: &str, needle: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{what}: stderr {stderr:?}, stdout {:?}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(stderr.lines().count(), 1, "{what}: {stderr:?}");
-    assert!(
-        stderr.contains(needle),
-        "{what}: {stderr:?} lacks {needle:?}"
-    );
-    stderr
-}
+/// Shared with the example programs' own tests.
+pub use testbed::mistake::one_line_error;
 
 /// What `systemd-analyze verify` says about `units`: its stderr, then its
 /// exit status when that is not 0; empty when they are clean. It exits 0
@@ -895,21 +878,23 @@ pub fn have_tool(tool: &str, package: &str) -> bool {
     false
 }
 
-/// An example's binary, `target/<profile>/examples/NAME`, beside this
-/// test's own `target/<profile>/deps/it-*`. `cargo test` builds every
-/// example before the integration tests run.
+/// An example program's binary, `target/<profile>/NAME`, beside this
+/// test's own `target/<profile>/deps/it-*`. Each example is a package of
+/// the workspace (`examples/NAME/`) with tests of its own, so `cargo test`
+/// at the top builds its binary before any test runs; `cargo test --test
+/// it` alone does not.
 #[track_caller]
 pub fn example_bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let bin = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join(name))
+        .map(|profile| profile.join(name))
         .expect("the test binary lives in target/<profile>/deps");
     assert!(
         bin.is_file(),
-        "the {name} example is not built at {}: run `cargo test` (which builds examples), \
-         or `cargo build --example {name}` before `cargo test --test it`",
+        "the {name} example is not built at {}: run `cargo test` (which builds it), \
+         or `cargo build --bin {name}` before `cargo test --test it`",
         bin.display()
     );
     bin

@@ -10,6 +10,8 @@
 //! - [`tcp`]: a client socket pinned to a CPU, and its SYN retransmits
 //! - [`activate`]: listening sockets passed to a child as a service manager
 //!   passes them
+//! - [`mistake`]: an operator's mistake refused as every program here
+//!   refuses one
 //! - [`system`]: what the load benchmarks ask of the system: the processes
 //!   they start, `/proc`, clocks, the machine's description
 //! - [`delaybed`]: rolling restarts over long round trips, in network
@@ -17,6 +19,7 @@
 
 pub mod activate;
 pub mod delaybed;
+pub mod mistake;
 pub mod num;
 pub mod report;
 pub mod system;

@@ -2,7 +2,7 @@
 //! store, shared by every client of one process.
 //!
 //! ```text
-//! cargo run --example kv -- 127.0.0.1:7070
+//! cargo run --bin kv -- 127.0.0.1:7070
 //! nc -N 127.0.0.1 7070     (or: telnet 127.0.0.1 7070)
 //! SET colour blue  -> OK
 //! GET colour       -> blue
