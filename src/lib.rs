@@ -54,6 +54,7 @@ mod fdpass;
 #[cfg(feature = "flags")]
 pub mod flags;
 mod handshakes;
+mod kernel;
 mod listener;
 mod log;
 mod notify;
@@ -64,7 +65,6 @@ mod server;
 mod slab;
 mod sockdiag;
 mod spread;
-mod steer;
 mod sys;
 mod takeover;
 mod telnet;

@@ -82,7 +82,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use mio::net::{TcpListener, TcpStream};
 
 use crate::activation::Passed;
-use crate::steer;
+use crate::kernel;
 use crate::sys::{self, syscall};
 
 pub(crate) use bound::filter_permitted;
@@ -192,7 +192,7 @@ impl Listeners {
     fn bind(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
         let first = self.socks.len();
         let mut addr = addr;
-        for cpu in steer::online_cpus() {
+        for cpu in kernel::online_cpus() {
             let cpu = libc::c_int::try_from(cpu).unwrap_or(bound::NO_CPU);
             let (socket, bound) = bound::open(addr, cpu)?;
             addr = bound;
@@ -636,7 +636,7 @@ mod tests {
     }
 
     fn tag_of(fd: RawFd) -> libc::c_int {
-        sys::get_int_opt(fd, libc::SOL_SOCKET, steer::SO_INCOMING_CPU).unwrap()
+        sys::get_int_opt(fd, libc::SOL_SOCKET, kernel::SO_INCOMING_CPU).unwrap()
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! - **shared sockets**: passed by the service manager, which keeps them;
 //!   a drain only stops accepting, on any kernel;
 //! - **steering**: the kernel gives a SYN to a listener tagged with its CPU
-//!   (probed, [`crate::steer::probe`]), so a drain clears its tags and new
+//!   (probed, [`crate::kernel::probe`]), so a drain clears its tags and new
 //!   clients go to siblings;
 //! - **migration**: `net.ipv4.tcp_migrate_req=1` hands what a closing
 //!   listener holds (its queue, its handshakes in flight) to a sibling;
@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 
 use crate::listener::{self, Origin, Port};
 use crate::log::say;
-use crate::steer::{self, Steering};
+use crate::kernel::{self, Steering};
 
 /// What keeps new clients away from a drain on one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ enum Guard {
 
 /// The fixes for an unprotected release, easiest first.
 fn fixes() -> [String; 5] {
-    let (major, minor) = steer::STEERING_KERNEL;
+    let (major, minor) = kernel::STEERING_KERNEL;
     [
         "start each new process with --take-over, the pid of the one it replaces \
          (scripts/rolling-restart and the systemd recipe do)"
@@ -74,8 +74,8 @@ struct Found {
 /// or one per kind of protection when the addresses differ.
 pub(crate) fn report(pid: u32, ports: &[Port]) {
     let bound = ports.iter().any(|p| !p.shared);
-    let steering = bound.then(steer::probe);
-    let migrate_req = steer::migrate_req();
+    let steering = bound.then(kernel::probe);
+    let migrate_req = kernel::migrate_req();
     let filter = bound
         && !steering.as_ref().is_some_and(Steering::steers)
         && migrate_req != Some(true)
@@ -84,7 +84,7 @@ pub(crate) fn report(pid: u32, ports: &[Port]) {
         steering,
         migrate_req,
         filter,
-        kernel: steer::kernel_version(),
+        kernel: kernel::kernel_version(),
     };
     let guarded: Vec<(SocketAddr, Guard, bool)> = ports
         .iter()

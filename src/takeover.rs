@@ -45,8 +45,8 @@ use crate::sys::{get_int_opt, syscall};
 /// ([`crate::control::DEADLINE`] + [`crate::control::GRACE`]).
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most listeners taken on one address: one per CPU of the machine
-/// that opened them ([`crate::steer::MAX_TAGGED_CPUS`]).
-const MAX_LISTENERS: usize = crate::steer::MAX_TAGGED_CPUS;
+/// that opened them ([`crate::kernel::MAX_TAGGED_CPUS`]).
+const MAX_LISTENERS: usize = crate::kernel::MAX_TAGGED_CPUS;
 /// The longest reply line: a batch of [`fdpass::MAX_FDS`] tags of up to
 /// 11 characters each, with room to spare.
 const REPLY_BUFFER: usize = 4096;

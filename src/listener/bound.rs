@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use mio::net::TcpListener;
 
-use crate::steer::SO_INCOMING_CPU;
+use crate::kernel::SO_INCOMING_CPU;
 use crate::sys::{set_int_opt, syscall};
 
 /// `SO_ATTACH_FILTER` from `<asm-generic/socket.h>`; not exported by libc for glibc.

@@ -1,7 +1,10 @@
-//! What steering new connections needs to know about this machine: the CPUs
-//! that can handle a SYN, whether this kernel honours `SO_INCOMING_CPU`
-//! when it picks a socket in a `SO_REUSEPORT` group, and whether a closing
-//! listener hands what it holds to a sibling (`net.ipv4.tcp_migrate_req`).
+//! What this machine's kernel does that a release depends on, asked of the
+//! kernel itself: the CPUs that can handle a SYN, whether it honours
+//! `SO_INCOMING_CPU` when it picks a socket in a `SO_REUSEPORT` group
+//! ([`steering`]), and whether a closing listener hands what it holds to a
+//! sibling (`net.ipv4.tcp_migrate_req`); and its version, for messages.
+//! The steering itself (tags set and cleared) is the listeners' own
+//! ([`crate::listener`]).
 //!
 //! Since Linux 6.2 the group's hash selection, once any member carries a
 //! CPU tag, gives a SYN handled on CPU `c` to the first member tagged `c`,
@@ -17,13 +20,13 @@
 //! patched otherwise may not have it whatever its number. So [`probe`] asks
 //! the kernel itself, at every start, on a port of its own.
 
-mod probe;
+mod steering;
 
 use std::ffi::CStr;
 use std::fs;
 use std::mem;
 
-pub(crate) use probe::{Steering, probe};
+pub(crate) use steering::{Steering, probe};
 
 /// `SO_INCOMING_CPU` from `<asm-generic/socket.h>`; not exported by libc for glibc.
 pub(crate) const SO_INCOMING_CPU: libc::c_int = 49;
