@@ -26,7 +26,7 @@
 //!
 //! 1. The listeners are lent: they stay open whatever the drain decides
 //!    ([`Holder::lend`]), until the exchange ends.
-//! 2. They go in batches of at most [`fdpass::MAX_FDS`], each descriptor
+//! 2. They go in batches of at most [`unix::MAX_FDS`], each descriptor
 //!    with its CPU tag, each batch acknowledged by the successor before
 //!    the next.
 //! 3. The successor validates them, starts accepting from them, and says
@@ -56,8 +56,8 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
 use crate::claim::Claim;
-use crate::fdpass;
 use crate::log::{Escaped, say};
+use crate::sys::unix;
 
 use wire::{Answer, Request};
 
@@ -186,7 +186,7 @@ impl Control {
     pub(crate) fn add(&mut self, claim: Claim, addr: SocketAddr) {
         let token = Token(FIRST_TOKEN + self.endpoints.len());
         let fd = claim.socket().as_raw_fd();
-        let watched = fdpass::listen_nonblocking(claim.socket(), BACKLOG).and_then(|()| {
+        let watched = unix::listen_nonblocking(claim.socket(), BACKLOG).and_then(|()| {
             let registry = self
                 .registry
                 .as_ref()
@@ -257,7 +257,7 @@ impl Control {
     /// Accepts on claim socket `e`, up to the turn's budget.
     fn accept(&mut self, e: usize, now: Instant) {
         for _ in 0..ACCEPTS_PER_TURN {
-            let socket = match fdpass::accept(self.endpoints[e].claim.socket()) {
+            let socket = match unix::accept(self.endpoints[e].claim.socket()) {
                 Ok(socket) => socket,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
@@ -275,14 +275,14 @@ impl Control {
 
     /// Takes in a connection from a peer of this uid, if there is room.
     fn admit(&mut self, socket: OwnedFd, endpoint: usize, now: Instant) {
-        let Ok(peer) = fdpass::peer(socket.as_fd()) else {
+        let Ok(peer) = unix::peer(socket.as_fd()) else {
             return;
         };
         if peer.uid != self.uid {
             return;
         }
         let Some(slot) = self.peers.iter().position(Option::is_none) else {
-            let _ = fdpass::send(socket.as_fd(), wire::refused("busy").as_bytes(), &[]);
+            let _ = unix::send(socket.as_fd(), wire::refused("busy").as_bytes(), &[]);
             return;
         };
         let fd = socket.as_raw_fd();
@@ -319,7 +319,7 @@ impl Control {
             }
             // Descriptors sent this way are not wanted: dropped, so closed.
             let mut unwanted = Vec::new();
-            let read = fdpass::recv(
+            let read = unix::recv(
                 peer.socket.as_fd(),
                 &mut peer.buf[peer.len..],
                 &mut unwanted,
@@ -424,7 +424,7 @@ impl Control {
             return;
         };
         let addr = self.endpoints[peer.endpoint].addr;
-        let size = (total - sent).min(fdpass::MAX_FDS);
+        let size = (total - sent).min(unix::MAX_FDS);
         let listeners: Option<Vec<(RawFd, libc::c_int)>> = (sent..sent + size)
             .map(|i| holder.listener(addr, i))
             .collect();
@@ -437,7 +437,7 @@ impl Control {
         };
         let (fds, cpus): (Vec<RawFd>, Vec<libc::c_int>) = listeners.into_iter().unzip();
         let line = wire::fds(&cpus, total - sent - size);
-        match fdpass::send(peer.socket.as_fd(), line.as_bytes(), &fds) {
+        match unix::send(peer.socket.as_fd(), line.as_bytes(), &fds) {
             Ok(n) if n == line.len() => {
                 peer.step = Step::Batch {
                     sent: sent + size,
@@ -468,7 +468,7 @@ impl Control {
             );
         }
         // Confirmed first: if the successor is gone, the listeners stay.
-        if let Err(err) = fdpass::send(peer.socket.as_fd(), wire::DONE, &[]) {
+        if let Err(err) = unix::send(peer.socket.as_fd(), wire::DONE, &[]) {
             return self.end(slot, holder, &format!("could not be told: {err}"));
         }
         holder.hand_over(addr);
@@ -522,7 +522,7 @@ impl Control {
     /// under way on it is off.
     fn refuse(&mut self, slot: usize, holder: &mut impl Holder, why: &str) {
         if let Some((peer, _)) = self.close(slot, holder) {
-            let _ = fdpass::send(peer.socket.as_fd(), wire::refused(why).as_bytes(), &[]);
+            let _ = unix::send(peer.socket.as_fd(), wire::refused(why).as_bytes(), &[]);
             say!(
                 "Process {} refused to hand its listeners on {} to process {}: {why}",
                 self.pid,

@@ -50,7 +50,6 @@ mod conn;
 mod control;
 mod deadline_queue;
 mod drain;
-mod fdpass;
 #[cfg(feature = "flags")]
 pub mod flags;
 mod handshakes;

@@ -27,9 +27,9 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use crate::kernel::{self, Steering};
 use crate::listener::{self, Origin, Port};
 use crate::log::say;
-use crate::kernel::{self, Steering};
 
 /// What keeps new clients away from a drain on one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,8 @@
 //! Every call goes through [`syscall!`], which turns the C convention of
 //! returning `-1` into an `io::Error` carrying `errno`, so callers can use `?`.
 
+pub(crate) mod unix;
+
 use std::io;
 
 /// Calls a libc function and maps a `-1` return to `io::Error::last_os_error()`.

@@ -36,8 +36,8 @@ use std::time::Duration;
 
 use crate::claim;
 use crate::control::wire::{self, Reply};
-use crate::fdpass;
 use crate::log::Escaped;
+use crate::sys::unix;
 use crate::sys::{get_int_opt, syscall};
 
 /// The longest wait for any one step: the connect, each reply, the
@@ -47,7 +47,7 @@ pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most listeners taken on one address: one per CPU of the machine
 /// that opened them ([`crate::kernel::MAX_TAGGED_CPUS`]).
 const MAX_LISTENERS: usize = crate::kernel::MAX_TAGGED_CPUS;
-/// The longest reply line: a batch of [`fdpass::MAX_FDS`] tags of up to
+/// The longest reply line: a batch of [`unix::MAX_FDS`] tags of up to
 /// 11 characters each, with room to spare.
 const REPLY_BUFFER: usize = 4096;
 
@@ -146,7 +146,7 @@ pub(crate) fn receive(source: Source, service: &str) -> io::Result<(Vec<Received
             "cannot take over {addr} from process {from}: {why}"
         ))
     };
-    let conn = fdpass::connect_abstract(&source.name, STEP_TIMEOUT).map_err(|e| {
+    let conn = unix::connect_abstract(&source.name, STEP_TIMEOUT).map_err(|e| {
         fail(match e.kind() {
             io::ErrorKind::ConnectionRefused => {
                 "it does not hand its listeners over (it is still starting, or a drainport older than takeover)".into()
@@ -161,7 +161,7 @@ pub(crate) fn receive(source: Source, service: &str) -> io::Result<(Vec<Received
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     let peer =
-        fdpass::peer(conn.as_fd()).map_err(|e| fail(format!("cannot tell who answers ({e})")))?;
+        unix::peer(conn.as_fd()).map_err(|e| fail(format!("cannot tell who answers ({e})")))?;
     if peer.pid != source.from || peer.uid != uid {
         return Err(fail(format!(
             "its claim is held by process {} of uid {}, not by it as uid {uid}",
@@ -269,7 +269,7 @@ impl Pending {
     }
 
     fn send(&self, line: &[u8]) -> io::Result<()> {
-        let sent = fdpass::send(self.conn.as_fd(), line, &[])?;
+        let sent = unix::send(self.conn.as_fd(), line, &[])?;
         if sent < line.len() {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "a short write"));
         }
@@ -317,7 +317,7 @@ impl Reader {
             if self.len == self.buf.len() {
                 return Err("it sent a line too long".into());
             }
-            match fdpass::recv(conn.as_fd(), &mut self.buf[self.len..], &mut self.fds) {
+            match unix::recv(conn.as_fd(), &mut self.buf[self.len..], &mut self.fds) {
                 Ok(0) => return Err("it closed the connection".into()),
                 Ok(n) => self.len += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

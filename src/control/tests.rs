@@ -151,7 +151,7 @@ impl Rig {
 
     /// A raw connection to the channel.
     fn connect(&self) -> OwnedFd {
-        fdpass::connect_abstract(&self.name(), Duration::from_secs(5)).unwrap()
+        unix::connect_abstract(&self.name(), Duration::from_secs(5)).unwrap()
     }
 }
 
@@ -189,7 +189,7 @@ fn hung_up(fd: &OwnedFd) -> bool {
 fn rest(fd: &OwnedFd) -> String {
     let mut all = Vec::new();
     let mut buf = [0u8; 4096];
-    while let Ok(n @ 1..) = fdpass::recv(fd.as_fd(), &mut buf, &mut Vec::new()) {
+    while let Ok(n @ 1..) = unix::recv(fd.as_fd(), &mut buf, &mut Vec::new()) {
         all.extend_from_slice(&buf[..n]);
     }
     String::from_utf8_lossy(&all).into_owned()
@@ -198,7 +198,7 @@ fn rest(fd: &OwnedFd) -> String {
 #[test]
 fn a_successor_takes_every_listener_in_batches_then_the_process_lets_go() {
     // More than one message holds: two batches, each acknowledged.
-    let held = Held::new(fdpass::MAX_FDS + 3);
+    let held = Held::new(unix::MAX_FDS + 3);
     let addr = held.addr;
     let total = held.total();
     let cpus: Vec<libc::c_int> = (0..total)
@@ -229,7 +229,7 @@ fn a_successor_that_leaves_before_taking_leaves_everything_as_it_was() {
     let total = rig.held.total();
     // It asks, gets the first batch, and leaves without a word.
     let conn = rig.connect();
-    fdpass::send(
+    unix::send(
         conn.as_fd(),
         wire::take(&addr.to_string(), SERVICE).as_bytes(),
         &[],
@@ -238,9 +238,9 @@ fn a_successor_that_leaves_before_taking_leaves_everything_as_it_was() {
     rig.until("the listeners lent", |r| r.held.lent);
     let mut buf = [0u8; 4096];
     let mut fds = Vec::new();
-    let n = fdpass::recv(conn.as_fd(), &mut buf, &mut fds).unwrap();
+    let n = unix::recv(conn.as_fd(), &mut buf, &mut fds).unwrap();
     assert!(buf[..n].starts_with(b"fds "), "{:?}", &buf[..n]);
-    assert_eq!(fds.len(), total.min(fdpass::MAX_FDS));
+    assert_eq!(fds.len(), total.min(unix::MAX_FDS));
     drop((conn, fds));
     rig.until("the listeners returned", |r| !r.held.lent);
     assert_eq!(rig.held.lends, [true, false]);
@@ -248,14 +248,14 @@ fn a_successor_that_leaves_before_taking_leaves_everything_as_it_was() {
     assert_eq!(rig.held.available(addr), Ok(total));
     // One that says it gives up, after the batch, is the same.
     let conn = rig.connect();
-    fdpass::send(
+    unix::send(
         conn.as_fd(),
         wire::take(&addr.to_string(), SERVICE).as_bytes(),
         &[],
     )
     .unwrap();
     rig.until("the listeners lent again", |r| r.held.lent);
-    fdpass::send(
+    unix::send(
         conn.as_fd(),
         wire::refused("changed its mind").as_bytes(),
         &[],
@@ -274,7 +274,7 @@ fn a_successor_that_never_answers_runs_out_of_time() {
     let mut rig = Rig::new(Held::new(1));
     let addr = rig.held.addr;
     let conn = rig.connect();
-    fdpass::send(
+    unix::send(
         conn.as_fd(),
         wire::take(&addr.to_string(), SERVICE).as_bytes(),
         &[],
@@ -322,7 +322,7 @@ fn wrong_requests_are_refused_with_the_reason() {
         ),
     ] {
         let conn = rig.connect();
-        fdpass::send(conn.as_fd(), request.as_bytes(), &[]).unwrap();
+        unix::send(conn.as_fd(), request.as_bytes(), &[]).unwrap();
         rig.until("the refusal", |_| hung_up(&conn));
         assert_eq!(rest(&conn), reply, "{request:?}");
     }

@@ -15,7 +15,7 @@
 //! process -> successor   done                                 (it let go of them)
 //! ```
 //!
-//! A batch carries at most [`fdpass::MAX_FDS`](crate::fdpass::MAX_FDS)
+//! A batch carries at most [`unix::MAX_FDS`](crate::sys::unix::MAX_FDS)
 //! descriptors; `left` says how many follow in later batches. An address
 //! is written as `SocketAddr` prints it and a service as
 //! [`crate::claim::clean`] leaves it, so neither holds a space. A reason

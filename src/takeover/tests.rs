@@ -164,7 +164,7 @@ fn against(
         theirs.shutdown(std::net::Shutdown::Write).unwrap();
         // Whatever else comes, until the successor's end closes.
         let mut buf = [0u8; 512];
-        while let Ok(n @ 1..) = fdpass::recv(theirs.as_fd(), &mut buf, &mut Vec::new()) {
+        while let Ok(n @ 1..) = unix::recv(theirs.as_fd(), &mut buf, &mut Vec::new()) {
             heard.extend_from_slice(&buf[..n]);
         }
         String::from_utf8(heard).unwrap()
@@ -184,7 +184,7 @@ fn against(
 /// Reads one line from `fd` into `heard`.
 fn hear(heard: &mut Vec<u8>, fd: BorrowedFd<'_>) {
     let mut byte = [0u8; 1];
-    while fdpass::recv(fd, &mut byte, &mut Vec::new()).unwrap() == 1 {
+    while unix::recv(fd, &mut byte, &mut Vec::new()).unwrap() == 1 {
         heard.push(byte[0]);
         if byte[0] == b'\n' {
             return;
@@ -193,7 +193,7 @@ fn hear(heard: &mut Vec<u8>, fd: BorrowedFd<'_>) {
 }
 
 fn say(fd: BorrowedFd<'_>, line: &str, fds: &[i32]) {
-    fdpass::send(fd, line.as_bytes(), fds).unwrap();
+    unix::send(fd, line.as_bytes(), fds).unwrap();
 }
 
 #[test]
