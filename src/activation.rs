@@ -20,9 +20,9 @@
 //! variables is a pure function, tested without an environment.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
-use crate::sys::syscall;
+use crate::sys::{file, process};
 
 /// `SD_LISTEN_FDS_START`: the first descriptor passed.
 const FIRST_FD: RawFd = 3;
@@ -33,9 +33,6 @@ const VARIABLES: [&str; 4] = [
     "LISTEN_FDNAMES",
     "LISTEN_PIDFDID",
 ];
-/// `PID_FS_MAGIC` from `<linux/magic.h>`: pidfds of pidfs have an inode
-/// number of their own; older ones all share one.
-const PID_FS_MAGIC: libc::c_long = 0x5049_4446;
 
 /// One descriptor the service manager passed.
 #[derive(Debug)]
@@ -62,9 +59,10 @@ struct Vars {
 /// sentence: a variable that is not a number, names that do not match
 /// the count, a descriptor that is not open.
 ///
-/// The variables are unset with `std::env::remove_var`, which is sound
-/// only while no other thread reads or writes the environment; `serve`
-/// documents that it must be called so.
+/// The variables are unset with `std::env::remove_var`
+/// ([`process::unset_env`]), which is sound only while no other thread
+/// reads or writes the environment; `serve` documents that it must be
+/// called so.
 pub(crate) fn take() -> io::Result<Vec<Passed>> {
     let read = |name| std::env::var(name).ok();
     let vars = Vars {
@@ -74,28 +72,22 @@ pub(crate) fn take() -> io::Result<Vec<Passed>> {
         pidfd_id: read("LISTEN_PIDFDID"),
     };
     for name in VARIABLES {
-        // SAFETY: `serve`'s contract: no other thread touches the
-        // environment while it starts.
-        unsafe { std::env::remove_var(name) };
+        process::unset_env(name);
     }
-    let names = plan(&vars, std::process::id(), own_pidfd_id)
+    let names = plan(&vars, std::process::id(), process::pidfd_inode)
         .map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
     let count = names.len();
     let mut passed = Vec::with_capacity(count);
     for (i, name) in names.into_iter().enumerate() {
         let number = FIRST_FD + i as RawFd;
-        // F_GETFD fails with EBADF on a number that is not open: checked
-        // before the number is owned, so that nothing closes a stranger's.
-        let flags = syscall!(fcntl(number, libc::F_GETFD)).map_err(|e| {
+        // A number that is not open is refused before it is owned, so
+        // that nothing closes a stranger's.
+        let fd = file::take_passed(number).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("LISTEN_FDS={count} says fd {number} was passed, but it is not open ({e})"),
             )
         })?;
-        // SAFETY: the descriptor is open, and the protocol hands it to this
-        // process alone to own.
-        let fd = unsafe { OwnedFd::from_raw_fd(number) };
-        syscall!(fcntl(number, libc::F_SETFD, flags | libc::FD_CLOEXEC))?;
         passed.push(Passed { fd, number, name });
     }
     Ok(passed)
@@ -152,27 +144,6 @@ fn plan(
             Ok(names)
         }
     }
-}
-
-/// This process's pidfd inode number, where pidfs gives it one.
-fn own_pidfd_id() -> Option<u64> {
-    // SAFETY: pidfd_open(2) on our own pid, no flags.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
-    if raw < 0 {
-        return None;
-    }
-    // SAFETY: a descriptor the kernel just returned, owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
-    use std::os::fd::AsRawFd;
-    // SAFETY: all-zero is valid for both, and each call fills its own.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    syscall!(fstatfs(fd.as_raw_fd(), &mut fs)).ok()?;
-    if fs.f_type as libc::c_long != PID_FS_MAGIC {
-        return None;
-    }
-    syscall!(fstat(fd.as_raw_fd(), &mut st)).ok()?;
-    Some(st.st_ino)
 }
 
 #[cfg(test)]

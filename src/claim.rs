@@ -56,12 +56,11 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::sockdiag::DUMP_BUFFER;
-use crate::sys::syscall;
+use crate::sys::{process, unix};
 
 mod diag;
 mod name;
@@ -121,8 +120,7 @@ impl Listing {
     /// The claim on `addr` of another process and another service that
     /// this process must heed (see [`conflict`]).
     pub(crate) fn conflict(&self, addr: SocketAddr, service: &str) -> Option<Conflict<'_>> {
-        // SAFETY: geteuid has no preconditions.
-        let uid = unsafe { libc::geteuid() };
+        let uid = process::euid();
         conflict(&self.claims, addr, std::process::id(), uid, service)
     }
 }
@@ -180,7 +178,7 @@ pub(crate) fn clean(name: &OsStr) -> String {
 
 /// Announces that this process serves `service` on `addr`.
 pub(crate) fn announce(addr: SocketAddr, service: &str) -> io::Result<Claim> {
-    announce_with(addr, service, std::process::id(), nonce)
+    announce_with(addr, service, std::process::id(), process::random_u64)
 }
 
 /// Announces under a name with a nonce from `nonce`, drawing again while
@@ -191,17 +189,11 @@ fn announce_with(
     pid: u32,
     mut nonce: impl FnMut() -> io::Result<u64>,
 ) -> io::Result<Claim> {
-    let fd = syscall!(socket(
-        libc::AF_UNIX,
-        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-        0
-    ))?;
-    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = unix::stream()?;
     for _ in 0..MAX_TRIES {
         let name = name::encode(addr, pid, nonce()?, service);
         // A failed bind leaves the socket unbound, free to try another.
-        match bind_abstract(&socket, &name) {
+        match unix::bind_abstract(socket.as_fd(), &name) {
             Ok(()) => return Ok(Claim { socket }),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
             Err(e) => return Err(e),
@@ -211,45 +203,6 @@ fn announce_with(
         io::ErrorKind::AddrInUse,
         format!("{MAX_TRIES} names in a row were taken"),
     ))
-}
-
-/// Binds `socket` to the abstract name `name` (its bytes after the NUL).
-fn bind_abstract(socket: &OwnedFd, name: &[u8]) -> io::Result<()> {
-    // SAFETY: all-zero is a valid sockaddr_un.
-    let mut sun: libc::sockaddr_un = unsafe { mem::zeroed() };
-    if name.len() >= sun.sun_path.len() {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    // sun_path[0] stays 0: an abstract name.
-    for (dst, &src) in sun.sun_path[1..].iter_mut().zip(name) {
-        *dst = src as libc::c_char;
-    }
-    let len = mem::size_of::<libc::sa_family_t>() + 1 + name.len();
-    // SAFETY: `sun` is a live sockaddr_un and `len` is within it.
-    syscall!(bind(
-        socket.as_raw_fd(),
-        (&raw const sun).cast::<libc::sockaddr>(),
-        len as libc::socklen_t
-    ))?;
-    Ok(())
-}
-
-/// 64 bits from the kernel's random source. It blocks only until the
-/// source is first seeded, early in boot.
-fn nonce() -> io::Result<u64> {
-    let mut bytes = [0u8; 8];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        let rest = &mut bytes[filled..];
-        // SAFETY: `rest` is live and writable for its whole length.
-        match syscall!(getrandom(rest.as_mut_ptr().cast(), rest.len(), 0)) {
-            Ok(n) => filled += n as usize,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(u64::from_ne_bytes(bytes))
 }
 
 /// Every claim in this network namespace, with its owner where the kernel
@@ -391,8 +344,7 @@ mod tests {
         let unique = format!("test-{}", std::process::id());
         let claim = announce(addr, &unique).expect("announce");
         let found = seen(addr, &unique);
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
+        let me = process::euid();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].pid, std::process::id());
         assert_eq!(found[0].owner, Some(me));
@@ -424,12 +376,5 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
         assert_eq!(tries, MAX_TRIES);
         drop((squatter, claim));
-    }
-
-    #[test]
-    fn nonces_differ() {
-        let a = nonce().unwrap();
-        let b = nonce().unwrap();
-        assert_ne!(a, b);
     }
 }

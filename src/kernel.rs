@@ -22,14 +22,12 @@
 
 mod steering;
 
-use std::ffi::CStr;
 use std::fs;
-use std::mem;
+
+use crate::sys::process;
 
 pub(crate) use steering::{Steering, probe};
 
-/// `SO_INCOMING_CPU` from `<asm-generic/socket.h>`; not exported by libc for glibc.
-pub(crate) const SO_INCOMING_CPU: libc::c_int = 49;
 /// Where this network namespace says whether a closing listener hands its
 /// queue and handshakes to a sibling (Linux 5.14 and later).
 const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
@@ -55,9 +53,8 @@ pub(crate) fn online_cpus() -> Vec<u32> {
     {
         return cpus;
     }
-    // SAFETY: sysconf has no memory effects.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    (0..u32::try_from(n).unwrap_or(1).max(1)).collect()
+    let n = process::online_cpu_count().unwrap_or(1);
+    (0..n.max(1)).collect()
 }
 
 /// Parses the kernel's CPU list format (`0-3,6,8-9`). Returns `None` for
@@ -82,15 +79,7 @@ pub(crate) fn parse_cpu_list(list: &str) -> Option<Vec<u32>> {
 
 /// The running kernel's version, as `(major, minor)`.
 pub(crate) fn kernel_version() -> Option<(u32, u32)> {
-    // SAFETY: utsname is plain data for which all-zero is valid, and uname
-    // fills it with NUL-terminated strings.
-    let mut uts: libc::utsname = unsafe { mem::zeroed() };
-    if unsafe { libc::uname(&mut uts) } != 0 {
-        return None;
-    }
-    // SAFETY: uname NUL-terminates `release` within the array.
-    let release = unsafe { CStr::from_ptr(uts.release.as_ptr()) };
-    parse_release(release.to_str().ok()?)
+    parse_release(&process::kernel_release()?)
 }
 
 /// Reads `major.minor` from a release string such as `6.18.44-generic`.
@@ -134,8 +123,7 @@ mod tests {
 
     #[test]
     fn online_cpus_include_this_one() {
-        // SAFETY: sched_getcpu has no memory effects.
-        let here = unsafe { libc::sched_getcpu() };
+        let here = process::current_cpu().unwrap();
         let cpus = online_cpus();
         assert!(cpus.contains(&(here as u32)), "{here} not in {cpus:?}");
     }

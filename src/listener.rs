@@ -77,13 +77,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::net::TcpListener as StdListener;
 use std::ops::Range;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use mio::net::{TcpListener, TcpStream};
 
 use crate::activation::Passed;
 use crate::kernel;
-use crate::sys::{self, syscall};
+use crate::sys::{epoll, socket};
 
 pub(crate) use bound::filter_permitted;
 use passed::{Adopted, adopt};
@@ -270,7 +270,7 @@ impl Listeners {
     pub(crate) fn make_own(&mut self, port: usize) -> io::Result<()> {
         for sock in &self.socks[self.ports[port].socks.clone()] {
             if let Some(socket) = &sock.socket {
-                bound::detach_filter(socket.as_raw_fd())?;
+                bound::detach_filter(socket.as_fd())?;
             }
         }
         self.rejoin(port)
@@ -311,7 +311,7 @@ impl Listeners {
         for port in self.ports.iter().filter(|p| p.origin != Origin::Passed) {
             for sock in &self.socks[port.socks.clone()] {
                 let Some(socket) = &sock.socket else { continue };
-                syscall!(listen(socket.as_raw_fd(), backlog)).map_err(|err| {
+                socket::listen(socket.as_fd(), backlog).map_err(|err| {
                     io::Error::new(err.kind(), format!("cannot listen on {}: {err}", port.addr))
                 })?;
             }
@@ -416,7 +416,7 @@ impl Listeners {
     pub(crate) fn refuse_syns(&self, port: usize) -> io::Result<()> {
         for sock in &self.socks[self.ports[port].socks.clone()] {
             if let (Some(socket), Some(_)) = (&sock.socket, sock.cpu) {
-                bound::attach_syn_filter(socket.as_raw_fd())?;
+                bound::attach_syn_filter(socket.as_fd())?;
             }
         }
         Ok(())
@@ -464,7 +464,7 @@ impl Listeners {
             return Ok(());
         };
         if !sock.watched {
-            sys::epoll_add(epoll, socket.as_raw_fd(), first + i, sock.cpu.is_none())?;
+            epoll::add(epoll, socket.as_fd(), first + i, sock.cpu.is_none())?;
             sock.watched = true;
             sock.since_rearm = 0;
         }
@@ -481,7 +481,7 @@ impl Listeners {
         let sock = &mut self.socks[i];
         if let (Some(socket), true) = (&sock.socket, sock.watched) {
             sock.watched = false;
-            sys::epoll_del(epoll, socket.as_raw_fd())?;
+            epoll::delete(epoll, socket.as_fd())?;
         }
         Ok(())
     }
@@ -503,18 +503,7 @@ impl Listener {
 /// `tcpi_unacked` of a listening socket's `TCP_INFO` is its
 /// `sk_ack_backlog`.
 fn queued(socket: &TcpListener) -> io::Result<u32> {
-    // SAFETY: all-zero is a valid tcp_info.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `info` and `len` are live, and `len` is `info`'s size.
-    syscall!(getsockopt(
-        socket.as_raw_fd(),
-        libc::IPPROTO_TCP,
-        libc::TCP_INFO,
-        (&raw mut info).cast(),
-        &mut len
-    ))?;
-    Ok(info.tcpi_unacked)
+    socket::accept_queue_len(socket.as_fd())
 }
 
 /// Which listeners may hold connections, taken in turn: after a listener
@@ -571,7 +560,9 @@ impl Marks {
     }
 }
 
+// The tests' own raw calls read what the kernel holds for a listener.
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
 
@@ -626,7 +617,7 @@ mod tests {
             libc::getsockopt(
                 fd,
                 libc::SOL_SOCKET,
-                bound::SO_ATTACH_FILTER,
+                socket::SO_ATTACH_FILTER,
                 std::ptr::null_mut(),
                 &mut len,
             )
@@ -636,7 +627,9 @@ mod tests {
     }
 
     fn tag_of(fd: RawFd) -> libc::c_int {
-        sys::get_int_opt(fd, libc::SOL_SOCKET, kernel::SO_INCOMING_CPU).unwrap()
+        // SAFETY: `fd` is a listener the test's `Listeners` holds open.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        socket::get_int_opt(fd, libc::SOL_SOCKET, socket::SO_INCOMING_CPU).unwrap()
     }
 
     #[test]

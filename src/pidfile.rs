@@ -21,12 +21,13 @@
 mod dir;
 
 use std::ffi::{CString, OsStr};
-use std::io::{self, Write as _};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Read as _, Write as _};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::sys::syscall;
+use crate::sys::{file, process};
 
 /// The most bytes read back from the path at exit: a pid and its newline
 /// take at most 11 (`u32::MAX` has ten digits), so anything longer is not
@@ -51,28 +52,37 @@ pub(crate) struct PidFile {
 /// (a missing or shared directory, a directory at the path, no permission,
 /// a full disk) fails here, before the process listens.
 pub(crate) struct Pending {
-    /// Declared before `dir`, so that it is dropped while `dir` is open.
-    /// [`Pending::commit`], which takes the fields apart, sees to the same.
     tmp: TmpName,
-    dir: OwnedFd,
     name: CString,
     path: PathBuf,
     pid: u32,
 }
 
-/// The temporary file's name in the pid file's directory, removed when
-/// this is dropped unless the file was put in place.
+/// The directory, and the temporary file's name in it, removed when this
+/// is dropped unless the file was put in place ([`TmpName::placed`]).
 struct TmpName {
-    /// The directory, owned by the [`Pending`] this belongs to.
-    dir: RawFd,
+    /// Held until the file is placed, when it goes to the [`PidFile`].
+    dir: Option<OwnedFd>,
     name: CString,
+}
+
+impl TmpName {
+    fn dir(&self) -> BorrowedFd<'_> {
+        self.dir.as_ref().expect("held until placed").as_fd()
+    }
+
+    /// The file was renamed into place: nothing is left to remove, and
+    /// the directory is the pid file's.
+    fn placed(mut self) -> OwnedFd {
+        self.dir.take().expect("held until placed")
+    }
 }
 
 impl Drop for TmpName {
     fn drop(&mut self) {
-        // SAFETY: unlinkat on the directory that the owning Pending holds
-        // open until after this runs, with a name this value owns.
-        unsafe { libc::unlinkat(self.dir, self.name.as_ptr(), 0) };
+        if let Some(dir) = &self.dir {
+            let _ = file::unlink_at(dir.as_fd(), &self.name);
+        }
     }
 }
 
@@ -108,11 +118,10 @@ impl PidFile {
         let (tmp, file) = create_new(&dir, name).map_err(error)?;
         let pending = Pending {
             tmp: TmpName {
-                dir: dir.as_raw_fd(),
+                dir: Some(dir),
                 name: tmp,
             },
             name: c_name(name).map_err(error)?,
-            dir,
             path: path.to_owned(),
             pid,
         };
@@ -126,7 +135,7 @@ impl PidFile {
 fn create_new(dir: &OwnedFd, name: &OsStr) -> io::Result<(CString, std::fs::File)> {
     let mut error = None;
     let names = std::iter::from_fn(|| {
-        let random = random_u64().map_err(|e| error = Some(e)).ok()?;
+        let random = process::random_u64().map_err(|e| error = Some(e)).ok()?;
         let mut tmp = name.as_bytes().to_vec();
         tmp.extend_from_slice(format!(".{random:016x}.tmp").as_bytes());
         CString::new(tmp).ok()
@@ -148,20 +157,8 @@ fn create_first_free(
     let mut tried = 0;
     for tmp in names {
         tried += 1;
-        let opened = syscall!(openat(
-            dir.as_raw_fd(),
-            tmp.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            libc::c_uint::from(MODE)
-        ));
-        match opened {
-            // SAFETY: openat returned a new descriptor that nothing else owns.
-            Ok(fd) => {
-                return Ok((
-                    tmp,
-                    std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }),
-                ));
-            }
+        match file::create_new_at(dir.as_fd(), &tmp, MODE) {
+            Ok(file) => return Ok((tmp, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
@@ -174,28 +171,9 @@ fn create_first_free(
 
 fn write_pid(mut file: std::fs::File, pid: u32) -> io::Result<()> {
     // The umask narrowed the mode at creation; the file is new and ours.
-    syscall!(fchmod(file.as_raw_fd(), MODE))?;
+    file.set_permissions(std::fs::Permissions::from_mode(MODE))?;
     file.write_all(format!("{pid}\n").as_bytes())?;
     file.sync_all()
-}
-
-/// 64 bits from the kernel's random source.
-fn random_u64() -> io::Result<u64> {
-    let mut bytes = [0u8; 8];
-    let mut got = 0;
-    while got < bytes.len() {
-        // SAFETY: getrandom writes at most the length given into the buffer.
-        let n = unsafe { libc::getrandom(bytes[got..].as_mut_ptr().cast(), bytes.len() - got, 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        } else {
-            got += n as usize;
-        }
-    }
-    Ok(u64::from_ne_bytes(bytes))
 }
 
 fn c_name(name: &OsStr) -> io::Result<CString> {
@@ -215,25 +193,19 @@ impl Pending {
     pub(crate) fn commit(self) -> io::Result<PidFile> {
         let Pending {
             tmp,
-            dir,
             name,
             path,
             pid,
         } = self;
-        let renamed = syscall!(renameat(
-            dir.as_raw_fd(),
-            tmp.name.as_ptr(),
-            dir.as_raw_fd(),
-            name.as_ptr()
-        ));
-        if let Err(e) = renamed {
-            // Removed now, while `dir` is still open.
-            drop(tmp);
+        if let Err(e) = file::rename_at(tmp.dir(), &tmp.name, &name) {
+            // `tmp` goes with the error, and its file with it.
             return Err(pid_file_error(&path, e));
         }
-        // The name is gone; nothing is left to remove.
-        std::mem::forget(tmp);
-        Ok(PidFile { dir, name, pid })
+        Ok(PidFile {
+            dir: tmp.placed(),
+            name,
+            pid,
+        })
     }
 }
 
@@ -247,35 +219,21 @@ impl PidFile {
         if !dir::stat_at(&self.dir, name).is_ok_and(|st| regular(&st)) {
             return false;
         }
-        let Ok(fd) = syscall!(openat(
-            self.dir.as_raw_fd(),
-            self.name.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC
-        )) else {
+        let Ok(mut opened) = file::open_read_at(self.dir.as_fd(), &self.name) else {
             return false;
         };
-        // SAFETY: openat returned a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // It may have been swapped between the look and the open.
-        if !dir::stat_fd(&fd).is_ok_and(|st| regular(&st)) {
+        if !file::stat(opened.as_fd()).is_ok_and(|st| regular(&st)) {
             return false;
         }
         let mut buf = [0u8; READ_BACK];
         let mut len = 0;
         while len < buf.len() {
-            // SAFETY: read into the unfilled part of a buffer we own.
-            let n = unsafe {
-                libc::read(
-                    fd.as_raw_fd(),
-                    buf[len..].as_mut_ptr().cast(),
-                    buf.len() - len,
-                )
-            };
-            match n {
-                0 => break,
-                n if n > 0 => len += n as usize,
-                _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
-                _ => return false,
+            match opened.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
             }
         }
         buf[..len] == *format!("{}\n", self.pid).as_bytes()
@@ -285,13 +243,14 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         if self.still_ours() {
-            // SAFETY: unlinkat with a descriptor and a name this value owns.
-            unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.name.as_ptr(), 0) };
+            let _ = file::unlink_at(self.dir.as_fd(), &self.name);
         }
     }
 }
 
+// The tests' own raw call makes a FIFO, which std cannot.
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
     use std::fs;

@@ -286,13 +286,7 @@ pub fn line_body(line: &[u8]) -> &[u8] {
 /// `memchr` rather than a byte-at-a-time scan.
 #[inline]
 pub fn find_newline(hay: &[u8]) -> Option<usize> {
-    // SAFETY: `hay` is a valid slice of `hay.len()` readable bytes.
-    let hit = unsafe { libc::memchr(hay.as_ptr().cast(), i32::from(b'\n'), hay.len()) };
-    if hit.is_null() {
-        None
-    } else {
-        Some(hit as usize - hay.as_ptr() as usize)
-    }
+    crate::sys::memchr(b'\n', hay)
 }
 
 /// Why [`feed`] stopped.

@@ -121,7 +121,7 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     // Taken before anything else: the variables are unset, and the
     // descriptors marked close-on-exec, whatever happens next.
     let passed = activation::take()?;
-    sys::raise_fd_limit().map_err(|e| {
+    sys::process::raise_fd_limit().map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("cannot raise the file descriptor limit: {e}"),

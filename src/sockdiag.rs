@@ -13,11 +13,10 @@
 //! [`crate::handshakes`] for TCP, [`crate::claim`] for Unix sockets.
 
 use std::io;
-use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
-use crate::sys::syscall;
+use crate::sys::netlink;
 
 /// `SOCK_DIAG_BY_FAMILY` from `<linux/sock_diag.h>`: the type of a request
 /// and of each socket in the answer.
@@ -55,40 +54,10 @@ pub(crate) fn header(body_len: usize) -> [u8; NLMSG_HDR] {
 /// every socket in the answer, reading into `buf` (at least
 /// [`DUMP_BUFFER`] bytes, or a long reply is an error).
 pub(crate) fn dump(request: &[u8], buf: &mut [u8], mut each: impl FnMut(&[u8])) -> io::Result<()> {
-    let fd = syscall!(socket(
-        libc::AF_NETLINK,
-        libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-        libc::NETLINK_SOCK_DIAG
-    ))?;
-    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: REPLY_TIMEOUT.as_micros() as libc::suseconds_t,
-    };
-    // SAFETY: the option value is a live timeval and the length is its size.
-    syscall!(setsockopt(
-        fd.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_RCVTIMEO,
-        (&raw const timeout).cast(),
-        mem::size_of::<libc::timeval>() as libc::socklen_t,
-    ))?;
-    // SAFETY: all-zero is a valid sockaddr_nl: the kernel, pid 0.
-    let mut kernel: libc::sockaddr_nl = unsafe { mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: `request` and `kernel` are live for the call, with their
-    // lengths; sendto only reads them.
-    syscall!(sendto(
-        fd.as_raw_fd(),
-        request.as_ptr().cast(),
-        request.len(),
-        0,
-        (&raw const kernel).cast(),
-        mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-    ))?;
+    let fd = netlink::sock_diag(REPLY_TIMEOUT)?;
+    netlink::send_to_kernel(fd.as_fd(), request)?;
     for _ in 0..MAX_READS {
-        let n = match receive(&fd, buf) {
+        let n = match receive(fd.as_fd(), buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => other?,
         };
@@ -103,21 +72,9 @@ pub(crate) fn dump(request: &[u8], buf: &mut [u8], mut each: impl FnMut(&[u8])) 
 
 /// Reads one reply into `buf`, whole: the length it holds, or an error if
 /// it was longer.
-fn receive(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: all-zero is a valid msghdr: no name, no control data.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    // MSG_TRUNC makes the call return the reply's real length, so a cut
-    // shows in the count as well as in the flags.
-    // SAFETY: `msg` points at one iovec over `buf`, live and writable for
-    // its whole length; recvmsg writes no more than that.
-    let n = syscall!(recvmsg(fd.as_raw_fd(), &raw mut msg, libc::MSG_TRUNC))?;
-    truncated(n as usize, msg.msg_flags, buf.len())
+fn receive(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let (len, flags) = netlink::receive(fd, buf)?;
+    truncated(len, flags, buf.len())
 }
 
 /// What `recvmsg` said about one reply (its real length, by `MSG_TRUNC`, and

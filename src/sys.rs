@@ -1,17 +1,34 @@
-//! The few raw system calls drainport makes beyond what mio wraps.
+//! Every raw system call drainport makes beyond what std and mio wrap, as
+//! small safe functions, by topic. This is the crate's only `unsafe` code:
+//! each call sits in one `unsafe` block with a `SAFETY` note saying why it
+//! is sound, and every other module is compiled with `deny(unsafe_code)`
+//! (`lib.rs`), so the compiler keeps it that way.
 //!
-//! Every call goes through [`syscall!`], which turns the C convention of
-//! returning `-1` into an `io::Error` carrying `errno`, so callers can use `?`.
+//! - [`socket`]: TCP sockets and their options: made, bound, listening,
+//!   asked how many connections wait, given a socket filter
+//! - [`unix`]: Unix stream sockets under abstract names, their peer's
+//!   credentials, and descriptors passed over them (`SCM_RIGHTS`)
+//! - [`netlink`]: the socket diagnostics' netlink socket
+//! - [`file`]: files and directories reached from a directory descriptor,
+//!   never through a link; descriptors passed at start
+//! - [`process`]: this process: its user, its descriptor limit, its CPU,
+//!   the kernel's release, random bytes, its pidfd, its environment
+//! - [`epoll`]: listeners added to and taken out of mio's epoll set
+//! - [`memchr`]: the C library's vectorised byte search
+//!
+//! Conventions (mio's and socket2's): every call that returns `-1` on
+//! failure goes through `syscall!`, which turns that into an `io::Error`
+//! carrying `errno`; a new descriptor is an [`OwnedFd`](std::os::fd::OwnedFd)
+//! the moment the call returns, so every early return closes it; a
+//! descriptor is passed in borrowed (`BorrowedFd`), so none is used after
+//! it was closed.
 
-pub(crate) mod unix;
-
-use std::io;
-
-/// Calls a libc function and maps a `-1` return to `io::Error::last_os_error()`.
+/// Maps a libc call's `-1` return to `io::Error::last_os_error()`. The
+/// caller writes the call's `unsafe` block, and its `SAFETY` note above
+/// it, which clippy checks (`undocumented_unsafe_blocks`, `lib.rs`).
 macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        #[allow(unused_unsafe)]
-        let res = unsafe { libc::$fn($($arg),*) };
+    ($call:expr) => {{
+        let res = $call;
         if res == -1 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -19,105 +36,41 @@ macro_rules! syscall {
         }
     }};
 }
-pub(crate) use syscall;
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the new soft limit.
-///
-/// Each client costs one descriptor, so the soft limit (often 1024) and not
-/// memory is what caps a process first. The hard limit is the ceiling an
-/// operator set on purpose, so it is taken as the budget.
-pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim))?;
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        syscall!(setrlimit(libc::RLIMIT_NOFILE, &raised))?;
-        lim.rlim_cur = lim.rlim_max;
+pub(crate) mod epoll;
+pub(crate) mod file;
+pub(crate) mod netlink;
+pub(crate) mod process;
+pub(crate) mod socket;
+pub(crate) mod unix;
+
+/// The index of the first `needle` in `hay`, found with the C library's
+/// vectorised `memchr` rather than a byte-at-a-time scan. On the hot path
+/// (framing, the telnet filter): inlined, it costs what the call costs.
+#[inline]
+pub(crate) fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    // SAFETY: `hay` is a valid slice of `hay.len()` readable bytes, and
+    // memchr reads no further; a hit points into it.
+    let hit = unsafe { libc::memchr(hay.as_ptr().cast(), i32::from(needle), hay.len()) };
+    if hit.is_null() {
+        None
+    } else {
+        Some(hit as usize - hay.as_ptr() as usize)
     }
-    Ok(lim.rlim_cur)
 }
 
-/// Adds `fd` to the epoll set `epoll` under `token`, edge-triggered and for
-/// reading, as mio registers a source. `exclusive` adds `EPOLLEXCLUSIVE`:
-/// of the epoll sets that watch one socket and sleep in `epoll_wait`, a new
-/// connection then wakes one instead of all (epoll(7)).
-///
-/// Listeners are added here rather than through mio so that both kinds are
-/// added and removed the same way: mio has no exclusive registration, and
-/// its debug builds refuse to deregister what they did not register.
-pub(crate) fn epoll_add(
-    epoll: libc::c_int,
-    fd: libc::c_int,
-    token: usize,
-    exclusive: bool,
-) -> io::Result<()> {
-    let mut events = libc::EPOLLIN | libc::EPOLLET;
-    if exclusive {
-        events |= libc::EPOLLEXCLUSIVE;
+#[cfg(test)]
+mod tests {
+    use super::memchr;
+
+    #[test]
+    fn memchr_finds_the_first() {
+        assert_eq!(memchr(b'\n', b""), None);
+        assert_eq!(memchr(b'\n', b"abc"), None);
+        assert_eq!(memchr(b'\n', b"\n"), Some(0));
+        assert_eq!(memchr(b'\n', b"ab\ncd\n"), Some(2));
+        assert_eq!(memchr(0xff, &[1, 2, 0xff, 0xff]), Some(2));
+        let long = [b"x".repeat(1000), b"\n".to_vec()].concat();
+        assert_eq!(memchr(b'\n', &long), Some(1000));
     }
-    let mut event = libc::epoll_event {
-        events: events as u32,
-        // What mio reads back as the event's token.
-        u64: token as u64,
-    };
-    // SAFETY: `event` is a live epoll_event for the call; the kernel copies it.
-    syscall!(epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event))?;
-    Ok(())
-}
-
-/// Takes `fd` out of the epoll set `epoll`.
-pub(crate) fn epoll_del(epoll: libc::c_int, fd: libc::c_int) -> io::Result<()> {
-    // SAFETY: EPOLL_CTL_DEL ignores the event pointer, which may be null.
-    syscall!(epoll_ctl(
-        epoll,
-        libc::EPOLL_CTL_DEL,
-        fd,
-        std::ptr::null_mut()
-    ))?;
-    Ok(())
-}
-
-/// Reads an integer socket option.
-pub(crate) fn get_int_opt(
-    fd: libc::c_int,
-    level: libc::c_int,
-    name: libc::c_int,
-) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` and `len` are live for the call, and `len` is the
-    // size of `value`, which getsockopt writes at most.
-    syscall!(getsockopt(
-        fd,
-        level,
-        name,
-        (&raw mut value).cast(),
-        &mut len
-    ))?;
-    Ok(value)
-}
-
-/// Sets an integer socket option.
-pub(crate) fn set_int_opt(
-    fd: libc::c_int,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: the option value is a live `c_int` and the length is its size;
-    // setsockopt only reads it.
-    syscall!(setsockopt(
-        fd,
-        level,
-        name,
-        (&raw const value).cast(),
-        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-    ))?;
-    Ok(())
 }

@@ -31,14 +31,14 @@
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use crate::claim;
 use crate::control::wire::{self, Reply};
 use crate::log::Escaped;
-use crate::sys::unix;
-use crate::sys::{get_int_opt, syscall};
+use crate::sys::socket::get_int_opt;
+use crate::sys::{file, process, unix};
 
 /// The longest wait for any one step: the connect, each reply, the
 /// confirmation. Longer than the other process's whole deadline and grace
@@ -93,8 +93,7 @@ pub(crate) fn find(from: u32, addr: SocketAddr, service: &str) -> io::Result<Sou
             format!("cannot list the services announced here ({e})"),
         )
     })?;
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
+    let uid = process::euid();
     // A claim of another uid is never taken, nor shown: anyone can make
     // one. One whose owner the kernel cannot tell is tried, and the
     // kernel's word on the connection decides.
@@ -158,8 +157,7 @@ pub(crate) fn receive(source: Source, service: &str) -> io::Result<(Vec<Received
             _ => format!("cannot reach its control channel ({e})"),
         })
     })?;
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
+    let uid = process::euid();
     let peer =
         unix::peer(conn.as_fd()).map_err(|e| fail(format!("cannot tell who answers ({e})")))?;
     if peer.pid != source.from || peer.uid != uid {
@@ -338,10 +336,8 @@ pub(crate) fn check(
     addr: SocketAddr,
     seen: &mut Vec<(u64, u64)>,
 ) -> Result<StdListener, String> {
-    let raw = fd.as_raw_fd();
-    // SAFETY: all-zero is a valid stat, which fstat fills.
-    let mut st: libc::stat = unsafe { mem::zeroed() };
-    syscall!(fstat(raw, &mut st)).map_err(|e| format!("cannot be examined ({e})"))?;
+    let raw = fd.as_fd();
+    let st = file::stat(raw).map_err(|e| format!("cannot be examined ({e})"))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err("is not a socket".into());
     }
@@ -394,5 +390,7 @@ pub(crate) fn check(
     Ok(listener)
 }
 
+// The tests' own raw calls borrow the listeners' descriptors.
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests;

@@ -277,13 +277,7 @@ fn answer(verb: Verb, option: u8) -> Option<Reply> {
 /// The index of the first IAC in `hay`, with the C library's vectorised
 /// `memchr`.
 fn find_iac(hay: &[u8]) -> Option<usize> {
-    // SAFETY: `hay` is a valid slice of `hay.len()` readable bytes.
-    let hit = unsafe { libc::memchr(hay.as_ptr().cast(), i32::from(IAC), hay.len()) };
-    if hit.is_null() {
-        None
-    } else {
-        Some(hit as usize - hay.as_ptr() as usize)
-    }
+    crate::sys::memchr(IAC, hay)
 }
 
 #[cfg(test)]

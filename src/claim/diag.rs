@@ -174,8 +174,7 @@ mod tests {
         .unwrap();
         let mut buf = vec![0; DUMP_BUFFER];
         let found = names(name.as_bytes(), &mut buf).unwrap();
-        // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
+        let me = crate::sys::process::euid();
         assert_eq!(
             found,
             [Named {

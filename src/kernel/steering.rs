@@ -22,12 +22,12 @@
 //! "does not steer", so the operator hears about it.
 
 use std::io;
-use std::mem;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::SO_INCOMING_CPU;
-use crate::sys::{set_int_opt, syscall};
+use crate::sys::process;
+use crate::sys::socket::{self, SO_INCOMING_CPU, set_int_opt};
 
 /// Sockets in the probe's group, of which one is tagged.
 const LISTENERS: usize = 4;
@@ -82,8 +82,7 @@ fn run() -> io::Result<bool> {
 /// One probe; `None` when the thread was seen on another CPU than the
 /// tagged one, which spoils it.
 fn attempt() -> io::Result<Option<bool>> {
-    // SAFETY: sched_getcpu has no memory effects.
-    let here = || syscall!(sched_getcpu());
+    let here = process::current_cpu;
     let cpu = here()?;
     let tagged = listener(None, cpu)?;
     let port = local_port(&tagged)?;
@@ -92,7 +91,7 @@ fn attempt() -> io::Result<Option<bool>> {
         group.push(listener(Some(port), -1)?);
     }
     for sock in &group {
-        syscall!(listen(sock.as_raw_fd(), CONNECTS as libc::c_int * 2))?;
+        socket::listen(sock.as_fd(), CONNECTS as libc::c_int * 2)?;
     }
     let mut clients = Vec::with_capacity(CONNECTS);
     for _ in 0..CONNECTS {
@@ -136,89 +135,36 @@ fn attempt() -> io::Result<Option<bool>> {
 /// A non-blocking listener on 127.0.0.1 with `SO_REUSEPORT` and the CPU
 /// tag `cpu` (-1: none), on `port` or, without one, a free port.
 fn listener(port: Option<u16>, cpu: libc::c_int) -> io::Result<OwnedFd> {
-    let fd = socket()?;
-    set_int_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    let fd = socket::tcp(libc::AF_INET, true)?;
+    set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     if cpu >= 0 {
-        set_int_opt(fd.as_raw_fd(), libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)?;
+        set_int_opt(fd.as_fd(), libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)?;
     }
-    let addr = loopback(port.unwrap_or(0));
-    // SAFETY: `addr` is a live sockaddr_in of the length given.
-    syscall!(bind(
-        fd.as_raw_fd(),
-        (&raw const addr).cast(),
-        mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
-    ))?;
+    socket::bind(fd.as_fd(), &loopback(port.unwrap_or(0)))?;
     Ok(fd)
 }
 
 /// Starts a connection to 127.0.0.1:`port`; on loopback the handshake is
 /// done by the time `connect` returns, whatever it says.
 fn connect(port: u16) -> io::Result<OwnedFd> {
-    let fd = socket()?;
-    let addr = loopback(port);
-    // SAFETY: as in `listener`.
-    let rc = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&raw const addr).cast(),
-            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc == -1 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(err);
-        }
+    let fd = socket::tcp(libc::AF_INET, true)?;
+    match socket::connect(fd.as_fd(), &loopback(port)) {
+        Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => Err(e),
+        _ => Ok(fd),
     }
-    Ok(fd)
 }
 
-/// How many finished connections wait in a listener's accept queue
-/// (`tcpi_unacked` of a listening socket is its `sk_ack_backlog`).
+/// How many finished connections wait in a listener's accept queue.
 fn queued(fd: &OwnedFd) -> io::Result<u32> {
-    // SAFETY: all-zero is a valid tcp_info.
-    let mut info: libc::tcp_info = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `info` and `len` are live, and `len` is `info`'s size.
-    syscall!(getsockopt(
-        fd.as_raw_fd(),
-        libc::IPPROTO_TCP,
-        libc::TCP_INFO,
-        (&raw mut info).cast(),
-        &mut len
-    ))?;
-    Ok(info.tcpi_unacked)
+    socket::accept_queue_len(fd.as_fd())
 }
 
-fn socket() -> io::Result<OwnedFd> {
-    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    let fd = syscall!(socket(libc::AF_INET, ty, 0))?;
-    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn loopback(port: u16) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        },
-        sin_zero: [0; 8],
-    }
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
 fn local_port(fd: &OwnedFd) -> io::Result<u16> {
-    // SAFETY: all-zero is a valid sockaddr_in.
-    let mut addr: libc::sockaddr_in = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: `addr` and `len` are live, and `len` is `addr`'s size.
-    syscall!(getsockname(
-        fd.as_raw_fd(),
-        (&raw mut addr).cast(),
-        &mut len
-    ))?;
-    Ok(u16::from_be(addr.sin_port))
+    Ok(socket::local_addr(fd.as_fd())?.port())
 }
 
 #[cfg(test)]

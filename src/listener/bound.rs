@@ -4,19 +4,12 @@
 //! SYNs where the process may attach it.
 
 use std::io;
-use std::mem;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use mio::net::TcpListener;
 
-use crate::kernel::SO_INCOMING_CPU;
-use crate::sys::{set_int_opt, syscall};
-
-/// `SO_ATTACH_FILTER` from `<asm-generic/socket.h>`; not exported by libc for glibc.
-pub(crate) const SO_ATTACH_FILTER: libc::c_int = 26;
-/// `SO_DETACH_FILTER` from `<asm-generic/socket.h>`; not exported by libc for glibc.
-const SO_DETACH_FILTER: libc::c_int = 27;
+use crate::sys::socket::{self, SO_DETACH_FILTER, SO_INCOMING_CPU, set_int_opt};
 /// The tag that matches no CPU: such a listener is chosen only when no
 /// listener in the group carries the SYN's CPU.
 pub(crate) const NO_CPU: libc::c_int = -1;
@@ -40,11 +33,8 @@ fn open_tagged(addr: SocketAddr, cpu: libc::c_int) -> io::Result<(TcpListener, S
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
     };
-    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    let fd = syscall!(socket(domain, ty, 0))?;
-    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let raw = fd.as_raw_fd();
+    let fd = socket::tcp(domain, true)?;
+    let raw = fd.as_fd();
     set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
     set_int_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     if domain == libc::AF_INET6 {
@@ -60,14 +50,7 @@ fn open_tagged(addr: SocketAddr, cpu: libc::c_int) -> io::Result<(TcpListener, S
     // carrying its CPU and never takes another CPU's SYN while a
     // sibling carries that CPU's tag.
     set_int_opt(raw, libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)?;
-    let (storage, len) = sockaddr(&addr);
-    // SAFETY: `storage` is a live sockaddr_storage holding a sockaddr of
-    // `len` bytes, which is no longer than the storage; bind only reads it.
-    syscall!(bind(
-        raw,
-        (&raw const storage).cast::<libc::sockaddr>(),
-        len
-    ))?;
+    socket::bind(raw, &addr)?;
     let socket = TcpListener::from_std(StdListener::from(fd));
     let addr = socket.local_addr()?;
     Ok((socket, addr))
@@ -76,22 +59,16 @@ fn open_tagged(addr: SocketAddr, cpu: libc::c_int) -> io::Result<(TcpListener, S
 /// Sets the CPU tag of a listener: `NO_CPU` takes it out of its group's
 /// selection by CPU.
 pub(crate) fn tag(socket: &TcpListener, cpu: libc::c_int) -> io::Result<()> {
-    set_int_opt(socket.as_raw_fd(), libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)
+    set_int_opt(socket.as_fd(), libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)
 }
 
 /// Whether this process may attach a socket filter to a TCP socket, tried
 /// on a socket of its own that never listens.
 pub(crate) fn filter_permitted() -> bool {
-    let Ok(fd) = syscall!(socket(
-        libc::AF_INET,
-        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-        0
-    )) else {
+    let Ok(fd) = socket::tcp(libc::AF_INET, false) else {
         return false;
     };
-    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    attach_syn_filter(fd.as_raw_fd()).is_ok()
+    attach_syn_filter(fd.as_fd()).is_ok()
 }
 
 /// Attaches a classic BPF filter that drops every bare SYN (SYN set, ACK
@@ -100,7 +77,7 @@ pub(crate) fn filter_permitted() -> bool {
 ///
 /// A socket filter on a TCP socket sees the segment from its TCP header on,
 /// so byte 13 holds the flags.
-pub(crate) fn attach_syn_filter(fd: libc::c_int) -> io::Result<()> {
+pub(crate) fn attach_syn_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
     const TCP_FLAGS: u32 = 13;
     const SYN: u32 = 0x02;
     const ACK: u32 = 0x10;
@@ -111,25 +88,12 @@ pub(crate) fn attach_syn_filter(fd: libc::c_int) -> io::Result<()> {
         bpf(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
         bpf(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
     ];
-    let prog = libc::sock_fprog {
-        len: code.len() as u16,
-        filter: code.as_ptr().cast_mut(),
-    };
-    // SAFETY: `prog` points at `code`, both alive for the call, and its
-    // length is `code`'s; the kernel copies the program before returning.
-    syscall!(setsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        SO_ATTACH_FILTER,
-        (&raw const prog).cast(),
-        mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-    ))?;
-    Ok(())
+    socket::attach_filter(fd, &code)
 }
 
 /// Takes off the socket filter on `fd`, if one is attached. Needs no
 /// privilege.
-pub(crate) fn detach_filter(fd: libc::c_int) -> io::Result<()> {
+pub(crate) fn detach_filter(fd: BorrowedFd<'_>) -> io::Result<()> {
     // The value is not read, but the kernel wants an int's worth.
     match set_int_opt(fd, libc::SOL_SOCKET, SO_DETACH_FILTER, 0) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
@@ -144,42 +108,6 @@ fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
         jf,
         k,
     }
-}
-
-/// Encodes `addr` as the C structure `bind(2)` takes.
-pub(crate) fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data for which all-zero is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            unsafe { (&raw mut storage).cast::<libc::sockaddr_in>().write(sin) };
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: v6.scope_id(),
-            };
-            // SAFETY: as above.
-            unsafe { (&raw mut storage).cast::<libc::sockaddr_in6>().write(sin6) };
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
 }
 
 /// A hint for the operator mistakes behind common bind errors.

@@ -21,13 +21,14 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixListener;
 
 use mio::net::TcpListener;
 
 use crate::activation::Passed;
-use crate::sys::{get_int_opt, set_int_opt, syscall};
+use crate::sys::file;
+use crate::sys::socket::{get_int_opt, set_int_opt, set_nonblocking};
 
 /// A passed socket, checked and ready to accept.
 pub(crate) struct Adopted {
@@ -47,10 +48,8 @@ pub(crate) fn adopt(passed: Passed) -> io::Result<Adopted> {
     let what = format!("fd {number} ({name}) passed by the service manager");
     let mistake =
         |why: String| io::Error::new(io::ErrorKind::InvalidInput, format!("{what} {why}"));
-    let raw = fd.as_raw_fd();
-    // SAFETY: all-zero is a valid stat, which fstat fills.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    syscall!(fstat(raw, &mut st)).map_err(|e| mistake(format!("cannot be examined: {e}")))?;
+    let raw = fd.as_fd();
+    let st = file::stat(raw).map_err(|e| mistake(format!("cannot be examined: {e}")))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(mistake(
             "is not a socket; drainport takes listening TCP sockets (ListenStream=)".into(),
@@ -64,7 +63,7 @@ pub(crate) fn adopt(passed: Passed) -> io::Result<Adopted> {
             return Err(mistake(format!(
                 "is a Unix socket{}; drainport serves TCP only: a protocol learns each \
                  client by its IP address and port, which a Unix socket's client has none of",
-                unix_path(fd)
+                unix_path(raw)
             )));
         }
         other => {
@@ -92,7 +91,7 @@ pub(crate) fn adopt(passed: Passed) -> io::Result<Adopted> {
     }
     let dual_stack =
         domain == libc::AF_INET6 && get_int_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? == 0;
-    set_nonblocking(&fd)?;
+    set_nonblocking(raw)?;
     if get_int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY)? == 0 {
         set_int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     }
@@ -107,21 +106,12 @@ pub(crate) fn adopt(passed: Passed) -> io::Result<Adopted> {
     })
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
-    let flags = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFL))?;
-    if flags & libc::O_NONBLOCK == 0 {
-        syscall!(fcntl(
-            fd.as_raw_fd(),
-            libc::F_SETFL,
-            flags | libc::O_NONBLOCK
-        ))?;
-    }
-    Ok(())
-}
-
 /// ` at <path>` for a Unix socket bound to a path, or an abstract name.
-fn unix_path(fd: OwnedFd) -> String {
-    let Ok(addr) = UnixListener::from(fd).local_addr() else {
+fn unix_path(fd: BorrowedFd<'_>) -> String {
+    let Ok(addr) = fd
+        .try_clone_to_owned()
+        .and_then(|fd| UnixListener::from(fd).local_addr())
+    else {
         return String::new();
     };
     if let Some(path) = addr.as_pathname() {

@@ -26,11 +26,11 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::sys::syscall;
+use crate::sys::{file, process};
 
 /// Symbolic links followed while opening one path, as the kernel's own
 /// lookup allows (`MAXSYMLINKS`).
@@ -41,8 +41,7 @@ const MAX_LINKS: usize = 40;
 /// directory on the way as the module doc says. The error names the
 /// directory at fault and why.
 pub(crate) fn open(dir: &Path) -> io::Result<OwnedFd> {
-    // SAFETY: geteuid has no memory effects.
-    let me = unsafe { libc::geteuid() };
+    let me = process::euid();
     let absolute = if dir.is_absolute() {
         dir.to_owned()
     } else {
@@ -51,7 +50,7 @@ pub(crate) fn open(dir: &Path) -> io::Result<OwnedFd> {
     let mut todo: Vec<OsString> = Vec::new();
     push_components(&mut todo, &absolute);
     let mut at = PathBuf::from("/");
-    let mut cur = open_root()?;
+    let mut cur = file::open_root()?;
     let mut links = 0;
     while let Some(name) = todo.pop() {
         let here = stat_fd(&cur)?;
@@ -85,7 +84,7 @@ pub(crate) fn open(dir: &Path) -> io::Result<OwnedFd> {
             }
             let target = read_link_at(&cur, &name)?;
             if target.is_absolute() {
-                cur = open_root()?;
+                cur = file::open_root()?;
                 at = PathBuf::from("/");
             }
             push_components(&mut todo, &target);
@@ -151,60 +150,23 @@ fn c_name(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
-fn open_root() -> io::Result<OwnedFd> {
-    let fd = syscall!(open(
-        c"/".as_ptr(),
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
-    ))?;
-    // SAFETY: open returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Opens the directory `name` in `dir`, never through a link: a name that
 /// became a link since it was looked at fails with `ELOOP` or `ENOTDIR`.
 fn open_dir_at(dir: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
-    let name = c_name(name)?;
-    let fd = syscall!(openat(
-        dir.as_raw_fd(),
-        name.as_ptr(),
-        libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC
-    ))?;
-    // SAFETY: openat returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    file::open_dir_at(dir.as_fd(), &c_name(name)?)
 }
 
 pub(super) fn stat_fd(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    syscall!(fstat(fd.as_raw_fd(), &mut st))?;
-    Ok(st)
+    file::stat(fd.as_fd())
 }
 
 /// The entry `name` in `dir` itself, not what a link there points to.
 pub(super) fn stat_at(dir: &OwnedFd, name: &OsStr) -> io::Result<libc::stat> {
-    let name = c_name(name)?;
-    // SAFETY: an all-zero stat is a valid value for fstatat to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    syscall!(fstatat(
-        dir.as_raw_fd(),
-        name.as_ptr(),
-        &mut st,
-        libc::AT_SYMLINK_NOFOLLOW
-    ))?;
-    Ok(st)
+    file::stat_at(dir.as_fd(), &c_name(name)?)
 }
 
 fn read_link_at(dir: &OwnedFd, name: &OsStr) -> io::Result<PathBuf> {
-    let name = c_name(name)?;
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    let n = syscall!(readlinkat(
-        dir.as_raw_fd(),
-        name.as_ptr(),
-        buf.as_mut_ptr().cast(),
-        buf.len()
-    ))?;
-    buf.truncate(n as usize);
-    Ok(PathBuf::from(OsString::from_vec(buf)))
+    file::read_link_at(dir.as_fd(), &c_name(name)?)
 }
 
 #[cfg(test)]

@@ -1,8 +1,7 @@
-//! The Unix socket calls of the control channel that std does not offer
-//! on stable Rust: connecting to an abstract name with its timeouts set
-//! first, accepting without blocking, asking who the peer is
-//! (`SO_PEERCRED`), and passing descriptors (`SCM_RIGHTS`). Every `unsafe`
-//! of the takeover and of the channel is here, each with its SAFETY note.
+//! The Unix socket calls of the claims and the control channel that std
+//! does not offer on stable Rust: binding an abstract name, connecting to
+//! one with its timeouts set first, accepting without blocking, asking who
+//! the peer is (`SO_PEERCRED`), and passing descriptors (`SCM_RIGHTS`).
 //!
 //! Contracts:
 //! - A descriptor that arrives is owned at once ([`OwnedFd`]) and
@@ -18,8 +17,6 @@ use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
-
-use crate::sys::syscall;
 
 /// The most descriptors one message carries: `SCM_MAX_FD` in
 /// `include/net/scm.h`.
@@ -50,46 +47,34 @@ pub(crate) fn peer(socket: BorrowedFd<'_>) -> io::Result<Peer> {
     let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are live for the call, and `len` is the size
     // of `cred`, which getsockopt writes at most.
-    syscall!(getsockopt(
-        socket.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_PEERCRED,
-        (&raw mut cred).cast(),
-        &mut len
-    ))?;
+    syscall!(unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    })?;
     Ok(Peer {
         pid: u32::try_from(cred.pid).unwrap_or(0),
         uid: cred.uid,
     })
 }
 
-/// Connects a blocking, close-on-exec Unix stream socket to the abstract
-/// name `name` (the bytes after the leading NUL), with `timeout` on every
-/// send and receive, the connect included: a listener whose backlog is
-/// full makes `connect` wait, and never longer than that.
-pub(crate) fn connect_abstract(name: &[u8], timeout: Duration) -> io::Result<OwnedFd> {
-    let fd = syscall!(socket(
-        libc::AF_UNIX,
-        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-        0
-    ))?;
+/// A new blocking, close-on-exec Unix stream socket.
+pub(crate) fn stream() -> io::Result<OwnedFd> {
+    // SAFETY: socket(2) takes no memory.
+    let fd = syscall!(unsafe {
+        libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
+    })?;
     // SAFETY: `socket` just returned this descriptor and nothing else owns it.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
-        tv_usec: timeout.subsec_micros().into(),
-    };
-    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: `tv` is a live timeval and the length is its size;
-        // setsockopt only reads it.
-        syscall!(setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&raw const tv).cast(),
-            mem::size_of::<libc::timeval>() as libc::socklen_t
-        ))?;
-    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The address of the abstract name `name` (the bytes after the leading
+/// NUL), and its length; `InvalidInput` for a name too long to hold.
+fn abstract_addr(name: &[u8]) -> io::Result<(libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: all-zero is a valid sockaddr_un.
     let mut sun: libc::sockaddr_un = unsafe { mem::zeroed() };
     if name.len() >= sun.sun_path.len() {
@@ -101,23 +86,66 @@ pub(crate) fn connect_abstract(name: &[u8], timeout: Duration) -> io::Result<Own
         *dst = src as libc::c_char;
     }
     let len = mem::size_of::<libc::sa_family_t>() + 1 + name.len();
-    // SAFETY: `sun` is a live sockaddr_un and `len` is within it.
-    syscall!(connect(
-        socket.as_raw_fd(),
-        (&raw const sun).cast::<libc::sockaddr>(),
-        len as libc::socklen_t
-    ))?;
+    Ok((sun, len as libc::socklen_t))
+}
+
+/// Binds `socket` to the abstract name `name`. A failed bind leaves the
+/// socket unbound, free to try another name.
+pub(crate) fn bind_abstract(socket: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let (sun, len) = abstract_addr(name)?;
+    // SAFETY: `sun` is a live sockaddr_un and `len` is within it; bind
+    // only reads it.
+    syscall!(unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&raw const sun).cast::<libc::sockaddr>(),
+            len,
+        )
+    })?;
+    Ok(())
+}
+
+/// Connects a blocking, close-on-exec Unix stream socket to the abstract
+/// name `name` (the bytes after the leading NUL), with `timeout` on every
+/// send and receive, the connect included: a listener whose backlog is
+/// full makes `connect` wait, and never longer than that.
+pub(crate) fn connect_abstract(name: &[u8], timeout: Duration) -> io::Result<OwnedFd> {
+    let socket = stream()?;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_usec: timeout.subsec_micros().into(),
+    };
+    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: `tv` is a live timeval and the length is its size;
+        // setsockopt only reads it.
+        syscall!(unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const tv).cast(),
+                mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })?;
+    }
+    let (sun, len) = abstract_addr(name)?;
+    // SAFETY: `sun` is a live sockaddr_un and `len` is within it; connect
+    // only reads it.
+    syscall!(unsafe {
+        libc::connect(
+            socket.as_raw_fd(),
+            (&raw const sun).cast::<libc::sockaddr>(),
+            len,
+        )
+    })?;
     Ok(socket)
 }
 
 /// Makes `socket` listen with `backlog`, and makes it non-blocking (for
 /// `accept`, which the event loop calls).
 pub(crate) fn listen_nonblocking(socket: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
-    let fd = socket.as_raw_fd();
-    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
-    syscall!(fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
-    syscall!(listen(fd, backlog))?;
-    Ok(())
+    super::socket::set_nonblocking(socket)?;
+    super::socket::listen(socket, backlog)
 }
 
 /// Accepts one connection, non-blocking and close-on-exec, without its
@@ -125,12 +153,14 @@ pub(crate) fn listen_nonblocking(socket: BorrowedFd<'_>, backlog: i32) -> io::Re
 pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: null address and length pointers are allowed: the peer's
     // address is not asked for.
-    let fd = syscall!(accept4(
-        listener.as_raw_fd(),
-        std::ptr::null_mut(),
-        std::ptr::null_mut(),
-        libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
-    ))?;
+    let fd = syscall!(unsafe {
+        libc::accept4(
+            listener.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    })?;
     // SAFETY: `accept4` just returned this descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -181,13 +211,10 @@ pub(crate) fn send(socket: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Re
             std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), bytes);
         }
     }
+    let flags = libc::MSG_NOSIGNAL;
     // SAFETY: `msg` points at `iov` (which points at `data`) and at
     // `control`, all alive for the call; sendmsg only reads them.
-    let sent = syscall!(sendmsg(
-        socket.as_raw_fd(),
-        &raw const msg,
-        libc::MSG_NOSIGNAL
-    ))?;
+    let sent = syscall!(unsafe { libc::sendmsg(socket.as_raw_fd(), &raw const msg, flags) })?;
     Ok(sent as usize)
 }
 
@@ -211,11 +238,9 @@ pub(crate) fn recv(
     msg.msg_controllen = mem::size_of_val(&control);
     // SAFETY: `msg` points at `iov` (which points at `buf`) and at
     // `control`, with their real lengths, all alive for the call.
-    let got = syscall!(recvmsg(
-        socket.as_raw_fd(),
-        &raw mut msg,
-        libc::MSG_CMSG_CLOEXEC
-    ))?;
+    let got = syscall!(unsafe {
+        libc::recvmsg(socket.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC)
+    })?;
     let before = fds.len();
     // SAFETY: the kernel filled `msg.msg_controllen` bytes of `control`
     // with well-formed headers; CMSG_FIRSTHDR and CMSG_NXTHDR stay within
@@ -269,7 +294,8 @@ mod tests {
         // Each is a new descriptor for the same socket, close-on-exec.
         for fd in &fds {
             assert_ne!(fd.as_raw_fd(), x.as_raw_fd());
-            let flags = syscall!(fcntl(fd.as_raw_fd(), libc::F_GETFD)).unwrap();
+            // SAFETY: F_GETFD reads the flags of a descriptor we own.
+            let flags = syscall!(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) }).unwrap();
             assert_ne!(flags & libc::FD_CLOEXEC, 0);
         }
         // Plain bytes carry none.
@@ -297,8 +323,7 @@ mod tests {
         let (a, _b) = UnixStream::pair().unwrap();
         let me = peer(a.as_fd()).unwrap();
         assert_eq!(me.pid, std::process::id());
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(me.uid, unsafe { libc::geteuid() });
+        assert_eq!(me.uid, crate::sys::process::euid());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! together, with the real channel, are tested in `control/tests.rs`.
 
 use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::thread;
 
@@ -43,50 +43,18 @@ fn checked(fd: OwnedFd, addr: SocketAddr) -> Result<StdListener, String> {
 /// `[::1]` when set, and on `[::]` when not (a specific address makes the
 /// kernel set it anyway); `None` where this machine has no IPv6.
 fn v6(v6only: libc::c_int) -> Option<(OwnedFd, SocketAddr)> {
-    // SAFETY: plain socket(2); the descriptor is owned at once.
-    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0);
-    // SAFETY: `socket` just returned this descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let set = |name, value: libc::c_int| {
-        // SAFETY: a live c_int and its size; setsockopt only reads it.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                if name == libc::IPV6_V6ONLY {
-                    libc::IPPROTO_IPV6
-                } else {
-                    libc::SOL_SOCKET
-                },
-                name,
-                (&raw const value).cast(),
-                4,
-            )
-        };
-        assert_eq!(rc, 0);
+    use crate::sys::socket;
+    let fd = socket::tcp(libc::AF_INET6, false).unwrap();
+    socket::set_int_opt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).unwrap();
+    socket::set_int_opt(fd.as_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, v6only).unwrap();
+    let ip = if v6only == 1 {
+        std::net::Ipv6Addr::LOCALHOST
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED
     };
-    set(libc::SO_REUSEPORT, 1);
-    set(libc::IPV6_V6ONLY, v6only);
-    // SAFETY: all-zero is a valid sockaddr_in6: port 0, address `::`.
-    let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    sin6.sin6_addr.s6_addr[15] = u8::from(v6only == 1);
-    // SAFETY: `sin6` is a live sockaddr_in6 of the length given.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&raw const sin6).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: listen(2) on our own socket.
-    assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), 4) }, 0);
-    let addr = StdListener::from(fd.try_clone().unwrap())
-        .local_addr()
-        .unwrap();
+    socket::bind(fd.as_fd(), &SocketAddr::from((ip, 0))).ok()?;
+    socket::listen(fd.as_fd(), 4).unwrap();
+    let addr = socket::local_addr(fd.as_fd()).unwrap();
     Some((fd, addr))
 }
 
