@@ -110,7 +110,7 @@ pub fn render(meta: &Meta, cmp: Option<&Comparison>, rel: Option<&[Release]>) ->
     let w = &mut s;
     let _ = writeln!(
         w,
-        "Written by `benches/http.rs` between the `http` markers; rerun it rather than editing this section.\n"
+        "Written by `benches/http/` between the `http` markers; rerun it rather than editing this section.\n"
     );
     meta.run.write(w);
     let _ = writeln!(
@@ -326,7 +326,7 @@ pub fn render_slow_head(
     let w = &mut s;
     let _ = writeln!(
         w,
-        "Written by `benches/http.rs` between the `http-slowhead` markers; rerun it rather than editing this section.\n"
+        "Written by `benches/http/` between the `http-slowhead` markers; rerun it rather than editing this section.\n"
     );
     run.write(w);
     let _ = writeln!(w, "\n- This build: {}", slow_head_line(slow));

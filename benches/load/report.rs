@@ -257,7 +257,7 @@ pub fn render(meta: &Meta, stats: &Stats, errors: &[String]) -> String {
     let w = &mut out;
     let _ = writeln!(
         w,
-        "Written by the load benchmark, `benches/load.rs`, between the `load` markers; \
+        "Written by the load benchmark, `benches/load/`, between the `load` markers; \
          rerun it rather than editing this section. Each figure is the median of {} runs (all runs' range beside it); \
          ratios are the median of the per-run ratios.\n",
         meta.plan.runs

@@ -1,6 +1,6 @@
 //! Rolling restarts over a long round trip, through the delay bed
-//! (`crates/testbed/src/delaybed/`): a client and a server namespace joined by a relay
-//! that delays every packet. Servers run as uid 65534, as in production;
+//! (`crates/testbed/src/delaybed/`): a client and a server namespace
+//! joined by a relay that delays every packet. Servers run as uid 65534, as in production;
 //! `net.ipv4.tcp_migrate_req` stays 0, the kernel's default, so nothing
 //! but drainport itself keeps handshakes in flight at a HUP alive.
 //!
