@@ -7,7 +7,9 @@
 //! its FIN and reads and discards input until that EOF or until
 //! [`DISCARD_LIMIT`], so that the close never turns into a reset. Ending is
 //! not the server's hard stop (its closing phase), whose last word
-//! [`Conn::close_hard`] sends.
+//! [`Conn::close_hard`] sends. Why a connection began to end goes to
+//! [`Context::ending`] at that moment, for the turn function to count
+//! ([`crate::closes`]).
 //!
 //! A connection owns no heap memory while idle. Bytes are read into a buffer
 //! shared by the whole loop and replies are built in a shared scratch vector;
@@ -44,6 +46,7 @@ use mio::event::Event;
 use mio::net::TcpStream;
 
 use crate::budget::{Budget, Share};
+use crate::closes::{Closes, Reason};
 use crate::protocol::{Action, Fed, Protocol, Stop, feed};
 use crate::telnet::Telnet;
 
@@ -100,6 +103,11 @@ pub(crate) trait Stream {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn write(&self, buf: &[u8]) -> io::Result<usize>;
     fn shutdown_write(&self) -> io::Result<()>;
+    /// The client's address, for a log line: `None` when the socket no
+    /// longer knows it (after a reset), or has none (a test's stand-in).
+    fn peer(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 impl Stream for TcpStream {
@@ -113,6 +121,10 @@ impl Stream for TcpStream {
 
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        self.peer_addr().ok()
     }
 }
 
@@ -146,6 +158,8 @@ pub(crate) struct Counters {
     pub(crate) lines: u64,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
+    /// The connections that ended, by reason ([`crate::closes`]).
+    pub(crate) closed: Closes,
 }
 
 /// What every connection of a loop shares: the protocol, the limits, the
@@ -159,6 +173,10 @@ pub(crate) struct Context<P> {
     /// Run input through the telnet filter (`Config::telnet`).
     telnet: bool,
     pub(crate) counters: Counters,
+    /// Why the connection whose turn it is began to end, if it did in this
+    /// turn: set here, taken by the turn function, which counts and logs
+    /// it. One connection is served at a time, so one slot will do.
+    pub(crate) ending: Option<Reason>,
     /// What the connections' own buffers hold in all (`Config::max_buffers`).
     pub(crate) budget: Rc<Budget>,
     read_buf: Box<[u8]>,
@@ -173,6 +191,7 @@ impl<P: Protocol> Context<P> {
             max_output: max_output.max(1),
             telnet: false,
             counters: Counters::default(),
+            ending: None,
             budget: Budget::new(usize::MAX),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             scratch: Vec::new(),
@@ -467,7 +486,7 @@ impl<S: Stream, C> Conn<S, C> {
         if !rest.is_empty() && matches!(got.stop, Stop::NeedMore | Stop::Full) {
             self.bufs(&cx.budget).input.extend_from_slice(rest);
         }
-        self.note(got, &mut cx.counters);
+        self.note(got, cx);
         self.send_scratch(cx)
     }
 
@@ -492,7 +511,7 @@ impl<S: Stream, C> Conn<S, C> {
         );
         bufs.input = input;
         bufs.input.drain(..got.consumed);
-        self.note(got, &mut cx.counters);
+        self.note(got, cx);
     }
 
     /// Feeds what waits in the connection's buffers: input held back by
@@ -544,7 +563,7 @@ impl<S: Stream, C> Conn<S, C> {
     /// The client half-closed: the protocol gets what it left untaken, and
     /// the connection ends: it closes once the replies are flushed.
     fn on_eof<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
-        self.flags |= ENDING;
+        self.begin_end(Reason::Left, &mut cx.ending);
         let rest = match self.bufs.as_deref_mut() {
             Some(bufs) => mem::take(&mut bufs.input),
             None => Vec::new(),
@@ -556,20 +575,35 @@ impl<S: Stream, C> Conn<S, C> {
         })
     }
 
-    /// Records why feeding stopped.
-    fn note(&mut self, got: Fed, counters: &mut Counters) {
-        counters.lines += got.messages;
+    /// Records why feeding stopped. Inlined: on the hot path it is a
+    /// count and a flag.
+    #[inline]
+    fn note<P>(&mut self, got: Fed, cx: &mut Context<P>) {
+        cx.counters.lines += got.messages;
         match got.stop {
             Stop::NeedMore => self.flags &= !INPUT_HELD,
             Stop::Full => self.flags |= INPUT_HELD,
-            Stop::Close | Stop::TooLong => self.end_after_flush(),
+            Stop::Close => self.end_after_flush(Reason::Protocol, &mut cx.ending),
+            Stop::TooLong => self.end_after_flush(Reason::TooLong, &mut cx.ending),
         }
     }
 
-    /// Ends the connection: it closes once its output is flushed, its FIN
-    /// sent and the client's EOF read; input not yet taken will never be.
-    fn end_after_flush(&mut self) {
-        self.flags |= ENDING;
+    /// The connection starts to end, for `why`, unless it is ending
+    /// already: `why` goes to `ending` for the turn function to count,
+    /// so that each connection is counted once, for the reason its end
+    /// began.
+    fn begin_end(&mut self, why: Reason, ending: &mut Option<Reason>) {
+        if !self.is(ENDING) {
+            self.flags |= ENDING;
+            *ending = Some(why);
+        }
+    }
+
+    /// Ends the connection, for `why`: it closes once its output is
+    /// flushed, its FIN sent and the client's EOF read; input not yet
+    /// taken will never be.
+    fn end_after_flush(&mut self, why: Reason, ending: &mut Option<Reason>) {
+        self.begin_end(why, ending);
         self.flags &= !(INPUT_HELD | UNFILTERED);
         if let Some(b) = self.bufs.as_deref_mut() {
             b.input = Vec::new();
@@ -656,7 +690,7 @@ impl<S: Stream, C> Conn<S, C> {
         let said = self.say(cx, |protocol, state, out| {
             protocol.on_connect(state, peer, out)
         });
-        self.act_on(said, cx)
+        self.act_on(said, Reason::Protocol, cx)
     }
 
     /// The drain started: queues `notice` (the operator's line, newline
@@ -677,7 +711,7 @@ impl<S: Stream, C> Conn<S, C> {
             }
             protocol.on_drain(state, out)
         });
-        self.act_on(said, cx)
+        self.act_on(said, Reason::Protocol, cx)
     }
 
     /// The client sent nothing for `idle`: the protocol's last word, then
@@ -691,7 +725,7 @@ impl<S: Stream, C> Conn<S, C> {
             protocol.on_idle_timeout(state, idle, out);
             Action::Close
         });
-        self.act_on(said, cx)
+        self.act_on(said, Reason::IdleTimeout, cx)
     }
 
     /// The protocol's deadline passed; a connection already ending is not
@@ -701,7 +735,12 @@ impl<S: Stream, C> Conn<S, C> {
             return Verdict::Keep;
         }
         let said = self.say(cx, |protocol, state, out| protocol.on_deadline(state, out));
-        self.act_on(said, cx)
+        self.act_on(said, Reason::Deadline, cx)
+    }
+
+    /// The client's address, as the socket knows it now: for a log line.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.stream.peer()
     }
 
     /// The protocol's state for this connection.
@@ -765,25 +804,27 @@ impl<S: Stream, C> Conn<S, C> {
             }
             return self.pump(cx);
         }
-        self.end_after_flush();
+        self.end_after_flush(Reason::Evicted, &mut cx.ending);
         let said = self.say(cx, |protocol, state, out| {
             protocol.on_evicted(state, held, out);
             Action::Close
         });
-        self.act_on(said, cx)
+        self.act_on(said, Reason::Evicted, cx)
     }
 
-    /// The verdict after a hook outside of `on_data` ran: keep, end (close
-    /// once its output is flushed), or close now if sending it failed.
+    /// The verdict after a hook outside of `on_data` ran: keep, end for
+    /// `why` (close once its output is flushed), or close now if sending
+    /// it failed.
     fn act_on<P: Protocol<Conn = C>>(
         &mut self,
         said: io::Result<Action>,
+        why: Reason,
         cx: &mut Context<P>,
     ) -> Verdict {
         match said {
             Ok(Action::Continue) => Verdict::Keep,
             Ok(Action::Close) => {
-                self.end_after_flush();
+                self.end_after_flush(why, &mut cx.ending);
                 self.pump(cx)
             }
             Err(_) => Verdict::Close,

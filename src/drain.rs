@@ -41,8 +41,13 @@ enum Phase {
     /// Serving the clients left, admitting none; `since` is when the drain
     /// began.
     Draining { since: Instant },
-    /// Closing every client on a schedule: the hard stop.
-    Closing { since: Instant, spread: Spread },
+    /// Closing every client on a schedule: the hard stop, begun for
+    /// `cause`.
+    Closing {
+        since: Instant,
+        spread: Spread,
+        cause: Cause,
+    },
 }
 
 /// Why the hard stop began.
@@ -103,6 +108,14 @@ impl Drain {
         }
     }
 
+    /// Why the hard stop began, once it has.
+    pub(crate) fn cause(&self) -> Option<Cause> {
+        match self.phase {
+            Phase::Closing { cause, .. } => Some(cause),
+            _ => None,
+        }
+    }
+
     /// The word for the phase in the status line and the progress reports.
     pub(crate) fn word(&self) -> &'static str {
         match self.phase {
@@ -121,11 +134,17 @@ impl Drain {
                 Step::StartDrain
             }
             Phase::Draining { .. } => Step::HardStop(Cause::Signal),
-            Phase::Closing { since, spread } => {
+            Phase::Closing {
+                since,
+                spread,
+                cause,
+            } => {
                 // Impatience wins over the spread: the rest are due now.
+                // The hard stop keeps the cause it began for.
                 self.phase = Phase::Closing {
                     since,
                     spread: spread.hurry(now),
+                    cause,
                 };
                 self.to_close(now, clients)
             }
@@ -157,6 +176,7 @@ impl Drain {
         self.phase = Phase::Closing {
             since: self.since().unwrap_or(now),
             spread: Spread::new(now, window, clients),
+            cause,
         };
         (window, self.to_close(now, clients))
     }
@@ -232,6 +252,7 @@ mod tests {
         let (window, step) = d.close_all(later, 3, Cause::Signal);
         assert_eq!((window, step), (Duration::ZERO, Step::Close(3)));
         assert_eq!((d.word(), d.since()), ("closing", Some(t0)));
+        assert_eq!(d.cause(), Some(Cause::Signal));
     }
 
     #[test]
@@ -248,7 +269,7 @@ mod tests {
         let cause = Cause::Timeout(secs(30));
         assert_eq!(d.on_timer(deadline, 3), Step::HardStop(cause));
         // Still draining until the server closes the listeners and says so.
-        assert_eq!(d.word(), "draining");
+        assert_eq!((d.word(), d.cause()), ("draining", None));
         let (window, step) = d.close_all(deadline, 3, cause);
         assert_eq!((window, step), (secs(6), Step::Wait));
         // One client every two seconds, the last at the window's end.
@@ -279,8 +300,14 @@ mod tests {
         let mut d = Drain::new(Some(secs(1)), Some(secs(60)));
         d.on_stop_signal(t0, 5);
         d.close_all(t0 + secs(1), 5, Cause::Timeout(secs(1)));
+        assert_eq!(d.cause(), Some(Cause::Timeout(secs(1))));
         assert_eq!(d.on_stop_signal(t0 + secs(2), 5), Step::Close(5));
         assert_eq!(d.since(), Some(t0), "the drain began at the first signal");
+        assert_eq!(
+            d.cause(),
+            Some(Cause::Timeout(secs(1))),
+            "a hurried hard stop keeps its cause"
+        );
     }
 
     #[test]

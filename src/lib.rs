@@ -42,6 +42,7 @@ mod admission;
 mod budget;
 mod claim;
 mod clients;
+mod closes;
 mod config;
 mod conn;
 mod deadline_queue;

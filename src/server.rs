@@ -22,6 +22,7 @@
 //! - The clock is read once per wakeup, after the poll returns; that `now`
 //!   dates every turn of the batch and decides every timer.
 
+use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::process;
@@ -36,6 +37,7 @@ use crate::admission::{self, Accept, Admission};
 use crate::budget::Size;
 use crate::claim::{self, Claim, Conflict};
 use crate::clients::{Clients, Hook};
+use crate::closes::Reason;
 use crate::config::Config;
 use crate::conn::Ready;
 use crate::drain::{Cause, Drain, Step};
@@ -78,7 +80,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///   first three start the drain and a second one stops it hard, `SIGUSR1`
 ///   prints a status line;
 /// - it writes its log lines to stdout (see the README's "What it prints";
-///   one per accepted client unless `config.quiet`, which is the default),
+///   one per accepted client and one per client it closes unless
+///   `config.quiet`, which is the default),
 ///   each dated if `config.log_time` says so, a setting of the process;
 /// - it raises the soft `RLIMIT_NOFILE` to the hard limit;
 /// - it announces its service on the address, as an abstract Unix socket,
@@ -429,7 +432,11 @@ impl<P: Protocol> Server<P> {
     /// Does what the drain said.
     fn act(&mut self, step: Step, now: Instant) {
         if let Step::Close(count) = step {
-            self.clients.stop(count, now);
+            let why = match self.drain.cause() {
+                Some(Cause::Timeout(_)) => Reason::DrainTimeout,
+                Some(Cause::Signal) | None => Reason::HardStop,
+            };
+            self.clients.stop(count, why, now);
         }
     }
 
@@ -440,16 +447,20 @@ impl<P: Protocol> Server<P> {
             None => "-".to_owned(),
         };
         let c = self.clients.counters();
+        let mut closed = String::new();
+        for why in Reason::ALL {
+            let _ = write!(closed, " {}={}", why.name(), c.closed.of(why));
+        }
         say!(
-            "Process {} status: state={state} clients={} accepted={} lines={} bytes_in={} bytes_out={} buffers={} evicted={} since_hangup={since}",
+            "Process {} status: state={state} clients={} accepted={} closed={}{closed} lines={} bytes_in={} bytes_out={} buffers={} since_hangup={since}",
             self.pid,
             self.clients.len(),
             c.accepted,
+            c.closed.total(),
             c.lines,
             c.bytes_in,
             c.bytes_out,
             self.clients.buffers(),
-            self.clients.evicted()
         );
     }
 

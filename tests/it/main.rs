@@ -2,6 +2,7 @@
 //! on loopback and sends real signals.
 
 mod claims;
+mod closes;
 mod delay;
 /// The delay bed, shared with the delay benchmark; the benchmark's report
 /// uses parts the tests do not.
