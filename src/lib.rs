@@ -23,7 +23,11 @@
 //!     }
 //! }
 //!
-//! drainport::serve(&Config::default(), Lines(Upper)).unwrap();
+//! if let Err(e) = drainport::serve(&Config::default(), Lines(Upper)) {
+//!     // One line, naming the `Config` field at fault, if any.
+//!     eprintln!("upper: {e}");
+//!     std::process::exit(1);
+//! }
 //! ```
 //!
 //! [`serve`] runs the process until its drain ends: it takes over
@@ -39,6 +43,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod backlog;
 mod budget;
 mod claim;
 mod clients;
@@ -54,6 +59,7 @@ mod notify;
 mod pidfile;
 pub mod protocol;
 mod server;
+mod setting;
 mod slab;
 mod sockdiag;
 mod spread;
@@ -73,3 +79,4 @@ pub use config::{
 };
 pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};
 pub use server::serve;
+pub use setting::{Setting, SettingError};

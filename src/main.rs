@@ -26,5 +26,5 @@ fn run() -> Result<(), String> {
             return Ok(());
         }
     };
-    drainport::serve(&config, Lines(echo::Echo::new())).map_err(|e| e.to_string())
+    drainport::serve(&config, Lines(echo::Echo::new())).map_err(|e| cli::args::serve_error(&e))
 }

@@ -34,6 +34,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::admission::{self, Accept, Admission};
+use crate::backlog;
 use crate::budget::Size;
 use crate::claim::{self, Claim, Conflict};
 use crate::clients::{Clients, Hook};
@@ -46,6 +47,7 @@ use crate::log::{Escaped, plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protocol::Protocol;
+use crate::setting::{Setting, SettingError};
 use crate::sys;
 
 /// The signal pipe's token.
@@ -69,10 +71,14 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Serves `protocol` on `config.addr` until a drain completes.
 ///
 /// Returns `Ok` after a drain (clean or hard-stopped) and `Err` when the
-/// server could not start or the poll itself failed; the error's message
-/// names what failed. A failure after the listeners started listening
-/// comes only after the clients that reached them were served, so that a
-/// broken start resets no connection.
+/// server could not start or the poll itself failed. The error reads as
+/// one line through `Display` (`eprintln!("{e}")`), which names what
+/// failed and, where a setting is at fault or would fix it, the `Config`
+/// field (`Config::join_any`); such an error carries a [`SettingError`]
+/// saying which setting, for a program with flags of its own to name its
+/// flag instead. A failure after the listeners started listening comes
+/// only after the clients that reached them were served, so that a broken
+/// start resets no connection.
 ///
 /// It runs the process, not just a socket, until it returns:
 /// - it takes over `SIGHUP`, `SIGTERM`, `SIGINT` and `SIGUSR1` for the
@@ -116,17 +122,27 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .pid_file
         .as_deref()
         .map(PidFile::prepare)
-        .transpose()?;
-    let listeners = Listeners::bind(config.addr)?;
+        .transpose()
+        .map_err(|e| SettingError::wrap(Setting::PidFile, e))?;
+    let listeners =
+        Listeners::bind(config.addr).map_err(|e| SettingError::wrap(Setting::Addr, e))?;
     let addr = listeners.local_addr();
     let claim = claim_address::<P>(config, addr)?;
     admission::warn_unprotected(pid);
     let mut server = Server::new(config, protocol, listeners, signals, notifier)?;
     server.claim = claim;
-    let started = server
-        .admission
-        .listen(config.backlog)
-        .and_then(|()| pid_file.map(|p| p.commit()).transpose());
+    if let Some(cap) = backlog::capped(config.backlog) {
+        say!(
+            "Process {pid}: the listen backlog of {} is capped at {cap} by net.core.somaxconn; raise that sysctl for a longer queue",
+            config.backlog
+        );
+    }
+    let started = server.admission.listen(config.backlog).and_then(|()| {
+        pid_file
+            .map(|p| p.commit())
+            .transpose()
+            .map_err(|e| SettingError::wrap(Setting::PidFile, e))
+    });
     match started {
         Ok(pid_file) => server.pid_file = pid_file,
         Err(e) => return server.fail(e),
@@ -636,15 +652,15 @@ fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Clai
     match listing.conflict(addr, &service) {
         None => {}
         Some(Conflict::Mine(other)) if !config.join_any => {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "{addr} is served by another service, {} (pid {}), and this is {service}; \
-                     refusing to split its clients between two programs (--join-any to share it)",
-                    Escaped(&other.service),
-                    other.pid
-                ),
-            ));
+            let message = format!(
+                "{addr} is served by another service, {} (pid {}), and this is {service}; \
+                 refusing to split its clients between two programs",
+                Escaped(&other.service),
+                other.pid
+            );
+            return Err(SettingError::new(Setting::JoinAny, message)
+                .fixed_by("to share it")
+                .into_io(io::ErrorKind::AddrInUse));
         }
         Some(Conflict::Mine(other)) => say!(
             "Process {pid} joins {addr}, which {} (pid {}) also serves",

@@ -9,7 +9,7 @@
 // compiles both examples, so this file twice.
 #[allow(dead_code, clippy::duplicate_mod)]
 #[path = "../../src/cli/args.rs"]
-mod args;
+pub mod args;
 
 use std::ffi::OsString;
 use std::time::Duration;

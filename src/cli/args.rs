@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use drainport::Config;
+use drainport::{Config, Setting, SettingError};
 
 /// What the command line asks for.
 pub enum Command {
@@ -288,6 +288,28 @@ fn takes_no_value(flag: &str, value: &std::ffi::OsStr) -> String {
         "option '{flag}' takes no value, but was given {}",
         shown_os(value)
     )
+}
+
+/// The line for an error from `serve`: its message, with a setting that
+/// it names named by its flag, as every program here spells it.
+pub fn serve_error(error: &std::io::Error) -> String {
+    match SettingError::of(error) {
+        Some(e) => match flag(e.setting()) {
+            Some(flag) => e.naming(flag).to_string(),
+            None => e.to_string(),
+        },
+        None => error.to_string(),
+    }
+}
+
+/// The option that sets `setting` in every program here.
+pub fn flag(setting: Setting) -> Option<&'static str> {
+    match setting {
+        Setting::Addr => Some("ADDR"),
+        Setting::PidFile => Some("--pid-file"),
+        Setting::JoinAny => Some("--join-any"),
+        _ => None,
+    }
 }
 
 /// `text` in single quotes, with control characters escaped so that the
