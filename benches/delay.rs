@@ -20,6 +20,15 @@
 //!   --pause-ms N      pause after each HUP (default 750)
 //!   --in-flight N     short connections in flight at most (default 200)
 //!   --seed N          seeds the loss draws (default 1)
+//!   --servers LIST    how the servers get their sockets: `bound` (each
+//!                     binds its own) or `shared` (the bench holds one and
+//!                     passes it to each, LISTEN_FDS) (default bound)
+//!   --tags LIST       `on`: this kernel; `off`: CPU tags never set, as on
+//!                     a kernel that ignores them (Linux 5.14 to 6.1), by
+//!                     the LD_PRELOAD shim in delaybed/nosteer.c, built
+//!                     here with `cc` (default on)
+//!   --shrink          no successor: restarts+1 servers start, and each
+//!                     HUP leaves one fewer
 //!   --as-root         run the servers as root, not as uid 65534
 //!
 //! Needs root, /dev/net/tun, `ip` and (unless --as-root) `setpriv`;
@@ -39,7 +48,7 @@ mod shared;
 
 use std::time::Duration;
 
-use delaybed::rolling::{self, Case, Outcome};
+use delaybed::rolling::{self, Case, Kind, Outcome};
 use delaybed::servers::Binary;
 use num::num;
 
@@ -55,7 +64,23 @@ struct Options {
     pause_ms: u64,
     in_flight: usize,
     seed: u64,
+    kinds: Vec<Kind>,
+    steering: Vec<bool>,
+    shrink: bool,
     as_root: bool,
+}
+
+/// A comma list of words, each mapped by `word`.
+fn words<T>(
+    flag: &str,
+    value: Option<&String>,
+    word: impl Fn(&str) -> Option<T>,
+) -> Result<Vec<T>, String> {
+    let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+    value
+        .split(',')
+        .map(|w| word(w.trim()).ok_or_else(|| format!("{flag}: {w:?} is not one of its words")))
+        .collect()
 }
 
 fn list<T: std::str::FromStr>(flag: &str, value: Option<&String>) -> Result<Vec<T>, String> {
@@ -89,6 +114,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
         pause_ms: 750,
         in_flight: 200,
         seed: 1,
+        kinds: vec![Kind::Bound],
+        steering: vec![true],
+        shrink: false,
         as_root: false,
     };
     let mut it = args.iter();
@@ -97,6 +125,21 @@ fn parse(args: &[String]) -> Result<Options, String> {
             // cargo bench passes --bench to every harness = false target.
             "--bench" => {}
             "--as-root" => o.as_root = true,
+            "--shrink" => o.shrink = true,
+            "--servers" => {
+                o.kinds = words(flag, it.next(), |w| match w {
+                    "bound" => Some(Kind::Bound),
+                    "shared" => Some(Kind::Shared),
+                    _ => None,
+                })?
+            }
+            "--tags" => {
+                o.steering = words(flag, it.next(), |w| match w {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                })?
+            }
             "--delay-ms" => o.delays = list(flag, it.next())?,
             "--loss" => o.losses = list(flag, it.next())?,
             "--migrate" => o.migrates = list(flag, it.next())?,
@@ -132,7 +175,7 @@ fn main() {
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "delay bench: {e}\nusage: cargo bench --bench delay -- [--delay-ms LIST] [--loss LIST] [--migrate LIST] [--restarts LIST] [--rate LIST] [--long LIST] [--pause-ms N] [--in-flight N] [--seed N] [--as-root]"
+                "delay bench: {e}\nusage: cargo bench --bench delay -- [--delay-ms LIST] [--loss LIST] [--migrate LIST] [--restarts LIST] [--rate LIST] [--long LIST] [--pause-ms N] [--in-flight N] [--seed N] [--servers bound,shared] [--tags on,off] [--shrink] [--as-root]"
             );
             std::process::exit(2);
         }
@@ -141,13 +184,19 @@ fn main() {
         println!("skipped: {reason}");
         return;
     }
-    let bin = match Binary::prepare(BIN, !o.as_root) {
+    let mut bin = match Binary::prepare(BIN, !o.as_root) {
         Ok(bin) => bin,
         Err(e) => {
             eprintln!("delay bench: {e}");
             std::process::exit(1);
         }
     };
+    if o.steering.contains(&false) {
+        if let Err(e) = bin.build_shim() {
+            println!("skipped: --tags off: {e}");
+            return;
+        }
+    }
     let shown: Vec<&str> = args
         .iter()
         .map(String::as_str)
@@ -177,43 +226,60 @@ fn main() {
         o.in_flight,
     );
     println!(
-        "| one-way delay (RTT) | loss | migrate_req | runs as | restarts | attempted | conn/s | failed (by kind) \
-         | stalled | long-lived cut | HUP→exit p50 / max | idle HUP→exit | relay: late > 2 ms / worst |"
+        "| servers | CPU tags | startup says | one-way delay (RTT) | loss | migrate_req | runs as | {} | attempted | conn/s | failed (by kind) \
+         | stalled | long-lived cut | HUP→exit p50 / max | idle HUP→exit | relay: late > 2 ms / worst |",
+        if o.shrink {
+            "HUPs, no successor"
+        } else {
+            "restarts"
+        }
     );
-    println!("|{}", "---|".repeat(13));
+    println!("|{}", "---|".repeat(16));
     let mut details = Vec::new();
     let mut errors = 0;
-    for &restarts in &o.restarts {
-        for &migrate_req in &o.migrates {
-            for &loss in &o.losses {
-                for &delay in &o.delays {
-                    for &rate in &o.rates {
-                        for &long_lived in &o.longs {
-                            let case = Case {
-                                loss_percent: loss,
-                                migrate_req,
-                                restarts,
-                                rate,
-                                long_lived,
-                                pause: Duration::from_millis(o.pause_ms),
-                                max_in_flight: o.in_flight,
-                                seed: o.seed,
-                                ..Case::new(Duration::from_secs_f64(delay / 1000.0))
-                            };
-                            match rolling::prepare(&case)
-                                .and_then(|bed| rolling::run(bed, &bin, &case))
-                            {
-                                Ok(out) => {
-                                    println!("{}", row(&case, &bin, &out));
-                                    details.push(detail(&case, &out));
-                                }
-                                Err(e) => {
-                                    errors += 1;
-                                    println!(
-                                        "| {} | {loss} % | {migrate_req} | {} | {restarts} | error: {e} |",
-                                        delay_text(&case),
-                                        bin.who()
-                                    );
+    let setups: Vec<(Kind, bool)> = o
+        .kinds
+        .iter()
+        .flat_map(|&k| o.steering.iter().map(move |&s| (k, s)))
+        .collect();
+    for &(kind, steering) in &setups {
+        for &restarts in &o.restarts {
+            for &migrate_req in &o.migrates {
+                for &loss in &o.losses {
+                    for &delay in &o.delays {
+                        for &rate in &o.rates {
+                            for &long_lived in &o.longs {
+                                let case = Case {
+                                    loss_percent: loss,
+                                    migrate_req,
+                                    restarts,
+                                    rate,
+                                    long_lived,
+                                    pause: Duration::from_millis(o.pause_ms),
+                                    max_in_flight: o.in_flight,
+                                    seed: o.seed,
+                                    kind,
+                                    steering,
+                                    shrink: o.shrink,
+                                    ..Case::new(Duration::from_secs_f64(delay / 1000.0))
+                                };
+                                match rolling::prepare(&case)
+                                    .and_then(|bed| rolling::run(bed, &bin, &case))
+                                {
+                                    Ok(out) => {
+                                        println!("{}", row(&case, &bin, &out));
+                                        details.push(detail(&case, &out));
+                                    }
+                                    Err(e) => {
+                                        errors += 1;
+                                        println!(
+                                            "| {} | {} | | {} | {loss} % | {migrate_req} | {} | {restarts} | error: {e} |",
+                                            kind.name(),
+                                            tags_text(steering),
+                                            delay_text(&case),
+                                            bin.who()
+                                        );
+                                    }
                                 }
                             }
                         }
@@ -228,6 +294,14 @@ fn main() {
     }
     if errors > 0 {
         std::process::exit(1);
+    }
+}
+
+fn tags_text(steering: bool) -> &'static str {
+    if steering {
+        "this kernel's"
+    } else {
+        "ignored (shim)"
     }
 }
 
@@ -258,7 +332,10 @@ fn row(case: &Case, bin: &Binary, out: &Outcome) -> String {
     let r = &out.relay;
     let packets = r.to_server.packets + r.to_client.packets;
     format!(
-        "| {} | {} % | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} / {} ms | {} | {} of {} / {} ms{} |",
+        "| {} | {} | {} | {} | {} % | {} | {} | {} | {} | {} | {} | {} | {}/{} | {} / {} ms | {} | {} of {} / {} ms{} |",
+        case.kind.name(),
+        tags_text(case.steering),
+        out.protection,
         delay_text(case),
         case.loss_percent,
         out.migrate_req,
@@ -285,10 +362,12 @@ fn detail(case: &Case, out: &Outcome) -> String {
     let r = &out.relay;
     let q = |p| l.connect_quantile(p).map_or("-".into(), |v| num(v, 0));
     format!(
-        "{} one way, loss {} %, migrate_req {}: connect ms p50 {} / p99 {} / max {}; \
+        "{} servers, CPU tags {}, {} one way, loss {} %, migrate_req {}: connect ms p50 {} / p99 {} / max {}; \
          {} pids answered; {} servers started, bad exits {:?}; long-lived {} lines sent, {} answered, \
          {} unanswered, {} bad; relay lost {} + {} packets, SYN {} / SYN-ACK {}, server RSTs {} ({} bare), \
          most queued {}; {:.1} s, machine {:.0} % busy, {:.1} % stolen",
+        case.kind.name(),
+        tags_text(case.steering),
         delay_text(case),
         case.loss_percent,
         out.migrate_req,

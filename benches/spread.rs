@@ -15,6 +15,10 @@
 //! - **one full**: one process runs with `--max-clients 8` and holds 8
 //!   long-lived clients, so it accepts nothing more; what its listeners
 //!   still receive waits in their accept queues.
+//! - **shared**: the P processes share one listening socket that the
+//!   bench holds and passes to each (`LISTEN_FDS`), as a socket unit with
+//!   `Sockets=` does; measured with many client threads and with one per
+//!   CPU, then with the first process draining.
 //!
 //! The special process is started first and alone (so its long-lived
 //! clients reach it), the others one by one after it, each once the one
@@ -33,6 +37,9 @@
 //! every wait has a deadline, and only the processes started here are
 //! signalled, by pid, and waited for.
 
+#[allow(dead_code)]
+#[path = "shared/activate.rs"]
+mod activate;
 #[path = "shared/num.rs"]
 mod num;
 #[path = "shared/mod.rs"]
@@ -43,6 +50,7 @@ mod tcp;
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -69,6 +77,13 @@ const FULL_MAX_CLIENTS: usize = 8;
 const START_DEADLINE: Duration = Duration::from_secs(10);
 /// How long servers have to exit once asked to.
 const EXIT_DEADLINE: Duration = Duration::from_secs(15);
+/// nginx's re-arm period, which drainport uses for a shared socket.
+const REARM_EVERY: usize = 16;
+/// The shared scenario's connects, as a multiple of `--connects`: the
+/// processes take turns by who is awake, and 4,000 connects last a fifth
+/// of a second, a few scheduler slices for 8 processes on 2 CPUs, where a
+/// process given two more slices than the others takes twice its share.
+const SHARED_RUNS: usize = 5;
 const START: &str = "<!-- spread:begin -->";
 const END: &str = "<!-- spread:end -->";
 
@@ -155,6 +170,7 @@ fn main() {
     let mut steady = Vec::new();
     let mut draining = Vec::new();
     let mut full = Vec::new();
+    let mut shared = Vec::new();
     for &p in &o.procs {
         eprintln!("spread: P = {p}: steady");
         steady.push(run_steady(&runner, p, o.connects, threads));
@@ -162,6 +178,10 @@ fn main() {
         draining.push(run_draining(&runner, p, o.connects, threads));
         eprintln!("spread: P = {p}: one full");
         full.push(run_full(&runner, p, o.connects, threads));
+        for clients in [threads, cpus] {
+            eprintln!("spread: P = {p}: shared socket, {clients} client threads");
+            shared.push(run_shared(&runner, p, o.connects * SHARED_RUNS, clients));
+        }
     }
     let elapsed = started.elapsed();
 
@@ -183,6 +203,7 @@ fn main() {
         steady: &steady,
         draining: &draining,
         full: &full,
+        shared: &shared,
     });
     println!("{report}");
     if o.write {
@@ -229,27 +250,55 @@ impl Runner {
     /// Starts one server on `addr` and waits for its listening line; returns
     /// it with the address it listens on.
     fn start(&self, addr: SocketAddr, extra: &[&str]) -> (Server, SocketAddr) {
+        let mut cmd = self.command(&[]);
+        cmd.arg("-q").args(extra).arg(addr.to_string());
+        self.launch(cmd)
+    }
+
+    /// Starts one server on `socket`, passed to it as a service manager
+    /// passes one (the bench holds it), and waits for its listening line.
+    fn start_passed(&self, socket: &OwnedFd, extra: &[&str]) -> (Server, SocketAddr) {
+        let mut cmd = self.command(&activate::LISTEN_PID_SHELL);
+        cmd.arg("-q").args(extra);
+        activate::pass(&mut cmd, &[socket.as_raw_fd()], Some("spread"));
+        self.launch(cmd)
+    }
+
+    /// The command that runs the server through `wrapper`, as the bench's
+    /// server user; its arguments follow.
+    fn command(&self, wrapper: &[&str]) -> Command {
+        let bin: &Path = self.copy.as_deref().unwrap_or(Path::new(BIN));
         let mut cmd = match &self.copy {
-            Some(bin) => {
+            Some(_) => {
                 let mut cmd = Command::new("setpriv");
                 cmd.args([
                     &format!("--reuid={NOBODY}"),
                     &format!("--regid={NOBODY}"),
                     "--clear-groups",
-                ])
-                .arg(bin);
+                ]);
+                cmd.args(wrapper);
                 cmd
             }
-            None => Command::new(BIN),
+            None => match wrapper.split_first() {
+                Some((program, rest)) => {
+                    let mut cmd = Command::new(program);
+                    cmd.args(rest);
+                    cmd
+                }
+                None => return Command::new(bin),
+            },
         };
-        cmd.arg("-q")
-            .args(extra)
-            .arg(addr.to_string())
-            .stdin(Stdio::null())
+        cmd.arg(bin);
+        cmd
+    }
+
+    fn launch(&self, mut cmd: Command) -> (Server, SocketAddr) {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start drainport");
-        // setpriv execs the server, so the child's pid is the server's.
+        // setpriv and the shell exec the server, so the child's pid is the
+        // server's.
         let pid = child.id();
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
@@ -743,6 +792,55 @@ fn run_full(runner: &Runner, p: usize, n: usize, threads: usize) -> Full {
     }
 }
 
+struct Shared {
+    p: usize,
+    threads: usize,
+    /// All P processes running.
+    tally: Tally,
+    /// The first one draining (with a client of its own), the rest running.
+    draining: Tally,
+    unclean: usize,
+}
+
+/// P processes on one listening socket that the bench holds and passes to
+/// each, as a socket unit with `Sockets=` does: first all running, then
+/// with the first draining.
+fn run_shared(runner: &Runner, p: usize, n: usize, threads: usize) -> Shared {
+    let socket =
+        activate::listening_socket("127.0.0.1:0".parse().unwrap()).expect("open the shared socket");
+    let addr = activate::local_addr(&socket).expect("the shared socket's address");
+    let mut servers: Vec<Server> = (0..p)
+        .map(|_| {
+            let (server, at) = runner.start_passed(&socket, &[]);
+            assert_eq!(at, addr, "a process serves another socket");
+            server
+        })
+        .collect();
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid).collect();
+    let tally = connects(addr, &pids, n, threads);
+    // A client of the first process's own, found by trying, keeps its
+    // drain going while the others take every new connection.
+    let held = (0..400)
+        .map(|_| hold(addr).expect("connect a long-lived client"))
+        .find(|h| h.pid == pids[0])
+        .expect("no connection reached the first process in 400 tries");
+    servers[0].signal(libc::SIGHUP);
+    servers[0]
+        .wait_line("closing tasks", START_DEADLINE)
+        .expect("the first process's hangup line");
+    let draining = connects(addr, &pids, n, threads);
+    drop(held);
+    let exited = servers[0].wait_until(Instant::now() + EXIT_DEADLINE);
+    let unclean = stop_all(&mut servers) + usize::from(!exited.is_some_and(|s| s.success()));
+    Shared {
+        p,
+        threads,
+        tally,
+        draining,
+        unclean,
+    }
+}
+
 /// How many listeners `pid` has on `addr`, and how many connections wait
 /// in their accept queues, from `ss` (its process column shows another
 /// user's sockets only to root). `None` when that cannot be read.
@@ -873,6 +971,7 @@ struct Meta<'a> {
     steady: &'a [Steady],
     draining: &'a [Draining],
     full: &'a [Full],
+    shared: &'a [Shared],
 }
 
 fn ratio(r: f64) -> String {
@@ -1027,6 +1126,45 @@ fn render(m: &Meta) -> String {
         );
     }
 
+    let _ = writeln!(
+        s,
+        "\n### Shared: P processes on one socket that the bench holds and passes to each (`LISTEN_FDS`)\n\n\
+         As a socket unit shared through `Sockets=` does: one socket, one queue, every process accepting from it. Each watches it with `EPOLLEXCLUSIVE`, so a new connection wakes one process asleep in `epoll_wait` rather than all, and takes it out of its epoll set and adds it back every {} accepts, so that the first waiter in the socket's queue, whom epoll favours, changes (nginx's `ngx_reorder_accept_events`). Target: the busiest process within 1.5× its fair share. Two loads: {} client threads, where the processes are seldom asleep, and one thread per CPU, where they mostly are and epoll's favourite would show. Then the first process has had SIGHUP and holds a client of its own: it let go of the socket, so it gets nothing, and the ratios are over the P-1 others. A count per process is its total; CPU tags play no part. Each row has {} connects ({}× the others'), a second or so: at 4,000 the run is a few scheduler slices, and with 8 processes on 2 CPUs a process given two slices more took twice its share. Where the processes outnumber the CPUs and the clients keep them all busy (8 processes, 256 client threads, 2 CPUs), a process that has a CPU when connections arrive takes them from the one queue, whoever epoll woke, so the count follows the scheduler rather than epoll: that row varies from run to run (from 1.21 to 3.16 over five runs before this one).\n\n\
+         | P | client threads | phase | answered | busiest ÷ fair | least busy ÷ fair | first process got | per process | answered in ≥ 1 s | SYN resent | no answer in 5 s | failed | run |\n\
+         |---:|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        REARM_EVERY,
+        m.threads,
+        num((m.connects * SHARED_RUNS) as f64, 0),
+        SHARED_RUNS
+    );
+    for r in m.shared {
+        let all: Vec<usize> = (0..r.p).collect();
+        let rest: Vec<usize> = (1..r.p).collect();
+        for (phase, t, which) in [
+            ("all running", &r.tally, &all),
+            ("first draining", &r.draining, &rest),
+        ] {
+            let (max, min) = t.ratios(which);
+            let counts: Vec<String> = which.iter().map(|&i| t.count(i).to_string()).collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {phase} | {} | **{}** | {} | {} | {} | {} | {} | {} | {} | {:.1} s |",
+                r.p,
+                r.threads,
+                answered(t),
+                ratio(max),
+                ratio(min),
+                t.count(0),
+                counts.join(", "),
+                t.slow,
+                t.resent,
+                t.no_answer,
+                t.failed,
+                t.secs
+            );
+        }
+    }
+
     let strays: usize = m
         .steady
         .iter()
@@ -1038,10 +1176,16 @@ fn render(m: &Meta) -> String {
                 .filter_map(|t| t.as_ref().map(|t| t.stray)),
         )
         .chain(m.full.iter().map(|r| r.tally.stray))
+        .chain(
+            m.shared
+                .iter()
+                .flat_map(|r| [r.tally.stray, r.draining.stray]),
+        )
         .sum();
     let unclean: usize = m.steady.iter().map(|r| r.unclean).sum::<usize>()
         + m.draining.iter().map(|r| r.unclean).sum::<usize>()
-        + m.full.iter().map(|r| r.unclean).sum::<usize>();
+        + m.full.iter().map(|r| r.unclean).sum::<usize>()
+        + m.shared.iter().map(|r| r.unclean).sum::<usize>();
     let _ = writeln!(
         s,
         "\nReplies from a process not started by the bench: {strays}. Servers that did not exit 0 by themselves when stopped: {unclean}."

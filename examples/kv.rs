@@ -26,7 +26,7 @@
 //!
 //! SIGHUP drains it exactly as it drains the echo server.
 //!
-//! **Command line.** `kv [--log-time] [--service NAME] [--join-any] [ADDR]`, `-h` and `-V`, read by the
+//! **Command line.** `kv [--log-time] [--service NAME] [--join-any] [ADDR]...`, `-h` and `-V`, read by the
 //! rules of `drainport`'s own (`src/cli/args.rs`, included by path). A
 //! mistake is one line on stderr starting `kv: `, and exit status 1.
 
@@ -54,10 +54,11 @@ fn usage() -> String {
         "\
 kv {version}: a tiny key-value store on drainport that drains on SIGHUP
 
-Usage: kv [OPTIONS] [ADDR]
+Usage: kv [OPTIONS] [ADDR]...
 
 Arguments:
-  [ADDR]  IP:PORT to listen on [default: {DEFAULT_ADDR}]; IPv6 as [::1]:7070
+  [ADDR]...  IP:PORT to listen on, several served together
+             [default: {DEFAULT_ADDR}]; IPv6 as [::1]:7070
 
 Options:
       --log-time  start every stdout line with the time, in UTC to the
@@ -91,9 +92,11 @@ never closes its side, and a draining process waits for it).
 /// Parses the arguments after the program name.
 fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut config = Config {
-        addr: DEFAULT_ADDR
-            .parse::<SocketAddr>()
-            .expect("a valid default address"),
+        addrs: vec![
+            DEFAULT_ADDR
+                .parse::<SocketAddr>()
+                .expect("a valid default address"),
+        ],
         // Typed by hand in telnet: Ctrl-C must not swallow the replies.
         telnet: true,
         // Poked at by hand: show who connects.
@@ -118,8 +121,8 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, Strin
             _ => return Err(args.unknown(&flag)),
         }
     }
-    if let Some(addr) = args.given_address() {
-        config.addr = addr;
+    if !args.given_addresses().is_empty() {
+        config.addrs = args.given_addresses().to_vec();
     }
     Ok(Command::Serve(config))
 }
@@ -212,11 +215,13 @@ mod tests {
     #[test]
     fn command_line() {
         let c = parse(&[]).unwrap();
-        assert_eq!(c.addr, DEFAULT_ADDR.parse().unwrap());
+        assert_eq!(c.addrs, [DEFAULT_ADDR.parse().unwrap()]);
         assert!(c.telnet && !c.log_time);
         let c = parse(&["--log-time", "[::1]:0"]).unwrap();
         assert!(c.log_time);
-        assert_eq!(c.addr, "[::1]:0".parse().unwrap());
+        assert_eq!(c.addrs, ["[::1]:0".parse().unwrap()]);
+        let c = parse(&["127.0.0.1:1", "[::1]:1"]).unwrap();
+        assert_eq!(c.addrs.len(), 2);
         for help in ["--help", "-h", "-V", "--version"] {
             assert!(matches!(
                 parse_args([OsString::from(help)]),
@@ -225,8 +230,8 @@ mod tests {
         }
         for (args, needle) in [
             (
-                &["127.0.0.1:1", "127.0.0.1:2"][..],
-                "unexpected extra argument '127.0.0.1:2'",
+                &["127.0.0.1:1", "127.0.0.1:1"][..],
+                "address '127.0.0.1:1' is given twice",
             ),
             (&["--help=1"][..], "option '--help' takes no value"),
             (&["--log-time=0"][..], "option '--log-time' takes no value"),

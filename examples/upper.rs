@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let config = Config {
-        addr,
+        addrs: vec![addr],
         ..Config::default()
     };
     if let Err(e) = drainport::serve(&config, Lines(Upper)) {

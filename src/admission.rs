@@ -9,19 +9,27 @@
 //! over or says why not ([`Accept`]), and asks it when it next wants to run
 //! ([`Admission::due`]).
 //!
+//! Each address served (a port) retires on its own: a port of sockets this
+//! process bound steers new SYNs away and keeps its listeners open for the
+//! handshakes in flight on it (its own [`window`]); a port of shared
+//! sockets lets go of them at once (see [`crate::listener`]).
+//!
 //! Guarantees:
-//! - While the process can take clients, its listeners carry their CPU
-//!   tags, so the group sends it its share of new SYNs. While it cannot
-//!   (at `max_clients`, out of descriptors, or retiring), they carry none,
-//!   so the group sends new SYNs to a sibling that can, if there is one.
+//! - While the process can take clients, it is in every port's selection:
+//!   its bound listeners carry their CPU tags, so the group sends it its
+//!   share of new SYNs, and its shared ones are in the epoll set. While it
+//!   cannot (at `max_clients`, out of descriptors, or retiring), it is in
+//!   none, so new clients go to a sibling that can, if there is one.
 //! - At most [`ACCEPTS_PER_TURN`] accepts per turn of the loop, taken from
 //!   the listeners in turn, so no CPU's queue starves another's. The hard
 //!   stop is the exception: [`Admission::stop_now`] takes up to
 //!   [`HARD_STOP_ACCEPTS`] at once, for every queued client to get the
 //!   closing line before the listeners close.
-//! - A listener is closed only when its queue was seen empty after the
-//!   handshake window ([`window`]) ended: no connection that reached it
-//!   is reset by the close.
+//! - A bound listener is closed only when its queue was seen empty after
+//!   its port's handshake window ([`window`]) ended: no connection that
+//!   reached it is reset by the close. A shared one is closed once this
+//!   process took what was queued on it when it let go; closing a copy
+//!   resets nothing while another holder keeps the socket.
 
 mod window;
 
@@ -33,10 +41,9 @@ use mio::Registry;
 use mio::net::TcpStream;
 
 use crate::handshakes;
-use crate::listener::{Listeners, Protection};
+use crate::listener::Listeners;
 use crate::log::{plural, say};
 use crate::sockdiag;
-use crate::steer;
 
 use window::{Look, Window};
 
@@ -78,19 +85,28 @@ enum Phase {
     Open {
         sweep_at: Instant,
     },
-    /// Steered away; the listeners stay open for handshakes in flight.
-    /// `ended` once the window has: they close when their queues are empty.
-    Retiring {
-        window: Window,
-        ended: bool,
-    },
+    /// Out of every port's selection; each port ends as [`Ending`] says.
+    Retiring(Vec<Ending>),
     Closed,
+}
+
+/// How far one port's retirement has come.
+#[derive(Debug)]
+struct Ending {
+    /// A bound port's handshake window; `None` for a shared port.
+    window: Option<Window>,
+    /// The window has ended (or there is none): the listeners close once
+    /// their queues are empty.
+    ended: bool,
+    closed: bool,
 }
 
 /// The listeners and the policy over them.
 pub(crate) struct Admission {
     pid: u32,
     listeners: Listeners,
+    /// Keeps the epoll descriptor the listeners were added to open.
+    #[allow(dead_code)]
     registry: Registry,
     max_clients: Option<usize>,
     phase: Phase,
@@ -106,8 +122,9 @@ pub(crate) struct Admission {
 }
 
 impl Admission {
-    /// Takes over bound listeners, registering listener `i` under token
-    /// `first_token + i`. They start listening with [`Admission::listen`].
+    /// Takes over the listeners, registering listener `i` under token
+    /// `first_token + i`. Bound ones start listening with
+    /// [`Admission::listen`]; passed ones listen already.
     pub(crate) fn new(
         pid: u32,
         mut listeners: Listeners,
@@ -116,11 +133,14 @@ impl Admission {
         max_clients: Option<usize>,
         now: Instant,
     ) -> io::Result<Admission> {
-        listeners.register(registry, first_token)?;
+        use std::os::fd::AsRawFd;
+        let registry = registry.try_clone()?;
+        // The clone's epoll descriptor lives as long as the listeners do.
+        listeners.register(registry.as_raw_fd(), first_token)?;
         Ok(Admission {
             pid,
             listeners,
-            registry: registry.try_clone()?,
+            registry,
             max_clients,
             phase: Phase::Open {
                 sweep_at: now + SWEEP_INTERVAL,
@@ -203,8 +223,18 @@ impl Admission {
             self.starved = false;
             say!("Process {} is accepting connections again", self.pid);
         }
-        if let Phase::Retiring { ended: true, .. } = self.phase {
-            self.close();
+        if let Phase::Retiring(ending) = &mut self.phase {
+            for (port, end) in ending.iter_mut().enumerate() {
+                if end.ended && !end.closed {
+                    self.listeners.close(port);
+                    end.closed = true;
+                }
+            }
+            if ending.iter().all(|e| e.closed) {
+                self.phase = Phase::Closed;
+            }
+        }
+        if self.is_closed() {
             return Accept::Closed;
         }
         self.settle_selection(clients);
@@ -238,39 +268,59 @@ impl Admission {
         matches!(self.phase, Phase::Open { .. }) && !self.starved && !self.full(clients)
     }
 
-    /// Puts the CPU tags on or takes them off, to match what the process
-    /// can take. A failure is not retried: the tags then stay as they are,
-    /// which costs a client some waiting but never a reset.
+    /// Enters or leaves every port's selection, to match what the process
+    /// can take. A failure is not retried: the selection then stays as it
+    /// is, which costs a client some waiting but never a reset.
     fn settle_selection(&mut self, clients: usize) {
         let want = self.wants_selection(clients);
         if want != self.selected {
             self.selected = want;
-            let _ = if want {
-                self.listeners.steer_back()
-            } else {
-                self.listeners.steer_away()
-            };
+            for port in 0..self.listeners.ports().len() {
+                let _ = if want {
+                    self.listeners.rejoin(port)
+                } else {
+                    self.listeners.leave(port)
+                };
+            }
         }
     }
 
-    /// Starts the retirement: steers new SYNs away, adds the SYN filter
-    /// where permitted, and opens the handshake window. What is queued is
-    /// still to be accepted. Returns the steering's failure, if any.
+    /// Starts the retirement of every port. A bound one steers new SYNs
+    /// away, adds the SYN filter where permitted, and opens its handshake
+    /// window; a shared one lets go of its sockets. What is queued is still
+    /// to be accepted. Returns the first steering failure, if any.
     pub(crate) fn retire(&mut self, now: Instant) -> io::Result<()> {
         if !matches!(self.phase, Phase::Open { .. }) {
             return Ok(());
         }
-        self.phase = Phase::Retiring {
-            window: Window::open(now),
-            ended: false,
-        };
         self.selected = false;
-        let steered = self.listeners.steer_away();
-        // The safety net for SYNs steering could not place elsewhere, where
-        // this process may attach it. Without it such a SYN is admitted
-        // during the window, so its failure is no news: startup already
-        // said whether anything protects the drain.
-        let _ = self.listeners.refuse_syns();
+        let mut steered = Ok(());
+        let mut ending = Vec::with_capacity(self.listeners.ports().len());
+        for port in 0..self.listeners.ports().len() {
+            if self.listeners.ports()[port].shared {
+                self.listeners.let_go(port);
+                ending.push(Ending {
+                    window: None,
+                    ended: true,
+                    closed: false,
+                });
+                continue;
+            }
+            if let Err(e) = self.listeners.leave(port) {
+                steered = steered.and(Err(e));
+            }
+            // The safety net for SYNs steering could not place elsewhere,
+            // where this process may attach it. Without it such a SYN is
+            // admitted during the window, so its failure is no news:
+            // startup already said what protects the drain.
+            let _ = self.listeners.refuse_syns(port);
+            ending.push(Ending {
+                window: Some(Window::open(now)),
+                ended: false,
+                closed: false,
+            });
+        }
+        self.phase = Phase::Retiring(ending);
         self.listeners.mark_all();
         steered
     }
@@ -279,8 +329,10 @@ impl Admission {
     /// the listeners close.
     pub(crate) fn stop_now(&mut self, now: Instant) {
         let _ = self.retire(now);
-        if let Phase::Retiring { ended, .. } = &mut self.phase {
-            *ended = true;
+        if let Phase::Retiring(ending) = &mut self.phase {
+            for end in ending {
+                end.ended = true;
+            }
         }
         self.listeners.mark_all();
         self.budget = HARD_STOP_ACCEPTS;
@@ -290,8 +342,9 @@ impl Admission {
     /// hard stop, when accepting is paused.
     pub(crate) fn close(&mut self) {
         if !self.is_closed() {
-            self.listeners.deregister(&self.registry);
-            self.listeners.close();
+            for port in 0..self.listeners.ports().len() {
+                self.listeners.close(port);
+            }
             self.phase = Phase::Closed;
         }
     }
@@ -303,7 +356,11 @@ impl Admission {
         let phase = match &self.phase {
             Phase::Closed => return None,
             Phase::Open { sweep_at } => Some(*sweep_at),
-            Phase::Retiring { window, ended } => (!ended).then(|| window.due()),
+            Phase::Retiring(ending) => ending
+                .iter()
+                .filter(|e| !e.ended)
+                .filter_map(|e| e.window.as_ref().map(Window::due))
+                .min(),
         };
         if let Some(until) = self.paused_until {
             return phase.map_or(Some(until), |at| Some(at.min(until)));
@@ -325,39 +382,51 @@ impl Admission {
                 *sweep_at = now + SWEEP_INTERVAL;
                 self.listeners.mark_all();
             }
-            Phase::Retiring {
-                window,
-                ended: ended @ false,
-            } if now >= window.due() => {
-                let addr = self.listeners.local_addr();
-                match window.look(now, || handshakes::in_flight(addr, buf)) {
-                    Look::Wait => {}
-                    Look::Done => *ended = true,
-                    Look::Expired(left) => {
-                        *ended = true;
-                        if let Some(left @ 1..) = left {
-                            say!(
-                                "Process {} closes its listeners with {left} handshake{} still in flight after {}s",
-                                self.pid,
-                                plural(left),
-                                window::WINDOW_MAX.as_secs()
-                            );
-                        }
+            Phase::Retiring(ending) => {
+                for (port, end) in ending.iter_mut().enumerate() {
+                    let Some(window) = &mut end.window else {
+                        continue;
+                    };
+                    if end.ended || now < window.due() {
+                        continue;
                     }
-                    Look::Blind(e) => say!(
-                        "Process {} cannot see the handshakes in flight ({e}); its listeners stay open {}s",
-                        self.pid,
-                        window::WINDOW_MAX.as_secs()
-                    ),
-                }
-                if *ended {
-                    // Whatever completed during the window is queued.
-                    self.listeners.mark_all();
+                    let addr = self.listeners.ports()[port].addr;
+                    end.ended = look(self.pid, addr, window, now, buf);
+                    if end.ended {
+                        // Whatever completed during the window is queued.
+                        self.listeners.mark_all();
+                    }
                 }
             }
             _ => {}
         }
         self.settle_selection(clients);
+    }
+}
+
+/// One look of `addr`'s handshake window at the handshakes in flight on
+/// it (read into `buf`, at least a page); true once the window has ended.
+fn look(pid: u32, addr: SocketAddr, window: &mut Window, now: Instant, buf: &mut [u8]) -> bool {
+    match window.look(now, || handshakes::in_flight(addr, buf)) {
+        Look::Wait => false,
+        Look::Done => true,
+        Look::Expired(left) => {
+            if let Some(left @ 1..) = left {
+                say!(
+                    "Process {pid} closes its listeners on {addr} with {left} handshake{} still in flight after {}s",
+                    plural(left),
+                    window::WINDOW_MAX.as_secs()
+                );
+            }
+            true
+        }
+        Look::Blind(e) => {
+            say!(
+                "Process {pid} cannot see the handshakes in flight on {addr} ({e}); its listeners there stay open {}s",
+                window::WINDOW_MAX.as_secs()
+            );
+            false
+        }
     }
 }
 
@@ -369,28 +438,4 @@ fn retryable(err: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     ) || err.raw_os_error() == Some(libc::EPROTO)
-}
-
-/// Says once, at startup, when nothing keeps new clients away from a
-/// draining process, with the consequence and the fix.
-pub(crate) fn warn_unprotected(pid: u32) {
-    let kernel = match steer::kernel_version() {
-        Some((major, minor)) => format!("Linux {major}.{minor}"),
-        None => "this kernel".to_owned(),
-    };
-    let (major, minor) = steer::STEERING_KERNEL;
-    match Protection::probe() {
-        Protection::Steering => {}
-        Protection::FilterOnly => say!(
-            "Process {pid}: {kernel} cannot steer new connections away from a draining process \
-             (Linux {major}.{minor} or later can); they are dropped instead, so a client that \
-             connects during a drain waits about a second"
-        ),
-        Protection::None => say!(
-            "Process {pid}: nothing keeps new connections away from a draining process: \
-             {kernel} cannot steer them (Linux {major}.{minor} or later can) and the SYN filter \
-             needs CAP_NET_ADMIN; clients that connect during a drain may be reset. \
-             Run Linux {major}.{minor} or later, or grant CAP_NET_ADMIN"
-        ),
-    }
 }

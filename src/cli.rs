@@ -20,11 +20,12 @@ fn usage() -> String {
         "\
 drainport {version}: a SO_REUSEPORT line-echo server that drains on SIGHUP
 
-Usage: drainport [OPTIONS] [ADDR]
+Usage: drainport [OPTIONS] [ADDR]...
 
 Arguments:
-  [ADDR]  IP:PORT to listen on, shared with sibling processes
-          [default: 127.0.0.1:8080]; IPv6 as [::1]:8080
+  [ADDR]...  IP:PORT to listen on, shared with sibling processes; several
+             are served together [default: 127.0.0.1:8080]. IPv6 as
+             [::1]:8080, and [::]:8080 is IPv6 only
 
 Options:
   -q, --quiet               no stdout line per accepted connection
@@ -62,7 +63,7 @@ Options:
   -V, --version             print the version
 
 An option's value follows it or is attached with '=' (--backlog=64), once;
-a switch takes no value. Everything after -- is the address.
+a switch takes no value. Everything after -- is an address.
 
 Signals:
   SIGHUP, SIGTERM, SIGINT   stop accepting, serve current clients, exit when
@@ -70,7 +71,9 @@ Signals:
   SIGUSR1                   print one status line
 
 With NOTIFY_SOCKET set (systemd Type=notify), readiness, stopping and the
-client count are reported to the service manager.
+client count are reported to the service manager. Listening sockets that
+the service manager passes (LISTEN_FDS: socket activation) are served
+instead of binding ADDR.
 ",
         version = env!("DRAINPORT_VERSION")
     )
@@ -107,8 +110,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             _ => return Err(args.unknown(&flag)),
         }
     }
-    if let Some(addr) = args.given_address() {
-        config.addr = addr;
+    if !args.given_addresses().is_empty() {
+        config.addrs = args.given_addresses().to_vec();
     }
     if config.close_spread.is_some() && config.drain_timeout.is_none() {
         return Err(
@@ -135,8 +138,14 @@ mod tests {
     #[test]
     fn defaults_and_flags() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.addr, drainport::DEFAULT_ADDR);
+        assert_eq!(c.addrs, [drainport::DEFAULT_ADDR]);
         assert!(!c.quiet);
+        // Several addresses, in the order given, before and after options.
+        let c = config(&["0.0.0.0:8080", "-q", "[::]:8080", "--", "127.0.0.1:9"]).unwrap();
+        assert_eq!(
+            c.addrs,
+            ["0.0.0.0:8080", "[::]:8080", "127.0.0.1:9"].map(|a| a.parse().unwrap())
+        );
         assert!(c.telnet, "telnet commands are handled by default");
         assert!(!c.log_time, "lines are undated by default");
         assert_eq!((c.idle_timeout, c.send_timeout), (None, None));
@@ -153,7 +162,7 @@ mod tests {
         // A switch may be repeated; the address may follow `--`.
         let c = config(&["-q", "--quiet", "--", "127.0.0.1:7"]).unwrap();
         assert!(c.quiet);
-        assert_eq!(c.addr, "127.0.0.1:7".parse().unwrap());
+        assert_eq!(c.addrs, ["127.0.0.1:7".parse().unwrap()]);
         // A value that starts with '-' is fine attached, or for a number.
         let c = config(&["--pid-file=-p", "--drain-notice=-- bye"]).unwrap();
         assert_eq!(c.pid_file, Some("-p".into()));
@@ -171,7 +180,7 @@ mod tests {
         assert!(c.quiet);
         assert_eq!(c.max_input, 10);
         assert_eq!(c.max_clients, Some(3));
-        assert_eq!(c.addr, "[::1]:9000".parse().unwrap());
+        assert_eq!(c.addrs, ["[::1]:9000".parse().unwrap()]);
         assert_eq!(c.drain_timeout, Some(Duration::from_millis(1500)));
         let c = config(&[
             "--drain-timeout=60",
@@ -211,7 +220,10 @@ mod tests {
                 &["--close-spread", "1e-10"][..],
                 "from 0.000000001 to 31536000",
             ),
-            (&["127.0.0.1:1", "127.0.0.1:2"][..], "only one address"),
+            (
+                &["127.0.0.1:1", "[::1]:2", "127.0.0.1:1"][..],
+                "address '127.0.0.1:1' is given twice",
+            ),
             (&["--idle-timeout", "0"][..], "from 0.000000001 to 31536000"),
             (&["--send-timeout"][..], "needs a value"),
             (
@@ -260,10 +272,10 @@ mod tests {
             ),
             (&["--drain-notice", "-q"][..], "looks like an option"),
             (&["--max-clients", "--raw"][..], "not '--raw'"),
-            // After `--` everything is an operand: one address only.
+            // After `--` everything is an operand: an address.
             (
                 &["--", "127.0.0.1:1", "--raw"][..],
-                "extra argument '--raw'",
+                "invalid address '--raw'",
             ),
             (&["--", "--raw"][..], "invalid address '--raw'"),
             (&["-"][..], "invalid address '-'"),

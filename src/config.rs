@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where the server listens when no address is given.
+/// Where the server listens by default (`Config::default().addrs`).
 pub const DEFAULT_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// The listen backlog: how many finished handshakes wait for `accept`.
@@ -23,8 +23,18 @@ pub const DEFAULT_MAX_BUFFERS: usize = 128 * 1024 * 1024;
 /// How one server process runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The address shared with sibling processes through `SO_REUSEPORT`.
-    pub addr: SocketAddr,
+    /// The addresses to serve, each shared with sibling processes through
+    /// `SO_REUSEPORT`: the process opens listeners of its own on every one,
+    /// each with its own drain. An IPv6 address means IPv6 only (`[::]:8080`
+    /// takes no IPv4 client); list `0.0.0.0:8080` beside it for both.
+    ///
+    /// When the service manager passes listening sockets (socket
+    /// activation, `LISTEN_FDS`), the process serves those instead, and
+    /// binds none of these: each of them that no passed socket serves is
+    /// named in a line at startup. So one command serves its own addresses
+    /// when run by hand and the socket unit's under systemd. Empty means
+    /// the passed sockets only; with none passed, starting fails.
+    pub addrs: Vec<SocketAddr>,
     /// The `listen(2)` backlog.
     pub backlog: u32,
     /// The input cap: the most bytes held for one unfinished message. A
@@ -121,7 +131,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            addr: DEFAULT_ADDR,
+            addrs: vec![DEFAULT_ADDR],
             backlog: DEFAULT_BACKLOG,
             max_input: DEFAULT_MAX_INPUT,
             max_output: DEFAULT_MAX_OUTPUT,
@@ -155,5 +165,6 @@ mod tests {
         assert!(!config.log_time && !config.join_any && config.service.is_none());
         // No timers unless asked: holding idle clients is a use.
         assert!(config.idle_timeout.is_none() && config.send_timeout.is_none());
+        assert_eq!(config.addrs, [DEFAULT_ADDR]);
     }
 }

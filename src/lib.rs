@@ -1,10 +1,12 @@
 //! drainport: a TCP server for zero-downtime releases.
 //!
 //! A service runs as several processes sharing one port through
-//! `SO_REUSEPORT`. To release, start the new processes and send `SIGHUP` to
-//! the old ones. A process that gets `SIGHUP` stops admitting clients, keeps
-//! serving the ones it has, and exits when the last one leaves. No session is
-//! cut and no connection is reset.
+//! `SO_REUSEPORT`, or one listening socket that the service manager holds
+//! and passes to each (socket activation). To release, start the new
+//! processes and send `SIGHUP` to the old ones. A process that gets
+//! `SIGHUP` stops admitting clients, keeps serving the ones it has, and
+//! exits when the last one leaves. No session is cut and no connection is
+//! reset.
 //!
 //! This crate is the drain machinery and knows nothing of any particular
 //! protocol: implement [`Protocol`] (bytes in, replies out, with state per
@@ -42,6 +44,7 @@
 
 #![deny(missing_docs)]
 
+mod activation;
 mod admission;
 mod backlog;
 mod budget;
@@ -57,6 +60,7 @@ mod listener;
 mod log;
 mod notify;
 mod pidfile;
+mod protection;
 pub mod protocol;
 mod server;
 mod setting;

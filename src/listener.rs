@@ -1,15 +1,31 @@
-//! The shared listening sockets: made by hand so they can join a
-//! `SO_REUSEPORT` group and carry a CPU tag, and retired at drain time
-//! without resetting a connection or delaying a new one.
+//! Every listening socket of the process, grouped by the address it serves
+//! (a *port* here), with where each came from, taken in turns, and let go
+//! at drain time as its origin requires: without resetting a connection or
+//! delaying a new one.
 //!
-//! # Steering, then retiring
+//! # Origins
 //!
-//! A process opens one listener per online CPU, each tagged with that CPU
-//! through `SO_INCOMING_CPU` (see [`crate::steer`] for what the kernel does
-//! with the tags). Between them, the tags of any running process cover every
-//! SYN the kernel can handle. Retirement then takes three steps:
+//! - **Bound** ([`Listeners::bind`]): opened by this process, one per
+//!   online CPU, each tagged with its CPU through `SO_INCOMING_CPU` (see
+//!   [`crate::steer`] for what the kernel does with the tags). This process
+//!   holds them alone, so retiring them is its job (below).
+//! - **Passed** ([`Listeners::adopt`]): listening sockets the service
+//!   manager passed (`LISTEN_FDS`, [`crate::activation`]), which it keeps
+//!   and passes to every sibling too: one queue per socket, shared. A
+//!   socket dies only at its last close, so letting go of this process's
+//!   copy resets nothing and needs no kernel feature.
 //!
-//! 1. [`Listeners::steer_away`] sets every tag back to -1. From then on, the
+//! A socket taken over from a predecessor would be a third origin: held
+//! alone once the predecessor let go, and retired as a bound one. Whatever
+//! the origin, a port is *shared* while another process holds copies of its
+//! sockets ([`Port::shared`]), and that alone decides how it is let go.
+//!
+//! # Bound sockets: steering, then retiring
+//!
+//! Between them, the tags of any running process cover every SYN the
+//! kernel can handle. Retirement then takes three steps:
+//!
+//! 1. [`Listeners::leave`] sets every tag back to -1. From then on, the
 //!    group gives each new SYN to a sibling that still carries the SYN's CPU
 //!    tag, so while a sibling runs, this process receives no new SYN at all:
 //!    none is dropped, so no client waits, and none is admitted here. The
@@ -27,122 +43,218 @@
 //! its client limit, or out of descriptors) and put back when it can, so
 //! a full process leaves the group's selection to its siblings.
 //!
-//! Closing a listener with connections still queued would reset them unless
-//! `net.ipv4.tcp_migrate_req` is 1; with the steps above there are none, so
-//! the setting does not matter.
+//! # Shared sockets: one queue, taken in turns
+//!
+//! Every holder of a shared socket watches it with `EPOLLEXCLUSIVE`, so a
+//! new connection wakes one process asleep in `epoll_wait` rather than all
+//! of them. epoll wakes the first such process in the socket's wait queue,
+//! so a process takes the socket out of its epoll set and adds it back
+//! every [`REARM_EVERY`] accepts, going to the back of the queue (nginx's
+//! `ngx_reorder_accept_events`). Leaving the selection (full, or out of
+//! descriptors) takes the socket out of the epoll set, so that connections
+//! wake the siblings instead; rejoining adds it back. The tags, the
+//! backlog and the filter are the socket's, shared by every holder, and
+//! never touched.
+//!
+//! Letting go at the drain ([`Listeners::let_go`]): the socket leaves the
+//! epoll set, so no new connection wakes this process; the process takes
+//! the connections that were queued at that moment (epoll may have woken
+//! it alone for them), at most that many; then it closes its copy. No
+//! window: the handshakes in flight stay with the socket.
+
+mod bound;
+mod passed;
 
 use std::io;
-use std::mem;
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::os::fd::{AsRawFd, RawFd};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Interest, Registry, Token};
 
+use crate::activation::Passed;
 use crate::steer;
-use crate::sys::syscall;
+use crate::sys::{self, syscall};
 
-/// `SO_ATTACH_FILTER` from `<asm-generic/socket.h>`; not exported by libc for glibc.
-const SO_ATTACH_FILTER: libc::c_int = 26;
-/// `SO_INCOMING_CPU` from `<asm-generic/socket.h>`; not exported by libc for glibc.
-const SO_INCOMING_CPU: libc::c_int = 49;
-/// The tag that matches no CPU: such a listener is chosen only when no
-/// listener in the group carries the SYN's CPU.
-const NO_CPU: libc::c_int = -1;
+pub(crate) use bound::filter_permitted;
+use passed::{Adopted, adopt};
 
-/// How well this process can keep new clients away once it drains.
+/// Accepts between two re-arms of a shared socket (nginx's figure).
+pub(crate) const REARM_EVERY: u32 = 16;
+
+/// Where a port's sockets came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Protection {
-    /// The kernel steers by CPU tag: new clients go to siblings.
-    Steering,
-    /// No steering, but the SYN filter can be attached: new clients that
-    /// reach a draining process retry about a second later on a sibling.
-    FilterOnly,
-    /// Neither: clients that connect while a process drains may be admitted
-    /// by it, or reset when its listeners close.
-    None,
+pub(crate) enum Origin {
+    /// Opened by this process, one per online CPU, tagged.
+    Bound,
+    /// Passed by the service manager, which holds them too.
+    Passed,
 }
 
-impl Protection {
-    /// Works out what this kernel and this process's privileges allow.
-    pub(crate) fn probe() -> Protection {
-        if steer::kernel_steers() {
-            Protection::Steering
-        } else if filter_permitted() {
-            Protection::FilterOnly
-        } else {
-            Protection::None
-        }
-    }
+/// One address served, and how.
+#[derive(Debug)]
+pub(crate) struct Port {
+    pub(crate) addr: SocketAddr,
+    pub(crate) origin: Origin,
+    /// Another process holds copies of these sockets: letting go of them
+    /// is enough, and their tags and queues are not this process's alone.
+    pub(crate) shared: bool,
+    /// The passed descriptors' numbers and names, for the startup lines.
+    pub(crate) passed_as: Vec<(RawFd, String)>,
+    /// An IPv6 socket passed with `IPV6_V6ONLY` off: IPv4 clients too.
+    pub(crate) dual_stack: bool,
+    /// Its sockets, as indices into [`Listeners`]' list.
+    socks: Range<usize>,
 }
 
-/// Every listener this process holds on one address, one per online CPU.
+/// One listening socket.
+struct Listener {
+    /// `None` once closed.
+    socket: Option<TcpListener>,
+    /// The CPU tag it carries while the process takes new clients; `None`
+    /// for a shared socket, whose tag is not this process's to set.
+    cpu: Option<libc::c_int>,
+    /// Whether it is in the epoll set now.
+    watched: bool,
+    /// Accepts since it was last added to the epoll set.
+    since_rearm: u32,
+    /// For a shared socket let go: how many more connections it may give
+    /// this process, of those queued when it was let go.
+    quota: Option<u32>,
+}
+
+/// Every listener this process holds.
 pub(crate) struct Listeners {
     socks: Vec<Listener>,
+    ports: Vec<Port>,
     /// Which listeners may hold connections not yet accepted, and whose
     /// turn is next.
     marks: Marks,
-    addr: SocketAddr,
+    /// The epoll set and listener 0's token, once registered.
+    poll: Option<(RawFd, usize)>,
 }
 
 impl Listeners {
+    /// The listeners of a process asked to serve `addrs`, to which the
+    /// service manager passed `passed`: those sockets if there are any
+    /// (each checked, [`adopt`]), else sockets of its own on every address.
+    /// None listens yet, unless it was passed listening.
+    pub(crate) fn open(addrs: &[SocketAddr], passed: Vec<Passed>) -> io::Result<Listeners> {
+        let mut listeners = Listeners::new();
+        if !passed.is_empty() {
+            let adopted = passed.into_iter().map(adopt).collect::<io::Result<_>>()?;
+            listeners.adopt(adopted);
+            return Ok(listeners);
+        }
+        if addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no address to serve, and no listening socket passed by the service manager",
+            ));
+        }
+        for (i, &addr) in addrs.iter().enumerate() {
+            if addrs[..i].contains(&addr) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("address {addr} is given twice"),
+                ));
+            }
+            listeners.bind(addr)?;
+        }
+        Ok(listeners)
+    }
+
+    fn new() -> Listeners {
+        Listeners {
+            socks: Vec::new(),
+            ports: Vec::new(),
+            marks: Marks::new(0),
+            poll: None,
+        }
+    }
+
     /// Opens one socket per online CPU on `addr`, tagged with its CPU and
     /// bound but not yet listening: nothing can queue on it until
     /// [`Listeners::listen`]. With port 0 the first one picks the port and
-    /// the rest join it.
-    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Listeners> {
+    /// the rest join it. Returns the address bound.
+    fn bind(&mut self, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let first = self.socks.len();
         let mut addr = addr;
-        let mut socks = Vec::new();
         for cpu in steer::online_cpus() {
-            let sock = Listener::bind(addr, cpu)?;
-            addr = sock.addr;
-            socks.push(sock);
+            let cpu = libc::c_int::try_from(cpu).unwrap_or(bound::NO_CPU);
+            let (socket, bound) = bound::open(addr, cpu)?;
+            addr = bound;
+            self.socks.push(Listener::new(socket, Some(cpu)));
         }
-        Ok(Listeners {
-            marks: Marks::new(socks.len()),
-            socks,
+        self.ports.push(Port {
             addr,
-        })
+            origin: Origin::Bound,
+            shared: false,
+            passed_as: Vec::new(),
+            dual_stack: false,
+            socks: first..self.socks.len(),
+        });
+        self.marks = Marks::new(self.socks.len());
+        Ok(addr)
     }
 
-    /// Starts listening on every socket. From the first success on,
-    /// clients can queue here, so a caller that fails after this must
-    /// retire the listeners like a drain does rather than close them.
+    /// Takes sockets the service manager passed, one port per address.
+    fn adopt(&mut self, adopted: Vec<Adopted>) {
+        let mut adopted = adopted;
+        // Stable: sockets of one address keep the order they were passed in.
+        adopted.sort_by_key(|a| a.addr);
+        let mut rest = adopted.into_iter().peekable();
+        while let Some(a) = rest.next() {
+            let first = self.socks.len();
+            let mut port = Port {
+                addr: a.addr,
+                origin: Origin::Passed,
+                shared: true,
+                passed_as: vec![(a.number, a.name)],
+                dual_stack: a.dual_stack,
+                socks: first..first,
+            };
+            self.socks.push(Listener::new(a.socket, None));
+            while let Some(more) = rest.next_if(|b| b.addr == port.addr) {
+                port.passed_as.push((more.number, more.name));
+                self.socks.push(Listener::new(more.socket, None));
+            }
+            port.socks.end = self.socks.len();
+            self.ports.push(port);
+        }
+        self.marks = Marks::new(self.socks.len());
+    }
+
+    /// The addresses served, in the order they were added.
+    pub(crate) fn ports(&self) -> &[Port] {
+        &self.ports
+    }
+
+    /// Starts listening on every bound socket (passed ones listen
+    /// already). From the first success on, clients can queue here, so a
+    /// caller that fails after this must retire the listeners like a drain
+    /// does rather than close them.
     pub(crate) fn listen(&self, backlog: u32) -> io::Result<()> {
         let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
-        for sock in &self.socks {
-            syscall!(listen(sock.socket.as_raw_fd(), backlog)).map_err(|err| {
-                io::Error::new(err.kind(), format!("cannot listen on {}: {err}", self.addr))
-            })?;
+        for port in self.ports.iter().filter(|p| p.origin == Origin::Bound) {
+            for sock in &self.socks[port.socks.clone()] {
+                let Some(socket) = &sock.socket else { continue };
+                syscall!(listen(socket.as_raw_fd(), backlog)).map_err(|err| {
+                    io::Error::new(err.kind(), format!("cannot listen on {}: {err}", port.addr))
+                })?;
+            }
         }
         Ok(())
     }
 
-    /// The address actually bound (with the real port when 0 was asked for).
-    pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Registers listener `i` under token `first + i`.
-    pub(crate) fn register(&mut self, registry: &Registry, first: usize) -> io::Result<()> {
-        for (i, sock) in self.socks.iter_mut().enumerate() {
-            registry.register(&mut sock.socket, Token(first + i), Interest::READABLE)?;
+    /// Adds every listener to the epoll set `epoll`, listener `i` under
+    /// token `first + i`: a shared one with `EPOLLEXCLUSIVE`.
+    pub(crate) fn register(&mut self, epoll: RawFd, first: usize) -> io::Result<()> {
+        self.poll = Some((epoll, first));
+        for i in 0..self.socks.len() {
+            self.watch(i)?;
         }
         Ok(())
-    }
-
-    /// Closes every listener. Whatever is still queued on them is reset,
-    /// so the caller first makes sure nothing is.
-    pub(crate) fn close(&mut self) {
-        self.socks.clear();
-        self.marks = Marks::new(0);
-    }
-
-    /// Takes every listener out of `registry`.
-    pub(crate) fn deregister(&mut self, registry: &Registry) {
-        for sock in &mut self.socks {
-            let _ = registry.deregister(&mut sock.socket);
-        }
     }
 
     /// Notes that listener `i` reported a connection.
@@ -150,10 +262,14 @@ impl Listeners {
         self.marks.mark(i);
     }
 
-    /// Notes that any listener may hold connections, for a sweep that does
-    /// not wait for an event.
+    /// Notes that any open listener may hold connections, for a sweep that
+    /// does not wait for an event.
     pub(crate) fn mark_all(&mut self) {
-        self.marks.mark_all();
+        for (i, sock) in self.socks.iter().enumerate() {
+            if sock.socket.is_some() {
+                self.marks.mark(i);
+            }
+        }
     }
 
     /// Whose turn it is among the listeners that may hold connections.
@@ -167,44 +283,166 @@ impl Listeners {
     }
 
     /// Accepts one connection from listener `i`, and gives the next turn
-    /// to the listener after it; `WouldBlock` clears its mark.
+    /// to the listener after it; `WouldBlock` clears its mark. A shared
+    /// socket goes to the back of the epoll queue every [`REARM_EVERY`]
+    /// accepts.
     pub(crate) fn accept(&mut self, i: usize) -> io::Result<(TcpStream, SocketAddr)> {
-        let result = self.socks[i].socket.accept();
+        let sock = &mut self.socks[i];
+        let result = match (&sock.socket, sock.quota) {
+            (Some(socket), None | Some(1..)) => socket.accept(),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
+        };
+        if result.is_ok() {
+            if let Some(left) = &mut sock.quota {
+                *left -= 1;
+            }
+            sock.since_rearm += 1;
+        }
+        let rearm = sock.cpu.is_none() && sock.watched && sock.since_rearm >= REARM_EVERY;
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             self.marks.clear(i);
-        } else {
-            self.marks.took(i);
+            return result;
+        }
+        self.marks.took(i);
+        if rearm {
+            // A failure leaves the socket where it was, or out of the set;
+            // the sweep still finds what queues on it.
+            let _ = self.unwatch(i).and_then(|()| self.watch(i));
         }
         result
     }
 
-    /// Leaves the group's selection: clears every CPU tag so that the group
-    /// sends new SYNs to siblings. Used at the drain, and while the process
-    /// cannot accept (full, or out of descriptors).
-    pub(crate) fn steer_away(&self) -> io::Result<()> {
-        for sock in &self.socks {
-            set_int_opt(&sock.socket, libc::SOL_SOCKET, SO_INCOMING_CPU, NO_CPU)?;
+    /// Leaves the selection on `port` (a drain, or the process cannot
+    /// accept): a bound port clears its CPU tags so that the group sends new
+    /// SYNs to siblings; a shared one leaves the epoll set so that new
+    /// connections wake siblings.
+    pub(crate) fn leave(&mut self, port: usize) -> io::Result<()> {
+        for i in self.ports[port].socks.clone() {
+            match self.socks[i].cpu {
+                Some(_) => self.tag(i, bound::NO_CPU)?,
+                None => self.unwatch(i)?,
+            }
         }
         Ok(())
     }
 
-    /// Rejoins the selection: puts every listener's CPU tag back.
-    pub(crate) fn steer_back(&self) -> io::Result<()> {
-        for sock in &self.socks {
-            set_int_opt(&sock.socket, libc::SOL_SOCKET, SO_INCOMING_CPU, sock.cpu)?;
+    /// Rejoins the selection on `port`: puts the CPU tags back, or the
+    /// shared sockets in the epoll set.
+    pub(crate) fn rejoin(&mut self, port: usize) -> io::Result<()> {
+        for i in self.ports[port].socks.clone() {
+            match self.socks[i].cpu {
+                Some(cpu) => self.tag(i, cpu)?,
+                None => self.watch(i)?,
+            }
         }
         Ok(())
     }
 
-    /// The safety net of step 1: drops every bare SYN (SYN set, ACK clear)
-    /// that still reaches these sockets. Needs `CAP_NET_ADMIN` on recent
-    /// kernels.
-    pub(crate) fn refuse_syns(&self) -> io::Result<()> {
-        for sock in &self.socks {
-            attach_syn_filter(sock.socket.as_raw_fd())?;
+    /// The safety net of a bound port's retirement: drops every bare SYN
+    /// (SYN set, ACK clear) that still reaches its sockets. Needs
+    /// `CAP_NET_ADMIN` on recent kernels.
+    pub(crate) fn refuse_syns(&self, port: usize) -> io::Result<()> {
+        for sock in &self.socks[self.ports[port].socks.clone()] {
+            if let (Some(socket), Some(_)) = (&sock.socket, sock.cpu) {
+                bound::attach_syn_filter(socket.as_raw_fd())?;
+            }
         }
         Ok(())
     }
+
+    /// Lets go of a shared port at the drain: its sockets leave the epoll
+    /// set, and each may still give this process as many connections as
+    /// were queued on it now, which epoll may have announced to this
+    /// process alone. Later ones are the siblings'.
+    pub(crate) fn let_go(&mut self, port: usize) {
+        for i in self.ports[port].socks.clone() {
+            let _ = self.unwatch(i);
+            let sock = &mut self.socks[i];
+            // Unknown counts as none queued: a sibling's sweep finds them.
+            sock.quota = Some(sock.socket.as_ref().map_or(0, |s| queued(s).unwrap_or(0)));
+            self.marks.mark(i);
+        }
+    }
+
+    /// Closes `port`'s listeners. For a bound port, whatever is still
+    /// queued on them is reset, so the caller first makes sure nothing is;
+    /// for a shared one, this closes this process's copies only.
+    pub(crate) fn close(&mut self, port: usize) {
+        for i in self.ports[port].socks.clone() {
+            let _ = self.unwatch(i);
+            self.socks[i].socket = None;
+            self.marks.clear(i);
+        }
+    }
+
+    fn tag(&self, i: usize, cpu: libc::c_int) -> io::Result<()> {
+        match &self.socks[i].socket {
+            Some(socket) => bound::tag(socket, cpu),
+            None => Ok(()),
+        }
+    }
+
+    /// Adds listener `i` to the epoll set, if it is open and out of it.
+    fn watch(&mut self, i: usize) -> io::Result<()> {
+        let Some((epoll, first)) = self.poll else {
+            return Ok(());
+        };
+        let sock = &mut self.socks[i];
+        let Some(socket) = &sock.socket else {
+            return Ok(());
+        };
+        if !sock.watched {
+            sys::epoll_add(epoll, socket.as_raw_fd(), first + i, sock.cpu.is_none())?;
+            sock.watched = true;
+            sock.since_rearm = 0;
+        }
+        Ok(())
+    }
+
+    /// Takes listener `i` out of the epoll set, if it is in it. epoll
+    /// follows the open file description, which a shared socket's other
+    /// holders keep open: closing this copy alone would not take it out.
+    fn unwatch(&mut self, i: usize) -> io::Result<()> {
+        let Some((epoll, _)) = self.poll else {
+            return Ok(());
+        };
+        let sock = &mut self.socks[i];
+        if let (Some(socket), true) = (&sock.socket, sock.watched) {
+            sock.watched = false;
+            sys::epoll_del(epoll, socket.as_raw_fd())?;
+        }
+        Ok(())
+    }
+}
+
+impl Listener {
+    fn new(socket: TcpListener, cpu: Option<libc::c_int>) -> Listener {
+        Listener {
+            socket: Some(socket),
+            cpu,
+            watched: false,
+            since_rearm: 0,
+            quota: None,
+        }
+    }
+}
+
+/// How many finished connections wait in a listener's accept queue:
+/// `tcpi_unacked` of a listening socket's `TCP_INFO` is its
+/// `sk_ack_backlog`.
+fn queued(socket: &TcpListener) -> io::Result<u32> {
+    // SAFETY: all-zero is a valid tcp_info.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` are live, and `len` is `info`'s size.
+    syscall!(getsockopt(
+        socket.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_INFO,
+        (&raw mut info).cast(),
+        &mut len
+    ))?;
+    Ok(info.tcpi_unacked)
 }
 
 /// Which listeners may hold connections, taken in turn: after a listener
@@ -236,14 +474,11 @@ impl Marks {
         }
     }
 
-    fn mark_all(&mut self) {
-        self.queued.fill(true);
-        self.marked = self.queued.len();
-    }
-
     fn clear(&mut self, i: usize) {
-        self.marked -= usize::from(self.queued[i]);
-        self.queued[i] = false;
+        if let Some(q) = self.queued.get_mut(i) {
+            self.marked -= usize::from(*q);
+            *q = false;
+        }
     }
 
     fn any(&self) -> bool {
@@ -261,190 +496,6 @@ impl Marks {
         (0..n)
             .map(|k| (self.cursor + k) % n)
             .find(|&i| self.queued[i])
-    }
-}
-
-/// One listening socket in a `SO_REUSEPORT` group.
-struct Listener {
-    socket: TcpListener,
-    addr: SocketAddr,
-    /// The CPU tag it carries while the process takes new clients.
-    cpu: libc::c_int,
-}
-
-impl Listener {
-    /// Opens a non-blocking, close-on-exec socket with `SO_REUSEADDR`,
-    /// `SO_REUSEPORT` and the CPU tag `cpu`, bound to `addr`, so that
-    /// sibling processes can bind the same address and the group steers
-    /// by CPU.
-    fn bind(addr: SocketAddr, cpu: u32) -> io::Result<Listener> {
-        Self::open(addr, cpu).map_err(|err| {
-            io::Error::new(
-                err.kind(),
-                format!("cannot listen on {addr}: {err}{}", bind_hint(&err)),
-            )
-        })
-    }
-
-    fn open(addr: SocketAddr, cpu: u32) -> io::Result<Listener> {
-        let domain = match addr {
-            SocketAddr::V4(_) => libc::AF_INET,
-            SocketAddr::V6(_) => libc::AF_INET6,
-        };
-        let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-        let fd = syscall!(socket(domain, ty, 0))?;
-        // SAFETY: `socket` just returned this descriptor and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-        set_int_opt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-        if domain == libc::AF_INET6 {
-            // `[::]:port` then means IPv6 only, as the address says, instead of
-            // also claiming the IPv4 port.
-            set_int_opt(&fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
-        }
-        // Accepted sockets inherit TCP_NODELAY from the listener, which saves
-        // a setsockopt per accept. Replies are written whole, so Nagle's
-        // algorithm could only delay them.
-        set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-        // Tagged before listen(2), so the socket joins the group already
-        // carrying its CPU and never takes another CPU's SYN while a
-        // sibling carries that CPU's tag.
-        let cpu = libc::c_int::try_from(cpu).unwrap_or(NO_CPU);
-        set_int_opt(&fd, libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)?;
-        let (storage, len) = sockaddr(&addr);
-        // SAFETY: `storage` is a live sockaddr_storage holding a sockaddr of
-        // `len` bytes, which is no longer than the storage; bind only reads it.
-        syscall!(bind(
-            fd.as_raw_fd(),
-            (&raw const storage).cast::<libc::sockaddr>(),
-            len
-        ))?;
-        let socket = TcpListener::from_std(StdListener::from(fd));
-        let addr = socket.local_addr()?;
-        Ok(Listener { socket, addr, cpu })
-    }
-}
-
-/// Whether this process may attach a socket filter to a TCP socket, tried
-/// on a socket of its own that never listens.
-fn filter_permitted() -> bool {
-    let Ok(fd) = syscall!(socket(
-        libc::AF_INET,
-        libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-        0
-    )) else {
-        return false;
-    };
-    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    attach_syn_filter(fd.as_raw_fd()).is_ok()
-}
-
-/// Attaches a classic BPF filter that drops every bare SYN (SYN set, ACK
-/// clear), so that no new handshake starts on `fd`; the final ACKs of
-/// handshakes in flight still pass.
-///
-/// A socket filter on a TCP socket sees the segment from its TCP header on,
-/// so byte 13 holds the flags.
-fn attach_syn_filter(fd: libc::c_int) -> io::Result<()> {
-    const TCP_FLAGS: u32 = 13;
-    const SYN: u32 = 0x02;
-    const ACK: u32 = 0x10;
-    let code = [
-        bpf(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, TCP_FLAGS),
-        bpf(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, 0, 0, SYN | ACK),
-        bpf(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, SYN),
-        bpf(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
-        bpf(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
-    ];
-    let prog = libc::sock_fprog {
-        len: code.len() as u16,
-        filter: code.as_ptr().cast_mut(),
-    };
-    // SAFETY: `prog` points at `code`, both alive for the call, and its
-    // length is `code`'s; the kernel copies the program before returning.
-    syscall!(setsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        SO_ATTACH_FILTER,
-        (&raw const prog).cast(),
-        mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-    ))?;
-    Ok(())
-}
-
-fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    }
-}
-
-fn set_int_opt(
-    fd: &impl AsRawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: the option value is a live `c_int` and the length is its size;
-    // setsockopt only reads it.
-    syscall!(setsockopt(
-        fd.as_raw_fd(),
-        level,
-        name,
-        (&raw const value).cast(),
-        mem::size_of::<libc::c_int>() as libc::socklen_t,
-    ))?;
-    Ok(())
-}
-
-/// Encodes `addr` as the C structure `bind(2)` takes.
-fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain data for which all-zero is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
-            unsafe { (&raw mut storage).cast::<libc::sockaddr_in>().write(sin) };
-            mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: v6.scope_id(),
-            };
-            // SAFETY: as above.
-            unsafe { (&raw mut storage).cast::<libc::sockaddr_in6>().write(sin6) };
-            mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
-}
-
-/// A hint for the operator mistakes behind common bind errors.
-fn bind_hint(err: &io::Error) -> &'static str {
-    match err.raw_os_error() {
-        Some(libc::EADDRINUSE) => {
-            "; a process that did not set SO_REUSEPORT (or that runs as another user) holds this address"
-        }
-        Some(libc::EADDRNOTAVAIL) => "; no local interface has this address",
-        Some(libc::EACCES) => "; ports below 1024 need privileges",
-        _ => "",
     }
 }
 
@@ -469,7 +520,9 @@ mod tests {
     #[test]
     fn turns_go_round_and_skip_empty_queues() {
         let mut marks = Marks::new(4);
-        marks.mark_all();
+        for i in 0..4 {
+            marks.mark(i);
+        }
         marks.clear(2);
         let mut order = Vec::new();
         for _ in 0..6 {
@@ -490,5 +543,6 @@ mod tests {
         marks.clear(2);
         assert!(!marks.any(), "a listener marked twice is cleared once");
         marks.mark(99); // out of range: ignored, never a panic
+        marks.clear(99);
     }
 }

@@ -33,7 +33,8 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::admission::{self, Accept, Admission};
+use crate::activation;
+use crate::admission::{Accept, Admission};
 use crate::backlog;
 use crate::budget::Size;
 use crate::claim::{self, Claim, Conflict};
@@ -42,18 +43,19 @@ use crate::closes::Reason;
 use crate::config::Config;
 use crate::conn::Ready;
 use crate::drain::{Cause, Drain, Step};
-use crate::listener::Listeners;
+use crate::listener::{Listeners, Origin};
 use crate::log::{Escaped, plural, say};
 use crate::notify::Notifier;
 use crate::pidfile::PidFile;
+use crate::protection;
 use crate::protocol::Protocol;
 use crate::setting::{Setting, SettingError};
 use crate::sys;
 
 /// The signal pipe's token.
 const SIGNALS: Token = Token(usize::MAX - 1);
-/// Listener `i` (one per online CPU) has token `LISTENERS + i`. Client
-/// tokens are slab keys, far below.
+/// Listener `i` (of every address, one per online CPU each, or as passed)
+/// has token `LISTENERS + i`. Client tokens are slab keys, far below.
 const LISTENERS: usize = usize::MAX / 2;
 /// Every signal the process handles. The first three start a drain, or
 /// stop one hard when it is under way; SIGUSR1 prints a status line.
@@ -68,7 +70,8 @@ const EVENTS_CAPACITY: usize = 256;
 /// the service manager's STATUS).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Serves `protocol` on `config.addr` until a drain completes.
+/// Serves `protocol` on `config.addrs` (or on the sockets the service
+/// manager passes) until a drain completes.
 ///
 /// Returns `Ok` after a drain (clean or hard-stopped) and `Err` when the
 /// server could not start or the poll itself failed. The error reads as
@@ -90,14 +93,22 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///   `config.quiet`, which is the default),
 ///   each dated if `config.log_time` says so, a setting of the process;
 /// - it raises the soft `RLIMIT_NOFILE` to the hard limit;
-/// - it announces its service on the address, as an abstract Unix socket,
+/// - it takes the listening sockets the service manager passed to it
+///   (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`, as `sd_listen_fds(3)`
+///   reads them) and unsets those variables; call it while no other thread
+///   reads or writes the environment;
+/// - it asks the kernel whether it steers new connections by CPU tag, with
+///   a few connections on a loopback port of its own (about 0.2 ms), and
+///   says what protects its release;
+/// - it announces its service on each address, as an abstract Unix socket,
 ///   and refuses an address another service serves (`Config::service`,
 ///   `Config::join_any`);
 /// - with `NOTIFY_SOCKET` set, it reports readiness and the drain to
 ///   systemd.
 ///
-/// Linux only: it needs `SO_REUSEPORT`, and Linux 6.2 or later to steer new
-/// clients away from a draining process.
+/// Linux only: it needs `SO_REUSEPORT`. What protects a release on this
+/// kernel (steering by CPU tag, shared sockets, `tcp_migrate_req`) is found
+/// out at startup and said in one line.
 pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     crate::log::set_time(config.log_time);
     // Signals are wired first: from here to the last instruction, a SIGHUP,
@@ -108,6 +119,9 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot use NOTIFY_SOCKET: {e}")))?;
     let pid = process::id();
     say!("Process {pid} running");
+    // Taken before anything else: the variables are unset, and the
+    // descriptors marked close-on-exec, whatever happens next.
+    let passed = activation::take()?;
     sys::raise_fd_limit().map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -117,21 +131,28 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     // Whatever can fail is done before the first listen(2): from then on,
     // clients can queue on this process, and dropping its listeners would
     // reset them. The pid file is written now and only renamed into place
-    // once listening.
+    // once listening. (Passed sockets listen already, but a failure here
+    // only closes this process's copies of them.)
     let pid_file = config
         .pid_file
         .as_deref()
         .map(PidFile::prepare)
         .transpose()
         .map_err(|e| SettingError::wrap(Setting::PidFile, e))?;
-    let listeners =
-        Listeners::bind(config.addr).map_err(|e| SettingError::wrap(Setting::Addr, e))?;
-    let addr = listeners.local_addr();
-    let claim = claim_address::<P>(config, addr)?;
-    admission::warn_unprotected(pid);
+    let listeners = Listeners::open(&config.addrs, passed)
+        .map_err(|e| SettingError::wrap(Setting::Addrs, e))?;
+    say_origins(pid, &listeners, &config.addrs);
+    let mut claims = Vec::new();
+    for port in listeners.ports() {
+        claims.extend(claim_address::<P>(config, port.addr)?);
+    }
+    protection::report(pid, listeners.ports());
+    let addrs: Vec<SocketAddr> = listeners.ports().iter().map(|p| p.addr).collect();
+    // The backlog is this process's to set only on the sockets it bound.
+    let binds = listeners.ports().iter().any(|p| p.origin == Origin::Bound);
     let mut server = Server::new(config, protocol, listeners, signals, notifier)?;
-    server.claim = claim;
-    if let Some(cap) = backlog::capped(config.backlog) {
+    server.claims = claims;
+    if let Some(cap) = backlog::capped(config.backlog).filter(|_| binds) {
         say!(
             "Process {pid}: the listen backlog of {} is capped at {cap} by net.core.somaxconn; raise that sysctl for a longer queue",
             config.backlog
@@ -148,11 +169,38 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         Err(e) => return server.fail(e),
     }
     // Ready means listening: the pid file and READY=1 follow the listen.
-    say!("Process {pid} listening on: {addr}");
+    for addr in addrs {
+        say!("Process {pid} listening on: {addr}");
+    }
     server.notifier.send(format_args!(
         "READY=1\nMAINPID={pid}\nSTATUS=serving, 0 clients"
     ));
     server.run()
+}
+
+/// Says where each passed socket came from, one line each, and which
+/// configured addresses they stand in for.
+fn say_origins(pid: u32, listeners: &Listeners, configured: &[SocketAddr]) {
+    let ports = listeners.ports();
+    for port in ports.iter().filter(|p| p.origin == Origin::Passed) {
+        let also = if port.dual_stack { ", IPv4 too" } else { "" };
+        for (fd, name) in &port.passed_as {
+            say!(
+                "Process {pid} takes fd {fd} ({name}) from the service manager: {}{also}",
+                port.addr
+            );
+        }
+    }
+    if ports.iter().any(|p| p.origin == Origin::Passed) {
+        for addr in configured
+            .iter()
+            .filter(|a| !ports.iter().any(|p| p.addr == **a))
+        {
+            say!(
+                "Process {pid} does not bind {addr}: it serves the sockets the service manager passed"
+            );
+        }
+    }
 }
 
 /// The loop's timers. Both the poll's timeout and the firing come from
@@ -183,8 +231,8 @@ struct Server<P: Protocol> {
     notifier: Notifier,
     /// Dropped, and so removed, when the server returns.
     pid_file: Option<PidFile>,
-    /// This process's announcement of the service it runs on its address.
-    claim: Option<Claim>,
+    /// This process's announcements of the service it runs on its addresses.
+    claims: Vec<Claim>,
     admission: Admission,
     clients: Clients<TcpStream, P>,
     drain: Drain,
@@ -225,7 +273,7 @@ impl<P: Protocol> Server<P> {
             signals,
             notifier,
             pid_file: None,
-            claim: None,
+            claims: Vec::new(),
             admission,
             clients: Clients::new(config, protocol, now),
             drain: Drain::new(config.drain_timeout, config.close_spread),

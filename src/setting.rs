@@ -20,8 +20,8 @@ use std::io;
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Setting {
-    /// [`Config::addr`](crate::Config::addr).
-    Addr,
+    /// [`Config::addrs`](crate::Config::addrs).
+    Addrs,
     /// [`Config::pid_file`](crate::Config::pid_file).
     PidFile,
     /// [`Config::join_any`](crate::Config::join_any).
@@ -32,7 +32,7 @@ impl Setting {
     /// The field's name in [`Config`](crate::Config): `join_any`.
     pub fn field(self) -> &'static str {
         match self {
-            Setting::Addr => "addr",
+            Setting::Addrs => "addrs",
             Setting::PidFile => "pid_file",
             Setting::JoinAny => "join_any",
         }
@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn every_setting_names_a_field() {
-        for s in [Setting::Addr, Setting::PidFile, Setting::JoinAny] {
+        for s in [Setting::Addrs, Setting::PidFile, Setting::JoinAny] {
             assert_eq!(s.to_string(), format!("Config::{}", s.field()));
         }
     }

@@ -1,6 +1,7 @@
 //! What steering new connections needs to know about this machine: the CPUs
-//! that can handle a SYN, and whether the kernel honours `SO_INCOMING_CPU`
-//! when it picks a socket in a `SO_REUSEPORT` group.
+//! that can handle a SYN, whether this kernel honours `SO_INCOMING_CPU`
+//! when it picks a socket in a `SO_REUSEPORT` group, and whether a closing
+//! listener hands what it holds to a sibling (`net.ipv4.tcp_migrate_req`).
 //!
 //! Since Linux 6.2 the group's hash selection, once any member carries a
 //! CPU tag, gives a SYN handled on CPU `c` to the first member tagged `c`,
@@ -10,10 +11,25 @@
 //! CPU therefore covers every SYN, and one that sets its tags back to -1
 //! receives none while a sibling covers them. Setting the tag needs no
 //! privilege. See `docs/design.md` for the alternatives.
+//!
+//! The version number does not say whether a kernel does this:
+//! distributions backport the fix to older numbers, and a kernel built or
+//! patched otherwise may not have it whatever its number. So [`probe`] asks
+//! the kernel itself, at every start, on a port of its own.
+
+mod probe;
 
 use std::ffi::CStr;
 use std::fs;
 use std::mem;
+
+pub(crate) use probe::{Steering, probe};
+
+/// `SO_INCOMING_CPU` from `<asm-generic/socket.h>`; not exported by libc for glibc.
+pub(crate) const SO_INCOMING_CPU: libc::c_int = 49;
+/// Where this network namespace says whether a closing listener hands its
+/// queue and handshakes to a sibling (Linux 5.14 and later).
+const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
 
 /// The first kernel whose reuseport selection honours `SO_INCOMING_CPU`.
 pub(crate) const STEERING_KERNEL: (u32, u32) = (6, 2);
@@ -82,10 +98,20 @@ pub(crate) fn parse_release(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// Whether the running kernel steers by `SO_INCOMING_CPU`. An unknown
-/// version counts as not steering, so the operator hears about it.
-pub(crate) fn kernel_steers() -> bool {
-    kernel_version().is_some_and(|v| v >= STEERING_KERNEL)
+/// `net.ipv4.tcp_migrate_req` in this process's network namespace: whether
+/// a listener that closes hands the connections queued on it and the
+/// handshakes in flight to another listener of its group. `None` where the
+/// kernel has no such setting (before 5.14) or it cannot be read.
+pub(crate) fn migrate_req() -> Option<bool> {
+    parse_flag(&fs::read_to_string(MIGRATE_REQ).ok()?)
+}
+
+fn parse_flag(text: &str) -> Option<bool> {
+    match text.trim() {
+        "0" => Some(false),
+        "1" => Some(true),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +135,17 @@ mod tests {
         let here = unsafe { libc::sched_getcpu() };
         let cpus = online_cpus();
         assert!(cpus.contains(&(here as u32)), "{here} not in {cpus:?}");
+    }
+
+    #[test]
+    fn migrate_req_reads_as_a_flag() {
+        assert_eq!(parse_flag("1\n"), Some(true));
+        assert_eq!(parse_flag("0\n"), Some(false));
+        assert_eq!(parse_flag(""), None);
+        // This kernel has the setting (5.14+), readable by anyone.
+        if kernel_version().is_some_and(|v| v >= (5, 14)) {
+            assert!(migrate_req().is_some());
+        }
     }
 
     #[test]

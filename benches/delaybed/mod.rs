@@ -16,13 +16,21 @@
 //! - `servers.rs`: drainport processes in the server namespace
 //! - `churn.rs`: the client load and how each failure is classified
 //! - `rolling.rs`: one case of rolling restarts under that load
+//! - `nosteer.rs`, `nosteer.c`: the emulation of a kernel that does not
+//!   steer by CPU tag (Linux 5.14 to 6.1)
+//! - `../shared/activate.rs`: passing listening sockets to a server as a
+//!   service manager does
 //!
 //! The delay benchmark (`benches/delay.rs`) and the integration test
 //! (`tests/it/delay.rs`) compile this module in with `#[path]`.
 
+/// Passing listening sockets as a service manager does.
+#[path = "../shared/activate.rs"]
+pub mod activate;
 pub mod bed;
 pub mod churn;
 pub mod netns;
+pub mod nosteer;
 pub mod relay;
 pub mod rolling;
 pub mod servers;

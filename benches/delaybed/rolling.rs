@@ -16,21 +16,51 @@
 //!
 //! The Python pauses a random 0.5 to 1 s after each HUP; here the pause is
 //! fixed, 0.75 s by default, the same on average.
+//!
+//! How the servers get their sockets is the case's [`Kind`]: each binds
+//! its own, or the bench holds one listening socket for the whole case and
+//! passes it to every server, as systemd does for a socket unit shared
+//! through `Sockets=`. Another way is one more variant there and in
+//! [`Server::start`]'s [`Serve`]. Without `steering`, every server runs
+//! with the no-steering shim, as on Linux 5.14 to 6.1. With `shrink`, step
+//! 5 starts no new server: `restarts + 1` servers start in step 3, and one
+//! leaves per step, down to one.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::activate;
 use super::bed::Bed;
 use super::churn::{Load, LoadConfig, LoadReport};
 use super::relay::{Link, RelayStats};
-use super::servers::{Binary, Server};
+use super::servers::{Binary, Serve, Server};
 
 /// The servers' port in the server namespace.
 pub const PORT: u16 = 9000;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How the servers get their listening sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Each binds its own, one per CPU, tagged: run by hand or by
+    /// `scripts/rolling-restart`.
+    Bound,
+    /// One socket the bench holds and passes to each (`LISTEN_FDS`).
+    Shared,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Bound => "bound",
+            Kind::Shared => "shared",
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct Case {
@@ -45,6 +75,13 @@ pub struct Case {
     pub long_lived: usize,
     pub pause: Duration,
     pub seed: u64,
+    pub kind: Kind,
+    /// The kernel steers by CPU tag (as this one does); without, the
+    /// servers run with the no-steering shim.
+    pub steering: bool,
+    /// Servers leave without a successor: the count goes down by one per
+    /// step instead of staying at two.
+    pub shrink: bool,
 }
 
 impl Case {
@@ -61,6 +98,9 @@ impl Case {
             long_lived: 20,
             pause: Duration::from_millis(750),
             seed: 1,
+            kind: Kind::Bound,
+            steering: true,
+            shrink: false,
         }
     }
 
@@ -89,6 +129,9 @@ pub struct Outcome {
     /// busy, and percent stolen by the hypervisor.
     pub busy_percent: f64,
     pub steal_percent: f64,
+    /// What the first server said protects its release, from its startup
+    /// line: `steering`, `shared sockets`, `nothing`, …
+    pub protection: String,
 }
 
 impl Outcome {
@@ -162,8 +205,22 @@ pub fn run(mut bed: Bed, bin: &Binary, case: &Case) -> Result<Outcome, String> {
     let cpu_before = cpu_times();
     let migrate_req = bed.server.sysctl("net.ipv4.tcp_migrate_req")?;
     let addr = SocketAddr::from((bed.server_ip, PORT));
+    // The holder's socket, open for the whole case, made in the server
+    // namespace.
+    let held = match case.kind {
+        Kind::Shared => Some(
+            bed.server
+                .run(move || activate::listening_socket(addr))?
+                .map_err(|e| format!("cannot open the shared socket on {addr}: {e}"))?,
+        ),
+        Kind::Bound => None,
+    };
+    let serve = match &held {
+        Some(socket) => Serve::Passed(socket.as_raw_fd()),
+        None => Serve::Bind(addr),
+    };
     let start = |servers: &mut Vec<Server>| -> Result<usize, String> {
-        let mut server = Server::start(&bed.server, bin, addr)?;
+        let mut server = Server::start(&bed.server, bin, serve, case.steering)?;
         server.wait_listening(LISTEN_TIMEOUT)?;
         servers.push(server);
         Ok(servers.len() - 1)
@@ -175,6 +232,10 @@ pub fn run(mut bed: Bed, bin: &Binary, case: &Case) -> Result<Outcome, String> {
     idle[i].hup();
     idle[i].wait_exit(EXIT_TIMEOUT);
     let idle_hup_to_exit = idle[i].hup_to_exit();
+    let protection = idle[i]
+        .protection
+        .clone()
+        .unwrap_or_else(|| "unsaid".into());
     let mut bad_exits = Vec::new();
     if !idle[i].exited_cleanly() {
         bad_exits.push(format!("idle {}: {}", idle[i].pid, idle[i].describe_exit()));
@@ -183,7 +244,8 @@ pub fn run(mut bed: Bed, bin: &Binary, case: &Case) -> Result<Outcome, String> {
 
     let mut servers: Vec<Server> = Vec::new();
     let mut running: VecDeque<usize> = VecDeque::new();
-    for _ in 0..2 {
+    let initial = if case.shrink { case.restarts + 1 } else { 2 };
+    for _ in 0..initial {
         running.push_back(start(&mut servers)?);
     }
     let rtt = case.rtt();
@@ -204,7 +266,9 @@ pub fn run(mut bed: Bed, bin: &Binary, case: &Case) -> Result<Outcome, String> {
     let long_ready = load.long_ready;
     thread::sleep(Duration::from_secs(2) + rtt * 2);
     for _ in 0..case.restarts {
-        running.push_back(start(&mut servers)?);
+        if !case.shrink {
+            running.push_back(start(&mut servers)?);
+        }
         let oldest = running.pop_front().expect("two are running");
         servers[oldest].hup();
         thread::sleep(case.pause);
@@ -255,6 +319,7 @@ pub fn run(mut bed: Bed, bin: &Binary, case: &Case) -> Result<Outcome, String> {
         wall: started.elapsed(),
         busy_percent,
         steal_percent,
+        protection,
     })
 }
 

@@ -3,14 +3,18 @@
 //! Each is started from a thread that entered the namespace, so it and
 //! its sockets live there; as root the bed runs it as uid 65534 through
 //! `setpriv`, from a world-readable copy of the binary in a fresh
-//! directory (the checkout may be out of that user's reach). A thread per
+//! directory (the checkout may be out of that user's reach). A server
+//! binds its own listeners, or serves a socket the bench holds and passes
+//! to it as a service manager does ([`Serve`]); with steering off it runs
+//! with the no-steering shim loaded ([`super::nosteer`]). A thread per
 //! process reads its stdout and then reaps it, stamping each line and the
 //! exit with the time it saw them. Signals go through a pidfd, so they can
 //! only ever reach the process this module started, even after it exited.
 
+use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -19,7 +23,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::activate;
 use super::netns::Namespace;
+use super::nosteer;
 
 /// The unprivileged user and group.
 pub const NOBODY: u32 = 65534;
@@ -54,12 +60,24 @@ impl Drop for TempDir {
     }
 }
 
+/// What a server serves.
+#[derive(Clone, Copy, Debug)]
+pub enum Serve {
+    /// Its own listeners on this address.
+    Bind(SocketAddr),
+    /// The listening socket the bench holds, passed to it as descriptor 3
+    /// (`LISTEN_FDS`), as a socket unit's `Sockets=` does.
+    Passed(RawFd),
+}
+
 /// The server binary and who runs it.
 pub struct Binary {
     path: PathBuf,
     /// Run as uid/gid 65534 through setpriv.
     pub unprivileged: bool,
-    _dir: Option<TempDir>,
+    /// The no-steering shim, once built.
+    shim: Option<PathBuf>,
+    dir: Option<TempDir>,
 }
 
 impl Binary {
@@ -70,7 +88,8 @@ impl Binary {
             return Ok(Binary {
                 path: bin.into(),
                 unprivileged,
-                _dir: None,
+                shim: None,
+                dir: None,
             });
         }
         let dir = TempDir::new("delaybed-bin")?;
@@ -82,27 +101,70 @@ impl Binary {
         Ok(Binary {
             path,
             unprivileged,
-            _dir: Some(dir),
+            shim: None,
+            dir: Some(dir),
         })
+    }
+
+    /// Builds the no-steering shim, once, where the servers' user can
+    /// read it.
+    pub fn build_shim(&mut self) -> Result<(), String> {
+        if self.shim.is_some() {
+            return Ok(());
+        }
+        if self.dir.is_none() {
+            let dir = TempDir::new("delaybed-shim")?;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+            self.dir = Some(dir);
+        }
+        let dir = self.dir.as_ref().expect("made above");
+        self.shim = Some(nosteer::build(dir.path())?);
+        Ok(())
     }
 
     pub fn who(&self) -> &'static str {
         if self.unprivileged { "65534" } else { "root" }
     }
 
-    fn command(&self, addr: SocketAddr) -> Command {
-        let mut cmd = if self.unprivileged {
-            let mut cmd = Command::new("setpriv");
-            cmd.arg(format!("--reuid={NOBODY}"))
-                .arg(format!("--regid={NOBODY}"))
-                .arg("--clear-groups")
-                .arg(&self.path);
-            cmd
-        } else {
-            Command::new(&self.path)
-        };
-        cmd.arg("-q").arg(addr.to_string());
-        cmd
+    /// The command that runs a server on `serve`; without `steering`, with
+    /// the no-steering shim loaded (built first with [`Binary::build_shim`]).
+    fn command(&self, serve: Serve, steering: bool) -> Result<Command, String> {
+        // The wrappers, each exec'ing the rest: the shell that sets
+        // LISTEN_PID, setpriv; then the server.
+        let mut argv: Vec<OsString> = Vec::new();
+        if let Serve::Passed(_) = serve {
+            argv.extend(activate::LISTEN_PID_SHELL.map(OsString::from));
+        }
+        if self.unprivileged {
+            argv.extend(
+                [
+                    "setpriv".to_owned(),
+                    format!("--reuid={NOBODY}"),
+                    format!("--regid={NOBODY}"),
+                    "--clear-groups".to_owned(),
+                ]
+                .map(OsString::from),
+            );
+        }
+        argv.push(self.path.clone().into());
+        argv.push("-q".into());
+        if let Serve::Bind(addr) = serve {
+            argv.push(addr.to_string().into());
+        }
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        if let Serve::Passed(fd) = serve {
+            activate::pass(&mut cmd, &[fd], Some("delaybed"));
+        }
+        if !steering {
+            let shim = self
+                .shim
+                .as_ref()
+                .ok_or("the no-steering shim was not built")?;
+            cmd.env(nosteer::PRELOAD, shim);
+        }
+        Ok(cmd)
     }
 }
 
@@ -124,12 +186,21 @@ pub struct Server {
     pub exit: Option<(Instant, Result<ExitStatus, String>)>,
     /// Lines that are neither per-connection nor routine, for a report.
     pub notes: Vec<String>,
+    /// What its startup line says protects its release: the words after
+    /// `release protection: ` up to the explanation.
+    pub protection: Option<String>,
 }
 
 impl Server {
-    /// Starts `drainport -q ADDR` in `ns`.
-    pub fn start(ns: &Namespace, bin: &Binary, addr: SocketAddr) -> Result<Server, String> {
-        let mut cmd = bin.command(addr);
+    /// Starts `drainport -q` on `serve` in `ns`, with steering emulated
+    /// away unless `steering`.
+    pub fn start(
+        ns: &Namespace,
+        bin: &Binary,
+        serve: Serve,
+        steering: bool,
+    ) -> Result<Server, String> {
+        let mut cmd = bin.command(serve, steering)?;
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -166,6 +237,7 @@ impl Server {
             no_clients_at: None,
             exit: None,
             notes: Vec::new(),
+            protection: None,
         })
     }
 
@@ -175,6 +247,10 @@ impl Server {
                 let me = format!("Process {} ", self.pid);
                 if line.starts_with(&me) && line.contains(" listening on: ") {
                     self.listening.get_or_insert(at);
+                } else if let Some((_, said)) = line.split_once("release protection: ") {
+                    let end = said.find([';', ':', '(']).unwrap_or(said.len());
+                    self.protection
+                        .get_or_insert_with(|| said[..end].trim().to_owned());
                 } else if line.contains("has no clients left, exiting") {
                     self.no_clients_at.get_or_insert(at);
                 } else if !line.contains("running")

@@ -41,11 +41,12 @@ fn usage() -> String {
         "\
 http {version}: an HTTP/1.1 server on drainport that drains on SIGHUP
 
-Usage: http [OPTIONS] [ADDR]
+Usage: http [OPTIONS] [ADDR]...
 
 Arguments:
-  [ADDR]  IP:PORT to listen on, shared with sibling processes
-          [default: 127.0.0.1:8080]; IPv6 as [::1]:8080
+  [ADDR]...  IP:PORT to listen on, shared with sibling processes; several
+             are served together [default: 127.0.0.1:8080]. IPv6 as
+             [::1]:8080, and [::]:8080 is IPv6 only
 
 Options:
   -q, --quiet               no stdout line per accepted connection
@@ -81,7 +82,9 @@ Options:
   -V, --version             print the version
 
 An option's value follows it or is attached with '=' (--backlog=64), once;
-a switch takes no value. Everything after -- is the address.
+a switch takes no value. Everything after -- is an address. Listening
+sockets that the service manager passes (LISTEN_FDS) are served instead
+of binding ADDR.
 ",
         version = env!("DRAINPORT_VERSION"),
         timeout = DRAIN_TIMEOUT.as_secs_f64(),
@@ -125,8 +128,8 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
             _ => return Err(args.unknown(&flag)),
         }
     }
-    if let Some(addr) = args.given_address() {
-        config.addr = addr;
+    if !args.given_addresses().is_empty() {
+        config.addrs = args.given_addresses().to_vec();
     }
     // The machinery's idle timeout, a second longer than every HTTP one
     // (never in the same 100 ms tick), so that it never fires first in a
@@ -198,7 +201,7 @@ mod tests {
         let c = parse(&[]).unwrap();
         assert_eq!(c.drain_timeout, Some(DRAIN_TIMEOUT));
         assert_eq!(c.close_spread, Some(CLOSE_SPREAD));
-        assert_eq!(c.addr, drainport::DEFAULT_ADDR);
+        assert_eq!(c.addrs, [drainport::DEFAULT_ADDR]);
         assert_eq!(c.max_clients, None);
         assert!(!c.quiet);
         assert!(!c.log_time);
@@ -231,7 +234,8 @@ mod tests {
         assert_eq!(c.backlog, 16);
         assert_eq!(c.max_output, 4096);
         assert_eq!(c.pid_file, Some("/run/h.pid".into()));
-        assert_eq!(c.addr.port(), 0);
+        assert_eq!(c.addrs.len(), 1);
+        assert_eq!(c.addrs[0].port(), 0);
         match parse_args([OsString::from("--help")]) {
             Ok(Command::Print(text)) => assert!(text.contains("--header-timeout SECS"), "{text}"),
             other => panic!("--help gave {other:?}"),
@@ -267,7 +271,7 @@ mod tests {
             (&["--quiet=1"][..], "option '--quiet' takes no value"),
             (&["--help=1"][..], "option '--help' takes no value"),
             (&["localhost"][..], "invalid address 'localhost'"),
-            (&["127.0.0.1:1", "127.0.0.1:2"][..], "only one address"),
+            (&["127.0.0.1:1", "127.0.0.1:1"][..], "is given twice"),
             (&["--max-clients=1", "--max-clients=2"][..], "given twice"),
             (
                 &["--header-timeout", "0"][..],

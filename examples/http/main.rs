@@ -1,7 +1,7 @@
 //! A small HTTP/1.1 server on the drain machinery.
 //!
 //! ```text
-//! cargo run --release --example http -- [OPTIONS] [ADDR]   (--help lists them)
+//! cargo run --release --example http -- [OPTIONS] [ADDR]...   (--help lists them)
 //! curl -v http://127.0.0.1:8080/any/path     -> hello from <pid>
 //! kill -HUP <pid>                             -> drains the HTTP way
 //! ```

@@ -13,8 +13,8 @@
 //! - A value is never empty. A text or path value that starts with `-` must
 //!   be attached (`--pid-file=-x`): in `--pid-file --quiet` the value was
 //!   forgotten, and the next option would otherwise become a file name.
-//! - At most one address, the only operand; everything after `--` is an
-//!   operand.
+//! - The operands are addresses, each given once; everything after `--` is
+//!   an operand.
 //!
 //! Every mistake is one line: values shown in a message have their control
 //! characters escaped, so a newline in an argument cannot split it.
@@ -37,7 +37,7 @@ pub enum Command {
 pub enum Arg {
     /// An option as named, without its value: `-q`, `--backlog`.
     Option(String),
-    /// Anything that is not an option: the address.
+    /// Anything that is not an option: an address.
     Operand(OsString),
 }
 
@@ -52,7 +52,7 @@ pub struct Args {
     program: &'static str,
     /// Options with a value given so far, to refuse a second one.
     given: Vec<String>,
-    address: Option<SocketAddr>,
+    addresses: Vec<SocketAddr>,
 }
 
 impl Args {
@@ -62,7 +62,7 @@ impl Args {
             parser: lexopt::Parser::from_args(args),
             program,
             given: Vec::new(),
-            address: None,
+            addresses: Vec::new(),
         }
     }
 
@@ -83,7 +83,7 @@ impl Args {
     }
 
     /// The next option's name, or `None` at the end. An operand on the way
-    /// is taken as the address.
+    /// is taken as an address.
     pub fn next_option(&mut self) -> Result<Option<String>, String> {
         while let Some(arg) = self.next()? {
             match arg {
@@ -213,28 +213,25 @@ impl Args {
         Ok(path.into())
     }
 
-    /// Takes `operand` as the address to listen on; there is only one.
+    /// Takes `operand` as an address to listen on.
     pub fn address(&mut self, operand: OsString) -> Result<(), String> {
         let text = operand.to_string_lossy();
-        if self.address.is_some() {
-            return Err(format!(
-                "unexpected extra argument {}: only one address is taken",
-                shown(&text)
-            ));
-        }
         let addr = text.parse().map_err(|_| {
             format!(
                 "invalid address {}: expected IP:PORT, such as 127.0.0.1:8080 or [::1]:8080",
                 shown(&text)
             )
         })?;
-        self.address = Some(addr);
+        if self.addresses.contains(&addr) {
+            return Err(format!("address {} is given twice", shown(&text)));
+        }
+        self.addresses.push(addr);
         Ok(())
     }
 
-    /// The address given, if one was.
-    pub fn given_address(&self) -> Option<SocketAddr> {
-        self.address
+    /// The addresses given, in order; empty when none was.
+    pub fn given_addresses(&self) -> &[SocketAddr] {
+        &self.addresses
     }
 
     /// The mistake of an option this program does not take.
@@ -305,7 +302,7 @@ pub fn serve_error(error: &std::io::Error) -> String {
 /// The option that sets `setting` in every program here.
 pub fn flag(setting: Setting) -> Option<&'static str> {
     match setting {
-        Setting::Addr => Some("ADDR"),
+        Setting::Addrs => Some("ADDR"),
         Setting::PidFile => Some("--pid-file"),
         Setting::JoinAny => Some("--join-any"),
         _ => None,

@@ -151,15 +151,15 @@ fn every_bad_form_of_argument_is_one_line() {
             "'--raw' looks like an option",
         ),
         (&["--drain-notice", "-q"][..], "'-q' looks like an option"),
-        // `--` ends the options: what follows is the address, and only one.
+        // `--` ends the options: what follows are addresses, each once.
         (
             &["--", "127.0.0.1:0", "--raw"][..],
-            "unexpected extra argument '--raw'",
+            "invalid address '--raw'",
         ),
         (&["--", "-q"][..], "invalid address '-q'"),
         (
             &["127.0.0.1:0", "--", "127.0.0.1:0"][..],
-            "only one address",
+            "address '127.0.0.1:0' is given twice",
         ),
         // A control character in an argument cannot split the message.
         (&["127.0.0.1\n:80"][..], "invalid address '127.0.0.1\\n:80'"),

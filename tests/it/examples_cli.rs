@@ -147,7 +147,7 @@ fn http_mistakes_are_one_line() {
         (os(&["--pid-file", "-q"]), "'-q' looks like an option"),
         (os(&["--raw"]), "unknown option '--raw' (see 'http --help')"),
         (os(&["localhost"]), "invalid address 'localhost'"),
-        (os(&["127.0.0.1:0", "127.0.0.1:0"]), "only one address"),
+        (os(&["127.0.0.1:0", "127.0.0.1:0"]), "is given twice"),
         (vec![bad], "invalid address"),
         (
             vec![OsStr::new("--drain-timeout"), bad],
@@ -234,15 +234,12 @@ fn kv_help_version_and_one_address() {
 
     let bad = OsStr::from_bytes(b"\xff");
     for (args, needle) in [
-        // Extra arguments used to be ignored.
+        // Extra arguments used to be ignored; they are addresses now.
         (
-            os(&["127.0.0.1:0", "127.0.0.1:1"]),
-            "unexpected extra argument '127.0.0.1:1': only one address is taken",
+            os(&["127.0.0.1:0", "127.0.0.1:0"]),
+            "address '127.0.0.1:0' is given twice",
         ),
-        (
-            os(&["127.0.0.1:0", "--", "x"]),
-            "unexpected extra argument 'x'",
-        ),
+        (os(&["127.0.0.1:0", "--", "x"]), "invalid address 'x'"),
         (os(&["--help=1"]), "option '--help' takes no value"),
         (os(&["--log-time=no"]), "option '--log-time' takes no value"),
         (os(&["-q"]), "unknown option '-q' (see 'kv --help')"),

@@ -1,6 +1,8 @@
 //! Integration tests: each starts the real `drainport` binary, talks real TCP
 //! on loopback and sends real signals.
 
+mod activation;
+mod addresses;
 mod claims;
 mod closes;
 mod delay;

@@ -383,6 +383,73 @@ fn unit_stop_timeout_covers_the_drain_and_stays_short() {
     }
 }
 
+/// The shipped socket unit and the drop-in that gives its socket to every
+/// instance pass `systemd-analyze verify` together with the template, the
+/// socket listens where the instances' command line says they serve, and
+/// `docs/operations.md` shows both as they are.
+#[test]
+fn the_socket_unit_and_its_drop_in_pass_verify() {
+    const SOCKET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/drainport.socket");
+    const DROP_IN: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/drainport@.service.d/socket.conf"
+    );
+    let socket = std::fs::read_to_string(SOCKET).expect("read the socket unit");
+    let drop_in = std::fs::read_to_string(DROP_IN).expect("read the drop-in");
+    let unit = std::fs::read_to_string(UNIT).expect("read the unit");
+    let guide = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
+    let guide = std::fs::read_to_string(guide).expect("read docs/operations.md");
+    for (path, text) in [(SOCKET, &socket), (DROP_IN, &drop_in)] {
+        assert!(
+            guide.contains(text.as_str()),
+            "docs/operations.md does not show {path} as it is"
+        );
+    }
+    // The instances' address is the socket's, so they bind nothing.
+    let listen = socket
+        .lines()
+        .find_map(|l| l.strip_prefix("ListenStream="))
+        .expect("a ListenStream= line");
+    let exec = unit.split("ExecStart=").nth(1).expect("an ExecStart= line");
+    let last = exec
+        .lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .last()
+        .and_then(|l| l.split_whitespace().last())
+        .expect("an address on ExecStart");
+    assert_eq!(
+        listen, last,
+        "the socket and the instances' command line differ"
+    );
+    assert!(
+        drop_in.lines().any(|l| l == "Sockets=drainport.socket"),
+        "{drop_in}"
+    );
+
+    if !have_tool("systemd-analyze", "systemd") {
+        return;
+    }
+    const PROGRAM: &str = "ExecStart=/opt/drainport/current/bin/drainport ";
+    let dir = ScratchDir::new("socket-unit");
+    std::fs::write(dir.join("drainport.socket"), &socket).unwrap();
+    std::fs::write(
+        dir.join("drainport@.service"),
+        unit.replace(PROGRAM, &format!("ExecStart={BIN} ")),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("drainport@.service.d")).unwrap();
+    std::fs::write(dir.join("drainport@.service.d/socket.conf"), &drop_in).unwrap();
+    std::os::unix::fs::symlink("drainport@.service", dir.join("drainport@g1-1.service")).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(dir.join("drainport.socket"))
+        .arg(dir.join("drainport@g1-1.service"))
+        .output()
+        .expect("run systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{out:?}");
+}
+
 /// The drop-ins `docs/operations.md` shows, each as a ```ini block whose
 /// first line names `/etc/systemd/system/drainport@.service.d/NAME`:
 /// (name, text).

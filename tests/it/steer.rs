@@ -17,11 +17,12 @@ use std::time::Instant;
 
 use libc::SIGHUP;
 
+use crate::delaybed::nosteer;
 use crate::netns::Namespace;
 use crate::runner::{Runner, Who};
 use crate::tcp::{pin_to, syn_retransmits};
 use crate::util::{
-    Client, DEADLINE, Server, have_tool, parse_from, skip, status_field, wait_until,
+    Client, DEADLINE, ScratchDir, Server, parse_from, skip, status_field, wait_until,
 };
 
 /// The online CPUs, numbered from 0.
@@ -366,65 +367,98 @@ fn rolling_restarts_under_churn_reset_and_stall_nothing() {
     }
 }
 
-/// On a kernel that cannot steer (here one made to report 2.6 with
-/// `setarch --uname-2.6`), startup says once what protects a drain: the
-/// SYN filter for root, nothing for an unprivileged user, with the fix.
-#[test]
-fn startup_says_when_a_drain_is_unprotected() {
-    if !have_tool("setarch", "util-linux") {
-        return;
+/// The protection line of a process started as `who`, with the kernel
+/// made to ignore CPU tags when `shim` is the no-steering shim.
+fn protection_line(run: &Runner, shim: Option<&std::path::Path>) -> String {
+    let mut cmd = run.command(&[], &["-q", "127.0.0.1:0"]);
+    if let Some(path) = shim {
+        cmd.env(nosteer::PRELOAD, path);
     }
-    let old_kernel = ["setarch", std::env::consts::ARCH, "--uname-2.6"];
-    for who in [Who::Unprivileged, Who::Root] {
-        let run = match Runner::new(who) {
-            Ok(run) => run,
-            Err(reason) => {
-                skip(&reason);
-                continue;
-            }
-        };
-        let mut server = run.start_with(&old_kernel, &["-q", "127.0.0.1:0"]);
-        let expected = match who {
-            Who::Unprivileged => "nothing keeps new connections away from a draining process",
-            Who::Root => "they are dropped instead",
-        };
-        let line = server
-            .seen
-            .iter()
-            .find(|l| l.contains("Linux 2.6"))
-            .cloned();
-        let line =
-            line.unwrap_or_else(|| panic!("no startup warning ({who:?}): {:#?}", server.seen));
-        assert!(line.contains(expected), "{who:?}: {line}");
-        assert!(line.contains("Linux 6.2 or later"), "{who:?}: {line}");
-        server.signal(SIGHUP);
-        server.expect_clean_exit();
-        assert_eq!(
-            server
-                .seen
-                .iter()
-                .filter(|l| l.contains("Linux 2.6"))
-                .count(),
-            1,
-            "said more than once: {:#?}",
-            server.seen
-        );
-    }
-    // On this machine's own kernel nothing is said, as root or not.
-    let run = Runner::new(Who::Unprivileged).expect("an unprivileged runner");
-    let mut server = run.start(&["-q", "127.0.0.1:0"]);
+    let mut server = Server::spawn(cmd);
     server.signal(SIGHUP);
     server.expect_clean_exit();
+    let lines: Vec<&String> = server
+        .seen
+        .iter()
+        .filter(|l| l.contains("release protection"))
+        .collect();
+    assert_eq!(lines.len(), 1, "said once: {:#?}", server.seen);
+    lines[0].clone()
+}
+
+/// Startup says what protects a release, found out from the kernel and
+/// not from its version number: on this kernel, steering; on one that
+/// ignores CPU tags (emulated with the shim that makes setting the tag a
+/// no-op), the SYN filter for root, migration where `tcp_migrate_req` is
+/// 1, and nothing for an unprivileged user, with the fixes easiest first.
+/// Before the probe, the version was trusted, and a kernel that passed it
+/// was taken to steer.
+#[test]
+fn startup_says_what_protects_a_release() {
+    let dir = ScratchDir::new("protection");
+    let shim = match nosteer::build(&dir) {
+        Ok(path) => path,
+        Err(reason) => return skip(&reason),
+    };
+    let unprivileged = match Runner::new(Who::Unprivileged) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
     if steering_kernel() {
-        assert!(
-            !server.seen.iter().any(|l| l.contains("draining process")),
-            "{:#?}",
-            server.seen
-        );
+        let line = protection_line(&unprivileged, None);
+        assert!(line.contains("release protection: steering ("), "{line}");
+    }
+    let line = protection_line(&unprivileged, Some(&shim));
+    assert!(
+        line.contains("release protection: nothing: this kernel"),
+        "{line}"
+    );
+    assert!(
+        line.contains("does not steer new connections by CPU tag"),
+        "{line}"
+    );
+    let at = |needle: &str| {
+        line.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} in {line}"))
+    };
+    assert!(
+        at("net.ipv4.tcp_migrate_req=1") < at("socket unit"),
+        "{line}"
+    );
+    assert!(at("socket unit") < at("Linux 6.2 or later"), "{line}");
+    assert!(
+        at("Linux 6.2 or later") < at("CAP_NET_ADMIN, for the SYN filter"),
+        "{line}"
+    );
+
+    match Runner::new(Who::Root) {
+        Ok(root) => {
+            let line = protection_line(&root, Some(&shim));
+            assert!(
+                line.contains("release protection: the SYN filter;"),
+                "{line}"
+            );
+        }
+        Err(reason) => skip(&format!("the root part: {reason}")),
+    }
+    match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
+        Ok(ns) => {
+            let line = ns.run(move || {
+                let run = Runner::new(Who::Unprivileged).expect("an unprivileged runner");
+                protection_line(&run, Some(&shim))
+            });
+            assert!(
+                line.contains("release protection: migration (net.ipv4.tcp_migrate_req=1"),
+                "{line}"
+            );
+        }
+        Err(reason) => skip(&format!("the migration part: {reason}")),
     }
 }
 
-/// Whether the kernel running the tests steers by CPU tag (Linux 6.2+).
+/// Whether the kernel running the tests should steer by CPU tag (Linux
+/// 6.2+). The server does not trust this; the test expects it of the
+/// kernels it runs on.
 fn steering_kernel() -> bool {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut parts = release.trim().split(['.', '-']);

@@ -44,7 +44,16 @@ impl Server {
     /// Starts a prepared command (for instance under `prlimit`) whose
     /// program ends up exec'ing `drainport`.
     #[track_caller]
-    pub fn spawn(mut cmd: Command) -> Server {
+    pub fn spawn(cmd: Command) -> Server {
+        let mut server = Server::launch(cmd);
+        server.wait_listening();
+        server
+    }
+
+    /// Starts a prepared command without waiting for anything: for a
+    /// server that starts only later (under `systemd-socket-activate`).
+    #[track_caller]
+    pub fn launch(mut cmd: Command) -> Server {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -54,22 +63,28 @@ impl Server {
         let mut child = spawn_retrying(&mut cmd).unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         let rx = line_reader(child.stdout.take().expect("piped stdout"));
         let pid = child.id();
-        let mut server = Server {
+        Server {
             child,
             pid,
             addr: "0.0.0.0:0".parse().unwrap(),
             lines: rx,
             seen: Vec::new(),
             exit: None,
-        };
-        server.expect_line(&format!("Process {pid} running"));
-        let listening = server.expect_line(&format!("Process {pid} listening on: "));
-        server.addr = listening
+        }
+    }
+
+    /// Waits for the `running` line and the first `listening on` line,
+    /// and takes the address from it.
+    #[track_caller]
+    pub fn wait_listening(&mut self) {
+        let pid = self.pid;
+        self.expect_line(&format!("Process {pid} running"));
+        let listening = self.expect_line(&format!("Process {pid} listening on: "));
+        self.addr = listening
             .rsplit(' ')
             .next()
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {listening:?}"));
-        server
     }
 
     /// A second process on the same address.
