@@ -32,6 +32,7 @@
 use std::time::{Duration, Instant};
 
 use crate::spread::Spread;
+use crate::stats::State;
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,13 +117,18 @@ impl Drain {
         }
     }
 
+    /// The phase, as the status line and the stats name it.
+    pub(crate) fn state(&self) -> State {
+        match self.phase {
+            Phase::Running => State::Running,
+            Phase::Draining { .. } => State::Draining,
+            Phase::Closing { .. } => State::Closing,
+        }
+    }
+
     /// The word for the phase in the status line and the progress reports.
     pub(crate) fn word(&self) -> &'static str {
-        match self.phase {
-            Phase::Running => "running",
-            Phase::Draining { .. } => "draining",
-            Phase::Closing { .. } => "closing",
-        }
+        self.state().word()
     }
 
     /// A stop signal (SIGHUP, SIGTERM or SIGINT) arrived at `now`, with

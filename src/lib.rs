@@ -67,6 +67,7 @@ mod setting;
 mod slab;
 mod sockdiag;
 mod spread;
+mod stats;
 mod steer;
 mod sys;
 mod telnet;

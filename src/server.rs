@@ -22,7 +22,6 @@
 //! - The clock is read once per wakeup, after the poll returns; that `now`
 //!   dates every turn of the batch and decides every timer.
 
-use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::process;
@@ -50,6 +49,7 @@ use crate::pidfile::PidFile;
 use crate::protection;
 use crate::protocol::Protocol;
 use crate::setting::{Setting, SettingError};
+use crate::stats::Stats;
 use crate::sys;
 
 /// The signal pipe's token.
@@ -239,6 +239,10 @@ struct Server<P: Protocol> {
     /// The client count last reported, and when the next report may go.
     reported: usize,
     report_at: Instant,
+    /// The service it runs, for its stats.
+    service: String,
+    /// When it started serving, for its uptime.
+    started: Instant,
 }
 
 impl<P: Protocol> Server<P> {
@@ -279,6 +283,8 @@ impl<P: Protocol> Server<P> {
             drain: Drain::new(config.drain_timeout, config.close_spread),
             reported: 0,
             report_at: now,
+            service: service_of::<P>(config),
+            started: now,
         })
     }
 
@@ -505,27 +511,33 @@ impl<P: Protocol> Server<P> {
     }
 
     fn print_status(&self, now: Instant) {
-        let state = self.drain.word();
-        let since = match self.drain.since() {
-            Some(at) => format!("{:.1}s", now.saturating_duration_since(at).as_secs_f64()),
-            None => "-".to_owned(),
-        };
+        say!("Process {} status: {}", self.pid, self.stats(now).counts());
+    }
+
+    /// The process's state and counts at `now`.
+    fn stats(&self, now: Instant) -> Stats {
         let c = self.clients.counters();
-        let mut closed = String::new();
-        for why in Reason::ALL {
-            let _ = write!(closed, " {}={}", why.name(), c.closed.of(why));
+        let waits = self.admission.waits();
+        Stats {
+            pid: self.pid,
+            service: self.service.clone(),
+            version: env!("DRAINPORT_VERSION").to_owned(),
+            state: self.drain.state(),
+            uptime: now.saturating_duration_since(self.started),
+            draining: self
+                .drain
+                .since()
+                .map(|at| now.saturating_duration_since(at)),
+            clients: self.clients.len() as u64,
+            accepted: c.accepted,
+            closed: c.closed,
+            full: waits.full,
+            out_of_fds: waits.out_of_fds,
+            lines: c.lines,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            buffers: self.clients.buffers() as u64,
         }
-        say!(
-            "Process {} status: state={state} clients={} accepted={} closed={}{closed} lines={} bytes_in={} bytes_out={} buffers={} since_hangup={since}",
-            self.pid,
-            self.clients.len(),
-            c.accepted,
-            c.closed.total(),
-            c.lines,
-            c.bytes_in,
-            c.bytes_out,
-            self.clients.buffers(),
-        );
     }
 
     /// Says how many clients were closed for the buffer budget since the
@@ -670,10 +682,7 @@ fn nearest(timers: &[(Timer, Option<Instant>)]) -> Option<Instant> {
 /// is printed escaped.
 fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Claim>> {
     let pid = process::id();
-    let service = match &config.service {
-        Some(name) => claim::clean(name.as_ref()),
-        None => claim::service_of::<P>(),
-    };
+    let service = service_of::<P>(config);
     // Announcing first: of two processes that start at once, the one
     // that lists second sees the other. A process that cannot announce
     // still checks the others.
@@ -722,6 +731,14 @@ fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Clai
         ),
     }
     Ok(claimed)
+}
+
+/// The service this process runs, as its claims and its stats name it.
+fn service_of<P>(config: &Config) -> String {
+    match &config.service {
+        Some(name) => claim::clean(name.as_ref()),
+        None => claim::service_of::<P>(),
+    }
 }
 
 fn signal_name(signal: libc::c_int) -> &'static str {

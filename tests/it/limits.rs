@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use libc::SIGHUP;
 
-use crate::util::{Client, Server, accept_queue_len, have_tool, starved_server, wait_until};
+use crate::util::{
+    Client, Server, accept_queue_len, have_tool, starved_server, status_field, wait_until,
+};
 
 #[test]
 fn clients_that_never_read_cannot_grow_memory() {
@@ -91,6 +93,10 @@ fn out_of_descriptors_pauses_accept_then_recovers() {
         1,
         "one episode, one line"
     );
+    // The clients waited: counted once, as the stretch it was.
+    let status = server.wait_status("status:");
+    assert_eq!(status_field(&status, "out_of_fds"), 1, "{status}");
+    assert_eq!(status_field(&status, "full"), 0, "{status}");
     server.signal(SIGHUP);
 }
 
@@ -121,6 +127,9 @@ fn client_limit_keeps_the_rest_waiting() {
         0,
         "third client served past --max-clients 2"
     );
+    // Nobody is refused; that c waited is counted, once the kernel said so.
+    let status = server.wait_status(" full=1 ");
+    assert_eq!(status_field(&status, "out_of_fds"), 0, "{status}");
 
     drop(a);
     assert_eq!(c.read_line(), b"c\n");
@@ -129,6 +138,10 @@ fn client_limit_keeps_the_rest_waiting() {
         format!(": from {}\n", server.pid).into_bytes()
     );
     assert_eq!(b.echo("b again"), server.pid);
+    // Full again, in the same stretch (the queue has not been seen empty
+    // since): still counted once.
+    let status = server.wait_status(" clients=2 accepted=3 ");
+    assert_eq!(status_field(&status, "full"), 1, "{status}");
 }
 
 /// The hard stop of a process at `--max-clients`, with a client still
