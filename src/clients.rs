@@ -8,10 +8,10 @@
 //! queued for another turn, or removed), the timeouts are told what the
 //! turn did, and the connection's own buffers, if it has any, are counted
 //! against the process's budget ([`crate::budget`]), which closes the
-//! connections holding the most when it is spent. A connection whose end
-//! began in the turn, or that the turn closed outright, is counted under
-//! its reason ([`crate::closes`]), and an end the server decided is
-//! logged, one line, unless the process is quiet. The server, which owns
+//! connections holding the most when it is spent. A connection that the
+//! turn closes outright, never having been ending, is counted here under
+//! the reason its hook stands for ([`crate::closes`]); one that starts
+//! ending is counted by the connection itself, at that moment. The server, which owns
 //! the poll, and the fuzzer, which plays the kernel and the peer, both run
 //! every turn through it, so what the fuzzer checks is the glue the server
 //! runs.
@@ -32,7 +32,7 @@
 //!   close a turn of its own ([`Hook::Evict`]).
 //! - Every connection is counted once among the closed, under the reason
 //!   its end began for: when it starts ending, or when it is closed if it
-//!   never was ending. The check costs the hot path one test of a byte.
+//!   never was ending. A turn that ends nothing does nothing for it.
 //! - The hard stop closes clients in key order from where it last stopped
 //!   ([`Clients::stop`]): no client is admitted after it began, so the
 //!   keys behind that point stay empty, and closing them all visits each
@@ -42,11 +42,11 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::budget::{Classes, Closed, Report, Share};
+use crate::closes;
 use crate::closes::Reason;
 use crate::config::Config;
 use crate::conn::{Conn, Context, Counters, Ready, Stream, Verdict};
 use crate::deadline_queue::Kind;
-use crate::log::say;
 use crate::protocol::Protocol;
 use crate::slab::Slab;
 use crate::timeouts::{Expired, Timeouts, Turned};
@@ -108,9 +108,6 @@ pub(crate) struct Clients<S, P: Protocol> {
     evicted: Report,
     /// Where the hard stop goes on closing: every key below is empty.
     stop_from: usize,
-    /// The process's pid, when the ends the server decides are logged
-    /// (`Config::quiet` off).
-    log: Option<u32>,
 }
 
 impl<S: Stream, P: Protocol> Clients<S, P> {
@@ -121,13 +118,13 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
             table: Slab::new(),
             cx: Context::new(protocol, config.max_input, config.max_output)
                 .with_telnet(config.telnet)
-                .with_budget(config.max_buffers),
+                .with_budget(config.max_buffers)
+                .with_log((!config.quiet).then(std::process::id)),
             timeouts: Timeouts::new(config, origin),
             again: Vec::new(),
             classes: Classes::default(),
             evicted: Report::default(),
             stop_from: 0,
-            log: (!config.quiet).then(std::process::id),
         }
     }
 
@@ -168,7 +165,7 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
         if let Hook::Stop(why) = hook {
             let conn = self.remove(key)?;
             if !conn.is_ending() {
-                ended(&mut self.cx.counters, self.log, &conn, why);
+                ended(&mut self.cx, &conn, why);
             }
             conn.close_hard(&mut self.cx);
             return Some(Verdict::Close);
@@ -195,17 +192,13 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
             Hook::Evict => conn.evict(cx),
             Hook::Stop(_) => unreachable!("handled above"),
         };
-        if let Some(why) = cx.ending {
-            cx.ending = None;
-            ended(&mut cx.counters, self.log, conn, why);
-        }
         match verdict {
             Verdict::Keep => {}
             Verdict::Again => self.again.push(key),
             Verdict::Close => {
                 if let Some(conn) = self.remove(key) {
                     if !conn.is_ending() {
-                        ended(&mut self.cx.counters, self.log, &conn, hook.closes_for());
+                        ended(&mut self.cx, &conn, hook.closes_for());
                     }
                 }
                 return Some(verdict);
@@ -379,26 +372,9 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
     }
 }
 
-/// A connection's end began, for `why`: counted, and logged when the
-/// server decided it and `log` holds the pid. Out of line: the hot path
-/// only tests whether an end began.
-#[cold]
-#[inline(never)]
-fn ended<S: Stream, C>(counters: &mut Counters, log: Option<u32>, conn: &Conn<S, C>, why: Reason) {
-    counters.closed.count(why);
-    let Some(pid) = log.filter(|_| why.decided_by_server()) else {
-        return;
-    };
-    match conn.peer() {
-        Some(peer) => say!(
-            "Process {pid} closed connection from: {peer} ({})",
-            why.name()
-        ),
-        None => say!(
-            "Process {pid} closed connection from: unknown ({})",
-            why.name()
-        ),
-    }
+/// A connection closed outright, never having been ending, for `why`.
+fn ended<S: Stream, P: Protocol>(cx: &mut Context<P>, conn: &Conn<S, P::Conn>, why: Reason) {
+    closes::ended(&mut cx.counters.closed, cx.log, why, || conn.peer());
 }
 
 /// The stamp the connection in `key` carries in [`Classes`], or 0.

@@ -11,8 +11,14 @@
 //! The server logs the ends it decides ([`Reason::decided_by_server`]),
 //! one line each, under the rule of the accepted lines; the ends the
 //! client brings about (it left, or its connection failed) are only
-//! counted. The counting is done by the turn function
-//! ([`crate::clients`]), the one place a connection's turn runs.
+//! counted. Both happen in [`ended`], called where the end begins: by the
+//! connection when it starts ending ([`crate::conn`]), and by the turn
+//! function for a connection it closes outright ([`crate::clients`]).
+//! Neither is on the hot path: a turn that ends nothing does nothing here.
+
+use std::net::SocketAddr;
+
+use crate::log::say;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +107,29 @@ impl Closes {
     /// How many ended, for any reason.
     pub(crate) fn total(&self) -> u64 {
         self.0.iter().sum()
+    }
+}
+
+/// A connection's end began, for `why`: counted in `closed`, and logged
+/// when the server decided it and `log` holds the pid, with the client's
+/// address from `peer` (asked only then: it is a system call). Out of
+/// line: it runs once per connection, never on the hot path.
+#[cold]
+#[inline(never)]
+pub(crate) fn ended(
+    closed: &mut Closes,
+    log: Option<u32>,
+    why: Reason,
+    peer: impl FnOnce() -> Option<SocketAddr>,
+) {
+    closed.count(why);
+    let Some(pid) = log.filter(|_| why.decided_by_server()) else {
+        return;
+    };
+    let why = why.name();
+    match peer() {
+        Some(peer) => say!("Process {pid} closed connection from: {peer} ({why})"),
+        None => say!("Process {pid} closed connection from: unknown ({why})"),
     }
 }
 

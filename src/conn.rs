@@ -7,9 +7,9 @@
 //! its FIN and reads and discards input until that EOF or until
 //! [`DISCARD_LIMIT`], so that the close never turns into a reset. Ending is
 //! not the server's hard stop (its closing phase), whose last word
-//! [`Conn::close_hard`] sends. Why a connection began to end goes to
-//! [`Context::ending`] at that moment, for the turn function to count
-//! ([`crate::closes`]).
+//! [`Conn::close_hard`] sends. Why a connection began to end is counted,
+//! and logged if the server decided it, at that moment
+//! ([`crate::closes::ended`]).
 //!
 //! A connection owns no heap memory while idle. Bytes are read into a buffer
 //! shared by the whole loop and replies are built in a shared scratch vector;
@@ -46,7 +46,7 @@ use mio::event::Event;
 use mio::net::TcpStream;
 
 use crate::budget::{Budget, Share};
-use crate::closes::{Closes, Reason};
+use crate::closes::{self, Closes, Reason};
 use crate::protocol::{Action, Fed, Protocol, Stop, feed};
 use crate::telnet::Telnet;
 
@@ -173,10 +173,9 @@ pub(crate) struct Context<P> {
     /// Run input through the telnet filter (`Config::telnet`).
     telnet: bool,
     pub(crate) counters: Counters,
-    /// Why the connection whose turn it is began to end, if it did in this
-    /// turn: set here, taken by the turn function, which counts and logs
-    /// it. One connection is served at a time, so one slot will do.
-    pub(crate) ending: Option<Reason>,
+    /// The pid, when the ends the server decides are logged
+    /// (`Config::quiet` off).
+    pub(crate) log: Option<u32>,
     /// What the connections' own buffers hold in all (`Config::max_buffers`).
     pub(crate) budget: Rc<Budget>,
     read_buf: Box<[u8]>,
@@ -191,7 +190,7 @@ impl<P: Protocol> Context<P> {
             max_output: max_output.max(1),
             telnet: false,
             counters: Counters::default(),
-            ending: None,
+            log: None,
             budget: Budget::new(usize::MAX),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             scratch: Vec::new(),
@@ -208,6 +207,12 @@ impl<P: Protocol> Context<P> {
     /// Runs every connection's input through the telnet filter, or not.
     pub(crate) fn with_telnet(mut self, on: bool) -> Self {
         self.telnet = on;
+        self
+    }
+
+    /// Logs the ends the server decides as process `pid`'s, or not.
+    pub(crate) fn with_log(mut self, pid: Option<u32>) -> Self {
+        self.log = pid;
         self
     }
 
@@ -563,7 +568,7 @@ impl<S: Stream, C> Conn<S, C> {
     /// The client half-closed: the protocol gets what it left untaken, and
     /// the connection ends: it closes once the replies are flushed.
     fn on_eof<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
-        self.begin_end(Reason::Left, &mut cx.ending);
+        self.begin_end(Reason::Left, cx);
         let rest = match self.bufs.as_deref_mut() {
             Some(bufs) => mem::take(&mut bufs.input),
             None => Vec::new(),
@@ -583,27 +588,26 @@ impl<S: Stream, C> Conn<S, C> {
         match got.stop {
             Stop::NeedMore => self.flags &= !INPUT_HELD,
             Stop::Full => self.flags |= INPUT_HELD,
-            Stop::Close => self.end_after_flush(Reason::Protocol, &mut cx.ending),
-            Stop::TooLong => self.end_after_flush(Reason::TooLong, &mut cx.ending),
+            Stop::Close => self.end_after_flush(Reason::Protocol, cx),
+            Stop::TooLong => self.end_after_flush(Reason::TooLong, cx),
         }
     }
 
     /// The connection starts to end, for `why`, unless it is ending
-    /// already: `why` goes to `ending` for the turn function to count,
-    /// so that each connection is counted once, for the reason its end
-    /// began.
-    fn begin_end(&mut self, why: Reason, ending: &mut Option<Reason>) {
+    /// already: so each connection is counted once, for the reason its
+    /// end began.
+    fn begin_end<P>(&mut self, why: Reason, cx: &mut Context<P>) {
         if !self.is(ENDING) {
             self.flags |= ENDING;
-            *ending = Some(why);
+            closes::ended(&mut cx.counters.closed, cx.log, why, || self.stream.peer());
         }
     }
 
     /// Ends the connection, for `why`: it closes once its output is
     /// flushed, its FIN sent and the client's EOF read; input not yet
     /// taken will never be.
-    fn end_after_flush(&mut self, why: Reason, ending: &mut Option<Reason>) {
-        self.begin_end(why, ending);
+    fn end_after_flush<P>(&mut self, why: Reason, cx: &mut Context<P>) {
+        self.begin_end(why, cx);
         self.flags &= !(INPUT_HELD | UNFILTERED);
         if let Some(b) = self.bufs.as_deref_mut() {
             b.input = Vec::new();
@@ -804,7 +808,7 @@ impl<S: Stream, C> Conn<S, C> {
             }
             return self.pump(cx);
         }
-        self.end_after_flush(Reason::Evicted, &mut cx.ending);
+        self.end_after_flush(Reason::Evicted, cx);
         let said = self.say(cx, |protocol, state, out| {
             protocol.on_evicted(state, held, out);
             Action::Close
@@ -824,7 +828,7 @@ impl<S: Stream, C> Conn<S, C> {
         match said {
             Ok(Action::Continue) => Verdict::Keep,
             Ok(Action::Close) => {
-                self.end_after_flush(why, &mut cx.ending);
+                self.end_after_flush(why, cx);
                 self.pump(cx)
             }
             Err(_) => Verdict::Close,
