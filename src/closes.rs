@@ -99,6 +99,12 @@ impl Closes {
         self.0[why as usize] += 1;
     }
 
+    /// `n` more ended for `why`: a count read back from a process's
+    /// stats.
+    pub(crate) fn add(&mut self, why: Reason, n: u64) {
+        self.0[why as usize] += n;
+    }
+
     /// How many ended for `why`.
     pub(crate) fn of(&self, why: Reason) -> u64 {
         self.0[why as usize]

@@ -67,7 +67,7 @@ mod setting;
 mod slab;
 mod sockdiag;
 mod spread;
-mod stats;
+pub mod stats;
 mod steer;
 mod sys;
 mod telnet;

@@ -25,6 +25,43 @@ fn run() -> Result<(), String> {
             print!("{text}");
             return Ok(());
         }
+        cli::Command::Stats { addrs, prometheus } => return stats(&addrs, prometheus),
     };
     drainport::serve(&config, Lines(echo::Echo::new())).map_err(|e| cli::args::serve_error(&e))
+}
+
+/// `drainport stats`: every process found, printed; a mistake when there
+/// is none.
+fn stats(addrs: &[std::net::SocketAddr], prometheus: bool) -> Result<(), String> {
+    let fleet =
+        drainport::stats::ask(addrs).map_err(|e| format!("cannot list the processes: {e}"))?;
+    if fleet.is_empty() {
+        let place = match addrs {
+            [] => "any address".to_owned(),
+            addrs => addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let others = match fleet.other_users() {
+            0 => String::new(),
+            n => format!(
+                "; {n} process{} of other users serve{} it, and answer their own user only",
+                if n == 1 { "" } else { "es" },
+                if n == 1 { "s" } else { "" }
+            ),
+        };
+        return Err(format!(
+            "no drainport process of this user (uid {uid}) serves {place}{others}"
+        ));
+    }
+    if prometheus {
+        print!("{}", fleet.prometheus());
+    } else {
+        print!("{}", fleet.lines());
+    }
+    Ok(())
 }
