@@ -1,13 +1,10 @@
 //! The drain: how it starts, how it ends, and that no connection is lost
 //! across it.
 
-use std::net::SocketAddr;
-use std::thread;
-
 use libc::{SIGCONT, SIGHUP, SIGINT, SIGSTOP, SIGTERM};
 
-use crate::netns::Namespace;
-use crate::util::{Client, Server, parse_from, raise_fd_limit, skip};
+use crate::netns::{MIGRATE_REQ, in_namespace};
+use crate::util::{Client, Server, closing_line, connect_burst, raise_fd_limit};
 
 #[test]
 fn no_clients_means_immediate_exit() {
@@ -49,7 +46,7 @@ fn drain_timeout_closes_with_a_last_line() {
     }
     server.signal(SIGHUP);
     server.expect_line(&format!("process {} closing tasks: 3", server.pid));
-    let closing = format!(": process {} is closing this connection\n", server.pid);
+    let closing = closing_line(server.pid);
     for client in &mut clients {
         assert_eq!(String::from_utf8(client.read_line()).unwrap(), closing);
         client.expect_eof();
@@ -70,7 +67,7 @@ fn second_signal_is_a_hard_stop() {
     server.expect_line(&format!("process {} closing tasks: 1", server.pid));
     assert_eq!(client.echo("still"), server.pid);
     server.signal(SIGTERM);
-    let closing = format!(": process {} is closing this connection\n", server.pid);
+    let closing = closing_line(server.pid);
     assert_eq!(String::from_utf8(client.read_line()).unwrap(), closing);
     client.expect_eof();
     let pid = server.pid;
@@ -99,20 +96,14 @@ fn burst_across_hup() {
     // kill(2) returns before the stop takes effect: until it does, the
     // process could take some of the burst, and the queue would not build.
     leaving.wait_stopped();
-    let mut clients = burst(leaving.addr, "queued");
+    let mut clients = connect_burst(leaving.addr, 8, 100, "queued");
     leaving.signal(SIGHUP);
     leaving.signal(SIGCONT);
-    clients.extend(burst(leaving.addr, "draining"));
+    clients.extend(connect_burst(leaving.addr, 8, 100, "draining"));
 
     let mut served_by = [0usize; 2];
-    for (label, mut client) in clients {
-        let fail = |e| panic!("{label}: {e}");
-        assert_eq!(
-            client.try_read_line().unwrap_or_else(fail),
-            format!("{label}\n").into_bytes()
-        );
-        let from = client.try_read_line().unwrap_or_else(fail);
-        let pid = parse_from(&from).expect("a ': from <pid>' line");
+    for (line, mut client) in clients {
+        let pid = client.read_reply(line.as_bytes());
         let index = pids
             .iter()
             .position(|&p| p == pid)
@@ -130,33 +121,6 @@ fn burst_across_hup() {
     leaving.expect_clean_exit();
 }
 
-/// Opens connections back to back from several threads, sending one line
-/// on each without reading. Any connect failure fails the test.
-fn burst(addr: SocketAddr, phase: &'static str) -> Vec<(String, Client)> {
-    const THREADS: usize = 8;
-    const PER_THREAD: usize = 100;
-    let workers: Vec<_> = (0..THREADS)
-        .map(|t| {
-            thread::spawn(move || {
-                (0..PER_THREAD)
-                    .map(|i| {
-                        let label = format!("{phase} {t} {i}");
-                        let stream = std::net::TcpStream::connect(addr)
-                            .unwrap_or_else(|e| panic!("connect {label}: {e}"));
-                        let mut client = Client::from(stream);
-                        client.send(format!("{label}\n").as_bytes());
-                        (label, client)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("connect worker panicked"))
-        .collect()
-}
-
 #[test]
 fn burst_across_hup_with_kernel_defaults() {
     burst_across_hup();
@@ -164,14 +128,7 @@ fn burst_across_hup_with_kernel_defaults() {
 
 #[test]
 fn burst_across_hup_with_tcp_migrate_req() {
-    let ns = match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
-        Ok(ns) => ns,
-        Err(reason) => {
-            skip(&reason);
-            return;
-        }
-    };
-    ns.run(burst_across_hup);
+    in_namespace(&[MIGRATE_REQ], burst_across_hup);
 }
 
 #[test]

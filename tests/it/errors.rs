@@ -1,58 +1,72 @@
-//! Operator mistakes: one plain line on stderr, exit status 1, no panic.
+//! Operator mistakes, made with drainport or with one of its examples: one
+//! plain line on stderr that starts with the program's name, exit status 1,
+//! no panic. A mistake in the arguments is found before the program starts:
+//! nothing comes on stdout.
 
 use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::net::TcpListener;
 use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use crate::util::{BIN, example_bin};
+use crate::util::{BIN, example_bin, one_line_error};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run drainport")
+/// The program called `name`: drainport itself, or one of its examples.
+fn program(name: &str) -> PathBuf {
+    if name == "drainport" {
+        PathBuf::from(BIN)
+    } else {
+        example_bin(name)
+    }
 }
 
+/// Runs `name` with `args`, which must make it fail: exit status 1, one
+/// line on stderr that starts with `<name>: ` and contains `needle`, no
+/// panic. Returns what it printed.
 #[track_caller]
-fn expect_one_line_error(args: &[&str], needle: &str) {
-    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
-    expect_one_line_error_os(&args, needle);
-}
-
-/// The same, for arguments that need not be UTF-8.
-#[track_caller]
-fn expect_one_line_error_os(args: &[&OsStr], needle: &str) {
-    let out = Command::new(BIN)
+fn expect_one_line_error<A: AsRef<OsStr> + Debug>(name: &str, args: &[A], needle: &str) -> Output {
+    let out = Command::new(program(name))
         .args(args)
         .output()
-        .expect("run drainport");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: stderr {stderr:?}");
-    assert!(stderr.starts_with("drainport: "), "{stderr:?}");
-    assert!(
-        stderr.contains(needle),
-        "{args:?}: {stderr:?} lacks {needle:?}"
-    );
+        .unwrap_or_else(|e| panic!("run {name}: {e}"));
+    let stderr = one_line_error(&out, &format!("{name} {args:?}"), needle);
+    assert!(stderr.starts_with(&format!("{name}: ")), "{stderr:?}");
     assert!(!stderr.contains("panicked"), "{stderr:?}");
+    out
+}
+
+/// The same for a mistake in `args`, which `name` must refuse before it
+/// starts: nothing on stdout.
+#[track_caller]
+fn expect_argument_error<A: AsRef<OsStr> + Debug>(name: &str, args: &[A], needle: &str) {
+    let out = expect_one_line_error(name, args, needle);
+    assert!(out.stdout.is_empty(), "{name} {args:?} started: {out:?}");
+}
+
+fn os<'a>(args: &[&'a str]) -> Vec<&'a OsStr> {
+    args.iter().map(|a| OsStr::new(*a)).collect()
 }
 
 #[test]
 fn unknown_flag() {
-    expect_one_line_error(&["--frobnicate"], "unknown option '--frobnicate'");
+    expect_argument_error(
+        "drainport",
+        &["--frobnicate"],
+        "unknown option '--frobnicate'",
+    );
 }
 
 #[test]
 fn bad_address() {
-    expect_one_line_error(&["localhost"], "invalid address 'localhost'");
-    expect_one_line_error(&["127.0.0.1:99999"], "invalid address");
+    expect_argument_error("drainport", &["localhost"], "invalid address 'localhost'");
+    expect_argument_error("drainport", &["127.0.0.1:99999"], "invalid address");
 }
 
 #[test]
 fn bad_values() {
-    expect_one_line_error(&["--max-line", "lots"], "--max-line");
-    expect_one_line_error(&["--drain-timeout"], "needs a value");
+    expect_argument_error("drainport", &["--max-line", "lots"], "--max-line");
+    expect_argument_error("drainport", &["--drain-timeout"], "needs a value");
 }
 
 #[test]
@@ -60,29 +74,13 @@ fn address_held_without_reuseport() {
     // std's listener does not set SO_REUSEPORT, like many other servers.
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap().to_string();
-    expect_one_line_error(&[&addr], "SO_REUSEPORT");
+    expect_one_line_error("drainport", &[&addr], "SO_REUSEPORT");
 }
 
 #[test]
 fn address_not_local() {
     // TEST-NET-1 is never assigned to a local interface.
-    expect_one_line_error(&["192.0.2.1:8080"], "no local interface");
-}
-
-#[test]
-fn help_and_version() {
-    let help = run(&["--help"]);
-    assert!(help.status.success());
-    let text = String::from_utf8_lossy(&help.stdout);
-    assert!(text.contains("Usage: drainport"), "{text}");
-    assert!(text.contains("--drain-timeout"), "{text}");
-
-    let version = run(&["-V"]);
-    assert!(version.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&version.stdout),
-        format!("drainport {}\n", env!("DRAINPORT_VERSION"))
-    );
+    expect_one_line_error("drainport", &["192.0.2.1:8080"], "no local interface");
 }
 
 /// Each wrong shape of argument, not just each wrong value: one line, exit
@@ -165,7 +163,7 @@ fn every_bad_form_of_argument_is_one_line() {
         (&["127.0.0.1\n:80"][..], "invalid address '127.0.0.1\\n:80'"),
         (&["--\u{1b}[31m"][..], "unknown option '--\\u{1b}[31m'"),
     ] {
-        expect_one_line_error(args, needle);
+        expect_argument_error("drainport", args, needle);
     }
     // Arguments that are not UTF-8: a path may be anything, text may not.
     let bad = OsStr::from_bytes(b"\xff\xfe");
@@ -188,7 +186,87 @@ fn every_bad_form_of_argument_is_one_line() {
             "unknown option '--bogus'",
         ),
     ] {
-        expect_one_line_error_os(args, needle);
+        expect_argument_error("drainport", args, needle);
+    }
+}
+
+#[test]
+fn http_mistakes_are_one_line() {
+    let bad = OsStr::from_bytes(b"\xff");
+    for (args, needle) in [
+        (
+            os(&["--drain-timeout", "0"]),
+            "option '--drain-timeout' takes a number of seconds from 0.000000001 to 31536000 (a year), not '0'",
+        ),
+        (os(&["--close-spread", "0"]), "from 0.000000001 to 31536000"),
+        (
+            os(&["--drain-timeout", "1e9"]),
+            "from 0.000000001 to 31536000",
+        ),
+        (
+            os(&["--drain-timeout"]),
+            "option '--drain-timeout' needs a value",
+        ),
+        (
+            os(&["--max-clients", "0"]),
+            "option '--max-clients' takes a whole number from 1 to",
+        ),
+        (os(&["--backlog", "99999999999"]), "from 1 to 2147483647,"),
+        (
+            os(&["--quiet=1"]),
+            "option '--quiet' takes no value, but was given '1'",
+        ),
+        (os(&["--help=1"]), "option '--help' takes no value"),
+        (os(&["-V2"]), "option '-V' takes no value"),
+        (os(&["--max-clients=1", "--max-clients=2"]), "given twice"),
+        (os(&["--pid-file", "-q"]), "'-q' looks like an option"),
+        (os(&["--raw"]), "unknown option '--raw' (see 'http --help')"),
+        (os(&["localhost"]), "invalid address 'localhost'"),
+        (os(&["127.0.0.1:0", "127.0.0.1:0"]), "is given twice"),
+        (vec![bad], "invalid address"),
+        (
+            vec![OsStr::new("--drain-timeout"), bad],
+            "takes a number of seconds",
+        ),
+        (
+            os(&["--header-timeout", "0"]),
+            "option '--header-timeout' takes a number of seconds from 0.000000001 to 31536000 (a year), not '0'",
+        ),
+        (
+            os(&["--keepalive-timeout", "1e9"]),
+            "from 0.000000001 to 31536000",
+        ),
+        (
+            os(&["--body-timeout"]),
+            "option '--body-timeout' needs a value",
+        ),
+        (os(&["--send-timeout=1", "--send-timeout=2"]), "given twice"),
+        (
+            os(&["--idle-timeout", "1"]),
+            "unknown option '--idle-timeout' (see 'http --help')",
+        ),
+    ] {
+        expect_argument_error("http", &args, needle);
+    }
+}
+
+#[test]
+fn kv_mistakes_are_one_line() {
+    let bad = OsStr::from_bytes(b"\xff");
+    for (args, needle) in [
+        // Extra arguments used to be ignored; they are addresses now.
+        (
+            os(&["127.0.0.1:0", "127.0.0.1:0"]),
+            "address '127.0.0.1:0' is given twice",
+        ),
+        (os(&["127.0.0.1:0", "--", "x"]), "invalid address 'x'"),
+        (os(&["--help=1"]), "option '--help' takes no value"),
+        (os(&["--log-time=no"]), "option '--log-time' takes no value"),
+        (os(&["-q"]), "unknown option '-q' (see 'kv --help')"),
+        (os(&["nonsense"]), "invalid address 'nonsense'"),
+        (vec![bad], "invalid address"),
+    ] {
+        expect_argument_error("kv", &args, needle);
     }
 }
 

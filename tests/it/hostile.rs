@@ -6,15 +6,15 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::Duration;
 
 use libc::{SIGHUP, SIGUSR1};
 
 use crate::util::{
-    BIN, Client, Server, assert_long_bytes, exit_code_or_signal, have_tool, raise_fd_limit,
-    status_field, wait_until,
+    BIN, Client, Server, assert_long_bytes, closing_line, connect_burst, have_tool, raise_fd_limit,
+    reply, status_field, wait_until,
 };
 
 /// A server under attack and the well-behaved client that watches it.
@@ -79,25 +79,21 @@ impl Siege {
     }
 }
 
+/// How a process ended: `Ok(code)` for an exit, `Err(signal)` when a
+/// signal killed it.
+fn exit_code_or_signal(status: ExitStatus) -> Result<i32, i32> {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Ok(code),
+        (None, Some(signal)) => Err(signal),
+        (None, None) => unreachable!("a status is an exit or a signal"),
+    }
+}
+
 fn server_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
     cmd
-}
-
-fn suffix(pid: u32) -> Vec<u8> {
-    format!(": from {pid}\n").into_bytes()
-}
-
-/// Reads the reply to `line` (sent with its terminator) and checks it.
-#[track_caller]
-fn expect_reply(client: &mut Client, line: &[u8], pid: u32) {
-    assert_eq!(
-        client.read_line(),
-        line,
-        "the echo differs from the line sent"
-    );
-    assert_eq!(client.read_line(), suffix(pid));
 }
 
 #[test]
@@ -189,7 +185,7 @@ fn a_client_that_writes_megabytes_and_never_reads() {
 
     // Once the hog reads, its replies come in order and intact.
     for _ in 0..1000 {
-        expect_reply(&mut hog, line, siege.pid());
+        hog.expect_reply(line, siege.pid());
     }
     siege.check(512, "after the hog read");
 }
@@ -319,7 +315,7 @@ fn slowloris_clients_sending_a_byte_at_a_time() {
         thread::sleep(Duration::from_millis(1));
     }
     for (client, line) in slow.iter_mut().zip(&lines) {
-        expect_reply(client, line, siege.pid());
+        client.expect_reply(line, siege.pid());
     }
     // Forty partial lines of under 120 bytes each. A server that reserved
     // even 16 KiB per client would need 640 KiB.
@@ -330,30 +326,10 @@ fn slowloris_clients_sending_a_byte_at_a_time() {
 fn two_thousand_clients_in_a_burst() {
     raise_fd_limit();
     let mut siege = Siege::start(&["-q", "127.0.0.1:0"]);
-    const THREADS: usize = 8;
-    const PER_THREAD: usize = 250;
-    let addr = siege.addr();
-    let workers: Vec<_> = (0..THREADS)
-        .map(|t| {
-            thread::spawn(move || {
-                (0..PER_THREAD)
-                    .map(|i| {
-                        let mut client = Client::try_connect(addr)
-                            .unwrap_or_else(|e| panic!("connect {t}/{i}: {e}"));
-                        client.send(format!("burst {t} {i}\n").as_bytes());
-                        (format!("burst {t} {i}\n"), client)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    let mut clients: Vec<(String, Client)> = workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("connect worker panicked"))
-        .collect();
+    let mut clients = connect_burst(siege.addr(), 8, 250, "burst");
     siege.bystander_served("with 2000 clients connected");
     for (line, client) in &mut clients {
-        expect_reply(client, line.as_bytes(), siege.pid());
+        client.expect_reply(line.as_bytes(), siege.pid());
     }
     siege.server.wait_status("clients=2001 ");
     // An idle client costs a table slot of a few dozen bytes, not a buffer:
@@ -451,11 +427,9 @@ fn half_close_with_data_pending_both_ways() {
     let got = client.read_to_eof().expect("read replies");
     let mut want = Vec::with_capacity(got.len());
     for i in 0..lines {
-        want.extend_from_slice(format!("half {i:06}\n").as_bytes());
-        want.extend_from_slice(&suffix(pid));
+        want.extend_from_slice(&reply(format!("half {i:06}\n").as_bytes(), pid));
     }
-    want.extend_from_slice(b"the tail\n");
-    want.extend_from_slice(&suffix(pid));
+    want.extend_from_slice(&reply(b"the tail\n", pid));
     assert_long_bytes(&got, &want);
     // --max-output (64 KiB) of replies, a 64 KiB read chunk, a partial line
     // and the shared reply scratch (kept up to 256 KiB): under 512 KiB,
@@ -478,11 +452,11 @@ fn telnet_negotiation_nul_bytes_and_bare_carriage_returns() {
     let negotiation = b"\xff\xfd\x03\xff\xfb\x18\xff\xfa\x18\x00VT100\xff\xf0\xff\xfb\x1f";
     let line = [&negotiation[..], b"hello\r\n"].concat();
     telnet.send(&line);
-    expect_reply(&mut telnet, &line, pid);
+    telnet.expect_reply(&line, pid);
     // Interrupt Process and Are You There, mid-session.
     let line = b"\xff\xf4\xff\xf6typed\r\n";
     telnet.send(line);
-    expect_reply(&mut telnet, line, pid);
+    telnet.expect_reply(line, pid);
 
     // A thousand lines of random bytes (every value but `\n`), NULs and
     // lines of nothing but `\r`, in one write.
@@ -510,7 +484,7 @@ fn telnet_negotiation_nul_bytes_and_bare_carriage_returns() {
         .collect();
     binary.send(&lines.concat());
     for line in &lines {
-        expect_reply(&mut binary, line, pid);
+        binary.expect_reply(line, pid);
     }
 
     // A client whose lines end in `\r` alone never ends a line: it gets the
@@ -619,7 +593,7 @@ fn a_hundred_sighups_to_a_draining_server() {
     for _ in 0..100 {
         siege.server.signal(SIGHUP);
     }
-    let closing = format!(": process {pid} is closing this connection\n").into_bytes();
+    let closing = closing_line(pid).into_bytes();
     clients.push(siege.bystander);
     for client in &mut clients {
         assert_eq!(client.read_line(), closing);

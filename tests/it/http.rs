@@ -1,6 +1,7 @@
 //! The HTTP example (`examples/http/`) as a real process, driven by `curl`
 //! (skipped, with the reason printed, when curl is not installed) and by a
-//! raw socket where a request must be malformed on purpose.
+//! raw socket where curl cannot do what a test needs: a request malformed
+//! on purpose, a client left waiting in the backlog.
 //!
 //! `cargo test` builds the examples before the integration tests run, and
 //! the example's binary is found beside this test's own
@@ -13,15 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use crate::util::{Client, DEADLINE, ScratchDir, Server, example_bin, have_tool, wait_until};
-
-/// The example on a free port, with `args` before the address.
-#[track_caller]
-fn start(args: &[&str]) -> Server {
-    let mut cmd = Command::new(example_bin("http"));
-    cmd.args(args).arg("127.0.0.1:0");
-    Server::spawn(cmd)
-}
+use crate::util::{Client, DEADLINE, ScratchDir, Server, have_tool, wait_until};
 
 fn has_curl() -> bool {
     have_tool("curl", "curl")
@@ -75,7 +68,7 @@ fn keep_alive_reuses_one_connection() {
     if !has_curl() {
         return;
     }
-    let server = start(&[]);
+    let server = Server::start_example("http", &["127.0.0.1:0"]);
     let pid = server.pid;
     let (a, b) = (url(&server, "/one"), url(&server, "/two?x=1"));
     let out = curl_ok(&["-w", "[%{num_connects}]\n", &a, &b]);
@@ -107,7 +100,7 @@ fn head_has_headers_only() {
     if !has_curl() {
         return;
     }
-    let server = start(&[]);
+    let server = Server::start_example("http", &["127.0.0.1:0"]);
     let body_len = format!("hello from {}\n", server.pid).len();
     let out = curl_ok(&["--head", &url(&server, "/anything")]);
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
@@ -123,7 +116,7 @@ fn request_bodies_are_read_and_refusals_are_clear() {
     if !has_curl() {
         return;
     }
-    let server = start(&[]);
+    let server = Server::start_example("http", &["127.0.0.1:0"]);
     let pid = server.pid;
     let u = url(&server, "/upload");
     // 2 MiB: more than the input cap, and curl sends Expect: 100-continue.
@@ -178,7 +171,7 @@ fn chunked_request_bodies_are_read() {
     if !has_curl() {
         return;
     }
-    let server = start(&[]);
+    let server = Server::start_example("http", &["127.0.0.1:0"]);
     let pid = server.pid;
     let u = url(&server, "/upload");
     let chunked = "Transfer-Encoding: chunked";
@@ -215,7 +208,7 @@ fn expect_100_continue_only_for_a_request_that_will_be_served() {
     if !has_curl() {
         return;
     }
-    let server = start(&[]);
+    let server = Server::start_example("http", &["127.0.0.1:0"]);
     let pid = server.pid;
     let u = url(&server, "/upload");
     // curl sends Expect: 100-continue with a body over 1 MiB, and sends
@@ -256,7 +249,7 @@ fn read_head(client: &mut Client) -> String {
 
 #[test]
 fn expect_100_continue_on_the_wire() {
-    let server = start(&[]);
+    let server = Server::start_example("http", &["127.0.0.1:0"]);
     let hello = format!("hello from {}\n", server.pid);
 
     // Refused from the head: the final status, no 100 Continue, a close.
@@ -322,7 +315,7 @@ fn expect_100_continue_on_the_wire() {
 
 #[test]
 fn chunked_bodies_on_the_wire() {
-    let server = start(&[]);
+    let server = Server::start_example("http", &["127.0.0.1:0"]);
     let hello = format!("hello from {}\n", server.pid);
 
     // A body with an extension and a trailer, sent in pieces that cut its
@@ -367,7 +360,7 @@ fn chunked_bodies_on_the_wire() {
 
 #[test]
 fn malformed_requests_get_an_answer_and_a_close() {
-    let server = start(&[]);
+    let server = Server::start_example("http", &["127.0.0.1:0"]);
     let resp = raw_exchange(
         server.addr,
         b"GET / HTTP/1.1\r\nHost: x\r\nNo Colon Here\r\n\r\n",
@@ -432,7 +425,7 @@ fn sighup_makes_the_next_response_say_close_then_exits_0() {
     }
     // A drain timeout far beyond the test's waits: the idle connection must
     // close because of its next request, not because of the clock.
-    let mut server = start(&["--drain-timeout", "600"]);
+    let mut server = Server::start_example("http", &["--drain-timeout", "600", "127.0.0.1:0"]);
     let pid = server.pid;
     let (barrier_addr, arrived, release, barrier_thread) = barrier();
     let (a, b) = (url(&server, "/before-1"), url(&server, "/before-2"));
@@ -471,4 +464,22 @@ fn sighup_makes_the_next_response_say_close_then_exits_0() {
     );
     server.expect_clean_exit();
     assert_eq!(server.count_lines("has no clients left, exiting"), 1);
+}
+
+/// `--max-clients` reaches `Config::max_clients`: with a cap of one, a
+/// second client waits in the backlog until the first leaves.
+#[test]
+fn http_max_clients_caps_the_process() {
+    let mut server = Server::start_example("http", &["--max-clients", "1", "127.0.0.1:0"]);
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = Client::connect(server.addr);
+    first.send(request);
+    assert!(first.read_line().starts_with(b"HTTP/1.1 200"));
+    // The handshake completes in the kernel; the process does not accept.
+    let mut second = Client::connect(server.addr);
+    second.send(request);
+    server.expect_one_left_in_backlog(1);
+    drop(first);
+    server.expect_line("accepted connection");
+    assert!(second.read_line().starts_with(b"HTTP/1.1 200"));
 }

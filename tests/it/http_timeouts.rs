@@ -10,21 +10,12 @@
 //! answers stops after [`DEADLINE`] too.
 
 use std::io::{ErrorKind, Read};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::{Client, DEADLINE, Server, example_bin};
+use crate::util::{Client, DEADLINE, Server};
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-
-/// The example on a free port, with `args` before the address.
-#[track_caller]
-fn start(args: &[&str]) -> Server {
-    let mut cmd = Command::new(example_bin("http"));
-    cmd.args(args).arg("127.0.0.1:0");
-    Server::spawn(cmd)
-}
 
 /// Everything up to the server's EOF, which must be a 408 with
 /// `Connection: close`.
@@ -55,7 +46,7 @@ fn read_hello(client: &mut Client, pid: u32) -> String {
 
 #[test]
 fn slowloris_gets_408_at_the_header_timeout() {
-    let server = start(&["-q", "--header-timeout", "1"]);
+    let server = Server::start_example("http", &["-q", "--header-timeout", "1", "127.0.0.1:0"]);
     let mut client = Client::connect(server.addr);
     // A head that never ends: one byte of it every 100 ms, until the
     // server answers.
@@ -95,7 +86,7 @@ fn slowloris_gets_408_at_the_header_timeout() {
 
 #[test]
 fn a_connection_that_sends_nothing_gets_408() {
-    let server = start(&["-q", "--header-timeout", "0.5"]);
+    let server = Server::start_example("http", &["-q", "--header-timeout", "0.5", "127.0.0.1:0"]);
     let mut client = Client::connect(server.addr);
     expect_408_then_eof(&mut client);
 }
@@ -103,7 +94,8 @@ fn a_connection_that_sends_nothing_gets_408() {
 #[test]
 fn an_idle_keep_alive_connection_is_closed_without_a_word() {
     // The header timeout is far off: only the keep-alive one can close it.
-    let server = start(&["-q", "--keepalive-timeout", "0.5"]);
+    let server =
+        Server::start_example("http", &["-q", "--keepalive-timeout", "0.5", "127.0.0.1:0"]);
     let mut client = Client::connect(server.addr);
     client.send(GET);
     let head = read_hello(&mut client, server.pid);
@@ -113,7 +105,7 @@ fn an_idle_keep_alive_connection_is_closed_without_a_word() {
 
 #[test]
 fn a_stalled_body_gets_408() {
-    let server = start(&["-q", "--body-timeout", "0.5"]);
+    let server = Server::start_example("http", &["-q", "--body-timeout", "0.5", "127.0.0.1:0"]);
     let mut client = Client::connect(server.addr);
     client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123");
     expect_408_then_eof(&mut client);
@@ -121,15 +113,19 @@ fn a_stalled_body_gets_408() {
 
 #[test]
 fn a_client_quicker_than_every_timeout_is_never_cut() {
-    let server = start(&[
-        "-q",
-        "--header-timeout",
-        "1",
-        "--keepalive-timeout",
-        "1",
-        "--body-timeout",
-        "1",
-    ]);
+    let server = Server::start_example(
+        "http",
+        &[
+            "-q",
+            "--header-timeout",
+            "1",
+            "--keepalive-timeout",
+            "1",
+            "--body-timeout",
+            "1",
+            "127.0.0.1:0",
+        ],
+    );
     let mut client = Client::connect(server.addr);
     // Twenty requests on one connection, each in two pieces, 100 ms
     // apart: about three seconds in all, three times every timeout.
@@ -145,16 +141,25 @@ fn a_client_quicker_than_every_timeout_is_never_cut() {
     }
 }
 
-#[test]
-fn a_drain_lets_a_slow_head_have_its_408_and_exits_0() {
-    // The drain timeout (5 s by default) is the later of the two.
-    let mut server = start(&["--header-timeout", "1"]);
+/// The example started with `args`, draining (SIGHUP) with one client in
+/// the middle of a head.
+#[track_caller]
+fn draining_with_half_a_head(args: &[&str]) -> (Server, Client) {
+    let mut server = Server::start_example("http", args);
     let pid = server.pid;
     let mut client = Client::connect(server.addr);
     client.send(b"GET / HTTP/1.1\r\nHo");
     server.expect_line("accepted connection");
     server.signal(libc::SIGHUP);
     server.expect_line(&format!("Process {pid} received hangup signal"));
+    (server, client)
+}
+
+#[test]
+fn a_drain_lets_a_slow_head_have_its_408_and_exits_0() {
+    // The drain timeout (5 s by default) is the later of the two.
+    let (mut server, mut client) =
+        draining_with_half_a_head(&["--header-timeout", "1", "127.0.0.1:0"]);
     expect_408_then_eof(&mut client);
     drop(client);
     server.expect_clean_exit();
@@ -162,13 +167,13 @@ fn a_drain_lets_a_slow_head_have_its_408_and_exits_0() {
 
 #[test]
 fn a_drain_timeout_before_the_header_timeout_closes_and_exits_0() {
-    let mut server = start(&["--drain-timeout", "0.5", "--close-spread", "0.1"]);
-    let pid = server.pid;
-    let mut client = Client::connect(server.addr);
-    client.send(b"GET / HTTP/1.1\r\nHo");
-    server.expect_line("accepted connection");
-    server.signal(libc::SIGHUP);
-    server.expect_line(&format!("Process {pid} received hangup signal"));
+    let (mut server, mut client) = draining_with_half_a_head(&[
+        "--drain-timeout",
+        "0.5",
+        "--close-spread",
+        "0.1",
+        "127.0.0.1:0",
+    ]);
     // Closed by the drain, 60 s before its header timeout: a hard stop
     // in the middle of a head has nothing to say.
     client.expect_eof();
@@ -181,15 +186,19 @@ fn a_drain_timeout_before_the_header_timeout_closes_and_exits_0() {
 /// longest of the HTTP timeouts), and its bytes do not extend the wait.
 #[test]
 fn a_slowloris_that_never_closes_after_its_408_is_dropped() {
-    let mut server = start(&[
-        "-q",
-        "--header-timeout",
-        "0.5",
-        "--body-timeout",
-        "0.5",
-        "--keepalive-timeout",
-        "0.5",
-    ]);
+    let mut server = Server::start_example(
+        "http",
+        &[
+            "-q",
+            "--header-timeout",
+            "0.5",
+            "--body-timeout",
+            "0.5",
+            "--keepalive-timeout",
+            "0.5",
+            "127.0.0.1:0",
+        ],
+    );
     let mut client = Client::connect(server.addr);
     client.send(b"GET / HTTP/1.1\r\nHost: x\r\n");
     let response = client.read_to_eof().expect("the 408, then the FIN");

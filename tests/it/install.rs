@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::util::{BIN, ScratchDir, Server, have_tool, skip};
+use crate::util::{BIN, ScratchDir, Server, have_tool, skip, systemd_verify};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const GUIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
@@ -105,17 +105,7 @@ fn verify_instance(installed: &Path, root: &Path) -> String {
     let moved = format!("ExecStart={}/opt/drainport/", root.display());
     std::fs::write(&copy, unit.replace(PROGRAM, &moved)).unwrap();
     std::os::unix::fs::symlink("drainport@.service", dir.join("drainport@g1-1.service")).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(dir.join("drainport@g1-1.service"))
-        .output()
-        .expect("run systemd-analyze");
-    // It exits 0 after some complaints, which it prints on stderr.
-    let mut complaints = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
-        complaints.push_str(&format!("\n{:?}", out.status));
-    }
-    complaints
+    systemd_verify(&[&dir.join("drainport@g1-1.service")])
 }
 
 #[test]

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use libc::SIGHUP;
 
-use crate::netns::Namespace;
+use crate::netns::{MIGRATE_REQ, in_namespace};
 use crate::util::{
-    Client, DEADLINE, Server, have_tool, raise_fd_limit, skip, starved_server, status_field,
-    wait_until,
+    Client, DEADLINE, Server, have_tool, raise_fd_limit, starved_server, status_field, wait_until,
 };
 
 /// A bare listener made with libc, joined to the group on `addr` with the
@@ -107,32 +106,12 @@ fn sockaddr_in(addr: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
-#[track_caller]
-fn expect_echo(client: &mut Client, line: &str, pid: u32) {
-    let fail = |e| panic!("{line:?}: {e}");
-    assert_eq!(
-        client.try_read_line().unwrap_or_else(fail),
-        format!("{line}\n").into_bytes()
-    );
-    assert_eq!(
-        client.try_read_line().unwrap_or_else(fail),
-        format!(": from {pid}\n").into_bytes()
-    );
-}
-
 /// With `tcp_migrate_req=1`, closing a listener hands its accept queue to a
 /// sibling. Connections that reach drainport that way were never announced
 /// by a SYN to it; each must still be accepted and answered.
 #[test]
 fn connections_migrated_from_a_closing_sibling_are_served() {
-    let ns = match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
-        Ok(ns) => ns,
-        Err(reason) => {
-            skip(&reason);
-            return;
-        }
-    };
-    ns.run(|| {
+    in_namespace(&[MIGRATE_REQ], || {
         let mut server = Server::start(&["-q", "127.0.0.1:0"]);
         let raw = RawListener::join_all(server.addr);
         // For each CPU the kernel hashes each connection to one of the two
@@ -157,7 +136,7 @@ fn connections_migrated_from_a_closing_sibling_are_served() {
         // Closing it migrates its queue to drainport.
         drop(raw);
         for (line, client) in &mut clients {
-            expect_echo(client, line, server.pid);
+            client.expect_reply(format!("{line}\n").as_bytes(), server.pid);
         }
         server.wait_status("accepted=200 ");
         assert!(server.is_running());
@@ -325,14 +304,14 @@ fn a_drain_that_starts_out_of_descriptors_serves_the_queue() {
     // The accepted clients are served, then leave, freeing descriptors.
     let waiting = clients.split_off(accepted);
     for (i, client) in clients.iter_mut().enumerate() {
-        expect_echo(client, &format!("queued {i}"), server.pid);
+        client.expect_reply(format!("queued {i}\n").as_bytes(), server.pid);
     }
     drop(clients);
     // Those that waited in the queue through the start of the drain are
     // accepted now, and answered.
     let mut waiting = waiting;
     for (i, client) in waiting.iter_mut().enumerate() {
-        expect_echo(client, &format!("queued {}", accepted + i), server.pid);
+        client.expect_reply(format!("queued {}\n", accepted + i).as_bytes(), server.pid);
     }
     assert!(server.is_running(), "exited with clients left");
     drop(waiting);

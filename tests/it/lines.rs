@@ -5,10 +5,6 @@ use libc::SIGHUP;
 
 use crate::util::{Client, Server};
 
-fn suffix(server: &Server) -> Vec<u8> {
-    format!(": from {}\n", server.pid).into_bytes()
-}
-
 #[test]
 fn crlf_and_odd_bytes_come_back_exactly() {
     let lines: [&[u8]; 6] = [
@@ -28,8 +24,10 @@ fn crlf_and_odd_bytes_come_back_exactly() {
         // Sent in one write, answered in order.
         client.send(&lines.concat());
         for line in lines {
-            assert_eq!(client.read_line(), line, "{args:?}");
-            assert_eq!(client.read_line(), suffix(&server));
+            let from = client
+                .try_read_reply(line)
+                .unwrap_or_else(|e| panic!("{args:?}: {:?}: {e}", String::from_utf8_lossy(line)));
+            assert_eq!(from, server.pid, "{args:?}");
         }
     }
 }
@@ -42,10 +40,8 @@ fn a_line_split_across_writes_waits_for_its_end() {
         client.send(piece);
         std::thread::yield_now();
     }
-    assert_eq!(client.read_line(), b"split line\r\n");
-    assert_eq!(client.read_line(), suffix(&server));
-    assert_eq!(client.read_line(), b"next\n");
-    assert_eq!(client.read_line(), suffix(&server));
+    client.expect_reply(b"split line\r\n", server.pid);
+    client.expect_reply(b"next\n", server.pid);
 }
 
 #[test]
@@ -54,10 +50,8 @@ fn half_close_answers_the_tail_then_closes() {
     let mut client = Client::connect(server.addr);
     client.send(b"whole\nunterminated");
     client.shutdown_write();
-    assert_eq!(client.read_line(), b"whole\n");
-    assert_eq!(client.read_line(), suffix(&server));
-    assert_eq!(client.read_line(), b"unterminated\n");
-    assert_eq!(client.read_line(), suffix(&server));
+    client.expect_reply(b"whole\n", server.pid);
+    client.expect_reply(b"unterminated\n", server.pid);
     client.expect_eof();
 }
 
@@ -67,8 +61,7 @@ fn half_close_without_a_tail_just_closes() {
     let mut client = Client::connect(server.addr);
     client.send(b"only\n");
     client.shutdown_write();
-    assert_eq!(client.read_line(), b"only\n");
-    assert_eq!(client.read_line(), suffix(&server));
+    client.expect_reply(b"only\n", server.pid);
     client.expect_eof();
 }
 
@@ -81,8 +74,7 @@ fn oversized_line_gets_an_error_then_a_close() {
     // A line of exactly the limit, terminator included, is fine.
     let fits = format!("{}\n", "a".repeat(1023));
     client.send(fits.as_bytes());
-    assert_eq!(client.read_line(), fits.as_bytes());
-    assert_eq!(client.read_line(), suffix(&server));
+    client.expect_reply(fits.as_bytes(), server.pid);
 
     client.send(&[b'x'; 3000]);
     assert_eq!(client.read_line(), b"error: line longer than 1024 bytes\n");

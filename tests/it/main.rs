@@ -5,6 +5,7 @@ mod activation;
 mod addresses;
 mod claims;
 mod closes;
+mod console_session;
 mod delay;
 /// The delay bed, shared with the delay benchmark; the benchmark's report
 /// uses parts the tests do not.
@@ -13,7 +14,7 @@ mod delay;
 mod delaybed;
 mod drain;
 mod errors;
-mod examples_cli;
+mod help;
 mod hostile;
 mod http;
 /// The HTTP example's modules, for their unit tests (see its `mod.rs`).
@@ -38,7 +39,6 @@ mod rolling;
 mod rolling_trust;
 mod runner;
 mod sandbox;
-mod seed;
 mod startup;
 mod steer;
 /// Client-socket probes shared with the rolling benchmark.

@@ -12,7 +12,20 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use crate::util::find_tool;
+use crate::util::{find_tool, skip};
+
+/// The sysctl that makes a closing listener hand its accept queue to a
+/// sibling on the same port.
+pub const MIGRATE_REQ: (&str, &str) = ("net.ipv4.tcp_migrate_req", "1");
+
+/// Runs `f` in a namespace of its own with `sysctls` set or, where no
+/// namespace can be made here, skips the calling test with the reason.
+pub fn in_namespace(sysctls: &[(&str, &str)], f: impl FnOnce() + Send + 'static) {
+    match Namespace::create(sysctls) {
+        Ok(ns) => ns.run(f),
+        Err(reason) => skip(&reason),
+    }
+}
 
 pub struct Namespace {
     name: String,

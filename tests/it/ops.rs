@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use libc::{SIGHUP, SIGTERM, SIGUSR1};
 
-use crate::util::{BIN, Client, DEADLINE, ScratchDir, Server, have_tool, wait_until};
+use crate::util::{
+    BIN, Client, DEADLINE, ScratchDir, Server, closing_line, have_tool, one_line_error, reply,
+    status_value, systemd_verify, wait_until,
+};
 
 /// Receives notify datagrams until one contains `needle`; returns it.
 #[track_caller]
@@ -120,20 +123,11 @@ fn unwritable_pid_file_is_an_operator_error() {
         .args(["--pid-file", "/nonexistent/dir/d.pid", "127.0.0.1:0"])
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
-    assert!(
-        stderr.contains("cannot write pid file /nonexistent/dir/d.pid"),
-        "{stderr:?}"
+    one_line_error(
+        &out,
+        "drainport",
+        "cannot write pid file /nonexistent/dir/d.pid",
     );
-}
-
-/// Parses `key=value` pairs from a status line.
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split(' ')
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
 #[test]
@@ -145,21 +139,21 @@ fn sigusr1_prints_one_status_line() {
     assert_eq!(a.echo("two"), server.pid);
     // b sent nothing: the server may take it from the queue a moment later.
     let status = server.wait_status("clients=2 ");
-    assert_eq!(field(&status, "state"), "running");
-    assert_eq!(field(&status, "clients"), "2");
-    assert_eq!(field(&status, "accepted"), "2");
-    assert_eq!(field(&status, "lines"), "2");
-    assert_eq!(field(&status, "bytes_in"), "8");
-    let reply = format!("one\n: from {}\n", server.pid).len() * 2;
-    assert_eq!(field(&status, "bytes_out"), reply.to_string());
-    assert_eq!(field(&status, "since_hangup"), "-");
+    assert_eq!(status_value(&status, "state"), "running");
+    assert_eq!(status_value(&status, "clients"), "2");
+    assert_eq!(status_value(&status, "accepted"), "2");
+    assert_eq!(status_value(&status, "lines"), "2");
+    assert_eq!(status_value(&status, "bytes_in"), "8");
+    let replies = reply(b"one\n", server.pid).len() * 2;
+    assert_eq!(status_value(&status, "bytes_out"), replies.to_string());
+    assert_eq!(status_value(&status, "since_hangup"), "-");
 
     server.signal(SIGHUP);
     server.expect_line("closing tasks: 2");
     server.signal(SIGUSR1);
     let status = server.expect_line(&format!("Process {} status: ", server.pid));
-    assert_eq!(field(&status, "state"), "draining");
-    let since = field(&status, "since_hangup");
+    assert_eq!(status_value(&status, "state"), "draining");
+    let since = status_value(&status, "since_hangup");
     assert!(
         since.ends_with('s') && since.trim_end_matches('s').parse::<f64>().is_ok(),
         "{since}"
@@ -247,7 +241,7 @@ fn close_spread_closes_clients_one_by_one() {
 
     // The first close comes a third of the way into the window; the others
     // are still open then and are served.
-    let closing = format!(": process {} is closing this connection\n", server.pid).into_bytes();
+    let closing = closing_line(server.pid).into_bytes();
     let first = wait_until("the first spread close", || {
         clients.iter_mut().position(|c| {
             c.stream
@@ -264,7 +258,7 @@ fn close_spread_closes_clients_one_by_one() {
     first_client.expect_eof();
     server.signal(SIGUSR1);
     let status = server.expect_line("status: state=closing");
-    assert_eq!(field(&status, "clients"), "2", "{status}");
+    assert_eq!(status_value(&status, "clients"), "2", "{status}");
     for client in &mut clients {
         client.stream.set_read_timeout(Some(DEADLINE)).unwrap();
         assert_eq!(client.echo("still here"), server.pid);
@@ -324,15 +318,8 @@ fn systemd_unit_passes_verify() {
     let dir = ScratchDir::new("unit");
     let copy = dir.join("drainport@.service");
     std::fs::write(&copy, unit.replace(PROGRAM, &format!("ExecStart={BIN} "))).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&copy)
-        .output()
-        .expect("run systemd-analyze");
-    // It exits 0 after some complaints (an unknown key, say), which it
-    // prints on stderr: both must be clean.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.is_empty(), "{out:?}");
+    let complaints = systemd_verify(&[&copy]);
+    assert!(complaints.is_empty(), "{complaints}");
 }
 
 /// The seconds in `--FLAG N` on the unit's `ExecStart`.
@@ -440,14 +427,11 @@ fn the_socket_unit_and_its_drop_in_pass_verify() {
     std::fs::create_dir(dir.join("drainport@.service.d")).unwrap();
     std::fs::write(dir.join("drainport@.service.d/socket.conf"), &drop_in).unwrap();
     std::os::unix::fs::symlink("drainport@.service", dir.join("drainport@g1-1.service")).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(dir.join("drainport.socket"))
-        .arg(dir.join("drainport@g1-1.service"))
-        .output()
-        .expect("run systemd-analyze");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success() && stderr.is_empty(), "{out:?}");
+    let complaints = systemd_verify(&[
+        &dir.join("drainport.socket"),
+        &dir.join("drainport@g1-1.service"),
+    ]);
+    assert!(complaints.is_empty(), "{complaints}");
 }
 
 /// The drop-ins `docs/operations.md` shows, each as a ```ini block whose
@@ -484,16 +468,7 @@ fn verify_with_drop_in(name: &str, drop_in: &str) -> String {
         drop_in.replace(PROGRAM, &bin),
     )
     .unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(dir.join("drainport@g1-1.service"))
-        .output()
-        .expect("run systemd-analyze");
-    let mut complaints = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() {
-        complaints.push_str(&format!("\n{:?}", out.status));
-    }
-    complaints
+    systemd_verify(&[&dir.join("drainport@g1-1.service")])
 }
 
 /// Operators' settings go in drop-ins, which the next install leaves

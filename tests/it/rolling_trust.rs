@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 use crate::rolling::{Fleet, SCRIPT, alive};
-use crate::util::{BIN, output_retrying, wait_until};
+use crate::util::{BIN, one_line_error, output_retrying, wait_until};
 
 /// A process of the test's own that the script must never signal: a
 /// `sleep`, which SIGHUP would kill. Killed and reaped when dropped.
@@ -232,10 +232,7 @@ fn a_state_directory_others_can_change_is_refused() {
     let upgrade = ["--", BIN, "-q", addr.as_str()];
     let refused = |fleet: &Fleet, args: &[&str], needle: &str| {
         let out = run_alone(fleet, args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
-        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        one_line_error(&out, &format!("{args:?}"), needle);
         assert!(fleet.pid().is_none(), "{args:?}: a process was started");
     };
     for mode in [0o777, 0o1777, 0o775] {
@@ -354,12 +351,10 @@ fn links_and_fifos_planted_in_the_state_directory_are_not_written_through() {
             );
             continue;
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
-        assert_eq!(stderr.lines().count(), 1, "{what}: {stderr}");
-        assert!(
-            stderr.contains(&format!("'{}' is not a regular file", planted.display())),
-            "{what}: {stderr}"
+        one_line_error(
+            &out,
+            &what,
+            &format!("'{}' is not a regular file", planted.display()),
         );
         assert!(
             fs::read_dir(&*fleet.dir).unwrap().count() == 2,

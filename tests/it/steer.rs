@@ -18,12 +18,10 @@ use std::time::Instant;
 use libc::SIGHUP;
 
 use crate::delaybed::nosteer;
-use crate::netns::Namespace;
+use crate::netns::{MIGRATE_REQ, Namespace, in_namespace};
 use crate::runner::{Runner, Who};
 use crate::tcp::{pin_to, syn_retransmits};
-use crate::util::{
-    Client, DEADLINE, ScratchDir, Server, parse_from, skip, status_field, wait_until,
-};
+use crate::util::{Client, DEADLINE, ScratchDir, Server, skip, status_field, wait_until};
 
 /// The online CPUs, numbered from 0.
 fn cpus() -> Vec<usize> {
@@ -172,11 +170,12 @@ fn a_full_process_hands_new_clients_to_its_sibling(who: Who) {
     // Whichever backlog holds it, a free slot there serves it.
     drop(held.pop());
     drop(tight_held);
-    assert_eq!(waiting.read_line(), b"queued\n", "{who:?}");
-    let pid = parse_from(&waiting.read_line());
+    let pid = waiting
+        .try_read_reply(b"queued\n")
+        .unwrap_or_else(|e| panic!("{who:?}: {e}"));
     assert!(
-        pid == Some(full.pid) || pid == Some(tight.pid),
-        "served by {pid:?} ({who:?})"
+        pid == full.pid || pid == tight.pid,
+        "served by {pid} ({who:?})"
     );
     // The hard stop of a full process ends.
     for mut server in [full, tight] {
@@ -201,10 +200,9 @@ fn a_full_process_hands_new_clients_to_its_sibling_as_root() {
 /// The same, unprivileged, in a namespace where `tcp_migrate_req` is 1.
 #[test]
 fn a_full_process_hands_new_clients_to_its_sibling_with_tcp_migrate_req() {
-    match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
-        Ok(ns) => ns.run(|| a_full_process_hands_new_clients_to_its_sibling(Who::Unprivileged)),
-        Err(reason) => skip(&reason),
-    }
+    in_namespace(&[MIGRATE_REQ], || {
+        a_full_process_hands_new_clients_to_its_sibling(Who::Unprivileged)
+    });
 }
 
 #[test]
@@ -282,6 +280,18 @@ impl Churn {
             .collect()
     }
 
+    /// Waits until `count` connections that start after this call are
+    /// answered, and returns the ticket of the first, for
+    /// [`Churn::served_since`]. `what` names the wait in a failure.
+    #[track_caller]
+    pub fn wait_answered(&self, count: usize, what: &str) -> u64 {
+        let from = self.next_ticket();
+        wait_until(what, || {
+            (self.served_since(from).len() >= count).then_some(())
+        });
+        from
+    }
+
     /// Waits until `pid` has answered a churn client.
     #[track_caller]
     pub fn wait_served_by(&self, pid: u32) {
@@ -290,14 +300,24 @@ impl Churn {
         });
     }
 
-    pub fn stop(self) -> (Vec<(u64, u32)>, Vec<String>) {
+    /// Stops the churn and checks that no connection failed; `what` names
+    /// the case in a failure. Returns the (ticket, pid) of every answer.
+    #[track_caller]
+    pub fn expect_no_failures(self, what: &str) -> Vec<(u64, u32)> {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             t.join().expect("churn thread");
         }
         let served = self.served.lock().unwrap().clone();
         let failures = self.failures.lock().unwrap().clone();
-        (served, failures)
+        assert!(
+            failures.is_empty(),
+            "{what}: {} of {} churn connections failed: {:?}",
+            failures.len(),
+            served.len() + failures.len(),
+            &failures[..failures.len().min(10)]
+        );
+        served
     }
 }
 
@@ -308,14 +328,11 @@ fn churn_once(addr: SocketAddr, cpu: usize, i: usize) -> Result<u32, String> {
         return Err(format!("CPU {cpu}: the SYN was dropped and sent again"));
     }
     let mut client = Client::from(stream);
-    let line = format!("churn {cpu} {i}");
-    client.send(format!("{line}\n").as_bytes());
-    let echoed = client.try_read_line().map_err(|e| format!("echo: {e}"))?;
-    if echoed != format!("{line}\n").into_bytes() {
-        return Err(format!("echo: {:?}", String::from_utf8_lossy(&echoed)));
-    }
-    let from = client.try_read_line().map_err(|e| format!("suffix: {e}"))?;
-    parse_from(&from).ok_or_else(|| format!("suffix: {:?}", String::from_utf8_lossy(&from)))
+    let line = format!("churn {cpu} {i}\n");
+    client.send(line.as_bytes());
+    client
+        .try_read_reply(line.as_bytes())
+        .map_err(|e| format!("reply: {e}"))
 }
 
 /// Rolling restarts under churn, as the service runs in production: two
@@ -342,10 +359,7 @@ fn rolling_restarts_under_churn_reset_and_stall_nothing() {
         oldest.expect_line(&format!("process {} closing tasks", oldest.pid));
         // Every connection that starts from here on finds a process that
         // is still running.
-        let from = churn.next_ticket();
-        wait_until(&format!("churn to go on after round {round}"), || {
-            (churn.served_since(from).len() >= 50).then_some(())
-        });
+        let from = churn.wait_answered(50, &format!("churn to go on after round {round}"));
         oldest.expect_clean_exit();
         assert!(
             !churn.served_since(from).contains(&oldest.pid),
@@ -353,14 +367,7 @@ fn rolling_restarts_under_churn_reset_and_stall_nothing() {
             oldest.pid
         );
     }
-    let (served, failures) = churn.stop();
-    assert!(
-        failures.is_empty(),
-        "{} of {} churn connections failed: {:?}",
-        failures.len(),
-        served.len() + failures.len(),
-        &failures[..failures.len().min(10)]
-    );
+    churn.expect_no_failures("six rolling restarts");
     for mut server in live {
         server.signal(SIGHUP);
         server.expect_clean_exit();
@@ -441,7 +448,7 @@ fn startup_says_what_protects_a_release() {
         }
         Err(reason) => skip(&format!("the root part: {reason}")),
     }
-    match Namespace::create(&[("net.ipv4.tcp_migrate_req", "1")]) {
+    match Namespace::create(&[MIGRATE_REQ]) {
         Ok(ns) => {
             let line = ns.run(move || {
                 let run = Runner::new(Who::Unprivileged).expect("an unprivileged runner");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use crate::util::{
-    Client, Server, assert_long_bytes, example_bin, find_tool, have_tool, status_field, wait_until,
+    Client, Server, assert_long_bytes, find_tool, have_tool, reply, status_field, wait_until,
 };
 
 /// What telnet sends on Ctrl-C: Interrupt Process, then DO TIMING-MARK. It
@@ -17,15 +17,6 @@ const WILL_TM: &[u8] = b"\xff\xfb\x06";
 /// What `send ayt` sends, and the answer.
 const AYT: &[u8] = b"\xff\xf6";
 const YES: &[u8] = b"[Yes]\r\n";
-
-fn suffix(pid: u32) -> Vec<u8> {
-    format!(": from {pid}\n").into_bytes()
-}
-
-/// `line` echoed by process `pid`.
-fn echoed(line: &[u8], pid: u32) -> Vec<u8> {
-    [line, &suffix(pid)].concat()
-}
 
 /// Half-closes, then returns everything the server sends until it closes:
 /// a reply that should not be there shows up here.
@@ -50,13 +41,12 @@ fn ctrl_c_drops_the_partial_line_and_answers_the_timing_mark() {
     let server = Server::start(&["127.0.0.1:0"]);
     let mut client = Client::connect(server.addr);
     client.send(b"before\r\npart");
-    assert_bytes(&client.read_line(), b"before\r\n");
-    assert_bytes(&client.read_line(), &suffix(server.pid));
+    client.expect_reply(b"before\r\n", server.pid);
     client.send(CTRL_C);
     client.send(b"after\r\n");
     // The timing mark's answer first, then the new line; not the partial
     // line, and no telnet command echoed back.
-    let want = [WILL_TM, &echoed(b"after\r\n", server.pid)].concat();
+    let want = [WILL_TM, &reply(b"after\r\n", server.pid)].concat();
     assert_bytes(&rest(&mut client), &want);
 }
 
@@ -66,10 +56,10 @@ fn ctrl_c_in_one_read_keeps_every_reply_in_order() {
     let mut client = Client::connect(server.addr);
     client.send(&[&b"one\r\ntwo\r\npart"[..], CTRL_C, b"after\r\n"].concat());
     let want = [
-        &echoed(b"one\r\n", server.pid)[..],
-        &echoed(b"two\r\n", server.pid),
+        &reply(b"one\r\n", server.pid)[..],
+        &reply(b"two\r\n", server.pid),
         WILL_TM,
-        &echoed(b"after\r\n", server.pid),
+        &reply(b"after\r\n", server.pid),
     ]
     .concat();
     assert_bytes(&rest(&mut client), &want);
@@ -90,7 +80,7 @@ fn ctrl_c_split_over_two_reads_is_still_one_command() {
         let second = [&CTRL_C[split..], b"next\r\n"].concat();
         client.send(&second);
         bytes_in += second.len();
-        let want = [WILL_TM, &echoed(b"next\r\n", server.pid)].concat();
+        let want = [WILL_TM, &reply(b"next\r\n", server.pid)].concat();
         assert_bytes(&rest(&mut client), &want);
     }
 }
@@ -102,7 +92,7 @@ fn are_you_there_gets_a_visible_line_and_keeps_the_line() {
     client.send(AYT);
     assert_bytes(&client.read_line(), YES);
     client.send(&[&b"ab"[..], AYT, b"cd\r\n"].concat());
-    let want = [YES, &echoed(b"abcd\r\n", server.pid)].concat();
+    let want = [YES, &reply(b"abcd\r\n", server.pid)].concat();
     assert_bytes(&rest(&mut client), &want);
 }
 
@@ -118,7 +108,7 @@ fn option_requests_are_refused_and_subnegotiation_dropped() {
     client.send(b"\xff\xfc\x03\xff\xfe\x01hello\r\n");
     let want = [
         &b"\xff\xfc\x03\xff\xfc\x01\xff\xfe\x18\xff\xfe\x1f"[..],
-        &echoed(b"hello\r\n", server.pid),
+        &reply(b"hello\r\n", server.pid),
     ]
     .concat();
     assert_bytes(&rest(&mut client), &want);
@@ -129,7 +119,7 @@ fn an_escaped_iac_is_one_data_byte() {
     let server = Server::start(&["127.0.0.1:0"]);
     let mut client = Client::connect(server.addr);
     client.send(b"a\xff\xffb\r\n");
-    assert_bytes(&rest(&mut client), &echoed(b"a\xffb\r\n", server.pid));
+    assert_bytes(&rest(&mut client), &reply(b"a\xffb\r\n", server.pid));
 }
 
 #[test]
@@ -138,7 +128,7 @@ fn raw_echoes_telnet_bytes_exactly() {
     let mut client = Client::connect(server.addr);
     let line = [&b"x"[..], CTRL_C, AYT, b"\xff\xff\xff\xfa\r\n"].concat();
     client.send(&line);
-    assert_bytes(&rest(&mut client), &echoed(&line, server.pid));
+    assert_bytes(&rest(&mut client), &reply(&line, server.pid));
 }
 
 #[test]
@@ -168,14 +158,14 @@ fn replies_held_back_by_a_full_output_stay_ahead_of_telnet_answers() {
     });
     let got = client.read_to_eof().expect("read to EOF");
     writing.join().expect("writer");
-    let replies: Vec<u8> = lines.iter().flat_map(|l| echoed(l, server.pid)).collect();
+    let replies: Vec<u8> = lines.iter().flat_map(|l| reply(l, server.pid)).collect();
     let want = [
         &replies[..],
         WILL_TM,
         &replies,
         YES,
         WILL_TM,
-        &echoed(b"end\r\n", server.pid),
+        &reply(b"end\r\n", server.pid),
     ]
     .concat();
     assert_long_bytes(&got, &want);
@@ -196,8 +186,7 @@ fn hostile_telnet_clients_cost_bounded_memory() {
         endless.send(&chunk);
     }
     endless.send(b"\xff\xf0after\r\n");
-    assert_bytes(&endless.read_line(), b"after\r\n");
-    assert_bytes(&endless.read_line(), &suffix(server.pid));
+    endless.expect_reply(b"after\r\n", server.pid);
 
     // Are You There, as fast as the server takes it, from a client that
     // does not read: the answers fill the output limit and the server
@@ -228,9 +217,7 @@ fn hostile_telnet_clients_cost_bounded_memory() {
 fn kv_example_answers_after_ctrl_c() {
     // The report: after a Ctrl-C, telnet showed no reply from kv at
     // all, BYE included.
-    let mut cmd = Command::new(example_bin("kv"));
-    cmd.arg("127.0.0.1:0");
-    let server = Server::spawn(cmd);
+    let server = Server::start_example("kv", &["127.0.0.1:0"]);
     let mut client = Client::connect(server.addr);
     client.send(b"SET k v\r\n");
     assert_bytes(&client.read_line(), b"OK\n");

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use libc::{SIGCONT, SIGHUP, SIGSTOP};
 
-use crate::util::{BIN, Client, DEADLINE, Server, have_tool, raise_fd_limit};
+use crate::util::{
+    BIN, Client, DEADLINE, Server, closing_line, from_line, have_tool, raise_fd_limit,
+};
 
 /// Connects `count` clients while the server is stopped, each sending
 /// `line` (if any), so that all of it is queued when the server takes them.
@@ -44,11 +46,7 @@ fn a_silent_client_is_told_then_closed_after_the_idle_timeout() {
     // One line, then nothing: answered, then told.
     let mut silent = queue_clients(&server, 1, b"one line, then nothing\n").remove(0);
     server.signal(SIGCONT);
-    assert_eq!(silent.read_line(), b"one line, then nothing\n");
-    assert_eq!(
-        silent.read_line(),
-        format!(": from {}\n", server.pid).into_bytes()
-    );
+    silent.expect_reply(b"one line, then nothing\n", server.pid);
     assert_eq!(silent.read_line(), b"error: idle for 0.3s, closing\n");
     silent.expect_eof();
 
@@ -70,7 +68,6 @@ fn every_line_read_restarts_the_idle_clock() {
     const PACE: Duration = Duration::from_millis(10);
     let server = Server::start(&["-q", "--idle-timeout", "0.3", "127.0.0.1:0"]);
     let told = b"error: idle for 0.3s, closing\n";
-    let suffix = format!(": from {}\n", server.pid).into_bytes();
     let mut chatty = Client::connect(server.addr);
     let start = Instant::now();
     let mut answered_sent = start;
@@ -89,7 +86,7 @@ fn every_line_read_restarts_the_idle_clock() {
             break;
         }
         assert_eq!(line, b"still here\n");
-        assert_eq!(chatty.read_line(), suffix);
+        assert_eq!(chatty.read_line(), from_line(server.pid));
         answered_sent = sent;
         answered += 1;
         thread::sleep(PACE);
@@ -190,15 +187,17 @@ fn the_send_timeout_spares_a_slow_reader_that_takes_its_replies() {
     const LINES: usize = 400;
     let line = [b"x".repeat(1000).as_slice(), b"\n"].concat();
     let mut writer = slow.stream.try_clone().unwrap();
+    let sent = line.clone();
     let writing = thread::spawn(move || {
         for _ in 0..LINES {
-            writer.write_all(&line).unwrap();
+            writer.write_all(&sent).unwrap();
         }
     });
-    let suffix = format!(": from {}\n", server.pid).into_bytes();
     for i in 0..LINES {
-        assert!(slow.read_line().starts_with(b"xxx"), "reply {i}");
-        assert_eq!(slow.read_line(), suffix, "reply {i}");
+        let from = slow
+            .try_read_reply(&line)
+            .unwrap_or_else(|e| panic!("reply {i}: {e}"));
+        assert_eq!(from, server.pid, "reply {i}");
         if i % 20 == 0 {
             thread::sleep(Duration::from_millis(20));
         }
@@ -226,11 +225,7 @@ fn timers_and_the_drain_close_by_whichever_comes_first() {
     server.signal(SIGHUP);
     server.signal(SIGCONT);
     server.expect_line("closing tasks: 1");
-    assert_eq!(client.read_line(), b"before the drain\n");
-    assert_eq!(
-        client.read_line(),
-        format!(": from {}\n", server.pid).into_bytes()
-    );
+    client.expect_reply(b"before the drain\n", server.pid);
     assert_eq!(client.read_line(), b"error: idle for 0.5s, closing\n");
     client.expect_eof();
     drop(client);
@@ -248,10 +243,7 @@ fn timers_and_the_drain_close_by_whichever_comes_first() {
     assert_eq!(client.echo("before the drain"), server.pid);
     server.signal(SIGHUP);
     let rest = client.read_to_eof().expect("read to EOF");
-    assert_eq!(
-        String::from_utf8_lossy(&rest),
-        format!(": process {} is closing this connection\n", server.pid)
-    );
+    assert_eq!(String::from_utf8_lossy(&rest), closing_line(server.pid));
     server.expect_clean_exit();
 
     // Without a drain timeout, clients that never leave are still let go
@@ -294,11 +286,7 @@ fn the_idle_timeout_ends_a_descriptor_lockout() {
 
     let mut late = Client::connect(server.addr);
     late.send(b"let me in\n");
-    assert_eq!(late.read_line(), b"let me in\n");
-    assert_eq!(
-        late.read_line(),
-        format!(": from {}\n", server.pid).into_bytes()
-    );
+    late.expect_reply(b"let me in\n", server.pid);
     server.expect_line("is accepting connections again");
     // The stuck ones were told why, first and last in line alike; then
     // every client, the new one too once silent, is closed while it still

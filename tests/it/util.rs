@@ -4,13 +4,19 @@
 //! that runs out of time panics with what it was waiting for. A [`Server`]
 //! that is dropped while still running is killed, by pid, so no test leaves
 //! a process behind.
+//!
+//! In order: the [`Server`] process, with what its status lines and
+//! `/proc` say about it; the test [`Client`] and the replies it reads;
+//! the test's own processes, files and descriptors; then waiting,
+//! skipping and finding tools. A helper lives here when more than one
+//! suite uses it; one that serves a single suite lives in that suite.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
@@ -20,6 +26,8 @@ use std::time::{Duration, Instant};
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_drainport");
+
+// The server process.
 
 /// A running server process and the lines it has printed.
 pub struct Server {
@@ -37,6 +45,15 @@ impl Server {
     #[track_caller]
     pub fn start(args: &[&str]) -> Server {
         let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Server::spawn(cmd)
+    }
+
+    /// Starts the example `name` (see [`example_bin`]) with `args` and
+    /// waits until it listens.
+    #[track_caller]
+    pub fn start_example(name: &str, args: &[&str]) -> Server {
+        let mut cmd = Command::new(example_bin(name));
         cmd.args(args);
         Server::spawn(cmd)
     }
@@ -142,6 +159,27 @@ impl Server {
             .count()
     }
 
+    /// Asks for status lines with SIGUSR1 until one contains `needle`, and
+    /// returns it. Used to wait for the server to notice what clients did
+    /// (`"clients=1 "`, say).
+    #[track_caller]
+    pub fn wait_status(&mut self, needle: &str) -> String {
+        let prefix = format!("Process {} status:", self.pid);
+        let start = Instant::now();
+        loop {
+            self.signal(libc::SIGUSR1);
+            let line = self.expect_line(&prefix);
+            if line.contains(needle) {
+                return line;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no status line containing {needle:?} within {DEADLINE:?}; last {line:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn signal(&self, signal: libc::c_int) {
         // SAFETY: plain kill(2) on the pid of our own child.
         let rc = unsafe { libc::kill(self.pid as libc::pid_t, signal) };
@@ -151,6 +189,24 @@ impl Server {
             "kill({}, {signal}): {}",
             self.pid,
             io::Error::last_os_error()
+        );
+    }
+
+    /// Waits until one client waits in the accept queue, then checks that
+    /// the process holds `clients` clients, all it has accepted: at its
+    /// `--max-clients`, it leaves the next one there. Once the kernel holds
+    /// that client, the loop sees its listener ready no later than the
+    /// SIGUSR1 that asks for the status line, and it accepts before it
+    /// handles signals: had it taken the client, the line would count it.
+    #[track_caller]
+    pub fn expect_one_left_in_backlog(&mut self, clients: usize) {
+        wait_until("a client in the accept queue", || {
+            (accept_queue_len(self.addr) == 1).then_some(())
+        });
+        let status = self.wait_status("status:");
+        assert!(
+            status.contains(&format!(" clients={clients} accepted={clients} ")),
+            "a client taken past --max-clients {clients}: {status}"
         );
     }
 
@@ -199,13 +255,10 @@ impl Server {
         proc_status_kib(self.pid, "VmRSS:")
     }
 
-    /// CPU time used so far (user + system), in clock ticks.
-    pub fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("read stat");
-        // Fields after the command name, which is in parentheses.
-        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-        let fields: Vec<&str> = rest.split(' ').collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    /// Peak resident memory in KiB (`VmHWM`), so a spike that was freed
+    /// again still counts.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid, "VmHWM:")
     }
 }
 
@@ -218,137 +271,36 @@ impl Drop for Server {
     }
 }
 
-/// Spawns `cmd`, trying again while exec says the file is busy. A binary a
-/// test has just copied can be held open for writing by a child that
-/// another test thread forked meanwhile, until that child execs: the
-/// kernel then refuses to run it (ETXTBSY) for a moment.
-pub fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
-    let start = Instant::now();
-    loop {
-        match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && start.elapsed() < DEADLINE => {
-                thread::sleep(Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Runs `cmd` to its end and collects its output, as `Command::output`
-/// does, trying again while exec says the file is busy. A program that
-/// does not end within [`DEADLINE`] is killed and the test fails: one
-/// that was expected to refuse to start must not hang the suite.
+/// A number from a status line, such as `bytes_in`.
 #[track_caller]
-pub fn output_retrying(cmd: &mut Command) -> io::Result<std::process::Output> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = spawn_retrying(cmd)?;
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err = thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{:?} still ran after {DEADLINE:?}", cmd.get_program());
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    Ok(std::process::Output {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    })
-}
-
-/// A directory of the test's own under the temporary directory, removed
-/// with its contents when dropped. Its name is always new: a directory left
-/// by another run, perhaps by another user under a pid now reused, is never
-/// taken over.
-pub struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    #[track_caller]
-    pub fn new(name: &str) -> ScratchDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let base = std::env::temp_dir();
-        for _ in 0..1000 {
-            let n = NEXT.fetch_add(1, Ordering::SeqCst);
-            let dir = base.join(format!("drainport-{name}-{}-{n}", std::process::id()));
-            match std::fs::create_dir(&dir) {
-                Ok(()) => return ScratchDir(dir),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => panic!("create {}: {e}", dir.display()),
-            }
-        }
-        panic!("no free name for a scratch directory in {}", base.display());
+pub fn status_field(line: &str, key: &str) -> u64 {
+    let value = status_value(line, key);
+    match value.parse() {
+        Ok(count) => count,
+        Err(_) => panic!("{key}={value} is not a count in {line:?}"),
     }
 }
 
-impl Deref for ScratchDir {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
+/// The text after `key=` in a status line, such as `state`'s `running`.
+#[track_caller]
+pub fn status_value<'a>(line: &'a str, key: &str) -> &'a str {
+    match line
+        .split(' ')
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+    {
+        Some(value) => value,
+        None => panic!("no {key}= in {line:?}"),
     }
 }
 
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The lines of a child's output, read on a thread of their own as they
-/// come, so that a wait can have a deadline.
-pub fn line_reader(output: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(output).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
+/// A value in KiB from `/proc/<pid>/status`, such as `VmRSS:`.
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
     status
         .lines()
         .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-}
-
-/// Raises this test process's soft descriptor limit to the hard one, for
-/// tests that hold many client sockets.
-pub fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 /// Starts drainport under `prlimit --nofile=NOFILE` and connects `count`
@@ -391,11 +343,44 @@ pub fn starved_server(nofile: u32, count: usize, label: &str) -> (Server, Vec<Cl
     (server, clients, accepted)
 }
 
+/// Connects `threads * per_thread` clients to `addr` back to back, from
+/// `threads` threads at once, each sending `<label> <thread> <i>\n` at once
+/// without reading. Returns each client with the line it sent; a connect
+/// that fails fails the test.
+#[track_caller]
+pub fn connect_burst(
+    addr: SocketAddr,
+    threads: usize,
+    per_thread: usize,
+    label: &str,
+) -> Vec<(String, Client)> {
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let label = label.to_owned();
+            thread::spawn(move || {
+                (0..per_thread)
+                    .map(|i| {
+                        let line = format!("{label} {t} {i}\n");
+                        let mut client = Client::try_connect(addr)
+                            .unwrap_or_else(|e| panic!("connect {line:?}: {e}"));
+                        client.send(line.as_bytes());
+                        (line, client)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("connect worker panicked"))
+        .collect()
+}
+
 /// How many finished handshakes wait in the accept queues of the listeners
 /// on `addr`, from `/proc/net/tcp` (or `tcp6`), where a listening socket's
 /// `rx_queue` is its accept queue's length. It counts connections the
 /// kernel holds for a server that has not taken them.
-pub fn accept_queue_len(addr: SocketAddr) -> u32 {
+fn accept_queue_len(addr: SocketAddr) -> u32 {
     let (table, local) = match addr {
         SocketAddr::V4(a) => (
             "/proc/net/tcp",
@@ -425,95 +410,7 @@ pub fn accept_queue_len(addr: SocketAddr) -> u32 {
         .sum()
 }
 
-/// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
-#[track_caller]
-pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// Polls `read` (a log file, say) until the text contains `needle`, and
-/// returns it. On timeout the panic shows the last text read.
-#[track_caller]
-pub fn wait_for_text(what: &str, needle: &str, mut read: impl FnMut() -> String) -> String {
-    let start = Instant::now();
-    loop {
-        let text = read();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "no {needle:?} in {what} within {DEADLINE:?}; it reads:\n{text}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Says on the real stderr that the calling test is skipped, and why, as
-/// `skipped: <test>: <reason>`. The harness captures `print!` and
-/// `eprint!`, which would hide the line in a plain `cargo test` run; a
-/// direct write to stderr is not captured. The caller returns right after.
-pub fn skip(reason: &str) {
-    // The harness names each test's thread after the test.
-    let current = thread::current();
-    let test = current.name().unwrap_or("<unnamed test>");
-    let _ = writeln!(io::stderr().lock(), "skipped: {test}: {reason}");
-}
-
-/// Whether the external `tool` is on `PATH`. If it is not, the calling test
-/// is skipped with a line naming the tool and the Debian `package` that
-/// brings it, and should return.
-#[must_use]
-pub fn have_tool(tool: &str, package: &str) -> bool {
-    if find_tool(tool).is_some() {
-        return true;
-    }
-    skip(&format!(
-        "needs `{tool}` (Debian package {package}), not found on PATH"
-    ));
-    false
-}
-
-/// An example's binary, `target/<profile>/examples/NAME`, beside this
-/// test's own `target/<profile>/deps/it-*`. `cargo test` builds every
-/// example before the integration tests run.
-#[track_caller]
-pub fn example_bin(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("examples").join(name))
-        .expect("the test binary lives in target/<profile>/deps");
-    assert!(
-        bin.is_file(),
-        "the {name} example is not built at {}: run `cargo test` (which builds examples), \
-         or `cargo build --example {name}` before `cargo test --test it`",
-        bin.display()
-    );
-    bin
-}
-
-/// The path of the executable `tool` on `PATH`, if there is one.
-pub fn find_tool(tool: &str) -> Option<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
+// A test client.
 
 /// A test client on a blocking socket.
 pub struct Client {
@@ -527,6 +424,11 @@ impl Client {
         let stream = TcpStream::connect_timeout(&addr, DEADLINE)
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         Client::from(stream)
+    }
+
+    /// Connects, returning the error instead of failing the test.
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
+        TcpStream::connect_timeout(&addr, DEADLINE).map(Client::from)
     }
 
     pub fn from(stream: TcpStream) -> Client {
@@ -546,8 +448,11 @@ impl Client {
     /// Reads up to and including the next `\n`.
     #[track_caller]
     pub fn read_line(&mut self) -> Vec<u8> {
-        self.try_read_line()
-            .unwrap_or_else(|e| panic!("read_line: {e}"))
+        // A match, not a closure: the panic names the caller's line.
+        match self.try_read_line() {
+            Ok(line) => line,
+            Err(e) => panic!("read_line: {e}"),
+        }
     }
 
     pub fn try_read_line(&mut self) -> io::Result<Vec<u8>> {
@@ -572,17 +477,69 @@ impl Client {
         }
     }
 
+    /// Reads everything up to EOF, after what `read_line` has buffered;
+    /// fails if that takes longer than [`DEADLINE`].
+    pub fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
+        let mut all = std::mem::take(&mut self.buf);
+        let mut chunk = [0; 64 * 1024];
+        let start = Instant::now();
+        loop {
+            if start.elapsed() > DEADLINE {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no EOF within {DEADLINE:?}, {} bytes read", all.len()),
+                ));
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(all),
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Sends `line` and returns the pid that echoed it, checking the reply.
     #[track_caller]
     pub fn echo(&mut self, line: &str) -> u32 {
-        self.try_echo(line)
-            .unwrap_or_else(|e| panic!("echo {line:?}: {e}"))
+        match self.try_echo(line) {
+            Ok(pid) => pid,
+            Err(e) => panic!("echo {line:?}: {e}"),
+        }
     }
 
     pub fn try_echo(&mut self, line: &str) -> io::Result<u32> {
-        self.stream.write_all(format!("{line}\n").as_bytes())?;
+        let line = format!("{line}\n");
+        self.stream.write_all(line.as_bytes())?;
+        self.try_read_reply(line.as_bytes())
+    }
+
+    /// Reads the reply to `line`, which was sent with its terminator: the
+    /// line exactly, then `: from <pid>\n`. Returns the pid.
+    #[track_caller]
+    pub fn read_reply(&mut self, line: &[u8]) -> u32 {
+        match self.try_read_reply(line) {
+            Ok(pid) => pid,
+            Err(e) => panic!("the reply to {:?}: {e}", String::from_utf8_lossy(line)),
+        }
+    }
+
+    /// Reads the reply to `line`, as [`Client::read_reply`] does, and checks
+    /// that process `pid` sent it.
+    #[track_caller]
+    pub fn expect_reply(&mut self, line: &[u8], pid: u32) {
+        let from = self.read_reply(line);
+        assert_eq!(
+            from,
+            pid,
+            "the reply to {:?} came from another process",
+            String::from_utf8_lossy(line)
+        );
+    }
+
+    pub fn try_read_reply(&mut self, line: &[u8]) -> io::Result<u32> {
         let echoed = self.try_read_line()?;
-        if echoed != format!("{line}\n").as_bytes() {
+        if echoed != line {
             return Err(io::Error::other(format!(
                 "echoed {:?}",
                 String::from_utf8_lossy(&echoed)
@@ -666,97 +623,6 @@ impl Client {
         };
         assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
     }
-}
-
-/// Asserts that two long byte strings are equal, and where they are not,
-/// says at which byte they part instead of printing both.
-#[track_caller]
-pub fn assert_long_bytes(got: &[u8], want: &[u8]) {
-    assert!(
-        got == want,
-        "{} bytes back, {} expected; first difference at {}",
-        got.len(),
-        want.len(),
-        got.iter().zip(want).take_while(|(a, b)| a == b).count()
-    );
-}
-
-/// The pid in a `: from <pid>` line.
-pub fn parse_from(line: &[u8]) -> Option<u32> {
-    std::str::from_utf8(line)
-        .ok()?
-        .strip_prefix(": from ")?
-        .trim_end()
-        .parse()
-        .ok()
-}
-
-// Helpers added for the hostile-client and kernel suites.
-
-impl Server {
-    /// Peak resident memory in KiB (`VmHWM`), so a spike that was freed
-    /// again still counts.
-    pub fn peak_rss_kib(&self) -> u64 {
-        proc_status_kib(self.pid, "VmHWM:")
-    }
-
-    /// Asks for status lines with SIGUSR1 until one contains `needle`, and
-    /// returns it. Used to wait for the server to notice what clients did
-    /// (`"clients=1 "`, say).
-    #[track_caller]
-    pub fn wait_status(&mut self, needle: &str) -> String {
-        let prefix = format!("Process {} status:", self.pid);
-        let start = Instant::now();
-        loop {
-            self.signal(libc::SIGUSR1);
-            let line = self.expect_line(&prefix);
-            if line.contains(needle) {
-                return line;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no status line containing {needle:?} within {DEADLINE:?}; last {line:?}"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// A number from a status line, such as `bytes_in`.
-#[track_caller]
-pub fn status_field(line: &str, key: &str) -> u64 {
-    line.split(' ')
-        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-}
-
-impl Client {
-    pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
-        TcpStream::connect_timeout(&addr, DEADLINE).map(Client::from)
-    }
-
-    /// Reads everything up to EOF, after what `read_line` has buffered;
-    /// fails if that takes longer than [`DEADLINE`].
-    pub fn read_to_eof(&mut self) -> io::Result<Vec<u8>> {
-        let mut all = std::mem::take(&mut self.buf);
-        let mut chunk = [0; 64 * 1024];
-        let start = Instant::now();
-        loop {
-            if start.elapsed() > DEADLINE {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no EOF within {DEADLINE:?}, {} bytes read", all.len()),
-                ));
-            }
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Ok(all),
-                Ok(n) => all.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
 
     /// Bytes received and not yet read by the application (`FIONREAD`).
     pub fn unread_in_kernel(&self) -> usize {
@@ -783,13 +649,280 @@ impl Client {
     }
 }
 
-/// How a process ended: `Ok(code)` for an exit, `Err(signal)` when a
-/// signal killed it.
-pub fn exit_code_or_signal(status: ExitStatus) -> Result<i32, i32> {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => Ok(code),
-        (None, Some(signal)) => Err(signal),
-        (None, None) => unreachable!("a status is an exit or a signal"),
+/// Asserts that two long byte strings are equal, and where they are not,
+/// says at which byte they part instead of printing both.
+#[track_caller]
+pub fn assert_long_bytes(got: &[u8], want: &[u8]) {
+    assert!(
+        got == want,
+        "{} bytes back, {} expected; first difference at {}",
+        got.len(),
+        want.len(),
+        got.iter().zip(want).take_while(|(a, b)| a == b).count()
+    );
+}
+
+/// What process `pid` sends back for `line` (sent with its terminator):
+/// the line, then [`from_line`].
+pub fn reply(line: &[u8], pid: u32) -> Vec<u8> {
+    [line, &from_line(pid)].concat()
+}
+
+/// The line that follows every echo of process `pid`: `: from <pid>\n`.
+pub fn from_line(pid: u32) -> Vec<u8> {
+    format!(": from {pid}\n").into_bytes()
+}
+
+/// The line process `pid` sends each client it closes in a hard stop.
+pub fn closing_line(pid: u32) -> String {
+    format!(": process {pid} is closing this connection\n")
+}
+
+/// The pid in a `: from <pid>\n` line, which must be written exactly as
+/// process `pid` writes it.
+fn parse_from(line: &[u8]) -> Option<u32> {
+    let pid = std::str::from_utf8(line)
+        .ok()?
+        .strip_prefix(": from ")?
+        .strip_suffix('\n')?
+        .parse()
+        .ok()?;
+    (line == from_line(pid)).then_some(pid)
+}
+
+// Processes, files and descriptors of the test's own.
+
+/// Spawns `cmd`, trying again while exec says the file is busy. A binary a
+/// test has just copied can be held open for writing by a child that
+/// another test thread forked meanwhile, until that child execs: the
+/// kernel then refuses to run it (ETXTBSY) for a moment.
+pub fn spawn_retrying(cmd: &mut Command) -> io::Result<Child> {
+    let start = Instant::now();
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && start.elapsed() < DEADLINE => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
+}
+
+/// Runs `cmd` to its end and collects its output, as `Command::output`
+/// does, trying again while exec says the file is busy. A program that
+/// does not end within [`DEADLINE`] is killed and the test fails: one
+/// that was expected to refuse to start must not hang the suite.
+#[track_caller]
+pub fn output_retrying(cmd: &mut Command) -> io::Result<Output> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = spawn_retrying(cmd)?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{:?} still ran after {DEADLINE:?}", cmd.get_program());
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    })
+}
+
+/// Checks that a program failed as an operator's mistake must: exit status
+/// 1 and one line on stderr, which contains `needle`. `what` names the case
+/// in a failure. Returns stderr, for the caller's further checks.
+#[track_caller]
+pub fn one_line_error(out: &Output, what: &str, needle: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: stderr {stderr:?}, stdout {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "{what}: {stderr:?}");
+    assert!(
+        stderr.contains(needle),
+        "{what}: {stderr:?} lacks {needle:?}"
+    );
+    stderr
+}
+
+/// What `systemd-analyze verify` says about `units`: its stderr, then its
+/// exit status when that is not 0; empty when they are clean. It exits 0
+/// after some complaints (an unknown key, say), so both count.
+pub fn systemd_verify(units: &[&Path]) -> String {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(units)
+        .output()
+        .expect("run systemd-analyze");
+    let mut complaints = String::from_utf8_lossy(&out.stderr).into_owned();
+    if !out.status.success() {
+        complaints.push_str(&format!("\n{:?}", out.status));
+    }
+    complaints
+}
+
+/// A directory of the test's own under the temporary directory, removed
+/// with its contents when dropped. Its name is always new: a directory left
+/// by another run, perhaps by another user under a pid now reused, is never
+/// taken over.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    #[track_caller]
+    pub fn new(name: &str) -> ScratchDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let base = std::env::temp_dir();
+        for _ in 0..1000 {
+            let n = NEXT.fetch_add(1, Ordering::SeqCst);
+            let dir = base.join(format!("drainport-{name}-{}-{n}", std::process::id()));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return ScratchDir(dir),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("create {}: {e}", dir.display()),
+            }
+        }
+        panic!("no free name for a scratch directory in {}", base.display());
+    }
+}
+
+impl Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The lines of a child's output, read on a thread of their own as they
+/// come, so that a wait can have a deadline.
+pub fn line_reader(output: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(output).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Raises this process's soft descriptor limit to the hard one, for tests
+/// that hold many sockets. It allocates nothing, so a child may call it
+/// between fork and exec too.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer; no allocation.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+// Waiting, skipping and the tools a test needs.
+
+/// Polls `check` until it returns `Some`, failing after [`DEADLINE`].
+#[track_caller]
+pub fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Says on the real stderr that the calling test is skipped, and why, as
+/// `skipped: <test>: <reason>`. The harness captures `print!` and
+/// `eprint!`, which would hide the line in a plain `cargo test` run; a
+/// direct write to stderr is not captured. The caller returns right after.
+pub fn skip(reason: &str) {
+    // The harness names each test's thread after the test.
+    let current = thread::current();
+    let test = current.name().unwrap_or("<unnamed test>");
+    let _ = writeln!(io::stderr().lock(), "skipped: {test}: {reason}");
+}
+
+/// Whether the external `tool` is on `PATH`. If it is not, the calling test
+/// is skipped with a line naming the tool and the Debian `package` that
+/// brings it, and should return.
+#[must_use]
+pub fn have_tool(tool: &str, package: &str) -> bool {
+    if find_tool(tool).is_some() {
+        return true;
+    }
+    skip(&format!(
+        "needs `{tool}` (Debian package {package}), not found on PATH"
+    ));
+    false
+}
+
+/// An example's binary, `target/<profile>/examples/NAME`, beside this
+/// test's own `target/<profile>/deps/it-*`. `cargo test` builds every
+/// example before the integration tests run.
+#[track_caller]
+pub fn example_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join(name))
+        .expect("the test binary lives in target/<profile>/deps");
+    assert!(
+        bin.is_file(),
+        "the {name} example is not built at {}: run `cargo test` (which builds examples), \
+         or `cargo build --example {name}` before `cargo test --test it`",
+        bin.display()
+    );
+    bin
+}
+
+/// The path of the executable `tool` on `PATH`, if there is one.
+pub fn find_tool(tool: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }

@@ -32,7 +32,7 @@ fn clients_of(server: &Server, want: usize) -> (Vec<Client>, Vec<Client>) {
 }
 
 #[test]
-fn seed_session() {
+fn two_servers_share_a_port_and_a_hup_cuts_no_client() {
     let mut first = Server::start(&["127.0.0.1:0"]);
     let mut second = first.sibling(&[]);
     assert_eq!(first.addr, second.addr);
