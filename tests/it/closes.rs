@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use libc::SIGHUP;
 
-use crate::util::{Client, DEADLINE, Server, status_field};
+use crate::util::{Client, DEADLINE, Server, closing_line, status_field};
 
 /// The line a close for `reason` of the client at `peer` leaves.
 fn close_line(server: &Server, peer: SocketAddr, reason: &str) -> String {
@@ -92,10 +92,7 @@ fn a_drain_deadline_close_is_logged_with_its_reason_and_counted() {
     assert_eq!(stays.echo("here"), server.pid);
     server.signal(SIGHUP);
     server.expect_line("closing tasks: 1");
-    assert_eq!(
-        stays.read_line(),
-        format!(": process {} is closing this connection\n", server.pid).into_bytes()
-    );
+    assert_eq!(stays.read_line(), closing_line(server.pid).into_bytes());
     server.expect_line(&close_line(&server, peer, "drain_timeout"));
     stays.expect_eof();
     server.expect_clean_exit();
@@ -189,10 +186,7 @@ fn quiet_silences_the_close_lines_and_keeps_the_counts() {
         if signals == 2 {
             server.signal(SIGHUP);
         }
-        assert_eq!(
-            stays.read_line(),
-            format!(": process {} is closing this connection\n", server.pid).into_bytes()
-        );
+        assert_eq!(stays.read_line(), closing_line(server.pid).into_bytes());
         stays.expect_eof();
         let lines = server.expect_clean_exit().to_vec();
         assert!(
