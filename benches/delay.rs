@@ -21,14 +21,18 @@
 //!   --in-flight N     short connections in flight at most (default 200)
 //!   --seed N          seeds the loss draws (default 1)
 //!   --servers LIST    how the servers get their sockets: `bound` (each
-//!                     binds its own) or `shared` (the bench holds one and
-//!                     passes it to each, LISTEN_FDS) (default bound)
+//!                     binds its own), `shared` (the bench holds one and
+//!                     passes it to each, LISTEN_FDS) or `takeover` (each
+//!                     new one takes over the sockets of the one it
+//!                     replaces, --take-over) (default bound)
 //!   --tags LIST       `on`: this kernel; `off`: CPU tags never set, as on
 //!                     a kernel that ignores them (Linux 5.14 to 6.1), by
 //!                     the LD_PRELOAD shim in delaybed/nosteer.c, built
 //!                     here with `cc` (default on)
 //!   --shrink          no successor: restarts+1 servers start, and each
-//!                     HUP leaves one fewer
+//!                     HUP leaves one fewer; with takeover, releases go
+//!                     from 3 processes to 2 and back to 3 in turn, the
+//!                     third old one leaving with no successor
 //!   --as-root         run the servers as root, not as uid 65534
 //!
 //! Needs root, /dev/net/tun, `ip` and (unless --as-root) `setpriv`;
@@ -130,6 +134,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 o.kinds = words(flag, it.next(), |w| match w {
                     "bound" => Some(Kind::Bound),
                     "shared" => Some(Kind::Shared),
+                    "takeover" => Some(Kind::Takeover),
                     _ => None,
                 })?
             }
@@ -175,7 +180,7 @@ fn main() {
         Ok(o) => o,
         Err(e) => {
             eprintln!(
-                "delay bench: {e}\nusage: cargo bench --bench delay -- [--delay-ms LIST] [--loss LIST] [--migrate LIST] [--restarts LIST] [--rate LIST] [--long LIST] [--pause-ms N] [--in-flight N] [--seed N] [--servers bound,shared] [--tags on,off] [--shrink] [--as-root]"
+                "delay bench: {e}\nusage: cargo bench --bench delay -- [--delay-ms LIST] [--loss LIST] [--migrate LIST] [--restarts LIST] [--rate LIST] [--long LIST] [--pause-ms N] [--in-flight N] [--seed N] [--servers bound,shared,takeover] [--tags on,off] [--shrink] [--as-root]"
             );
             std::process::exit(2);
         }
@@ -229,7 +234,7 @@ fn main() {
         "| servers | CPU tags | startup says | one-way delay (RTT) | loss | migrate_req | runs as | {} | attempted | conn/s | failed (by kind) \
          | stalled | long-lived cut | HUP→exit p50 / max | idle HUP→exit | relay: late > 2 ms / worst |",
         if o.shrink {
-            "HUPs, no successor"
+            "HUPs, no successor (takeover: releases 3→2→3)"
         } else {
             "restarts"
         }

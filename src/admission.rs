@@ -26,8 +26,11 @@
 //!   [`HARD_STOP_ACCEPTS`] at once, for every queued client to get the
 //!   closing line before the listeners close.
 //! - A bound listener is closed only when its queue was seen empty after
-//!   its port's handshake window ([`window`]) ended: no connection that
-//!   reached it is reset by the close. A shared one is closed once this
+//!   its port's handshake window ([`window`]) ended, and not while a
+//!   successor is taking it over: no connection that reached it is reset
+//!   by the close. One handed over to a successor is closed at once,
+//!   without a window and with its tags left as they are: the successor
+//!   holds the socket. A shared one is closed once this
 //!   process took what was queued on it when it let go; closing a copy
 //!   resets nothing while another holder keeps the socket.
 
@@ -35,11 +38,13 @@ mod window;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
 use mio::net::TcpStream;
 
+use crate::control::Holder;
 use crate::handshakes;
 use crate::listener::Listeners;
 use crate::log::{plural, say};
@@ -119,6 +124,9 @@ pub(crate) struct Admission {
     selected: bool,
     /// Accepts left in this turn.
     budget: usize,
+    /// The ports lent to a successor taking them over ([`crate::control`]),
+    /// by index: a retirement must not close them meanwhile.
+    lent: Vec<bool>,
     /// Stretches in which clients waited for this process.
     waits: Waits,
     /// The present stretch at `max_clients` is counted in `waits`.
@@ -153,6 +161,7 @@ impl Admission {
         let registry = registry.try_clone()?;
         // The clone's epoll descriptor lives as long as the listeners do.
         listeners.register(registry.as_raw_fd(), first_token)?;
+        let lent = vec![false; listeners.ports().len()];
         Ok(Admission {
             pid,
             listeners,
@@ -165,6 +174,7 @@ impl Admission {
             starved: false,
             selected: true,
             budget: ACCEPTS_PER_TURN,
+            lent,
             waits: Waits::default(),
             full_counted: false,
         })
@@ -245,7 +255,9 @@ impl Admission {
         }
         if let Phase::Retiring(ending) = &mut self.phase {
             for (port, end) in ending.iter_mut().enumerate() {
-                if end.ended && !end.closed {
+                // A lent port waits: the successor keeps it, or it comes
+                // back (marked) and closes then.
+                if end.ended && !end.closed && !self.lent[port] {
                     self.listeners.close(port);
                     end.closed = true;
                 }
@@ -335,6 +347,15 @@ impl Admission {
         let mut steered = Ok(());
         let mut ending = Vec::with_capacity(self.listeners.ports().len());
         for port in 0..self.listeners.ports().len() {
+            if self.listeners.open_count(port) == 0 {
+                // Handed over to a successor: nothing left to retire.
+                ending.push(Ending {
+                    window: None,
+                    ended: true,
+                    closed: true,
+                });
+                continue;
+            }
             if self.listeners.ports()[port].shared {
                 self.listeners.let_go(port);
                 ending.push(Ending {
@@ -358,7 +379,11 @@ impl Admission {
                 closed: false,
             });
         }
-        self.phase = Phase::Retiring(ending);
+        self.phase = if ending.iter().all(|e| e.closed) {
+            Phase::Closed
+        } else {
+            Phase::Retiring(ending)
+        };
         self.listeners.mark_all();
         steered
     }
@@ -374,6 +399,16 @@ impl Admission {
         }
         self.listeners.mark_all();
         self.budget = HARD_STOP_ACCEPTS;
+    }
+
+    /// Makes the listeners taken over on `addr` this process's own, once
+    /// the process that handed them over has let go: see
+    /// [`Listeners::make_own`].
+    pub(crate) fn make_own(&mut self, addr: SocketAddr) -> io::Result<()> {
+        match self.listeners.port_of(addr) {
+            Some(port) => self.listeners.make_own(port),
+            None => Ok(()),
+        }
     }
 
     /// Closes the listeners now, whatever they hold: the last step of a
@@ -442,6 +477,65 @@ impl Admission {
     }
 }
 
+/// The control channel lends a port's listeners to a successor, and hands
+/// them over if it takes them.
+impl Holder for Admission {
+    fn available(&self, addr: SocketAddr) -> Result<usize, String> {
+        let Some(port) = self.listeners.port_of(addr) else {
+            return Err(format!("it does not serve {addr}"));
+        };
+        if self.listeners.ports()[port].shared {
+            return Err(format!(
+                "its sockets on {addr} were passed by the service manager, which passes them to a successor too"
+            ));
+        }
+        match self.listeners.open_count(port) {
+            0 => Err(format!("its listeners on {addr} are closed")),
+            n => Ok(n),
+        }
+    }
+
+    fn listener(&self, addr: SocketAddr, i: usize) -> Option<(RawFd, libc::c_int)> {
+        self.listeners.handle(self.listeners.port_of(addr)?, i)
+    }
+
+    fn lend(&mut self, addr: SocketAddr, lent: bool) {
+        let Some(port) = self.listeners.port_of(addr) else {
+            return;
+        };
+        self.lent[port] = lent;
+        if !lent {
+            // A retirement whose window ended meanwhile closes them now.
+            self.listeners.mark_all();
+        }
+    }
+
+    fn hand_over(&mut self, addr: SocketAddr) {
+        let Some(port) = self.listeners.port_of(addr) else {
+            return;
+        };
+        self.lent[port] = false;
+        // Out of the epoll set first, then closed: epoll follows the open
+        // file description, which the successor still holds, so a closed
+        // copy left in the set would go on reporting its connections here.
+        // No tag is cleared: the sockets are the successor's now.
+        self.listeners.close(port);
+        let ports = self.listeners.ports().len();
+        let all_closed = match &mut self.phase {
+            Phase::Retiring(ending) => {
+                ending[port].ended = true;
+                ending[port].closed = true;
+                ending.iter().all(|e| e.closed)
+            }
+            Phase::Open { .. } => (0..ports).all(|p| self.listeners.open_count(p) == 0),
+            Phase::Closed => false,
+        };
+        if all_closed {
+            self.phase = Phase::Closed;
+        }
+    }
+}
+
 /// One look of `addr`'s handshake window at the handshakes in flight on
 /// it (read into `buf`, at least a page); true once the window has ended.
 fn look(pid: u32, addr: SocketAddr, window: &mut Window, now: Instant, buf: &mut [u8]) -> bool {
@@ -477,3 +571,6 @@ fn retryable(err: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
     ) || err.raw_os_error() == Some(libc::EPROTO)
 }
+
+#[cfg(test)]
+mod tests;

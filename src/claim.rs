@@ -7,8 +7,9 @@
 //! member: an echo server and a key-value store on one port would each get
 //! some of the other's clients. So every process announces, for as long as
 //! it lives, the service it runs on the address it serves: an abstract
-//! Unix socket (`SOCK_STREAM`, bound, not listening) named
-//! `drainport|<addr>|<pid>.<nonce>|<service>` ([`name`]). Abstract names
+//! Unix socket (`SOCK_STREAM`) named
+//! `drainport|<addr>|<pid>.<nonce>|<service>` ([`name`]), which then
+//! listens as the process's control channel ([`crate::control`]). Abstract names
 //! live in the network namespace, as ports do; anyone in it can list them,
 //! so no privilege is needed; and the kernel removes a name when its
 //! process dies, so nothing goes stale.
@@ -57,7 +58,7 @@ use std::fs;
 use std::io;
 use std::mem;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::sockdiag::DUMP_BUFFER;
 use crate::sys::syscall;
@@ -72,8 +73,17 @@ mod procfs;
 const MAX_TRIES: usize = 8;
 
 /// One process's announcement, withdrawn when dropped (or at its death).
+/// Its socket is also the process's control channel, once
+/// [`crate::control`] makes it listen.
 pub(crate) struct Claim {
-    _socket: OwnedFd,
+    socket: OwnedFd,
+}
+
+impl Claim {
+    /// The announcing socket.
+    pub(crate) fn socket(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
 }
 
 /// A claim found on some address: what a listing returns.
@@ -192,7 +202,7 @@ fn announce_with(
         let name = name::encode(addr, pid, nonce()?, service);
         // A failed bind leaves the socket unbound, free to try another.
         match bind_abstract(&socket, &name) {
-            Ok(()) => return Ok(Claim { _socket: socket }),
+            Ok(()) => return Ok(Claim { socket }),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
             Err(e) => return Err(e),
         }

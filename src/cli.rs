@@ -82,6 +82,10 @@ Options:
       --service NAME        the service this process runs, as siblings on the
                             address see it [default: its protocol's type]
       --join-any            start even if another service serves ADDR
+      --take-over PID       take the listening sockets of the running process
+                            PID (same user, service and ADDR) instead of
+                            opening new ones; PID stops accepting, and drains
+                            its clients at its SIGHUP
       --raw                 echo every byte as data, 0xFF included; without
                             it, telnet commands are answered, not echoed
   -h, --help                print this help
@@ -291,6 +295,11 @@ mod tests {
         assert_eq!(c.send_timeout, Some(Duration::from_secs(30)));
         assert!(!config(&["--raw"]).unwrap().telnet);
         assert!(config(&["--log-time"]).unwrap().log_time);
+        assert_eq!(config(&[]).unwrap().take_over, None);
+        assert_eq!(
+            config(&["--take-over", "4242"]).unwrap().take_over,
+            Some(4242)
+        );
         // A switch may be repeated; the address may follow `--`.
         let c = config(&["-q", "--quiet", "--", "127.0.0.1:7"]).unwrap();
         assert!(c.quiet);
@@ -357,6 +366,9 @@ mod tests {
                 "address '127.0.0.1:1' is given twice",
             ),
             (&["--idle-timeout", "0"][..], "from 0.000000001 to 31536000"),
+            (&["--take-over", "0"][..], "from 1 to 2147483647, not '0'"),
+            (&["--take-over", "-1"][..], "not '-1'"),
+            (&["--take-over"][..], "needs a value"),
             (&["--send-timeout"][..], "needs a value"),
             (
                 &["--idle-timeout=1", "--idle-timeout=2"][..],

@@ -126,6 +126,19 @@ pub struct Config {
     /// default the process refuses, so that two different programs of one
     /// user never split a port's clients between them.
     pub join_any: bool,
+    /// Take the listening sockets of this running process instead of
+    /// opening new ones: a release that closes no listener, so that no
+    /// connection queued or in its handshake is reset, on any kernel. The
+    /// process must be a drainport of the same user and the same service,
+    /// serving every one of `addrs` (each with its port given, not 0), and
+    /// must not have handed them over before. It stops accepting once this
+    /// process accepts from them, and goes on serving its clients until it
+    /// is told to drain. When the takeover cannot happen,
+    /// [`serve`](crate::serve) returns the reason before this process
+    /// listens anywhere, and the other process keeps serving as before.
+    /// Sockets passed by the service manager are served as they are: they
+    /// are shared already, and nothing is taken over.
+    pub take_over: Option<u32>,
 }
 
 impl Default for Config {
@@ -148,6 +161,7 @@ impl Default for Config {
             telnet: false,
             service: None,
             join_any: false,
+            take_over: None,
         }
     }
 }
@@ -165,6 +179,7 @@ mod tests {
         assert!(!config.log_time && !config.join_any && config.service.is_none());
         // No timers unless asked: holding idle clients is a use.
         assert!(config.idle_timeout.is_none() && config.send_timeout.is_none());
+        assert!(config.take_over.is_none());
         assert_eq!(config.addrs, [DEFAULT_ADDR]);
     }
 }

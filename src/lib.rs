@@ -53,8 +53,10 @@ mod clients;
 mod closes;
 mod config;
 mod conn;
+mod control;
 mod deadline_queue;
 mod drain;
+mod fdpass;
 mod handshakes;
 mod listener;
 mod log;
@@ -70,6 +72,7 @@ mod spread;
 pub mod stats;
 mod steer;
 mod sys;
+mod takeover;
 mod telnet;
 #[cfg(test)]
 mod test_rng;

@@ -15,10 +15,18 @@
 //!   socket dies only at its last close, so letting go of this process's
 //!   copy resets nothing and needs no kernel feature.
 //!
-//! A socket taken over from a predecessor would be a third origin: held
-//! alone once the predecessor let go, and retired as a bound one. Whatever
-//! the origin, a port is *shared* while another process holds copies of its
-//! sockets ([`Port::shared`]), and that alone decides how it is let go.
+//! - **Taken** ([`Listeners::taken`]): the sockets of the process this one
+//!   replaces, handed over through its control channel
+//!   ([`crate::takeover`]), each with the CPU it was tagged with there.
+//!   Once that process has let go of them ([`Listeners::make_own`]) they
+//!   are held alone, and retired as bound ones. Handed on to a successor in
+//!   turn ([`Listeners::close`] on a port the successor holds), bound or
+//!   taken sockets are let go like shared ones: closing this process's
+//!   copies resets nothing.
+//!
+//! Whatever the origin, a port is *shared* while another process holds
+//! copies of its sockets ([`Port::shared`]), and that alone decides how it
+//! is let go.
 //!
 //! # Bound sockets: steering, then retiring
 //!
@@ -67,6 +75,7 @@ mod passed;
 
 use std::io;
 use std::net::SocketAddr;
+use std::net::TcpListener as StdListener;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 
@@ -89,6 +98,9 @@ pub(crate) enum Origin {
     Bound,
     /// Passed by the service manager, which holds them too.
     Passed,
+    /// Taken over from the process this one replaces, tagged as they were
+    /// there.
+    Taken,
 }
 
 /// One address served, and how.
@@ -225,18 +237,78 @@ impl Listeners {
         self.marks = Marks::new(self.socks.len());
     }
 
+    /// Sockets taken over from the process this one replaces, one port per
+    /// address, each socket with the CPU it was tagged with there. They
+    /// listen already, and until that process lets go of them nothing they
+    /// share is changed ([`Listeners::make_own`]).
+    pub(crate) fn taken(taken: Vec<(SocketAddr, Vec<(StdListener, libc::c_int)>)>) -> Listeners {
+        let mut listeners = Listeners::new();
+        for (addr, socks) in taken {
+            let first = listeners.socks.len();
+            for (socket, cpu) in socks {
+                let socket = TcpListener::from_std(socket);
+                listeners.socks.push(Listener::new(socket, Some(cpu)));
+            }
+            listeners.ports.push(Port {
+                addr,
+                origin: Origin::Taken,
+                shared: false,
+                passed_as: Vec::new(),
+                dual_stack: false,
+                socks: first..listeners.socks.len(),
+            });
+        }
+        listeners.marks = Marks::new(listeners.socks.len());
+        listeners
+    }
+
+    /// Makes `port`'s taken sockets this process's own, once the process
+    /// that handed them over has let go: its SYN filter (attached if it was
+    /// retiring them, as root) comes off, and every CPU tag goes back on (it
+    /// may have cleared them, full or retiring). Before that, both would
+    /// change what the other process sees.
+    pub(crate) fn make_own(&mut self, port: usize) -> io::Result<()> {
+        for sock in &self.socks[self.ports[port].socks.clone()] {
+            if let Some(socket) = &sock.socket {
+                bound::detach_filter(socket.as_raw_fd())?;
+            }
+        }
+        self.rejoin(port)
+    }
+
+    /// The port serving `addr`, if one does.
+    pub(crate) fn port_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.ports.iter().position(|p| p.addr == addr)
+    }
+
+    /// How many of `port`'s sockets are open.
+    pub(crate) fn open_count(&self, port: usize) -> usize {
+        self.socks[self.ports[port].socks.clone()]
+            .iter()
+            .filter(|s| s.socket.is_some())
+            .count()
+    }
+
+    /// Socket `i` of `port`, to hand over: its descriptor and CPU tag, if it
+    /// is open and this process's own (a shared socket is not).
+    pub(crate) fn handle(&self, port: usize, i: usize) -> Option<(RawFd, libc::c_int)> {
+        let sock = &self.socks[self.ports[port].socks.clone()].get(i)?;
+        Some((sock.socket.as_ref()?.as_raw_fd(), sock.cpu?))
+    }
+
     /// The addresses served, in the order they were added.
     pub(crate) fn ports(&self) -> &[Port] {
         &self.ports
     }
 
     /// Starts listening on every bound socket (passed ones listen
-    /// already). From the first success on, clients can queue here, so a
-    /// caller that fails after this must retire the listeners like a drain
-    /// does rather than close them.
+    /// already), and sets the backlog of taken ones (`listen` on a
+    /// listening socket changes only that). From the first success on,
+    /// clients can queue here, so a caller that fails after this must
+    /// retire the listeners like a drain does rather than close them.
     pub(crate) fn listen(&self, backlog: u32) -> io::Result<()> {
         let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
-        for port in self.ports.iter().filter(|p| p.origin == Origin::Bound) {
+        for port in self.ports.iter().filter(|p| p.origin != Origin::Passed) {
             for sock in &self.socks[port.socks.clone()] {
                 let Some(socket) = &sock.socket else { continue };
                 syscall!(listen(socket.as_raw_fd(), backlog)).map_err(|err| {
@@ -521,7 +593,7 @@ impl Marks {
 
 #[cfg(test)]
 mod tests {
-    use super::Marks;
+    use super::*;
 
     #[test]
     fn a_flooded_listener_does_not_starve_the_others() {
@@ -564,5 +636,54 @@ mod tests {
         assert!(!marks.any(), "a listener marked twice is cleared once");
         marks.mark(99); // out of range: ignored, never a panic
         marks.clear(99);
+    }
+
+    /// How many instructions the socket filter on `fd` has (0: none).
+    fn filter_len(fd: RawFd) -> libc::socklen_t {
+        let mut len: libc::socklen_t = 0;
+        // SAFETY: with a length of 0 the kernel writes only the length.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                bound::SO_ATTACH_FILTER,
+                std::ptr::null_mut(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        len
+    }
+
+    fn tag_of(fd: RawFd) -> libc::c_int {
+        sys::get_int_opt(fd, libc::SOL_SOCKET, steer::SO_INCOMING_CPU).unwrap()
+    }
+
+    #[test]
+    fn listeners_taken_over_get_their_tags_back_and_no_filter() {
+        let mut l = Listeners::open(&["127.0.0.1:0".parse().unwrap()], Vec::new()).unwrap();
+        l.listen(4).unwrap();
+        // As the process that handed them over may have left them: full
+        // or retiring, its tags cleared and, as root, its filter on.
+        l.leave(0).unwrap();
+        let filtered = l.refuse_syns(0).is_ok();
+        let n = l.open_count(0);
+        assert!(n >= 1 && l.handle(0, n).is_none());
+        for i in 0..n {
+            let (fd, _) = l.handle(0, i).unwrap();
+            assert_eq!(tag_of(fd), bound::NO_CPU);
+            assert_eq!(filter_len(fd) > 0, filtered);
+        }
+        l.make_own(0).unwrap();
+        for i in 0..n {
+            let (fd, cpu) = l.handle(0, i).unwrap();
+            assert_eq!(tag_of(fd), cpu);
+            assert_eq!(filter_len(fd), 0);
+        }
+        // Again, with no filter to take off.
+        l.make_own(0).unwrap();
+        if !filtered {
+            eprintln!("skipped: the filter half: attaching it needs CAP_NET_ADMIN");
+        }
     }
 }

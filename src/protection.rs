@@ -16,13 +16,18 @@
 //!   finds a sibling;
 //! - **nothing**: clients that connect during a drain may be reset.
 //!
+//! A port whose sockets this process took over from the one it replaced
+//! (`--take-over`) says so first: a successor that takes them over in turn
+//! closes no listening socket, on any kernel. The guard above still says
+//! what a drain without a successor does.
+//!
 //! The line is pure text from what was found ([`Found`]), so every variant
 //! is tested without the kernel that would produce it.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use crate::listener::{self, Port};
+use crate::listener::{self, Origin, Port};
 use crate::log::say;
 use crate::steer::{self, Steering};
 
@@ -39,12 +44,13 @@ enum Guard {
     Nothing,
 }
 
-/// The fixes for an unprotected release, easiest first. (Taking the
-/// sockets over from the process being replaced goes after the socket
-/// unit once it exists.)
-fn fixes() -> [String; 4] {
+/// The fixes for an unprotected release, easiest first.
+fn fixes() -> [String; 5] {
     let (major, minor) = steer::STEERING_KERNEL;
     [
+        "start each new process with --take-over, the pid of the one it replaces \
+         (scripts/rolling-restart and the systemd recipe do)"
+            .into(),
         "set net.ipv4.tcp_migrate_req=1 (Linux 5.14 or later: this alone is enough)".into(),
         "pass the listening sockets from a socket unit (contrib/drainport.socket)".into(),
         format!("run Linux {major}.{minor} or later"),
@@ -80,9 +86,9 @@ pub(crate) fn report(pid: u32, ports: &[Port]) {
         filter,
         kernel: steer::kernel_version(),
     };
-    let guarded: Vec<(SocketAddr, Guard)> = ports
+    let guarded: Vec<(SocketAddr, Guard, bool)> = ports
         .iter()
-        .map(|p| (p.addr, guard(p.shared, &found)))
+        .map(|p| (p.addr, guard(p.shared, &found), p.origin == Origin::Taken))
         .collect();
     for line in lines(pid, &guarded, &found) {
         say!("{line}");
@@ -104,13 +110,14 @@ fn guard(shared: bool, found: &Found) -> Guard {
     }
 }
 
-/// The lines for addresses and their guards: one when they all have the
-/// same, else one per guard, naming its addresses.
-fn lines(pid: u32, guarded: &[(SocketAddr, Guard)], found: &Found) -> Vec<String> {
-    let mut kinds: Vec<Guard> = Vec::new();
-    for &(_, g) in guarded {
-        if !kinds.contains(&g) {
-            kinds.push(g);
+/// The lines for addresses, their guards and whether they were taken
+/// over: one when they all have the same, else one per kind, naming its
+/// addresses.
+fn lines(pid: u32, guarded: &[(SocketAddr, Guard, bool)], found: &Found) -> Vec<String> {
+    let mut kinds: Vec<(Guard, bool)> = Vec::new();
+    for &(_, g, taken) in guarded {
+        if !kinds.contains(&(g, taken)) {
+            kinds.push((g, taken));
         }
     }
     kinds
@@ -120,12 +127,23 @@ fn lines(pid: u32, guarded: &[(SocketAddr, Guard)], found: &Found) -> Vec<String
             if kinds.len() > 1 {
                 let addrs: Vec<String> = guarded
                     .iter()
-                    .filter(|(_, g)| *g == kind)
-                    .map(|(a, _)| a.to_string())
+                    .filter(|(_, g, t)| (*g, *t) == kind)
+                    .map(|(a, _, _)| a.to_string())
                     .collect();
                 let _ = write!(line, " for {}", addrs.join(" "));
             }
-            let _ = write!(line, ": {}", describe(kind, found));
+            let (guard, taken) = kind;
+            if taken {
+                let _ = write!(
+                    line,
+                    ": takeover (these listeners were taken over from the process this one \
+                     replaced; a successor that takes them over in turn closes none, on any \
+                     kernel); without a successor,"
+                );
+            } else {
+                line.push(':');
+            }
+            let _ = write!(line, " {}", describe(guard, found));
             line
         })
         .collect()
@@ -216,7 +234,7 @@ mod tests {
     #[test]
     fn nothing_names_the_fixes_easiest_first() {
         let bare = found(Steering::Ignores, Some(false), false);
-        let lines = lines(7, &[(addr("0.0.0.0:80"), Guard::Nothing)], &bare);
+        let lines = lines(7, &[(addr("0.0.0.0:80"), Guard::Nothing, false)], &bare);
         assert_eq!(lines.len(), 1);
         let line = &lines[0];
         assert!(
@@ -229,6 +247,7 @@ mod tests {
             line.find(needle)
                 .unwrap_or_else(|| panic!("{needle:?} in {line}"))
         };
+        assert!(at("--take-over") < at("tcp_migrate_req=1"));
         assert!(at("tcp_migrate_req=1") < at("socket unit"));
         assert!(at("socket unit") < at("Linux 6.2 or later"));
         assert!(at("Linux 6.2 or later") < at("grant CAP_NET_ADMIN"));
@@ -241,8 +260,12 @@ mod tests {
         let same = lines(
             7,
             &[
-                (addr("0.0.0.0:80"), Guard::Steering { migration: false }),
-                (addr("[::]:80"), Guard::Steering { migration: false }),
+                (
+                    addr("0.0.0.0:80"),
+                    Guard::Steering { migration: false },
+                    false,
+                ),
+                (addr("[::]:80"), Guard::Steering { migration: false }, false),
             ],
             &steers,
         );
@@ -254,9 +277,13 @@ mod tests {
         let mixed = lines(
             7,
             &[
-                (addr("0.0.0.0:80"), Guard::Shared),
-                (addr("[::1]:81"), Guard::Steering { migration: false }),
-                (addr("10.0.0.1:80"), Guard::Shared),
+                (addr("0.0.0.0:80"), Guard::Shared, false),
+                (
+                    addr("[::1]:81"),
+                    Guard::Steering { migration: false },
+                    false,
+                ),
+                (addr("10.0.0.1:80"), Guard::Shared, false),
             ],
             &steers,
         );
@@ -294,5 +321,32 @@ mod tests {
             ..found(Steering::Ignores, None, false)
         };
         assert!(describe(Guard::Nothing, &old).contains("tcp_migrate_req is missing"));
+    }
+
+    #[test]
+    fn listeners_taken_over_say_so_first() {
+        let bare = found(Steering::Ignores, Some(false), false);
+        let taken = lines(7, &[(addr("0.0.0.0:80"), Guard::Nothing, true)], &bare);
+        assert_eq!(taken.len(), 1);
+        assert!(
+            taken[0].starts_with(
+                "Process 7 release protection: takeover (these listeners were taken over from \
+                 the process this one replaced; a successor that takes them over in turn closes \
+                 none, on any kernel); without a successor, nothing: this kernel (Linux 6.1)"
+            ),
+            "{taken:?}"
+        );
+        // Beside a port of its own, each kind has its line.
+        let mixed = lines(
+            7,
+            &[
+                (addr("0.0.0.0:80"), Guard::Nothing, true),
+                (addr("0.0.0.0:81"), Guard::Nothing, false),
+            ],
+            &bare,
+        );
+        assert_eq!(mixed.len(), 2);
+        assert!(mixed[0].contains("for 0.0.0.0:80: takeover ("), "{mixed:?}");
+        assert!(mixed[1].contains("for 0.0.0.0:81: nothing: "), "{mixed:?}");
     }
 }

@@ -41,6 +41,7 @@ use crate::clients::{Clients, Hook};
 use crate::closes::Reason;
 use crate::config::Config;
 use crate::conn::Ready;
+use crate::control::{self, Control, Holder};
 use crate::drain::{Cause, Drain, Step};
 use crate::listener::{Listeners, Origin};
 use crate::log::{Escaped, plural, say};
@@ -51,12 +52,15 @@ use crate::protocol::Protocol;
 use crate::setting::{Setting, SettingError};
 use crate::stats::Stats;
 use crate::sys;
+use crate::takeover;
 
 /// The signal pipe's token.
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// Listener `i` (of every address, one per online CPU each, or as passed)
 /// has token `LISTENERS + i`. Client tokens are slab keys, far below.
 const LISTENERS: usize = usize::MAX / 2;
+// The control channel's tokens lie between the clients' and the listeners'.
+const _: () = assert!(control::END_TOKEN <= LISTENERS);
 /// Every signal the process handles. The first three start a drain, or
 /// stop one hard when it is under way; SIGUSR1 prints a status line.
 const HANDLED_SIGNALS: [libc::c_int; 4] = [SIGHUP, SIGTERM, SIGINT, SIGUSR1];
@@ -103,6 +107,10 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// - it announces its service on each address, as an abstract Unix socket,
 ///   and refuses an address another service serves (`Config::service`,
 ///   `Config::join_any`);
+/// - it listens on those sockets for a successor of its own user and
+///   service, and hands it its listening sockets on an address if asked,
+///   once; with `Config::take_over` it is that successor, and takes the
+///   listening sockets of the process named instead of opening its own;
 /// - with `NOTIFY_SOCKET` set, it reports readiness and the drain to
 ///   systemd.
 ///
@@ -139,19 +147,43 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .map(PidFile::prepare)
         .transpose()
         .map_err(|e| SettingError::wrap(Setting::PidFile, e))?;
-    let listeners = Listeners::open(&config.addrs, passed)
-        .map_err(|e| SettingError::wrap(Setting::Addrs, e))?;
-    say_origins(pid, &listeners, &config.addrs);
-    let mut claims = Vec::new();
-    for port in listeners.ports() {
-        claims.extend(claim_address::<P>(config, port.addr)?);
-    }
+    let service = service_name::<P>(config);
+    let (listeners, claims, taking) = match config.take_over {
+        Some(from) if passed.is_empty() => take_over(config, from, &service)?,
+        _ => {
+            if let Some(from) = config.take_over {
+                say!(
+                    "Process {pid} takes nothing over from process {from}: the sockets the service manager passed are shared already"
+                );
+            }
+            let listeners = Listeners::open(&config.addrs, passed)
+                .map_err(|e| SettingError::wrap(Setting::Addrs, e))?;
+            say_origins(pid, &listeners, &config.addrs);
+            let mut claims = Vec::new();
+            for port in listeners.ports() {
+                claims.push((claim_address(config, port.addr, &service)?, port.addr));
+            }
+            (listeners, claims, Vec::new())
+        }
+    };
     protection::report(pid, listeners.ports());
     let addrs: Vec<SocketAddr> = listeners.ports().iter().map(|p| p.addr).collect();
     // The backlog is this process's to set only on the sockets it bound.
     let binds = listeners.ports().iter().any(|p| p.origin == Origin::Bound);
-    let mut server = Server::new(config, protocol, listeners, signals, notifier)?;
-    server.claims = claims;
+    let mut server = Server::new(config, protocol, listeners, signals, notifier, &service)?;
+    for (claim, addr) in claims {
+        if let Some(claim) = claim {
+            server.control.add(claim, addr);
+        }
+    }
+    // The listeners taken are in this process's epoll set, so accepting
+    // starts with the first turn of the loop.
+    if let Err(e) = confirm(pid, &mut server.admission, taking) {
+        return match e {
+            Unconfirmed::Before(e) => Err(e),
+            Unconfirmed::After(e) => server.fail(e),
+        };
+    }
     if let Some(cap) = backlog::capped(config.backlog).filter(|_| binds) {
         say!(
             "Process {pid}: the listen backlog of {} is capped at {cap} by net.core.somaxconn; raise that sysctl for a longer queue",
@@ -176,6 +208,93 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         "READY=1\nMAINPID={pid}\nSTATUS=serving, 0 clients"
     ));
     server.run()
+}
+
+/// The listening sockets of process `from` on every configured address,
+/// received and checked but not yet confirmed, with this process's claims.
+/// Every address is checked (that process, this service) before this
+/// process announces anything, and its sockets are asked for only after
+/// its own claim is checked; until that process lets go of them, dropping
+/// them here closes only this process's copies.
+#[allow(clippy::type_complexity)]
+fn take_over(
+    config: &Config,
+    from: u32,
+    service: &str,
+) -> io::Result<(
+    Listeners,
+    Vec<(Option<Claim>, SocketAddr)>,
+    Vec<takeover::Pending>,
+)> {
+    let sources = config
+        .addrs
+        .iter()
+        .map(|&addr| takeover::find(from, addr, service))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut claims = Vec::new();
+    for &addr in &config.addrs {
+        claims.push((claim_address(config, addr, service)?, addr));
+    }
+    let mut taken = Vec::new();
+    let mut pending = Vec::new();
+    for source in sources {
+        let addr = source.addr;
+        let (socks, p) = takeover::receive(source, service)?;
+        taken.push((addr, socks));
+        pending.push(p);
+    }
+    Ok((Listeners::taken(taken), claims, pending))
+}
+
+/// Why a takeover was not confirmed: before any address was (this
+/// process holds nothing alone, and may just exit), or after some were
+/// (those are its own, and are retired as after a failed listen).
+enum Unconfirmed {
+    Before(io::Error),
+    After(io::Error),
+}
+
+/// Asks the process each address is taken from to let go of it, in turn,
+/// and makes each address confirmed this process's own. An address not
+/// confirmed, and every one after it, stays with that process, which
+/// serves on: this process closes its copies of them without touching
+/// anything they share.
+fn confirm(
+    pid: u32,
+    admission: &mut Admission,
+    taking: Vec<takeover::Pending>,
+) -> Result<(), Unconfirmed> {
+    let mut confirmed = Vec::new();
+    let mut taking = taking.into_iter();
+    while let Some(pending) = taking.next() {
+        let (from, addr) = (pending.from(), pending.addr());
+        let count = admission.available(addr).unwrap_or(0);
+        if let Err(e) = pending.commit() {
+            admission.hand_over(addr);
+            for rest in taking {
+                admission.hand_over(rest.addr());
+            }
+            return Err(if confirmed.is_empty() {
+                Unconfirmed::Before(e)
+            } else {
+                Unconfirmed::After(e)
+            });
+        }
+        say!(
+            "Process {pid} took over {count} listener{} on {addr} from process {from}",
+            if count == 1 { "" } else { "s" }
+        );
+        confirmed.push(addr);
+    }
+    for addr in confirmed {
+        admission.make_own(addr).map_err(|e| {
+            Unconfirmed::After(io::Error::new(
+                e.kind(),
+                format!("cannot make the listeners on {addr} its own: {e}"),
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Says where each passed socket came from, one line each, and which
@@ -219,6 +338,8 @@ enum Timer {
     Deadlines,
     /// The next line about clients closed for the buffer budget.
     Evictions,
+    /// The control channel's: a connection's deadline, or accepting again.
+    Control,
 }
 
 struct Server<P: Protocol> {
@@ -231,8 +352,9 @@ struct Server<P: Protocol> {
     notifier: Notifier,
     /// Dropped, and so removed, when the server returns.
     pid_file: Option<PidFile>,
-    /// This process's announcements of the service it runs on its addresses.
-    claims: Vec<Claim>,
+    /// The claim sockets, one per address, listening: what other
+    /// processes of this user ask (a takeover).
+    control: Control,
     admission: Admission,
     clients: Clients<TcpStream, P>,
     drain: Drain,
@@ -252,6 +374,7 @@ impl<P: Protocol> Server<P> {
         listeners: Listeners,
         mut signals: Signals,
         notifier: Notifier,
+        service: &str,
     ) -> io::Result<Self> {
         let pid = process::id();
         let poll = Poll::new()?;
@@ -266,6 +389,7 @@ impl<P: Protocol> Server<P> {
         )?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let control = Control::new(service, poll.registry());
         Ok(Server {
             pid,
             quiet: config.quiet,
@@ -277,13 +401,13 @@ impl<P: Protocol> Server<P> {
             signals,
             notifier,
             pid_file: None,
-            claims: Vec::new(),
+            control,
             admission,
             clients: Clients::new(config, protocol, now),
             drain: Drain::new(config.drain_timeout, config.close_spread),
             reported: 0,
             report_at: now,
-            service: service_of::<P>(config),
+            service: service.to_owned(),
             started: now,
         })
     }
@@ -313,17 +437,20 @@ impl<P: Protocol> Server<P> {
             let mut listener_ready = false;
             let mut signals_ready = false;
             for event in &events {
+                // Clients first, by one comparison: every reserved token
+                // is above theirs.
                 match event.token() {
+                    // An event for a client closed earlier in this batch
+                    // finds an empty slot: slots are reused only after it.
+                    Token(key) if key < control::FIRST_TOKEN => {
+                        self.clients.turn(key, Hook::Ready(Ready::from(event)), now);
+                    }
                     SIGNALS => signals_ready = true,
                     Token(t) if t >= LISTENERS => {
                         self.admission.mark(t - LISTENERS);
                         listener_ready = true;
                     }
-                    // An event for a client closed earlier in this batch
-                    // finds an empty slot: slots are reused only after it.
-                    Token(key) => {
-                        self.clients.turn(key, Hook::Ready(Ready::from(event)), now);
-                    }
+                    Token(t) => self.control.on_event(t, &mut self.admission, now),
                 }
             }
             if listener_ready {
@@ -598,7 +725,7 @@ impl<P: Protocol> Server<P> {
     /// Every timer with when it is next due. The one list both the poll's
     /// timeout and [`Server::on_timers`] are derived from.
     #[inline]
-    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 5] {
+    fn timers(&self, now: Instant) -> [(Timer, Option<Instant>); 6] {
         [
             (
                 Timer::Admission,
@@ -611,6 +738,7 @@ impl<P: Protocol> Server<P> {
             ),
             (Timer::Deadlines, self.clients.next_due()),
             (Timer::Evictions, self.clients.evictions_due(now)),
+            (Timer::Control, self.control.due()),
         ]
     }
 
@@ -655,6 +783,7 @@ impl<P: Protocol> Server<P> {
                 self.clients.expire(now, short);
             }
             Timer::Evictions => self.report_evictions(now),
+            Timer::Control => self.control.on_timer(&mut self.admission, now),
         }
     }
 
@@ -680,13 +809,12 @@ fn nearest(timers: &[(Timer, Option<Instant>)]) -> Option<Instant> {
 /// claims cannot be read, the process says so and goes on: the check
 /// protects against a mistake, it is not a lock. What a claim's name holds
 /// is printed escaped.
-fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Claim>> {
+fn claim_address(config: &Config, addr: SocketAddr, service: &str) -> io::Result<Option<Claim>> {
     let pid = process::id();
-    let service = service_of::<P>(config);
     // Announcing first: of two processes that start at once, the one
     // that lists second sees the other. A process that cannot announce
     // still checks the others.
-    let claimed = claim::announce(addr, &service)
+    let claimed = claim::announce(addr, service)
         .inspect_err(|e| {
             say!(
                 "Process {pid} cannot announce its service on {addr} ({e}); siblings cannot check it"
@@ -706,7 +834,7 @@ fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Clai
              another service there is reported, not refused"
         );
     }
-    match listing.conflict(addr, &service) {
+    match listing.conflict(addr, service) {
         None => {}
         Some(Conflict::Mine(other)) if !config.join_any => {
             let message = format!(
@@ -733,8 +861,9 @@ fn claim_address<P>(config: &Config, addr: SocketAddr) -> io::Result<Option<Clai
     Ok(claimed)
 }
 
-/// The service this process runs, as its claims and its stats name it.
-fn service_of<P>(config: &Config) -> String {
+/// The service this process runs, as its claims and its stats name it:
+/// as configured, or its protocol's type.
+fn service_name<P>(config: &Config) -> String {
     match &config.service {
         Some(name) => claim::clean(name.as_ref()),
         None => claim::service_of::<P>(),

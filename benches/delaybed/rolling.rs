@@ -18,13 +18,18 @@
 //! fixed, 0.75 s by default, the same on average.
 //!
 //! How the servers get their sockets is the case's [`Kind`]: each binds
-//! its own, or the bench holds one listening socket for the whole case and
+//! its own; or the bench holds one listening socket for the whole case and
 //! passes it to every server, as systemd does for a socket unit shared
-//! through `Sockets=`. Another way is one more variant there and in
-//! [`Server::start`]'s [`Serve`]. Without `steering`, every server runs
+//! through `Sockets=`; or each new server takes over the sockets of the
+//! one it replaces (`--take-over`, as `scripts/rolling-restart` does), the
+//! first two binding their own. Another way is one more variant there and
+//! in [`Server::start`]'s [`Serve`]. Without `steering`, every server runs
 //! with the no-steering shim, as on Linux 5.14 to 6.1. With `shrink`, step
 //! 5 starts no new server: `restarts + 1` servers start in step 3, and one
-//! leaves per step, down to one.
+//! leaves per step, down to one; with takeover, `shrink` is a release from
+//! 3 processes to 2 and the next one back to 3, in turn: two new ones take
+//! over two old ones, and the third old one leaves with no successor (or
+//! the third new one binds its own).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -51,6 +56,9 @@ pub enum Kind {
     Bound,
     /// One socket the bench holds and passes to each (`LISTEN_FDS`).
     Shared,
+    /// Each new one takes over the sockets of the one it replaces
+    /// (`--take-over`).
+    Takeover,
 }
 
 impl Kind {
@@ -58,6 +66,7 @@ impl Kind {
         match self {
             Kind::Bound => "bound",
             Kind::Shared => "shared",
+            Kind::Takeover => "takeover",
         }
     }
 }
@@ -130,7 +139,8 @@ pub struct Outcome {
     pub busy_percent: f64,
     pub steal_percent: f64,
     /// What the first server said protects its release, from its startup
-    /// line: `steering`, `shared sockets`, `nothing`, …
+    /// line: `steering`, `shared sockets`, `nothing`, …; with takeover,
+    /// what the successors said: `takeover`.
     pub protection: String,
 }
 
@@ -213,18 +223,24 @@ pub fn run(mut bed: Bed, bin: &Binary, case: &Case) -> Result<Outcome, String> {
                 .run(move || activate::listening_socket(addr))?
                 .map_err(|e| format!("cannot open the shared socket on {addr}: {e}"))?,
         ),
-        Kind::Bound => None,
+        Kind::Bound | Kind::Takeover => None,
     };
     let serve = match &held {
         Some(socket) => Serve::Passed(socket.as_raw_fd()),
         None => Serve::Bind(addr),
     };
-    let start = |servers: &mut Vec<Server>| -> Result<usize, String> {
+    // A new server, taking over the sockets of process `from` if given.
+    let start_from = |servers: &mut Vec<Server>, from: Option<u32>| -> Result<usize, String> {
+        let serve = match from {
+            Some(from) => Serve::TakeOver { addr, from },
+            None => serve,
+        };
         let mut server = Server::start(&bed.server, bin, serve, case.steering)?;
         server.wait_listening(LISTEN_TIMEOUT)?;
         servers.push(server);
         Ok(servers.len() - 1)
     };
+    let start = |servers: &mut Vec<Server>| start_from(servers, None);
 
     // A drain with nothing to serve.
     let mut idle = Vec::new();
@@ -244,7 +260,11 @@ pub fn run(mut bed: Bed, bin: &Binary, case: &Case) -> Result<Outcome, String> {
 
     let mut servers: Vec<Server> = Vec::new();
     let mut running: VecDeque<usize> = VecDeque::new();
-    let initial = if case.shrink { case.restarts + 1 } else { 2 };
+    let initial = match (case.kind, case.shrink) {
+        (Kind::Takeover, true) => 3,
+        (_, true) => case.restarts + 1,
+        (_, false) => 2,
+    };
     for _ in 0..initial {
         running.push_back(start(&mut servers)?);
     }
@@ -266,11 +286,35 @@ pub fn run(mut bed: Bed, bin: &Binary, case: &Case) -> Result<Outcome, String> {
     let long_ready = load.long_ready;
     thread::sleep(Duration::from_secs(2) + rtt * 2);
     for _ in 0..case.restarts {
-        if !case.shrink {
-            running.push_back(start(&mut servers)?);
+        match (case.kind, case.shrink) {
+            (Kind::Takeover, false) => {
+                let oldest = running.pop_front().expect("two are running");
+                let from = servers[oldest].pid;
+                running.push_back(start_from(&mut servers, Some(from))?);
+                servers[oldest].hup();
+            }
+            (Kind::Takeover, true) => {
+                // 3 to 2, or 2 to 3: the first two are taken over either way.
+                let old: Vec<usize> = running.drain(..).collect();
+                for &o in old.iter().take(2) {
+                    let from = servers[o].pid;
+                    running.push_back(start_from(&mut servers, Some(from))?);
+                }
+                if old.len() == 2 {
+                    running.push_back(start(&mut servers)?);
+                }
+                for &o in &old {
+                    servers[o].hup();
+                }
+            }
+            (_, shrink) => {
+                if !shrink {
+                    running.push_back(start(&mut servers)?);
+                }
+                let oldest = running.pop_front().expect("two are running");
+                servers[oldest].hup();
+            }
         }
-        let oldest = running.pop_front().expect("two are running");
-        servers[oldest].hup();
         thread::sleep(case.pause);
     }
     thread::sleep(rtt * 2 + Duration::from_millis(1500));
@@ -295,6 +339,12 @@ pub fn run(mut bed: Bed, bin: &Binary, case: &Case) -> Result<Outcome, String> {
             bad_exits.push(format!("{}: {}", server.pid, server.describe_exit()));
         }
     }
+    // What a successor says, where there are successors.
+    let protection = servers
+        .iter()
+        .filter_map(|s| s.protection.clone())
+        .find(|p| p == "takeover")
+        .unwrap_or(protection);
     let hup_to_exit = servers.iter().filter_map(Server::hup_to_exit).collect();
     let relay = bed.stop_relay();
     let (busy_percent, steal_percent) = match (cpu_before, cpu_times()) {

@@ -68,6 +68,9 @@ pub enum Serve {
     /// The listening socket the bench holds, passed to it as descriptor 3
     /// (`LISTEN_FDS`), as a socket unit's `Sockets=` does.
     Passed(RawFd),
+    /// The listening sockets of process `from` on this address, taken
+    /// over (`--take-over`), as `scripts/rolling-restart` does.
+    TakeOver { addr: SocketAddr, from: u32 },
 }
 
 /// The server binary and who runs it.
@@ -149,8 +152,14 @@ impl Binary {
         }
         argv.push(self.path.clone().into());
         argv.push("-q".into());
-        if let Serve::Bind(addr) = serve {
-            argv.push(addr.to_string().into());
+        match serve {
+            Serve::Bind(addr) => argv.push(addr.to_string().into()),
+            Serve::TakeOver { addr, from } => {
+                argv.push("--take-over".into());
+                argv.push(from.to_string().into());
+                argv.push(addr.to_string().into());
+            }
+            Serve::Passed(_) => {}
         }
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]);

@@ -69,6 +69,8 @@ Options:
       --service NAME        the service this process runs, as siblings on the
                             address see it [default: its protocol's type]
       --join-any            start even if another service serves ADDR
+      --take-over PID       take the listening sockets of the running process
+                            PID (same user, service and ADDR)
       --header-timeout SECS answer 408 and close when a request head is not
                             whole SECS after it began [default: {header}]
       --body-timeout SECS   answer 408 and close when a request body stalls

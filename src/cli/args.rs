@@ -113,8 +113,8 @@ impl Args {
     /// The options every server on drainport takes, under the binary's
     /// names and with its ranges: `-q`, `--backlog`, `--max-output`,
     /// `--max-buffers`, `--max-clients`, `--drain-timeout`,
-    /// `--close-spread`, `--pid-file`,
-    /// `--log-time`, `--service` and `--join-any`. Returns `false` for any
+    /// `--close-spread`, `--pid-file`, `--log-time`, `--service`,
+    /// `--join-any` and `--take-over`. Returns `false` for any
     /// other option, which the program then handles or refuses.
     pub fn server_option(&mut self, flag: &str, config: &mut Config) -> Result<bool, String> {
         match flag {
@@ -138,6 +138,7 @@ impl Args {
                 self.switch(flag)?;
                 config.join_any = true;
             }
+            "--take-over" => config.take_over = Some(self.number(flag, libc::pid_t::MAX as u64)?),
             _ => return Ok(false),
         }
         Ok(true)

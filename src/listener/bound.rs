@@ -14,7 +14,9 @@ use crate::steer::SO_INCOMING_CPU;
 use crate::sys::{set_int_opt, syscall};
 
 /// `SO_ATTACH_FILTER` from `<asm-generic/socket.h>`; not exported by libc for glibc.
-const SO_ATTACH_FILTER: libc::c_int = 26;
+pub(crate) const SO_ATTACH_FILTER: libc::c_int = 26;
+/// `SO_DETACH_FILTER` from `<asm-generic/socket.h>`; not exported by libc for glibc.
+const SO_DETACH_FILTER: libc::c_int = 27;
 /// The tag that matches no CPU: such a listener is chosen only when no
 /// listener in the group carries the SYN's CPU.
 pub(crate) const NO_CPU: libc::c_int = -1;
@@ -123,6 +125,16 @@ pub(crate) fn attach_syn_filter(fd: libc::c_int) -> io::Result<()> {
         mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
     ))?;
     Ok(())
+}
+
+/// Takes off the socket filter on `fd`, if one is attached. Needs no
+/// privilege.
+pub(crate) fn detach_filter(fd: libc::c_int) -> io::Result<()> {
+    // The value is not read, but the kernel wants an int's worth.
+    match set_int_opt(fd, libc::SOL_SOCKET, SO_DETACH_FILTER, 0) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
 }
 
 fn bpf(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {

@@ -41,6 +41,7 @@ mod runner;
 mod sandbox;
 mod startup;
 mod steer;
+mod takeover;
 /// Client-socket probes shared with the rolling benchmark.
 #[path = "../../benches/shared/tcp.rs"]
 mod tcp;

@@ -625,7 +625,7 @@ fn a_failed_upgrade_keeps_its_generation_number() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!(
-            "rolling-restart: generation 2, instance 1: pid {second} ready; pid {first} draining\n"
+            "rolling-restart: generation 2, instance 1: pid {second} ready, took over pid {first}'s listeners; pid {first} draining\n"
         )
     );
     // It has no clients, so it exits.
@@ -746,10 +746,12 @@ fn status_reads_lines_that_carry_the_programs_own_time_too() {
 }
 
 /// An upgrade whose processes listen on another address than the ones they
-/// replace would move the instances off the port: the script stops the new
-/// process, gives the pid file back to the old one, which keeps serving
-/// and is not signalled, and fails, naming both addresses. With `-a` the
-/// move is meant, and goes ahead.
+/// replace would move the instances off the port. By default the new
+/// process cannot take over an address the old one does not serve, and
+/// says so; with `-b` (listeners of its own) the script stops it, gives
+/// the pid file back to the old one, and fails, naming both addresses.
+/// Either way the old process keeps serving and is not signalled. With
+/// `-a` the move is meant, and goes ahead.
 #[test]
 fn an_upgrade_to_another_address_is_refused_unless_meant() {
     let mut fleet = Fleet::new("address");
@@ -760,6 +762,25 @@ fn an_upgrade_to_another_address_is_refused_unless_meant() {
         .unwrap()
         .to_string();
     let out = fleet.upgrade_with(Some(&[BIN, "-q", other.as_str()]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains(&format!(
+            "drainport: cannot take over {other} from process {old}: it does not serve that address (it serves {})",
+            fleet.addr
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("old process {old} keeps serving")),
+        "{stderr}"
+    );
+    let out = Command::new(SCRIPT)
+        .args(["-b", "-n", "1", "-t", fleet.timeout, "-d"])
+        .arg(&*fleet.dir)
+        .args(["--", BIN, "-q", other.as_str()])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
@@ -781,6 +802,7 @@ fn an_upgrade_to_another_address_is_refused_unless_meant() {
     });
     assert_eq!(fleet.pid(), Some(old));
     assert!(!fleet.log().contains("received hangup signal"));
+    assert!(!fleet.log().contains("handed its"));
     assert_eq!(Client::connect(fleet.addr).echo("still here"), old);
     assert_eq!(
         fleet.status(),
@@ -805,4 +827,49 @@ fn an_upgrade_to_another_address_is_refused_unless_meant() {
     );
     let other: SocketAddr = other.parse().unwrap();
     assert_eq!(Client::connect(other).echo("moved"), moved);
+}
+
+/// By default each upgrade takes over the listeners of the process it
+/// replaces: the new process says it took them, the old one that it
+/// handed them over, and a client queued on them meanwhile is served by
+/// the new one. With `-b` the new process opens listeners of its own.
+#[test]
+fn an_upgrade_takes_over_the_old_listeners_unless_told_to_bind() {
+    let mut fleet = Fleet::new("takeover");
+    let first = fleet.upgrade();
+    let second = fleet.upgrade();
+    fleet.wait_log(&format!("Process {second} took over "));
+    fleet.wait_log(&format!("Process {first} handed its "));
+    let log = fleet.log();
+    let took = log
+        .lines()
+        .find(|l| l.contains(&format!("Process {second} took over ")))
+        .unwrap();
+    assert!(
+        took.ends_with(&format!("on {} from process {first}", fleet.addr)),
+        "{took}"
+    );
+    assert_eq!(Client::connect(fleet.addr).echo("new"), second);
+    let out = Command::new(SCRIPT)
+        .args(["-b", "-n", "1", "-t", fleet.timeout, "-d"])
+        .arg(&*fleet.dir)
+        .args(["--", BIN, "-q", &fleet.addr.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let third = fleet.pid().unwrap();
+    fleet.started.push(third);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "rolling-restart: generation 3, instance 1: pid {third} ready; pid {second} draining\n"
+        )
+    );
+    fleet.wait_log(&format!("Process {second} has no clients left, exiting"));
+    assert!(!fleet.log().contains(&format!("Process {third} took over")));
+    assert!(!fleet.log().contains(&format!("Process {second} handed")));
+    let out = fleet.run(&["stop"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = fleet.run(&["-t", "30", "wait"]);
+    assert!(out.status.success(), "{out:?}");
 }

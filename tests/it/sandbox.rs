@@ -1,7 +1,9 @@
 //! The shipped unit's sandbox (`contrib/drainport@.service`): its score
 //! from `systemd-analyze security`, and what drainport does in a whole life
-//! (start with a pid file and systemd's notify socket, a client, a status
-//! line, a drain, the exit) checked against it under strace: every system
+//! (start with a pid file and systemd's notify socket, taking over the
+//! listeners of the instance it replaces, a client, a status line, handing
+//! its listeners to its own successor, a drain, the exit) checked against
+//! it under strace: every system
 //! call is one the unit's filter allows, every socket family one it lists,
 //! no memory is writable and executable, no namespace is made, and nothing
 //! is written but the pid file. Starting the unit itself needs systemd as
@@ -134,8 +136,9 @@ fn allowed_syscalls(unit: &str) -> BTreeSet<String> {
 }
 
 /// Runs drainport, as the unit would (an unprivileged user, a pid file in a
-/// directory of its own, `NOTIFY_SOCKET`), under strace, through a whole
-/// life; returns the trace.
+/// directory of its own, `NOTIFY_SOCKET`, the listeners of the instance it
+/// replaces), under strace, through a whole life, in which it hands its
+/// listeners to a successor too; returns the trace.
 fn traced_life(run: &Runner) -> String {
     let dir = ScratchDir::new("sandbox");
     if run.is_under_root() {
@@ -152,7 +155,16 @@ fn traced_life(run: &Runner) -> String {
     let pid_file = dir.join("pid");
     let trace_s = trace.to_str().unwrap().to_owned();
     let wrapper = ["strace", "-f", "-qq", "-o", trace_s.as_str()];
-    let args = ["--pid-file", pid_file.to_str().unwrap(), "127.0.0.1:0"];
+    // The instance it replaces, and takes the listeners of.
+    let mut replaced = run.start(&["-q", "127.0.0.1:0"]);
+    let (from, addr) = (replaced.pid.to_string(), replaced.addr.to_string());
+    let args = [
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--take-over",
+        &from,
+        &addr,
+    ];
     let mut cmd = run.command(&wrapper, &args);
     cmd.env("NOTIFY_SOCKET", &notify_path)
         .stdin(Stdio::null())
@@ -171,6 +183,7 @@ fn traced_life(run: &Runner) -> String {
             }
         }
     };
+    next_line(&format!(" on {addr} from process {from}"));
     let listening = next_line(" listening on: ");
     let pid: libc::pid_t = listening
         .split(' ')
@@ -187,6 +200,11 @@ fn traced_life(run: &Runner) -> String {
     // SAFETY: kill(2) on the process this test started.
     unsafe { libc::kill(pid, libc::SIGUSR1) };
     next_line(" status: ");
+    replaced.signal(libc::SIGHUP);
+    replaced.expect_clean_exit();
+    // Its successor takes the listeners over in turn.
+    let mut successor = run.start(&["-q", "--take-over", &pid.to_string(), &addr.to_string()]);
+    next_line(&format!(" to process {}", successor.pid));
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGHUP) };
     next_line(" closing tasks: ");
@@ -196,6 +214,8 @@ fn traced_life(run: &Runner) -> String {
         child.try_wait().expect("try_wait")
     });
     assert!(status.success(), "{status:?}");
+    successor.signal(libc::SIGHUP);
+    successor.expect_clean_exit();
     std::fs::read_to_string(&trace).expect("read the trace")
 }
 
@@ -276,7 +296,19 @@ fn a_whole_life_of_drainport_fits_in_the_units_sandbox() {
     );
     assert!(problems.is_empty(), "{problems:#?}");
     // The life did happen: the calls that prove each part of it.
-    for call in ["prlimit64", "renameat", "unlinkat", "accept4", "sendto"] {
+    // Taking over and handing over: the connect to the claim, the
+    // descriptors in and out, the peer's credentials.
+    for call in [
+        "prlimit64",
+        "renameat",
+        "unlinkat",
+        "accept4",
+        "sendto",
+        "connect",
+        "sendmsg",
+        "recvmsg",
+        "getsockopt",
+    ] {
         assert!(used.contains(call), "{call} not in the trace: {used:?}");
     }
 }
