@@ -450,7 +450,10 @@ impl<P: Protocol> Server<P> {
                         self.admission.mark(t - LISTENERS);
                         listener_ready = true;
                     }
-                    Token(t) => self.control.on_event(t, &mut self.admission, now),
+                    Token(t) => {
+                        self.control.on_event(t, &mut self.admission, now);
+                        self.answer_stats(now);
+                    }
                 }
             }
             if listener_ready {
@@ -783,7 +786,19 @@ impl<P: Protocol> Server<P> {
                 self.clients.expire(now, short);
             }
             Timer::Evictions => self.report_evictions(now),
-            Timer::Control => self.control.on_timer(&mut self.admission, now),
+            Timer::Control => {
+                self.control.on_timer(&mut self.admission, now);
+                self.answer_stats(now);
+            }
+        }
+    }
+
+    /// Answers the control channel's stats requests, if any is waiting,
+    /// with the process as it is at `now`.
+    fn answer_stats(&mut self, now: Instant) {
+        if self.control.wants_stats() {
+            let snapshot = self.stats(now).line();
+            self.control.answer_stats(&snapshot);
         }
     }
 

@@ -25,6 +25,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::claim;
+use crate::control::wire::{self, Reply};
 use crate::log::Escaped;
 use crate::sys::syscall;
 
@@ -34,10 +35,6 @@ use super::{Listed, Stats, prometheus};
 pub const ANSWER_WAIT: Duration = Duration::from_secs(1);
 /// The longest answer taken.
 const ANSWER_MAX: usize = 4096;
-/// What a process is asked: the control channel's `stats` request.
-const REQUEST: &[u8] = b"stats\n";
-/// What its answer starts with.
-const ANSWER: &str = "stats ";
 
 /// What `drainport stats` found: every process of this user on the
 /// address, with its answer or why there is none.
@@ -233,12 +230,11 @@ fn read_answer(buf: &[u8]) -> Result<Stats, String> {
     };
     let line =
         std::str::from_utf8(&buf[..end]).map_err(|_| "answered with a line that is not text")?;
-    if let Some(text) = line.strip_prefix(ANSWER) {
-        return Stats::parse(text);
-    }
-    match line.strip_prefix("refused ") {
-        Some(reason) => Err(format!("refused: {}", Escaped(reason.as_bytes()))),
-        None => Err(format!("answered {}", Escaped(line.as_bytes()))),
+    match wire::reply(line.as_bytes()) {
+        // A line that is text throughout: its words are too.
+        Some(Reply::Stats(words)) => Stats::parse(std::str::from_utf8(words).unwrap_or_default()),
+        Some(Reply::Refused(reason)) => Err(format!("refused: {}", Escaped(reason))),
+        _ => Err(format!("answered {}", Escaped(line.as_bytes()))),
     }
 }
 
@@ -258,17 +254,17 @@ fn connect(pid: u32, name: &[u8], uid: u32) -> Result<OwnedFd, String> {
             "its claim is held by process {peer_pid} of uid {peer_uid}, not by it"
         ));
     }
-    // SAFETY: `REQUEST` is live for the call; a short or failed send is
+    // SAFETY: `wire::STATS` is live for the call; a short or failed send is
     // reported.
     let sent = unsafe {
         libc::send(
             conn.as_raw_fd(),
-            REQUEST.as_ptr().cast(),
-            REQUEST.len(),
+            wire::STATS.as_ptr().cast(),
+            wire::STATS.len(),
             libc::MSG_NOSIGNAL,
         )
     };
-    if sent != REQUEST.len() as isize {
+    if sent != wire::STATS.len() as isize {
         return Err("could not be sent the request".into());
     }
     Ok(conn)
