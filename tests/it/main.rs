@@ -40,6 +40,7 @@ mod rolling_trust;
 mod runner;
 mod sandbox;
 mod startup;
+mod stats;
 mod steer;
 mod takeover;
 /// Client-socket probes shared with the rolling benchmark.
