@@ -111,6 +111,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///   service, and hands it its listening sockets on an address if asked,
 ///   once; with `Config::take_over` it is that successor, and takes the
 ///   listening sockets of the process named instead of opening its own;
+/// - it answers `drainport stats` (and [`stats::ask`](crate::stats::ask))
+///   on those sockets, for its own user, with its state and counts;
 /// - with `NOTIFY_SOCKET` set, it reports readiness and the drain to
 ///   systemd.
 ///

@@ -1,16 +1,21 @@
-//! What a process says about itself: one snapshot of its state and its
-//! counts ([`Stats`]), written the same way wherever it goes. The status
-//! line (`SIGUSR1`) prints its counts after `Process <pid> status: `; the
-//! control channel answers a `stats` request with the whole of it, which
-//! `drainport stats` reads back ([`Stats::parse`]) and prints, one line
-//! per process or in the Prometheus text format ([`prometheus`]).
+//! What a process serving with [`serve`](crate::serve) says about
+//! itself, and asking the processes on an address for it ([`ask()`], what
+//! `drainport stats` runs).
 //!
-//! The snapshot is plain data taken between turns of the loop; writing it
-//! and reading it are pure functions, tested here without a process. A
-//! line is `key=value` words separated by one space; a value holds no
-//! space (a service name never does, [`crate::claim::clean`]), and a
-//! reader ignores keys it does not know, so that a newer process can add
-//! one without breaking an older reader.
+//! A process's snapshot (its pid, service, version, state, uptime, the time
+//! since its drain began, clients, accepted, closed and each close reason,
+//! waits, messages, bytes in and out, buffer memory) is written the same
+//! way wherever it goes: the status line (`SIGUSR1`) prints its counts
+//! after `Process <pid> status: `, and the control channel answers a
+//! `stats` request with the whole of it. [`ask()`] reads it back and
+//! [`Fleet`] prints it, one line per process or in the Prometheus text
+//! format.
+//!
+//! A line is `key=value` words separated by one space, and a value holds
+//! no space (a service name never does, `claim::clean`). A reader ignores
+//! keys it does not know, so that a newer process can add one without
+//! breaking an older reader, and refuses an answer that lacks one it needs.
+//! Writing and reading are pure functions, tested without a process.
 
 use std::fmt::{self, Write as _};
 use std::time::Duration;
