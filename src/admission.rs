@@ -127,6 +127,22 @@ pub(crate) struct Admission {
     /// The ports lent to a successor taking them over ([`crate::control`]),
     /// by index: a retirement must not close them meanwhile.
     lent: Vec<bool>,
+    /// Stretches in which clients waited for this process.
+    waits: Waits,
+    /// The present stretch at `max_clients` is counted in `waits`.
+    full_counted: bool,
+}
+
+/// How often clients had to wait for this process, which never refuses
+/// one: a client it cannot take waits in its queue (or goes to a sibling
+/// that can take it). Each is a count of stretches, from the first time a
+/// client was seen waiting until the queues were next seen empty.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Waits {
+    /// At `max_clients`, with a client in a queue of its own.
+    pub(crate) full: u64,
+    /// Out of descriptors (or memory), an accept failing.
+    pub(crate) out_of_fds: u64,
 }
 
 impl Admission {
@@ -159,6 +175,8 @@ impl Admission {
             selected: true,
             budget: ACCEPTS_PER_TURN,
             lent,
+            waits: Waits::default(),
+            full_counted: false,
         })
     }
 
@@ -200,6 +218,7 @@ impl Admission {
         self.paused_until = None;
         if self.full(clients) {
             self.settle_selection(clients);
+            self.count_full();
             return Accept::Full;
         }
         loop {
@@ -225,6 +244,7 @@ impl Admission {
     /// Every queue was seen empty: an out-of-descriptors episode is over,
     /// and a retirement whose window ended closes the listeners.
     fn on_empty(&mut self, clients: usize) -> Accept {
+        self.full_counted = false;
         if self.starved {
             // The episode ends when everyone who waited has been taken,
             // not at the first free descriptor: freed descriptors trickle
@@ -260,6 +280,7 @@ impl Admission {
         self.paused_until = Some(now + ACCEPT_PAUSE);
         if !self.starved {
             self.starved = true;
+            self.waits.out_of_fds += 1;
             say!(
                 "Process {} cannot accept ({err}); pausing accept, {clients} client{} connected",
                 self.pid,
@@ -267,6 +288,23 @@ impl Admission {
             );
         }
         self.settle_selection(clients);
+    }
+
+    /// At `max_clients`: counts the stretch once a client is seen waiting
+    /// in a queue of this process's own. The kernel is asked only while
+    /// the stretch is not counted yet and a listener is marked (a new
+    /// connection's event, or the sweep's once a second), so a full
+    /// process that nobody waits for makes no system call for it.
+    fn count_full(&mut self) {
+        if !self.full_counted && self.listeners.any_queued() && self.listeners.anyone_waiting() {
+            self.full_counted = true;
+            self.waits.full += 1;
+        }
+    }
+
+    /// How often clients had to wait for this process so far.
+    pub(crate) fn waits(&self) -> Waits {
+        self.waits
     }
 
     /// At the client limit, which holds only while the process is open.

@@ -230,8 +230,6 @@ impl Classes {
 pub(crate) struct Report {
     clients: usize,
     bytes: usize,
-    /// Every client closed for the budget, for the status line.
-    total: u64,
     /// No line before then.
     quiet_until: Option<Instant>,
 }
@@ -248,12 +246,6 @@ impl Report {
     pub(crate) fn closed(&mut self, bytes: usize) {
         self.clients += 1;
         self.bytes += bytes;
-        self.total += 1;
-    }
-
-    /// Every client closed for the budget so far.
-    pub(crate) fn total(&self) -> u64 {
-        self.total
     }
 
     /// When the next line is due, if there is anything to say.
@@ -459,7 +451,6 @@ mod tests {
         };
         assert_eq!(report.take(later), Some(rest));
         assert_eq!(report.due(later), None);
-        assert_eq!(report.total(), 3);
     }
 
     #[test]

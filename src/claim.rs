@@ -189,7 +189,7 @@ fn announce_with(
     pid: u32,
     mut nonce: impl FnMut() -> io::Result<u64>,
 ) -> io::Result<Claim> {
-    let socket = unix::stream()?;
+    let socket = unix::stream(false)?;
     for _ in 0..MAX_TRIES {
         let name = name::encode(addr, pid, nonce()?, service);
         // A failed bind leaves the socket unbound, free to try another.

@@ -8,9 +8,13 @@
 //! queued for another turn, or removed), the timeouts are told what the
 //! turn did, and the connection's own buffers, if it has any, are counted
 //! against the process's budget ([`crate::budget`]), which closes the
-//! connections holding the most when it is spent. The server, which owns the poll, and the fuzzer, which plays the
-//! kernel and the peer, both run every turn through it, so what the fuzzer
-//! checks is the glue the server runs.
+//! connections holding the most when it is spent. A connection that the
+//! turn closes outright, never having been ending, is counted here under
+//! the reason its hook stands for ([`crate::closes`]); one that starts
+//! ending is counted by the connection itself, at that moment. The server, which owns
+//! the poll, and the fuzzer, which plays the kernel and the peer, both run
+//! every turn through it, so what the fuzzer checks is the glue the server
+//! runs.
 //!
 //! Guarantees:
 //! - A connection that answers [`Verdict::Close`] leaves the table with its
@@ -26,6 +30,9 @@
 //! - The budget is passed only by a count after a turn, and closing the
 //!   largest connections until it fits again happens right there, each
 //!   close a turn of its own ([`Hook::Evict`]).
+//! - Every connection is counted once among the closed, under the reason
+//!   its end began for: when it starts ending, or when it is closed if it
+//!   never was ending. A turn that ends nothing does nothing for it.
 //! - The hard stop closes clients in key order from where it last stopped
 //!   ([`Clients::stop`]): no client is admitted after it began, so the
 //!   keys behind that point stay empty, and closing them all visits each
@@ -35,6 +42,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::budget::{Classes, Closed, Report, Share};
+use crate::closes;
+use crate::closes::Reason;
 use crate::config::Config;
 use crate::conn::{Conn, Context, Counters, Ready, Stream, Verdict};
 use crate::deadline_queue::Kind;
@@ -63,8 +72,26 @@ pub(crate) enum Hook<'a> {
     /// The process's buffers are over their budget, and it holds among
     /// the most: what it holds goes, and it ends.
     Evict,
-    /// The hard stop: the protocol's last word, and it is closed.
-    Stop,
+    /// The hard stop, begun for this reason (the drain timeout, or a
+    /// signal): the protocol's last word, and it is closed.
+    Stop(Reason),
+}
+
+impl Hook<'_> {
+    /// Why a connection that this hook closed outright, without ending
+    /// first, ended: the timer's or the hard stop's reason, and otherwise
+    /// a failed socket (an event, more work, the admission and the drain
+    /// close only on an error; anything else ends the connection first).
+    fn closes_for(self) -> Reason {
+        match self {
+            Hook::Expired(Kind::Idle) => Reason::IdleTimeout,
+            Hook::Expired(Kind::Send) => Reason::SendTimeout,
+            Hook::Expired(Kind::Protocol) => Reason::Deadline,
+            Hook::Evict => Reason::Evicted,
+            Hook::Stop(why) => why,
+            Hook::Ready(_) | Hook::Pump | Hook::Connect(_) | Hook::Drain(_) => Reason::Failed,
+        }
+    }
 }
 
 /// Every connection of the loop, and what they share.
@@ -91,7 +118,8 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
             table: Slab::new(),
             cx: Context::new(protocol, config.max_input, config.max_output)
                 .with_telnet(config.telnet)
-                .with_budget(config.max_buffers),
+                .with_budget(config.max_buffers)
+                .with_log((!config.quiet).then(std::process::id)),
             timeouts: Timeouts::new(config, origin),
             again: Vec::new(),
             classes: Classes::default(),
@@ -134,8 +162,11 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
     /// that the match on the hook folds away.
     #[inline(always)]
     pub(crate) fn turn(&mut self, key: usize, hook: Hook<'_>, now: Instant) -> Option<Verdict> {
-        if let Hook::Stop = hook {
+        if let Hook::Stop(why) = hook {
             let conn = self.remove(key)?;
+            if !conn.is_ending() {
+                ended(&mut self.cx, &conn, why);
+            }
             conn.close_hard(&mut self.cx);
             return Some(Verdict::Close);
         }
@@ -159,13 +190,17 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
                 }
             }
             Hook::Evict => conn.evict(cx),
-            Hook::Stop => unreachable!("handled above"),
+            Hook::Stop(_) => unreachable!("handled above"),
         };
         match verdict {
             Verdict::Keep => {}
             Verdict::Again => self.again.push(key),
             Verdict::Close => {
-                self.remove(key);
+                if let Some(conn) = self.remove(key) {
+                    if !conn.is_ending() {
+                        ended(&mut self.cx, &conn, hook.closes_for());
+                    }
+                }
                 return Some(verdict);
             }
         }
@@ -249,11 +284,6 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
         self.cx.budget.limit()
     }
 
-    /// Every client closed for the budget so far.
-    pub(crate) fn evicted(&self) -> u64 {
-        self.evicted.total()
-    }
-
     /// When the next line about clients closed for the budget is due.
     #[inline]
     pub(crate) fn evictions_due(&self, now: Instant) -> Option<Instant> {
@@ -322,10 +352,11 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
         self.timeouts.done(fired);
     }
 
-    /// The hard stop closes `count` more clients at `now`.
-    pub(crate) fn stop(&mut self, mut count: usize, now: Instant) {
+    /// The hard stop, begun for `why`, closes `count` more clients at
+    /// `now`.
+    pub(crate) fn stop(&mut self, mut count: usize, why: Reason, now: Instant) {
         while count > 0 && self.stop_from < self.table.key_bound() {
-            if self.turn(self.stop_from, Hook::Stop, now).is_some() {
+            if self.turn(self.stop_from, Hook::Stop(why), now).is_some() {
                 count -= 1;
             }
             self.stop_from += 1;
@@ -339,6 +370,11 @@ impl<S: Stream, P: Protocol> Clients<S, P> {
     pub(crate) fn recycle(&mut self) {
         self.table.recycle();
     }
+}
+
+/// A connection closed outright, never having been ending, for `why`.
+fn ended<S: Stream, P: Protocol>(cx: &mut Context<P>, conn: &Conn<S, P::Conn>, why: Reason) {
+    closes::ended(&mut cx.counters.closed, cx.log, why, || conn.peer());
 }
 
 /// The stamp the connection in `key` carries in [`Classes`], or 0.
@@ -437,7 +473,7 @@ mod tests {
         clients.expire(deadline + TICK, false);
         assert_eq!(late.get(), 1);
         assert_eq!(
-            clients.turn(key, Hook::Stop, deadline + TICK),
+            clients.turn(key, Hook::Stop(Reason::HardStop), deadline + TICK),
             Some(Verdict::Close)
         );
         assert_eq!(clients.turn(key, Hook::Pump, deadline + TICK), None);
@@ -462,16 +498,16 @@ mod tests {
             assert_eq!(clients.admit(Quiet, t0), key);
         }
         // Two leave by themselves.
-        clients.turn(1, Hook::Stop, t0);
-        clients.turn(4, Hook::Stop, t0);
-        clients.stop(2, t0);
+        clients.turn(1, Hook::Stop(Reason::HardStop), t0);
+        clients.turn(4, Hook::Stop(Reason::HardStop), t0);
+        clients.stop(2, Reason::HardStop, t0);
         assert_eq!(clients.len(), 2, "0 and 2 closed, 1 skipped");
         assert_eq!(clients.stop_from, 3);
         assert!(clients.table.get(3).is_some() && clients.table.get(5).is_some());
         clients.recycle();
         let behind = clients.admit(Quiet, t0);
         assert!(behind < 3, "a slot behind the stop is reused");
-        clients.stop(10, t0);
+        clients.stop(10, Reason::HardStop, t0);
         assert_eq!(clients.len(), 1);
         assert!(clients.table.get(behind).is_some(), "looked back");
         assert_eq!(clients.stop_from, 6, "each slot visited once");

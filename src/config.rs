@@ -82,9 +82,12 @@ pub struct Config {
     pub drain_notice: Option<String>,
     /// Written once listening, removed at exit.
     pub pid_file: Option<PathBuf>,
-    /// Skip the stdout line for each accepted connection. On by default: a
-    /// server built on the library prints only its lifecycle lines unless
-    /// it asks for one per connection (the `drainport` binary does, as its
+    /// Skip the stdout line for each accepted connection, and the one for
+    /// each connection the server closes (its idle or send timeout, the
+    /// drain's end, the input cap, the buffer budget, the protocol's
+    /// close), which are still counted in the status line. On by default:
+    /// a server built on the library prints only its lifecycle lines
+    /// unless it asks for these (the `drainport` binary does, as its
     /// console session shows).
     pub quiet: bool,
     /// Start every stdout line with the time it was written, in UTC to the

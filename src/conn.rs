@@ -7,7 +7,9 @@
 //! its FIN and reads and discards input until that EOF or until
 //! [`DISCARD_LIMIT`], so that the close never turns into a reset. Ending is
 //! not the server's hard stop (its closing phase), whose last word
-//! [`Conn::close_hard`] sends.
+//! [`Conn::close_hard`] sends. Why a connection began to end is counted,
+//! and logged if the server decided it, at that moment
+//! ([`crate::closes::ended`]).
 //!
 //! A connection owns no heap memory while idle. Bytes are read into a buffer
 //! shared by the whole loop and replies are built in a shared scratch vector;
@@ -44,6 +46,7 @@ use mio::event::Event;
 use mio::net::TcpStream;
 
 use crate::budget::{Budget, Share};
+use crate::closes::{self, Closes, Reason};
 use crate::protocol::{Action, Fed, Protocol, Stop, feed};
 use crate::telnet::Telnet;
 
@@ -100,6 +103,11 @@ pub(crate) trait Stream {
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn write(&self, buf: &[u8]) -> io::Result<usize>;
     fn shutdown_write(&self) -> io::Result<()>;
+    /// The client's address, for a log line: `None` when the socket no
+    /// longer knows it (after a reset), or has none (a test's stand-in).
+    fn peer(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 impl Stream for TcpStream {
@@ -113,6 +121,10 @@ impl Stream for TcpStream {
 
     fn shutdown_write(&self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        self.peer_addr().ok()
     }
 }
 
@@ -146,6 +158,8 @@ pub(crate) struct Counters {
     pub(crate) lines: u64,
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
+    /// The connections that ended, by reason ([`crate::closes`]).
+    pub(crate) closed: Closes,
 }
 
 /// What every connection of a loop shares: the protocol, the limits, the
@@ -159,6 +173,9 @@ pub(crate) struct Context<P> {
     /// Run input through the telnet filter (`Config::telnet`).
     telnet: bool,
     pub(crate) counters: Counters,
+    /// The pid, when the ends the server decides are logged
+    /// (`Config::quiet` off).
+    pub(crate) log: Option<u32>,
     /// What the connections' own buffers hold in all (`Config::max_buffers`).
     pub(crate) budget: Rc<Budget>,
     read_buf: Box<[u8]>,
@@ -173,6 +190,7 @@ impl<P: Protocol> Context<P> {
             max_output: max_output.max(1),
             telnet: false,
             counters: Counters::default(),
+            log: None,
             budget: Budget::new(usize::MAX),
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             scratch: Vec::new(),
@@ -189,6 +207,12 @@ impl<P: Protocol> Context<P> {
     /// Runs every connection's input through the telnet filter, or not.
     pub(crate) fn with_telnet(mut self, on: bool) -> Self {
         self.telnet = on;
+        self
+    }
+
+    /// Logs the ends the server decides as process `pid`'s, or not.
+    pub(crate) fn with_log(mut self, pid: Option<u32>) -> Self {
+        self.log = pid;
         self
     }
 
@@ -467,7 +491,7 @@ impl<S: Stream, C> Conn<S, C> {
         if !rest.is_empty() && matches!(got.stop, Stop::NeedMore | Stop::Full) {
             self.bufs(&cx.budget).input.extend_from_slice(rest);
         }
-        self.note(got, &mut cx.counters);
+        self.note(got, cx);
         self.send_scratch(cx)
     }
 
@@ -492,7 +516,7 @@ impl<S: Stream, C> Conn<S, C> {
         );
         bufs.input = input;
         bufs.input.drain(..got.consumed);
-        self.note(got, &mut cx.counters);
+        self.note(got, cx);
     }
 
     /// Feeds what waits in the connection's buffers: input held back by
@@ -544,7 +568,7 @@ impl<S: Stream, C> Conn<S, C> {
     /// The client half-closed: the protocol gets what it left untaken, and
     /// the connection ends: it closes once the replies are flushed.
     fn on_eof<P: Protocol<Conn = C>>(&mut self, cx: &mut Context<P>) -> io::Result<()> {
-        self.flags |= ENDING;
+        self.begin_end(Reason::Left, cx);
         let rest = match self.bufs.as_deref_mut() {
             Some(bufs) => mem::take(&mut bufs.input),
             None => Vec::new(),
@@ -556,20 +580,34 @@ impl<S: Stream, C> Conn<S, C> {
         })
     }
 
-    /// Records why feeding stopped.
-    fn note(&mut self, got: Fed, counters: &mut Counters) {
-        counters.lines += got.messages;
+    /// Records why feeding stopped. Inlined: on the hot path it is a
+    /// count and a flag.
+    #[inline]
+    fn note<P>(&mut self, got: Fed, cx: &mut Context<P>) {
+        cx.counters.lines += got.messages;
         match got.stop {
             Stop::NeedMore => self.flags &= !INPUT_HELD,
             Stop::Full => self.flags |= INPUT_HELD,
-            Stop::Close | Stop::TooLong => self.end_after_flush(),
+            Stop::Close => self.end_after_flush(Reason::Protocol, cx),
+            Stop::TooLong => self.end_after_flush(Reason::TooLong, cx),
         }
     }
 
-    /// Ends the connection: it closes once its output is flushed, its FIN
-    /// sent and the client's EOF read; input not yet taken will never be.
-    fn end_after_flush(&mut self) {
-        self.flags |= ENDING;
+    /// The connection starts to end, for `why`, unless it is ending
+    /// already: so each connection is counted once, for the reason its
+    /// end began.
+    fn begin_end<P>(&mut self, why: Reason, cx: &mut Context<P>) {
+        if !self.is(ENDING) {
+            self.flags |= ENDING;
+            closes::ended(&mut cx.counters.closed, cx.log, why, || self.stream.peer());
+        }
+    }
+
+    /// Ends the connection, for `why`: it closes once its output is
+    /// flushed, its FIN sent and the client's EOF read; input not yet
+    /// taken will never be.
+    fn end_after_flush<P>(&mut self, why: Reason, cx: &mut Context<P>) {
+        self.begin_end(why, cx);
         self.flags &= !(INPUT_HELD | UNFILTERED);
         if let Some(b) = self.bufs.as_deref_mut() {
             b.input = Vec::new();
@@ -656,7 +694,7 @@ impl<S: Stream, C> Conn<S, C> {
         let said = self.say(cx, |protocol, state, out| {
             protocol.on_connect(state, peer, out)
         });
-        self.act_on(said, cx)
+        self.act_on(said, Reason::Protocol, cx)
     }
 
     /// The drain started: queues `notice` (the operator's line, newline
@@ -677,7 +715,7 @@ impl<S: Stream, C> Conn<S, C> {
             }
             protocol.on_drain(state, out)
         });
-        self.act_on(said, cx)
+        self.act_on(said, Reason::Protocol, cx)
     }
 
     /// The client sent nothing for `idle`: the protocol's last word, then
@@ -691,7 +729,7 @@ impl<S: Stream, C> Conn<S, C> {
             protocol.on_idle_timeout(state, idle, out);
             Action::Close
         });
-        self.act_on(said, cx)
+        self.act_on(said, Reason::IdleTimeout, cx)
     }
 
     /// The protocol's deadline passed; a connection already ending is not
@@ -701,7 +739,12 @@ impl<S: Stream, C> Conn<S, C> {
             return Verdict::Keep;
         }
         let said = self.say(cx, |protocol, state, out| protocol.on_deadline(state, out));
-        self.act_on(said, cx)
+        self.act_on(said, Reason::Deadline, cx)
+    }
+
+    /// The client's address, as the socket knows it now: for a log line.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        self.stream.peer()
     }
 
     /// The protocol's state for this connection.
@@ -765,25 +808,27 @@ impl<S: Stream, C> Conn<S, C> {
             }
             return self.pump(cx);
         }
-        self.end_after_flush();
+        self.end_after_flush(Reason::Evicted, cx);
         let said = self.say(cx, |protocol, state, out| {
             protocol.on_evicted(state, held, out);
             Action::Close
         });
-        self.act_on(said, cx)
+        self.act_on(said, Reason::Evicted, cx)
     }
 
-    /// The verdict after a hook outside of `on_data` ran: keep, end (close
-    /// once its output is flushed), or close now if sending it failed.
+    /// The verdict after a hook outside of `on_data` ran: keep, end for
+    /// `why` (close once its output is flushed), or close now if sending
+    /// it failed.
     fn act_on<P: Protocol<Conn = C>>(
         &mut self,
         said: io::Result<Action>,
+        why: Reason,
         cx: &mut Context<P>,
     ) -> Verdict {
         match said {
             Ok(Action::Continue) => Verdict::Keep,
             Ok(Action::Close) => {
-                self.end_after_flush();
+                self.end_after_flush(why, cx);
                 self.pump(cx)
             }
             Err(_) => Verdict::Close,

@@ -1,8 +1,8 @@
 //! The control channel: each claim socket ([`crate::claim`]) listens, and
-//! the loop answers what processes of this user ask through it. Today
-//! that is a successor taking over the listeners ([`crate::takeover`] is
-//! the other end); another kind of request is one more arm of
-//! [`wire::Request`].
+//! the loop answers what processes of this user ask through it: `drainport
+//! stats` asking for the process's numbers ([`crate::stats`] is the other
+//! end), and a successor taking over the listeners ([`crate::takeover`]);
+//! another kind of request is one more arm of [`wire::Request`].
 //!
 //! Contracts:
 //! - Only this process's effective uid is served. The kernel says who
@@ -16,6 +16,17 @@
 //!   connection beyond the bound is closed at once.
 //! - Nothing here blocks the loop: every socket is non-blocking, and a
 //!   reply that the socket will not take at once ends the exchange.
+//!
+//! # Answering stats
+//!
+//! A request `stats` is answered with one line, the process's snapshot
+//! ([`crate::stats::Stats`]), and the connection closes. The channel does
+//! not know the snapshot: it marks the connection as asking
+//! ([`Control::wants_stats`]), and the loop, right after the event or
+//! timer that read the request, takes one and hands it over
+//! ([`Control::answer_stats`]). A connection is read as soon as it is
+//! accepted, so a request sent with the connect is answered in the turn of
+//! the loop that accepts it. Nothing is logged: monitoring asks often.
 //!
 //! # Handing the listeners over
 //!
@@ -162,6 +173,8 @@ enum Step {
     },
     /// Everything went: waiting for `taking`.
     Verdict { total: usize },
+    /// It asked for the stats: waiting for the loop's snapshot.
+    Stats,
 }
 
 impl Control {
@@ -226,7 +239,40 @@ impl Control {
         if token >= PEERS_AT {
             self.serve(token - PEERS_AT, holder, now);
         } else if token - FIRST_TOKEN < self.endpoints.len() {
-            self.accept(token - FIRST_TOKEN, now);
+            let admitted = self.accept(token - FIRST_TOKEN, now);
+            self.serve_new(admitted, holder, now);
+        }
+        self.refresh_due();
+    }
+
+    /// Reads the connections just admitted (the slots set in `admitted`):
+    /// a request sent with the connect is there already, and is answered
+    /// in this turn rather than at the readiness event of the next one.
+    fn serve_new(&mut self, admitted: u32, holder: &mut impl Holder, now: Instant) {
+        for slot in 0..MAX_PEERS {
+            if admitted & (1 << slot) != 0 {
+                self.serve(slot, holder, now);
+            }
+        }
+    }
+
+    /// Whether a connection asked for the stats and waits for them.
+    pub(crate) fn wants_stats(&self) -> bool {
+        self.peers.iter().flatten().any(|p| p.step == Step::Stats)
+    }
+
+    /// Answers every connection that asked for the stats with `snapshot`
+    /// (as [`crate::stats::Stats::line`] writes it), and closes it.
+    pub(crate) fn answer_stats(&mut self, snapshot: &str) {
+        let answer = wire::stats(snapshot);
+        for slot in &mut self.peers {
+            if slot.as_ref().is_some_and(|p| p.step == Step::Stats) {
+                if let Some(peer) = slot.take() {
+                    // A socket that will not take the line at once ends
+                    // the exchange all the same: the asker reads nothing.
+                    let _ = unix::send(peer.socket.as_fd(), answer.as_bytes(), &[]);
+                }
+            }
         }
         self.refresh_due();
     }
@@ -247,42 +293,49 @@ impl Control {
         if self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
             for e in 0..self.endpoints.len() {
-                self.accept(e, now);
+                let admitted = self.accept(e, now);
+                self.serve_new(admitted, holder, now);
             }
         }
         self.refresh_due();
     }
 
-    /// Accepts on claim socket `e`, up to the turn's budget.
-    fn accept(&mut self, e: usize, now: Instant) {
+    /// Accepts on claim socket `e`, up to the turn's budget. Returns the
+    /// slots it filled, as bits.
+    fn accept(&mut self, e: usize, now: Instant) -> u32 {
+        let mut admitted = 0;
         for _ in 0..ACCEPTS_PER_TURN {
             let socket = match unix::accept(self.endpoints[e].claim.socket()) {
                 Ok(socket) => socket,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return admitted,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(_) => {
                     self.retry_at = Some(now + RETRY);
-                    return;
+                    return admitted;
                 }
             };
-            self.admit(socket, e, now);
+            if let Some(slot) = self.admit(socket, e, now) {
+                admitted |= 1 << slot;
+            }
         }
         // More may be waiting: come back at once, after the clients' turn.
         self.retry_at = Some(now);
+        admitted
     }
 
-    /// Takes in a connection from a peer of this uid, if there is room.
-    fn admit(&mut self, socket: OwnedFd, endpoint: usize, now: Instant) {
+    /// Takes in a connection from a peer of this uid, if there is room,
+    /// and returns its slot.
+    fn admit(&mut self, socket: OwnedFd, endpoint: usize, now: Instant) -> Option<usize> {
         let Ok(peer) = unix::peer(socket.as_fd()) else {
-            return;
+            return None;
         };
         if peer.uid != self.uid {
-            return;
+            return None;
         }
         let Some(slot) = self.peers.iter().position(Option::is_none) else {
             let _ = unix::send(socket.as_fd(), wire::refused("busy").as_bytes(), &[]);
-            return;
+            return None;
         };
         let fd = socket.as_raw_fd();
         let registered = self.registry.as_ref().is_some_and(|r| {
@@ -294,7 +347,7 @@ impl Control {
             .is_ok()
         });
         if !registered {
-            return;
+            return None;
         }
         self.peers[slot] = Some(Peer {
             socket,
@@ -305,6 +358,7 @@ impl Control {
             len: 0,
             step: Step::Request,
         });
+        Some(slot)
     }
 
     /// Reads what connection `slot` sent and acts on each whole line.
@@ -358,9 +412,12 @@ impl Control {
         };
         match peer.step {
             Step::Request => match wire::request(line) {
+                Ok(Request::Stats) => peer.step = Step::Stats,
                 Ok(Request::Take { addr, service }) => self.start_take(slot, addr, service, holder),
                 Err(why) => self.refuse(slot, holder, why),
             },
+            // Nothing more is to come before the answer.
+            Step::Stats => self.end(slot, holder, "broke the protocol"),
             Step::Batch { sent, size, total } => match wire::answer(line) {
                 Some(Answer::Got(k)) if k == size && sent == total => {
                     peer.step = Step::Verdict { total };

@@ -32,6 +32,7 @@
 use std::time::{Duration, Instant};
 
 use crate::spread::Spread;
+use crate::stats::State;
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +42,13 @@ enum Phase {
     /// Serving the clients left, admitting none; `since` is when the drain
     /// began.
     Draining { since: Instant },
-    /// Closing every client on a schedule: the hard stop.
-    Closing { since: Instant, spread: Spread },
+    /// Closing every client on a schedule: the hard stop, begun for
+    /// `cause`.
+    Closing {
+        since: Instant,
+        spread: Spread,
+        cause: Cause,
+    },
 }
 
 /// Why the hard stop began.
@@ -103,13 +109,26 @@ impl Drain {
         }
     }
 
+    /// Why the hard stop began, once it has.
+    pub(crate) fn cause(&self) -> Option<Cause> {
+        match self.phase {
+            Phase::Closing { cause, .. } => Some(cause),
+            _ => None,
+        }
+    }
+
+    /// The phase, as the status line and the stats name it.
+    pub(crate) fn state(&self) -> State {
+        match self.phase {
+            Phase::Running => State::Running,
+            Phase::Draining { .. } => State::Draining,
+            Phase::Closing { .. } => State::Closing,
+        }
+    }
+
     /// The word for the phase in the status line and the progress reports.
     pub(crate) fn word(&self) -> &'static str {
-        match self.phase {
-            Phase::Running => "running",
-            Phase::Draining { .. } => "draining",
-            Phase::Closing { .. } => "closing",
-        }
+        self.state().word()
     }
 
     /// A stop signal (SIGHUP, SIGTERM or SIGINT) arrived at `now`, with
@@ -121,11 +140,17 @@ impl Drain {
                 Step::StartDrain
             }
             Phase::Draining { .. } => Step::HardStop(Cause::Signal),
-            Phase::Closing { since, spread } => {
+            Phase::Closing {
+                since,
+                spread,
+                cause,
+            } => {
                 // Impatience wins over the spread: the rest are due now.
+                // The hard stop keeps the cause it began for.
                 self.phase = Phase::Closing {
                     since,
                     spread: spread.hurry(now),
+                    cause,
                 };
                 self.to_close(now, clients)
             }
@@ -157,6 +182,7 @@ impl Drain {
         self.phase = Phase::Closing {
             since: self.since().unwrap_or(now),
             spread: Spread::new(now, window, clients),
+            cause,
         };
         (window, self.to_close(now, clients))
     }
@@ -232,6 +258,7 @@ mod tests {
         let (window, step) = d.close_all(later, 3, Cause::Signal);
         assert_eq!((window, step), (Duration::ZERO, Step::Close(3)));
         assert_eq!((d.word(), d.since()), ("closing", Some(t0)));
+        assert_eq!(d.cause(), Some(Cause::Signal));
     }
 
     #[test]
@@ -248,7 +275,7 @@ mod tests {
         let cause = Cause::Timeout(secs(30));
         assert_eq!(d.on_timer(deadline, 3), Step::HardStop(cause));
         // Still draining until the server closes the listeners and says so.
-        assert_eq!(d.word(), "draining");
+        assert_eq!((d.word(), d.cause()), ("draining", None));
         let (window, step) = d.close_all(deadline, 3, cause);
         assert_eq!((window, step), (secs(6), Step::Wait));
         // One client every two seconds, the last at the window's end.
@@ -279,8 +306,14 @@ mod tests {
         let mut d = Drain::new(Some(secs(1)), Some(secs(60)));
         d.on_stop_signal(t0, 5);
         d.close_all(t0 + secs(1), 5, Cause::Timeout(secs(1)));
+        assert_eq!(d.cause(), Some(Cause::Timeout(secs(1))));
         assert_eq!(d.on_stop_signal(t0 + secs(2), 5), Step::Close(5));
         assert_eq!(d.since(), Some(t0), "the drain began at the first signal");
+        assert_eq!(
+            d.cause(),
+            Some(Cause::Timeout(secs(1))),
+            "a hurried hard stop keeps its cause"
+        );
     }
 
     #[test]

@@ -76,7 +76,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::Config;
+use crate::{Config, Setting, SettingError};
 
 /// What a command line asks for, in a program that only serves.
 pub enum Command {
@@ -347,6 +347,29 @@ fn takes_no_value(flag: &str, value: &std::ffi::OsStr) -> String {
         "option '{flag}' takes no value, but was given {}",
         shown_os(value)
     )
+}
+
+/// The line for an error from `serve`: its message, with a setting that
+/// it names named by its flag, as every program here spells it.
+pub fn serve_error(error: &std::io::Error) -> String {
+    match SettingError::of(error) {
+        Some(e) => match flag(e.setting()) {
+            Some(flag) => e.naming(flag).to_string(),
+            None => e.to_string(),
+        },
+        None => error.to_string(),
+    }
+}
+
+/// The option that sets `setting` in every program on these flags, if
+/// one does. Inside the library the match is exhaustive: a new setting
+/// that an error can name must be given its flag here.
+pub fn flag(setting: Setting) -> Option<&'static str> {
+    match setting {
+        Setting::Addrs => Some("ADDR"),
+        Setting::PidFile => Some("--pid-file"),
+        Setting::JoinAny => Some("--join-any"),
+    }
 }
 
 /// `text` in single quotes, with control characters escaped so that the

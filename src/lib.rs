@@ -25,7 +25,11 @@
 //!     }
 //! }
 //!
-//! drainport::serve(&Config::default(), Lines(Upper)).unwrap();
+//! if let Err(e) = drainport::serve(&Config::default(), Lines(Upper)) {
+//!     // One line, naming the `Config` field at fault, if any.
+//!     eprintln!("upper: {e}");
+//!     std::process::exit(1);
+//! }
 //! ```
 //!
 //! [`serve`] runs the process until its drain ends: it takes over
@@ -46,9 +50,11 @@
 
 mod activation;
 mod admission;
+mod backlog;
 mod budget;
 mod claim;
 mod clients;
+mod closes;
 mod config;
 mod conn;
 mod control;
@@ -65,9 +71,11 @@ mod pidfile;
 mod protection;
 pub mod protocol;
 mod server;
+mod setting;
 mod slab;
 mod sockdiag;
 mod spread;
+pub mod stats;
 #[allow(unsafe_code)]
 #[deny(clippy::undocumented_unsafe_blocks)]
 mod sys;
@@ -91,3 +99,4 @@ pub use server::serve;
 /// from git: `0.1.0+git.1a2b3c4d5e6f`, with `.dirty` when the sources
 /// differed from it (`build.rs`). `drainport -V` prints it.
 pub const VERSION: &str = env!("DRAINPORT_VERSION");
+pub use setting::{Setting, SettingError};

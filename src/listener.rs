@@ -354,6 +354,22 @@ impl Listeners {
         self.marks.any()
     }
 
+    /// Whether a client waits in the queue of a socket this process bound,
+    /// as the kernel counts it (a listening socket's `TCP_INFO` has its
+    /// accept queue's length in `tcpi_unacked`). A shared socket's queue
+    /// is left out: who waits there waits for any of its holders. Only
+    /// marked listeners are asked: an unmarked one was seen empty.
+    pub(crate) fn anyone_waiting(&self) -> bool {
+        self.socks.iter().enumerate().any(|(i, sock)| {
+            sock.cpu.is_some()
+                && self.marks.is_marked(i)
+                && sock
+                    .socket
+                    .as_ref()
+                    .is_some_and(|s| queued(s).is_ok_and(|n| n > 0))
+        })
+    }
+
     /// Accepts one connection from listener `i`, and gives the next turn
     /// to the listener after it; `WouldBlock` clears its mark. A shared
     /// socket goes to the back of the epoll queue every [`REARM_EVERY`]
@@ -544,6 +560,10 @@ impl Marks {
 
     fn any(&self) -> bool {
         self.marked > 0
+    }
+
+    fn is_marked(&self, i: usize) -> bool {
+        self.queued.get(i).copied().unwrap_or(false)
     }
 
     /// Listener `i` gave up a connection: the next turn is the next one's.

@@ -34,9 +34,11 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::activation;
 use crate::admission::{Accept, Admission};
+use crate::backlog;
 use crate::budget::Size;
 use crate::claim::{self, Claim, Conflict};
 use crate::clients::{Clients, Hook};
+use crate::closes::Reason;
 use crate::config::Config;
 use crate::conn::Ready;
 use crate::control::{self, Control, Holder};
@@ -47,6 +49,8 @@ use crate::notify::Notifier;
 use crate::pidfile::PidFile;
 use crate::protection;
 use crate::protocol::Protocol;
+use crate::setting::{Setting, SettingError};
+use crate::stats::Stats;
 use crate::sys;
 use crate::takeover;
 
@@ -74,10 +78,14 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// manager passes) until a drain completes.
 ///
 /// Returns `Ok` after a drain (clean or hard-stopped) and `Err` when the
-/// server could not start or the poll itself failed; the error's message
-/// names what failed. A failure after the listeners started listening
-/// comes only after the clients that reached them were served, so that a
-/// broken start resets no connection.
+/// server could not start or the poll itself failed. The error reads as
+/// one line through `Display` (`eprintln!("{e}")`), which names what
+/// failed and, where a setting is at fault or would fix it, the `Config`
+/// field (`Config::join_any`); such an error carries a [`SettingError`]
+/// saying which setting, for a program with flags of its own to name its
+/// flag instead. A failure after the listeners started listening comes
+/// only after the clients that reached them were served, so that a broken
+/// start resets no connection.
 ///
 /// It runs the process, not just a socket, until it returns:
 /// - it takes over `SIGHUP`, `SIGTERM`, `SIGINT` and `SIGUSR1` for the
@@ -85,7 +93,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///   first three start the drain and a second one stops it hard, `SIGUSR1`
 ///   prints a status line;
 /// - it writes its log lines to stdout (see the README's "What it prints";
-///   one per accepted client unless `config.quiet`, which is the default),
+///   one per accepted client and one per client it closes unless
+///   `config.quiet`, which is the default),
 ///   each dated if `config.log_time` says so, a setting of the process;
 /// - it raises the soft `RLIMIT_NOFILE` to the hard limit;
 /// - it takes the listening sockets the service manager passed to it
@@ -102,6 +111,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 ///   service, and hands it its listening sockets on an address if asked,
 ///   once; with `Config::take_over` it is that successor, and takes the
 ///   listening sockets of the process named instead of opening its own;
+/// - it answers `drainport stats` (and [`stats::ask`](crate::stats::ask))
+///   on those sockets, for its own user, with its state and counts;
 /// - with `NOTIFY_SOCKET` set, it reports readiness and the drain to
 ///   systemd.
 ///
@@ -136,7 +147,8 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
         .pid_file
         .as_deref()
         .map(PidFile::prepare)
-        .transpose()?;
+        .transpose()
+        .map_err(|e| SettingError::wrap(Setting::PidFile, e))?;
     let service = service_name::<P>(config);
     let (listeners, claims, taking) = match config.take_over {
         Some(from) if passed.is_empty() => take_over(config, from, &service)?,
@@ -146,7 +158,8 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
                     "Process {pid} takes nothing over from process {from}: the sockets the service manager passed are shared already"
                 );
             }
-            let listeners = Listeners::open(&config.addrs, passed)?;
+            let listeners = Listeners::open(&config.addrs, passed)
+                .map_err(|e| SettingError::wrap(Setting::Addrs, e))?;
             say_origins(pid, &listeners, &config.addrs);
             let mut claims = Vec::new();
             for port in listeners.ports() {
@@ -157,6 +170,8 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
     };
     protection::report(pid, listeners.ports());
     let addrs: Vec<SocketAddr> = listeners.ports().iter().map(|p| p.addr).collect();
+    // The backlog is this process's to set only on the sockets it bound.
+    let binds = listeners.ports().iter().any(|p| p.origin == Origin::Bound);
     let mut server = Server::new(config, protocol, listeners, signals, notifier, &service)?;
     for (claim, addr) in claims {
         if let Some(claim) = claim {
@@ -171,10 +186,18 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
             Unconfirmed::After(e) => server.fail(e),
         };
     }
-    let started = server
-        .admission
-        .listen(config.backlog)
-        .and_then(|()| pid_file.map(|p| p.commit()).transpose());
+    if let Some(cap) = backlog::capped(config.backlog).filter(|_| binds) {
+        say!(
+            "Process {pid}: the listen backlog of {} is capped at {cap} by net.core.somaxconn; raise that sysctl for a longer queue",
+            config.backlog
+        );
+    }
+    let started = server.admission.listen(config.backlog).and_then(|()| {
+        pid_file
+            .map(|p| p.commit())
+            .transpose()
+            .map_err(|e| SettingError::wrap(Setting::PidFile, e))
+    });
     match started {
         Ok(pid_file) => server.pid_file = pid_file,
         Err(e) => return server.fail(e),
@@ -340,6 +363,10 @@ struct Server<P: Protocol> {
     /// The client count last reported, and when the next report may go.
     reported: usize,
     report_at: Instant,
+    /// The service it runs, for its stats.
+    service: String,
+    /// When it started serving, for its uptime.
+    started: Instant,
 }
 
 impl<P: Protocol> Server<P> {
@@ -382,6 +409,8 @@ impl<P: Protocol> Server<P> {
             drain: Drain::new(config.drain_timeout, config.close_spread),
             reported: 0,
             report_at: now,
+            service: service.to_owned(),
+            started: now,
         })
     }
 
@@ -423,7 +452,10 @@ impl<P: Protocol> Server<P> {
                         self.admission.mark(t - LISTENERS);
                         listener_ready = true;
                     }
-                    Token(t) => self.control.on_event(t, &mut self.admission, now),
+                    Token(t) => {
+                        self.control.on_event(t, &mut self.admission, now);
+                        self.answer_stats(now);
+                    }
                 }
             }
             if listener_ready {
@@ -602,28 +634,42 @@ impl<P: Protocol> Server<P> {
     /// Does what the drain said.
     fn act(&mut self, step: Step, now: Instant) {
         if let Step::Close(count) = step {
-            self.clients.stop(count, now);
+            let why = match self.drain.cause() {
+                Some(Cause::Timeout(_)) => Reason::DrainTimeout,
+                Some(Cause::Signal) | None => Reason::HardStop,
+            };
+            self.clients.stop(count, why, now);
         }
     }
 
     fn print_status(&self, now: Instant) {
-        let state = self.drain.word();
-        let since = match self.drain.since() {
-            Some(at) => format!("{:.1}s", now.saturating_duration_since(at).as_secs_f64()),
-            None => "-".to_owned(),
-        };
+        say!("Process {} status: {}", self.pid, self.stats(now).counts());
+    }
+
+    /// The process's state and counts at `now`.
+    fn stats(&self, now: Instant) -> Stats {
         let c = self.clients.counters();
-        say!(
-            "Process {} status: state={state} clients={} accepted={} lines={} bytes_in={} bytes_out={} buffers={} evicted={} since_hangup={since}",
-            self.pid,
-            self.clients.len(),
-            c.accepted,
-            c.lines,
-            c.bytes_in,
-            c.bytes_out,
-            self.clients.buffers(),
-            self.clients.evicted()
-        );
+        let waits = self.admission.waits();
+        Stats {
+            pid: self.pid,
+            service: self.service.clone(),
+            version: env!("DRAINPORT_VERSION").to_owned(),
+            state: self.drain.state(),
+            uptime: now.saturating_duration_since(self.started),
+            draining: self
+                .drain
+                .since()
+                .map(|at| now.saturating_duration_since(at)),
+            clients: self.clients.len() as u64,
+            accepted: c.accepted,
+            closed: c.closed,
+            full: waits.full,
+            out_of_fds: waits.out_of_fds,
+            lines: c.lines,
+            bytes_in: c.bytes_in,
+            bytes_out: c.bytes_out,
+            buffers: self.clients.buffers() as u64,
+        }
     }
 
     /// Says how many clients were closed for the buffer budget since the
@@ -742,7 +788,19 @@ impl<P: Protocol> Server<P> {
                 self.clients.expire(now, short);
             }
             Timer::Evictions => self.report_evictions(now),
-            Timer::Control => self.control.on_timer(&mut self.admission, now),
+            Timer::Control => {
+                self.control.on_timer(&mut self.admission, now);
+                self.answer_stats(now);
+            }
+        }
+    }
+
+    /// Answers the control channel's stats requests, if any is waiting,
+    /// with the process as it is at `now`.
+    fn answer_stats(&mut self, now: Instant) {
+        if self.control.wants_stats() {
+            let snapshot = self.stats(now).line();
+            self.control.answer_stats(&snapshot);
         }
     }
 
@@ -796,15 +854,15 @@ fn claim_address(config: &Config, addr: SocketAddr, service: &str) -> io::Result
     match listing.conflict(addr, service) {
         None => {}
         Some(Conflict::Mine(other)) if !config.join_any => {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!(
-                    "{addr} is served by another service, {} (pid {}), and this is {service}; \
-                     refusing to split its clients between two programs (--join-any to share it)",
-                    Escaped(&other.service),
-                    other.pid
-                ),
-            ));
+            let message = format!(
+                "{addr} is served by another service, {} (pid {}), and this is {service}; \
+                 refusing to split its clients between two programs",
+                Escaped(&other.service),
+                other.pid
+            );
+            return Err(SettingError::new(Setting::JoinAny, message)
+                .fixed_by("to share it")
+                .into_io(io::ErrorKind::AddrInUse));
         }
         Some(Conflict::Mine(other)) => say!(
             "Process {pid} joins {addr}, which {} (pid {}) also serves",
@@ -820,7 +878,8 @@ fn claim_address(config: &Config, addr: SocketAddr, service: &str) -> io::Result
     Ok(claimed)
 }
 
-/// The service this process runs: as configured, or its protocol's type.
+/// The service this process runs, as its claims and its stats name it:
+/// as configured, or its protocol's type.
 fn service_name<P>(config: &Config) -> String {
     match &config.service {
         Some(name) => claim::clean(name.as_ref()),

@@ -15,6 +15,7 @@
 //!   the kernel's release, random bytes, its pidfd, its environment
 //! - [`epoll`]: listeners added to and taken out of mio's epoll set
 //! - [`memchr`]: the C library's vectorised byte search
+//! - [`poll`]: a wait on a few descriptors, outside the loop
 //!
 //! Conventions (mio's and socket2's): every call that returns `-1` on
 //! failure goes through `syscall!`, which turns that into an `io::Error`
@@ -57,6 +58,18 @@ pub(crate) fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     } else {
         Some(hit as usize - hay.as_ptr() as usize)
     }
+}
+
+/// Waits at most `timeout_ms` for the events each of `fds` asks for
+/// (`poll(2)`); returns how many descriptors have some. A descriptor in
+/// `fds` is a number the kernel looks up, so a closed one comes back as
+/// `POLLNVAL`, never as memory touched.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> std::io::Result<usize> {
+    let (ptr, len) = (fds.as_mut_ptr(), fds.len() as libc::nfds_t);
+    // SAFETY: `ptr` is a live array of `len` pollfd, of which poll writes
+    // only the `revents`.
+    let n = syscall!(unsafe { libc::poll(ptr, len, timeout_ms) })?;
+    Ok(n as usize)
 }
 
 #[cfg(test)]

@@ -196,7 +196,7 @@ fn exchange(conn: OwnedFd, source: Source, service: &str) -> io::Result<(Vec<Rec
             Some(Reply::Refused(reason)) => {
                 return Err(fail(format!("it refused: {}", Escaped(reason))));
             }
-            Some(Reply::Done) | None => {
+            Some(Reply::Done | Reply::Stats(_)) | None => {
                 return Err(pending.give_up("it broke the protocol"));
             }
         };

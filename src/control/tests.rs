@@ -311,7 +311,10 @@ fn wrong_requests_are_refused_with_the_reason() {
             format!("take {addr} Lines<Kv>\n"),
             format!("refused it serves {SERVICE}, not Lines<Kv>\n"),
         ),
-        ("stats\n".to_owned(), "refused unknown request\n".to_owned()),
+        (
+            "status\n".to_owned(),
+            "refused unknown request\n".to_owned(),
+        ),
         (
             format!("take {addr}\n"),
             "refused a take request is 'take <addr> <service>'\n".to_owned(),
@@ -326,6 +329,43 @@ fn wrong_requests_are_refused_with_the_reason() {
         rig.until("the refusal", |_| hung_up(&conn));
         assert_eq!(rest(&conn), reply, "{request:?}");
     }
+    assert!(rig.held.lends.is_empty() && !rig.held.handed);
+}
+
+/// A stats request is read in the turn that accepts its connection (the
+/// request came with the connect), waits for the loop's snapshot, and gets
+/// it as one line before the close; two at once get the same one.
+#[test]
+fn a_stats_request_is_answered_with_the_loops_snapshot() {
+    let mut rig = Rig::new(Held::new(1));
+    let asking: Vec<OwnedFd> = (0..2).map(|_| rig.connect()).collect();
+    for conn in &asking {
+        unix::send(conn.as_fd(), wire::STATS, &[]).unwrap();
+    }
+    let admitted = |r: &Rig| r.control.peers.iter().flatten().count();
+    rig.until("a connection admitted", |r| admitted(r) > 0);
+    // The turn that accepted it read it: none waits for a readiness event.
+    assert!(
+        rig.control
+            .peers
+            .iter()
+            .flatten()
+            .all(|p| p.step == Step::Stats),
+        "a connection accepted with its request unread"
+    );
+    rig.until("both asked", |r| admitted(r) == 2);
+    assert!(rig.control.wants_stats());
+    rig.control.answer_stats("pid=7 state=running");
+    assert!(!rig.control.wants_stats());
+    assert_eq!(admitted(&rig), 0, "answered, and closed");
+    for conn in &asking {
+        assert_eq!(rest(conn), "stats pid=7 state=running\n");
+    }
+    // Anything after the request, before the answer, breaks the exchange.
+    let chatty = rig.connect();
+    unix::send(chatty.as_fd(), b"stats\nstats\n", &[]).unwrap();
+    rig.until("the chatty peer closed", |_| hung_up(&chatty));
+    assert_eq!(rest(&chatty), "");
     assert!(rig.held.lends.is_empty() && !rig.held.handed);
 }
 

@@ -2,10 +2,12 @@
 //! so that both ends and the tests share one definition.
 //!
 //! Every message is one line of text ending in `\n`. A request names its
-//! kind first; today there is one, and another is one more arm of
-//! [`Request`]:
+//! kind first; another kind is one more arm of [`Request`]:
 //!
 //! ```text
+//! asker -> process       stats
+//! process -> asker       stats <key>=<value> ...              (then closes)
+//!
 //! successor -> process   take <addr> <service>
 //! process -> successor   refused <reason>                     (then closes)
 //!                        fds <k> <left> <cpu_1> ... <cpu_k>   (k descriptors attached)
@@ -19,13 +21,16 @@
 //! descriptors; `left` says how many follow in later batches. An address
 //! is written as `SocketAddr` prints it and a service as
 //! [`crate::claim::clean`] leaves it, so neither holds a space. A reason
-//! is free text on one line.
+//! is free text on one line. A stats answer is the process's snapshot as
+//! [`crate::stats`] writes it, `key=value` words.
 
 use std::fmt::Write as _;
 
 /// What a process is asked.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Request<'a> {
+    /// Say what state the process is in, and its counts.
+    Stats,
     /// Hand the listeners on `addr` to the asker, who serves `service`.
     Take { addr: &'a [u8], service: &'a [u8] },
 }
@@ -44,6 +49,8 @@ pub(crate) enum Answer<'a> {
 /// What a process answers to a takeover.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Reply<'a> {
+    /// The answer to `stats`: the snapshot's words.
+    Stats(&'a [u8]),
     /// A batch: the CPU tag of each descriptor attached, in order, and how
     /// many descriptors follow in later batches.
     Fds { cpus: Vec<libc::c_int>, left: usize },
@@ -55,6 +62,9 @@ pub(crate) enum Reply<'a> {
 
 /// Reads a request line (without its `\n`), or says why it is not one.
 pub(crate) fn request(line: &[u8]) -> Result<Request<'_>, &'static str> {
+    if line == b"stats" {
+        return Ok(Request::Stats);
+    }
     let mut words = line.split(|&b| b == b' ');
     match words.next() {
         Some(b"take") => match (words.next(), words.next(), words.next()) {
@@ -87,6 +97,9 @@ pub(crate) fn reply(line: &[u8]) -> Option<Reply<'_>> {
     if let Some(reason) = line.strip_prefix(b"refused ") {
         return Some(Reply::Refused(reason));
     }
+    if let Some(stats) = line.strip_prefix(b"stats ") {
+        return Some(Reply::Stats(stats));
+    }
     let mut words = line.strip_prefix(b"fds ")?.split(|&b| b == b' ');
     let k = number(words.next()?)?;
     let left = number(words.next()?)?;
@@ -102,6 +115,14 @@ fn number(text: &[u8]) -> Option<usize> {
         return None;
     }
     std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// The stats request.
+pub(crate) const STATS: &[u8] = b"stats\n";
+
+/// `stats <snapshot>\n`, the snapshot kept on its line.
+pub(crate) fn stats(snapshot: &str) -> String {
+    format!("stats {}\n", snapshot.replace(['\n', '\r'], " "))
 }
 
 /// `take <addr> <service>\n`.
@@ -166,6 +187,13 @@ mod tests {
         assert_eq!(r, "refused no way\n");
         assert_eq!(reply(strip(&r)), Some(Reply::Refused(b"no way")));
         assert_eq!(answer(strip(&r)), Some(Answer::Refused(b"no way")));
+        assert_eq!(
+            request(strip(std::str::from_utf8(STATS).unwrap())),
+            Ok(Request::Stats)
+        );
+        let s = stats("pid=1 state=running");
+        assert_eq!(s, "stats pid=1 state=running\n");
+        assert_eq!(reply(strip(&s)), Some(Reply::Stats(b"pid=1 state=running")));
     }
 
     #[test]
@@ -178,6 +206,8 @@ mod tests {
             b"take  a",
             b"TAKE a b",
             b"stats\xff",
+            b"stats ",
+            b"stats please",
         ] {
             assert!(request(line).is_err(), "{line:?}");
         }

@@ -15,7 +15,7 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// The most descriptors one message carries: `SCM_MAX_FD` in
@@ -62,12 +62,14 @@ pub(crate) fn peer(socket: BorrowedFd<'_>) -> io::Result<Peer> {
     })
 }
 
-/// A new blocking, close-on-exec Unix stream socket.
-pub(crate) fn stream() -> io::Result<OwnedFd> {
+/// A new close-on-exec Unix stream socket, non-blocking if asked.
+pub(crate) fn stream(nonblocking: bool) -> io::Result<OwnedFd> {
+    let mut ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    if nonblocking {
+        ty |= libc::SOCK_NONBLOCK;
+    }
     // SAFETY: socket(2) takes no memory.
-    let fd = syscall!(unsafe {
-        libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-    })?;
+    let fd = syscall!(unsafe { libc::socket(libc::AF_UNIX, ty, 0) })?;
     // SAFETY: `socket` just returned this descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -110,7 +112,7 @@ pub(crate) fn bind_abstract(socket: BorrowedFd<'_>, name: &[u8]) -> io::Result<(
 /// send and receive, the connect included: a listener whose backlog is
 /// full makes `connect` wait, and never longer than that.
 pub(crate) fn connect_abstract(name: &[u8], timeout: Duration) -> io::Result<OwnedFd> {
-    let socket = stream()?;
+    let socket = stream(false)?;
     let tv = libc::timeval {
         tv_sec: timeout.as_secs().try_into().unwrap_or(libc::time_t::MAX),
         tv_usec: timeout.subsec_micros().into(),
@@ -128,6 +130,21 @@ pub(crate) fn connect_abstract(name: &[u8], timeout: Duration) -> io::Result<Own
             )
         })?;
     }
+    connect(socket.as_fd(), name)?;
+    Ok(socket)
+}
+
+/// A non-blocking, close-on-exec Unix stream socket connected to the
+/// abstract name `name`. Connecting to a listening Unix socket does not
+/// wait for the other side: it succeeds at once, or fails with `EAGAIN`
+/// when the backlog is full.
+pub(crate) fn connect_abstract_nonblocking(name: &[u8]) -> io::Result<OwnedFd> {
+    let socket = stream(true)?;
+    connect(socket.as_fd(), name)?;
+    Ok(socket)
+}
+
+fn connect(socket: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     let (sun, len) = abstract_addr(name)?;
     // SAFETY: `sun` is a live sockaddr_un and `len` is within it; connect
     // only reads it.
@@ -138,7 +155,7 @@ pub(crate) fn connect_abstract(name: &[u8], timeout: Duration) -> io::Result<Own
             len,
         )
     })?;
-    Ok(socket)
+    Ok(())
 }
 
 /// Makes `socket` listen with `backlog`, and makes it non-blocking (for

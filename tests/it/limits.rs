@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use libc::SIGHUP;
 
-use crate::util::{Client, Server, closing_line, have_tool, starved_server};
+use crate::util::{Client, Server, closing_line, have_tool, starved_server, status_field};
 
 #[test]
 fn clients_that_never_read_cannot_grow_memory() {
@@ -83,6 +83,10 @@ fn out_of_descriptors_pauses_accept_then_recovers() {
         1,
         "one episode, one line"
     );
+    // The clients waited: counted once, as the stretch it was.
+    let status = server.wait_status("status:");
+    assert_eq!(status_field(&status, "out_of_fds"), 1, "{status}");
+    assert_eq!(status_field(&status, "full"), 0, "{status}");
     server.signal(SIGHUP);
 }
 
@@ -102,10 +106,17 @@ fn client_limit_keeps_the_rest_waiting() {
         0,
         "third client served past --max-clients 2"
     );
+    // Nobody is refused; that c waited is counted, once the kernel said so.
+    let status = server.wait_status(" full=1 ");
+    assert_eq!(status_field(&status, "out_of_fds"), 0, "{status}");
 
     drop(a);
     c.expect_reply(b"c\n", server.pid);
     assert_eq!(b.echo("b again"), server.pid);
+    // Full again, in the same stretch (the queue has not been seen empty
+    // since): still counted once.
+    let status = server.wait_status(" clients=2 accepted=3 ");
+    assert_eq!(status_field(&status, "full"), 1, "{status}");
 }
 
 /// The hard stop of a process at `--max-clients`, with a client still

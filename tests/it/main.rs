@@ -4,6 +4,7 @@
 mod activation;
 mod addresses;
 mod claims;
+mod closes;
 mod console_session;
 mod delay;
 mod drain;
@@ -26,6 +27,7 @@ mod rolling_trust;
 mod runner;
 mod sandbox;
 mod startup;
+mod stats;
 mod steer;
 mod takeover;
 mod telnet;

@@ -878,26 +878,33 @@ pub fn have_tool(tool: &str, package: &str) -> bool {
     false
 }
 
-/// An example program's binary, `target/<profile>/NAME`, beside this
-/// test's own `target/<profile>/deps/it-*`. Each example is a package of
-/// the workspace (`examples/NAME/`) with tests of its own, so `cargo test`
-/// at the top builds its binary before any test runs; `cargo test --test
-/// it` alone does not.
+/// An example program's binary, beside this test's own
+/// `target/<profile>/deps/it-*`: `target/<profile>/NAME` for a program
+/// that is a package of the workspace (`examples/kv/`, `examples/http/`),
+/// whose own tests make `cargo test` build it, and
+/// `target/<profile>/examples/NAME` for a cargo example of this package
+/// (`examples/upper.rs`), which `cargo test` builds too. `cargo test
+/// --test it` alone builds neither.
 #[track_caller]
 pub fn example_bin(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
+    let profile = exe
         .parent()
         .and_then(|deps| deps.parent())
-        .map(|profile| profile.join(name))
         .expect("the test binary lives in target/<profile>/deps");
-    assert!(
-        bin.is_file(),
-        "the {name} example is not built at {}: run `cargo test` (which builds it), \
-         or `cargo build --bin {name}` before `cargo test --test it`",
-        bin.display()
-    );
-    bin
+    let places = [profile.join(name), profile.join("examples").join(name)];
+    places
+        .iter()
+        .find(|bin| bin.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the {name} example is built at neither {} nor {}: run `cargo test` \
+                 (which builds it), or build it before `cargo test --test it`",
+                places[0].display(),
+                places[1].display()
+            )
+        })
 }
 
 /// The path of the executable `tool` on `PATH`, if there is one.

@@ -65,5 +65,5 @@ fn run() -> Result<(), String> {
         }
     };
     let http = protocol::Http::new(std::process::id(), timeouts);
-    drainport::serve(&config, http).map_err(|e| e.to_string())
+    drainport::serve(&config, http).map_err(|e| drainport::flags::serve_error(&e))
 }

@@ -176,7 +176,7 @@ fn run() -> Result<(), String> {
             return Ok(());
         }
     };
-    drainport::serve(&config, Lines(Kv::default())).map_err(|e| e.to_string())
+    drainport::serve(&config, Lines(Kv::default())).map_err(|e| drainport::flags::serve_error(&e))
 }
 
 #[cfg(test)]

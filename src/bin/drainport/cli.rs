@@ -1,17 +1,33 @@
-//! The command line: flags to a [`Config`], or text to print and exit.
+//! The command line: flags to a [`Config`], text to print and exit, or
+//! the `stats` command.
 //!
 //! Every mistake becomes one plain sentence for stderr. The reading rules
 //! (no value on a switch, one value per option, `--`) and the options every
 //! server takes live in [`drainport::flags`], which the examples use too.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 
 use drainport::{
     Config, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_INPUT, DEFAULT_MAX_OUTPUT,
 };
 
 use drainport::flags::Args;
-pub use drainport::flags::Command;
+
+/// What the command line asks for.
+pub enum Command {
+    /// Serve the echo protocol.
+    Serve(Config),
+    /// `--help` or `--version`: print this on stdout and exit 0.
+    Print(String),
+    /// `drainport stats`: ask the processes on these addresses (every
+    /// address, if none) for their numbers, and print them as lines or in
+    /// the Prometheus text format.
+    Stats {
+        addrs: Vec<SocketAddr>,
+        prometheus: bool,
+    },
+}
 
 fn usage() -> String {
     format!(
@@ -64,6 +80,12 @@ Options:
   -h, --help                print this help
   -V, --version             print the version
 
+       drainport stats [--prometheus] [ADDR]...
+  One line per drainport process of this user serving ADDR (any address if
+  none is given), whatever its service: its numbers, or why it did not
+  answer. --prometheus prints them in the Prometheus text format.
+  'drainport stats --help' says more.
+
 An option's value follows it or is attached with '=' (--backlog=64), once;
 a switch takes no value. Everything after -- is an address.
 
@@ -81,8 +103,71 @@ instead of binding ADDR.
     )
 }
 
+fn stats_usage() -> String {
+    format!(
+        "\
+drainport stats {version}: the numbers of every drainport process serving an address
+
+Usage: drainport stats [OPTIONS] [ADDR]...
+
+Arguments:
+  [ADDR]...  IP:PORT served; without one, every address
+
+Options:
+      --prometheus  print the Prometheus text exposition format (with # HELP
+                    and # TYPE lines) instead of one line per process
+  -h, --help        print this help
+  -V, --version     print the version
+
+Each process of this user that serves ADDR, of any service built on
+drainport, is asked over its control channel (its abstract Unix socket,
+which answers its own user only) and gets one line: its addresses, pid,
+service, version, state, the time since the drain began, its uptime,
+clients, accepted, closed and each close reason, waits, messages, bytes in
+and out, and buffer memory. A process that does not answer within {wait}s
+(stopped, too busy, or a drainport without stats) is listed as
+not_answering, with why. Processes of other users are not asked. Exits 1
+when no process of this user serves ADDR.
+",
+        version = drainport::VERSION,
+        wait = drainport::stats::ANSWER_WAIT.as_secs_f64(),
+    )
+}
+
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut args = args.into_iter().peekable();
+    if args.peek().is_some_and(|first| first == "stats") {
+        args.next();
+        return parse_stats(args);
+    }
+    parse_server(args)
+}
+
+/// The arguments after `stats`.
+fn parse_stats(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut args = Args::new("drainport stats", drainport::VERSION, args);
+    let mut prometheus = false;
+    while let Some(flag) = args.next_option()? {
+        if let Some(text) = args.help_or_version(&flag, stats_usage)? {
+            return Ok(Command::Print(text));
+        }
+        match flag.as_str() {
+            "--prometheus" => {
+                args.switch(&flag)?;
+                prometheus = true;
+            }
+            _ => return Err(args.unknown(&flag)),
+        }
+    }
+    Ok(Command::Stats {
+        addrs: args.given_addresses().to_vec(),
+        prometheus,
+    })
+}
+
+/// The server's arguments.
+fn parse_server(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     // People poke at the echo server with telnet, so its commands are
     // handled unless asked otherwise.
     let mut config = Config {
@@ -134,7 +219,45 @@ mod tests {
         match parse(args.iter().map(OsString::from))? {
             Command::Serve(config) => Ok(config),
             Command::Print(_) => Err("printed".into()),
+            Command::Stats { .. } => Err("stats".into()),
         }
+    }
+
+    #[test]
+    fn the_stats_command() {
+        let stats = |args: &[&str]| match parse(args.iter().map(OsString::from)) {
+            Ok(Command::Stats { addrs, prometheus }) => Ok((addrs, prometheus)),
+            Ok(_) => Err("not stats".to_owned()),
+            Err(e) => Err(e),
+        };
+        assert_eq!(stats(&["stats"]), Ok((vec![], false)));
+        assert_eq!(
+            stats(&["stats", "--prometheus", "127.0.0.1:8080"]),
+            Ok((vec!["127.0.0.1:8080".parse().unwrap()], true))
+        );
+        let err = stats(&["stats", "-q"]).unwrap_err();
+        assert!(
+            err.contains("unknown option '-q' (see 'drainport stats --help')"),
+            "{err}"
+        );
+        let err = stats(&["stats", "--prometheus=1"]).unwrap_err();
+        assert!(err.contains("takes no value"), "{err}");
+        assert!(
+            stats(&["stats", "nowhere"])
+                .unwrap_err()
+                .contains("invalid address")
+        );
+        match parse(["stats", "--help"].map(OsString::from)) {
+            Ok(Command::Print(text)) => assert!(text.contains("--prometheus"), "{text}"),
+            _ => panic!("no help"),
+        }
+        // Only as the first word: after an option it is an address, and
+        // not one.
+        assert!(
+            config(&["-q", "stats"])
+                .unwrap_err()
+                .contains("invalid address 'stats'")
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The `drainport` command: parse the command line, serve the echo protocol,
 //! map the outcome to an exit code.
 
+#![deny(unsafe_code)]
+
 mod cli;
 mod echo;
 
@@ -25,6 +27,43 @@ fn run() -> Result<(), String> {
             print!("{text}");
             return Ok(());
         }
+        cli::Command::Stats { addrs, prometheus } => return stats(&addrs, prometheus),
     };
-    drainport::serve(&config, Lines(echo::Echo::new())).map_err(|e| e.to_string())
+    drainport::serve(&config, Lines(echo::Echo::new()))
+        .map_err(|e| drainport::flags::serve_error(&e))
+}
+
+/// `drainport stats`: every process found, printed; a mistake when there
+/// is none.
+fn stats(addrs: &[std::net::SocketAddr], prometheus: bool) -> Result<(), String> {
+    let fleet =
+        drainport::stats::ask(addrs).map_err(|e| format!("cannot list the processes: {e}"))?;
+    if fleet.is_empty() {
+        let place = match addrs {
+            [] => "any address".to_owned(),
+            addrs => addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        let uid = fleet.uid();
+        let others = match fleet.other_users() {
+            0 => String::new(),
+            n => format!(
+                "; {n} process{} of other users serve{} it, and answer their own user only",
+                if n == 1 { "" } else { "es" },
+                if n == 1 { "s" } else { "" }
+            ),
+        };
+        return Err(format!(
+            "no drainport process of this user (uid {uid}) serves {place}{others}"
+        ));
+    }
+    if prometheus {
+        print!("{}", fleet.prometheus());
+    } else {
+        print!("{}", fleet.lines());
+    }
+    Ok(())
 }

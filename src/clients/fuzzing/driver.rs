@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::clients::{Clients, Hook};
+use crate::closes::Reason;
 use crate::config::Config;
 use crate::conn::{Conn, DISCARD_LIMIT, HARD_CLOSE_READS, READ_CHUNK, Ready};
 use crate::deadline_queue::{Kind, TICK};
@@ -413,6 +414,7 @@ impl Driver {
     /// kept must stay within its memory bounds, and its deadlines move as
     /// the turn's bytes say.
     fn conclude(&mut self, turn: Turn, timed_out: bool) -> Result<(), String> {
+        self.check_counted()?;
         if self.life != Life::Open {
             return Ok(());
         }
@@ -453,6 +455,20 @@ impl Driver {
             _ if pending => Some(self.now),
             _ => None,
         };
+    }
+
+    /// The connection is counted among the closed once it is ending or
+    /// gone, and only then: once, under one reason.
+    fn check_counted(&mut self) -> Result<(), String> {
+        let closed = self.clients.counters().closed;
+        let ended = self.conn().is_none_or(|c| c.is_ending());
+        if closed.total() != u64::from(ended) {
+            return Err(format!(
+                "{} connection counted as closed {closed:?}",
+                if ended { "an ended" } else { "an open" }
+            ));
+        }
+        Ok(())
     }
 
     /// What the budget holds is what the connection's buffers hold, as the
@@ -570,11 +586,20 @@ impl Driver {
                 w.short_writes,
             )
         };
+        let was_ending = self.conn().is_some_and(|c| c.is_ending());
         // The server takes it out of the table, timers and all, and closes
         // it with its last word.
-        self.clients.turn(KEY, Hook::Stop, self.turn_time());
+        self.clients
+            .turn(KEY, Hook::Stop(Reason::HardStop), self.turn_time());
         if self.conn().is_some() {
             return Err("the hard stop left the connection in the table".into());
+        }
+        self.check_counted()?;
+        let closed = self.clients.counters().closed;
+        if !was_ending && closed.of(Reason::HardStop) != 1 {
+            return Err(format!(
+                "the hard stop closed a connection that was not ending, counted as {closed:?}"
+            ));
         }
         let w = self.wire.borrow();
         let clean = interrupts == 0 && !reset;
@@ -669,6 +694,22 @@ impl Driver {
                 String::from_utf8_lossy(&self.received),
                 String::from_utf8_lossy(&self.model.out)
             ));
+        }
+        // It ended the way the model says, and is counted so.
+        let closed = self.clients.counters().closed;
+        if let Some(stop) = self.model.stop {
+            let why = match stop {
+                ModelStop::TooLong => Reason::TooLong,
+                ModelStop::Quit | ModelStop::Drained => Reason::Protocol,
+                ModelStop::HalfClosed => Reason::Left,
+                ModelStop::Idle => Reason::IdleTimeout,
+                ModelStop::Late => Reason::Deadline,
+            };
+            if closed.of(why) != 1 {
+                return Err(format!(
+                    "ended for {stop:?}, yet counted as closed {closed:?}"
+                ));
+            }
         }
         let max_line = self.model.max_line;
         let shut = self.wire.borrow().shut;

@@ -50,6 +50,10 @@
 //!   drain notice does, and its close ended the connection as a drain's;
 //! - after every turn, the process's buffer budget held exactly what the
 //!   connection's buffers hold, and nothing once it was gone;
+//! - the connection was counted among the closed from the turn its end
+//!   began (or it was closed) and never before, once, and under the
+//!   reason the model ended it for (a hard stop's when it was not ending
+//!   already);
 //! - nothing fired for a connection once it had left, and with no timeout
 //!   configured and no deadline set nothing was armed at all;
 //! - once every event the kernel owed had been delivered, every `Again`
