@@ -7,7 +7,7 @@
 //!
 //! - **Bound** ([`Listeners::bind`]): opened by this process, one per
 //!   online CPU, each tagged with its CPU through `SO_INCOMING_CPU` (see
-//!   [`crate::steer`] for what the kernel does with the tags). This process
+//!   [`crate::kernel`] for what the kernel does with the tags). This process
 //!   holds them alone, so retiring them is its job (below).
 //! - **Passed** ([`Listeners::adopt`]): listening sockets the service
 //!   manager passed (`LISTEN_FDS`, [`crate::activation`]), which it keeps

@@ -9,7 +9,7 @@
 //! - [`unix`]: Unix stream sockets under abstract names, their peer's
 //!   credentials, and descriptors passed over them (`SCM_RIGHTS`)
 //! - [`netlink`]: the socket diagnostics' netlink socket
-//! - [`file`]: files and directories reached from a directory descriptor,
+//! - [`file`](mod@file): files and directories reached from a directory descriptor,
 //!   never through a link; descriptors passed at start
 //! - [`process`]: this process: its user, its descriptor limit, its CPU,
 //!   the kernel's release, random bytes, its pidfd, its environment
