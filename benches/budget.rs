@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-use testbed::{report, tcp};
+use testbed::{report, system, tcp};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -74,7 +74,7 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    raise_nofile();
+    system::raise_fd_limit();
     if args.first().map(String::as_str) == Some("--flood") {
         flood_worker(&args[1..]);
         return;
@@ -821,20 +821,4 @@ fn sockaddr_call(
 fn cpus() -> usize {
     // SAFETY: sysconf has no memory effects.
     unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
-}
-
-/// Raises this process's soft descriptor limit to the hard one: a flood
-/// worker holds one descriptor per client.
-fn raise_nofile() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }

@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use testbed::{report, tcp};
+use testbed::{report, system, tcp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -206,7 +206,7 @@ fn main() {
             other => eprintln!("lockout: ignoring argument {other:?}"),
         }
     }
-    raise_nofile();
+    system::raise_fd_limit();
     let mut lockouts = Vec::new();
     let mut held = Vec::new();
     for i in 0..runs {
@@ -309,20 +309,4 @@ fn render(args: &[String], lockouts: &[Duration], held: &[usize]) -> String {
 fn fail(why: &str) -> ! {
     eprintln!("lockout: {why}");
     std::process::exit(1);
-}
-
-/// Raises this process's soft descriptor limit to the hard one: it holds
-/// every silent client.
-fn raise_nofile() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-use testbed::{report, tcp};
+use testbed::{report, system, tcp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -290,7 +290,7 @@ fn main() {
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(15_000);
     let write = !args.iter().any(|a| a == "--no-write");
-    raise_nofile();
+    system::raise_fd_limit();
 
     if let Some(i) = args.iter().position(|a| a == "--hold") {
         // A worker: holds a crowd until its stdin closes. Each crowd lives in
@@ -434,20 +434,4 @@ fn hold(addr: SocketAddr, n: usize) -> Child {
 fn tcp_cpus() -> usize {
     // SAFETY: sysconf has no memory effects.
     unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
-}
-
-/// Raises this process's soft descriptor limit to the hard one: the crowd
-/// is one descriptor a client.
-fn raise_nofile() {
-    // SAFETY: getrlimit/setrlimit on a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }

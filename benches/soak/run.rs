@@ -24,7 +24,7 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// Runs the soak; Ok(pass) when it ran to the end.
 pub fn soak(o: &Opts) -> Result<bool, String> {
-    let fd_limit = raise_fd_limit();
+    let fd_limit = testbed::system::raise_fd_limit();
     let interrupted = Arc::new(AtomicBool::new(false));
     // The first ^C ends the load early and still cleans up; a second one
     // exits at once.
@@ -375,23 +375,6 @@ fn free_port() -> Result<SocketAddr, String> {
     TcpListener::bind(SocketAddrV4::new([127, 0, 0, 1].into(), 0))
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("find a free port: {e}"))
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard one; returns the soft limit.
-fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-    }
-    lim.rlim_cur
 }
 
 fn seed() -> u64 {

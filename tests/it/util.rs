@@ -819,22 +819,7 @@ pub fn line_reader(output: impl Read + Send + 'static) -> Receiver<String> {
     rx
 }
 
-/// Raises this process's soft descriptor limit to the hard one, for tests
-/// that hold many sockets. It allocates nothing, so a child may call it
-/// between fork and exec too.
-pub fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer; no allocation.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
+pub use testbed::system::raise_fd_limit;
 
 // Waiting, skipping and the tools a test needs.
 

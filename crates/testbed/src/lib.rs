@@ -12,8 +12,9 @@
 //!   passes them
 //! - [`mistake`]: an operator's mistake refused as every program here
 //!   refuses one
-//! - [`system`]: what the load benchmarks ask of the system: the processes
-//!   they start, `/proc`, clocks, the machine's description
+//! - [`system`]: what the benchmarks ask of the system: the processes
+//!   they start, `/proc`, clocks, the descriptor limit, the machine's
+//!   description
 //! - [`delaybed`]: rolling restarts over long round trips, in network
 //!   namespaces joined by a relay
 

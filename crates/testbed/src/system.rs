@@ -1,6 +1,7 @@
-//! What the load benchmarks (`load`, `http`) ask of the system: processes
-//! they start (and always kill), `/proc` readers, clocks, the few raw
-//! system calls they need, and the machine's description for a report.
+//! What the benchmarks ask of the system: processes they start (and
+//! always kill), `/proc` readers, clocks, the descriptor limit, the few
+//! raw system calls they need, and the machine's description for a
+//! report. The integration tests raise their descriptor limit here too.
 
 use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::mem;
@@ -228,6 +229,25 @@ pub fn machine_busy(window: Duration) -> f64 {
         (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
         _ => 0.0,
     }
+}
+
+/// Raises this process's soft descriptor limit to the hard one, for what
+/// holds many sockets, and returns the soft limit now. It allocates
+/// nothing, so a child may call it between fork and exec too.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit; no allocation.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+    }
+    lim.rlim_cur
 }
 
 /// The number of CPUs online.
