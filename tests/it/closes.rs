@@ -4,14 +4,11 @@
 //! status line, logged or not. No test asserts a time: each waits for the
 //! line or the count, within the suite's bound.
 
-use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use libc::SIGHUP;
 
-use crate::util::{Client, DEADLINE, Server, closing_line, status_field};
+use crate::util::{Client, Server, closing_line, status_field};
 
 /// The line a close for `reason` of the client at `peer` leaves.
 fn close_line(server: &Server, peer: SocketAddr, reason: &str) -> String {
@@ -23,26 +20,6 @@ fn close_line(server: &Server, peer: SocketAddr, reason: &str) -> String {
 
 fn peer_of(client: &Client) -> SocketAddr {
     client.stream.local_addr().expect("local address")
-}
-
-/// Writes `line` over and over without reading until the server closes
-/// the connection (a write fails). Returns whether it did.
-fn write_until_closed(client: &mut Client, line: &[u8]) -> bool {
-    let batch = line.repeat(1024);
-    client.stream.set_nonblocking(true).unwrap();
-    let start = Instant::now();
-    let mut at = 0;
-    while start.elapsed() < DEADLINE {
-        match client.stream.write(&batch[at % line.len()..]) {
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 /// The status line, once the server has counted `closed` closes.
@@ -76,7 +53,7 @@ fn a_send_timeout_close_is_logged_with_its_reason_and_counted() {
     let peer = peer_of(&hog);
     let line = [b"0123456789abcdef".repeat(4).as_slice(), b"\n"].concat();
     assert!(
-        write_until_closed(&mut hog, &line),
+        hog.write_until_closed(&line),
         "a client that never reads stayed"
     );
     server.expect_line(&close_line(&server, peer, "send_timeout"));
@@ -157,7 +134,7 @@ fn quiet_silences_the_close_lines_and_keeps_the_counts() {
         } else {
             let line = [b"0123456789abcdef".repeat(4).as_slice(), b"\n"].concat();
             assert!(
-                write_until_closed(&mut client, &line),
+                client.write_until_closed(&line),
                 "a client that never reads stayed"
             );
         }

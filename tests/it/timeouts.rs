@@ -12,16 +12,14 @@
 //! early: an idle line comes no sooner than an idle period after the last
 //! line the server answered.
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use libc::{SIGCONT, SIGHUP, SIGSTOP};
 
-use crate::util::{
-    BIN, Client, DEADLINE, Server, closing_line, from_line, have_tool, raise_fd_limit,
-};
+use crate::util::{BIN, Client, Server, closing_line, from_line, have_tool, raise_fd_limit};
 
 /// Connects `count` clients while the server is stopped, each sending
 /// `line` (if any), so that all of it is queued when the server takes them.
@@ -116,27 +114,6 @@ fn a_told_client_that_never_closes_is_closed_anyway() {
     drop(stuck);
 }
 
-/// Writes `line` over and over without reading, until the server closes
-/// the connection (a write fails) or [`DEADLINE`]. Returns whether it
-/// was closed.
-fn write_until_closed(client: &mut Client, line: &[u8]) -> bool {
-    let batch = line.repeat(1024);
-    client.stream.set_nonblocking(true).unwrap();
-    let start = Instant::now();
-    let mut at = 0;
-    while start.elapsed() < DEADLINE {
-        match client.stream.write(&batch[at % line.len()..]) {
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                thread::sleep(Duration::from_millis(5));
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return true,
-        }
-    }
-    false
-}
-
 #[test]
 fn a_client_that_never_reads_is_closed_after_the_send_timeout_and_freed() {
     let mut server = Server::start(&["-q", "--send-timeout", "0.3", "127.0.0.1:0"]);
@@ -157,7 +134,7 @@ fn a_client_that_never_reads_is_closed_after_the_send_timeout_and_freed() {
             .map(|_| {
                 let mut hog = Client::connect(server.addr);
                 let line = line.clone();
-                thread::spawn(move || write_until_closed(&mut hog, &line))
+                thread::spawn(move || hog.write_until_closed(&line))
             })
             .collect();
         for hog in hogs {

@@ -584,6 +584,27 @@ impl Client {
         written
     }
 
+    /// Writes `line` over and over without reading, until the server
+    /// closes the connection (a write fails) or [`DEADLINE`]. Returns
+    /// whether it was closed.
+    pub fn write_until_closed(&mut self, line: &[u8]) -> bool {
+        let batch = line.repeat(1024);
+        self.stream.set_nonblocking(true).unwrap();
+        let start = Instant::now();
+        let mut at = 0;
+        while start.elapsed() < DEADLINE {
+            match self.stream.write(&batch[at % line.len()..]) {
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
     /// Expects the server to close: EOF with nothing left unread.
     #[track_caller]
     pub fn expect_eof(&mut self) {
