@@ -39,7 +39,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -48,7 +47,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use testbed::{report, tcp};
+use testbed::{claim, report, tcp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -138,19 +137,6 @@ impl Server {
             .ok_or_else(|| format!("{path}: {text:?}"))?;
         Ok(Duration::from_nanos(ns))
     }
-
-    /// The abstract name of its claim on its address, from
-    /// `/proc/net/unix` (`@drainport|<addr>|<pid>.<nonce>|<service>`).
-    fn claim(&self) -> Result<Vec<u8>, String> {
-        let table = std::fs::read_to_string("/proc/net/unix").map_err(|e| e.to_string())?;
-        let prefix = format!("@drainport|{}|{}.", self.addr, self.pid);
-        table
-            .lines()
-            .filter_map(|l| l.split_whitespace().last())
-            .find(|name| name.starts_with(&prefix))
-            .map(|name| name.as_bytes()[1..].to_vec())
-            .ok_or_else(|| format!("no claim {prefix}... in /proc/net/unix"))
-    }
 }
 
 impl Drop for Server {
@@ -197,41 +183,10 @@ fn client(addr: SocketAddr, done: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> Resu
     Ok(())
 }
 
-/// Connects to the abstract Unix name `name`.
-fn connect_abstract(name: &[u8]) -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the descriptor is owned at once.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `socket` just returned it and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: all-zero is a valid sockaddr_un.
-    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, &src) in sun.sun_path[1..].iter_mut().zip(name) {
-        *dst = src as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
-    // SAFETY: `sun` is live and `len` is within it.
-    let rc = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&raw const sun).cast(),
-            len as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
 /// Asks once: connect, `stats`, the answer line. Returns how long it took.
 fn ask(name: &[u8], pid: u32) -> Result<Duration, String> {
     let start = Instant::now();
-    let fd = connect_abstract(name).map_err(|e| format!("connect: {e}"))?;
-    let mut conn = std::fs::File::from(fd);
+    let mut conn = claim::connect(name).map_err(|e| format!("connect: {e}"))?;
     conn.write_all(b"stats\n")
         .map_err(|e| format!("send: {e}"))?;
     let mut got = Vec::new();
@@ -392,7 +347,7 @@ fn run(bin: &str, rounds: usize, length: Duration) -> Result<Run, String> {
     let begun = Instant::now();
     let begun_stat = jiffies();
     let server = Server::start(bin)?;
-    let name = server.claim()?;
+    let name = claim::name(server.pid, server.addr)?;
     let _ = tcp::pin_to(1);
     // The channel answers before anything is measured, or the bench says
     // why.

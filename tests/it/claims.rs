@@ -26,6 +26,7 @@ use crate::util::{
     BIN, Client, DEADLINE, Server, example_bin, one_line_error, raise_fd_limit, skip,
     spawn_retrying,
 };
+use testbed::claim;
 
 /// The address the servers use, inside a namespace of the test's own.
 const ADDR: &str = "127.0.0.1:7000";
@@ -43,7 +44,7 @@ impl Names {
     /// names of different types apart, and a claim is one or the other.
     fn hold(uid: u32, names: &[Vec<u8>]) -> Names {
         let addrs: Vec<(libc::sockaddr_un, libc::socklen_t)> =
-            names.iter().map(|name| abstract_addr(name)).collect();
+            names.iter().map(|name| claim::sockaddr(name)).collect();
         let mut cmd = Command::new("cat");
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -82,19 +83,6 @@ impl Drop for Names {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The sockaddr of the abstract name `name`.
-fn abstract_addr(name: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_un.
-    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    assert!(name.len() < sun.sun_path.len(), "name too long");
-    for (dst, &src) in sun.sun_path[1..].iter_mut().zip(name) {
-        *dst = src as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
-    (sun, len as libc::socklen_t)
 }
 
 /// The uid of a user other than the one `who` runs the servers as.
@@ -331,7 +319,7 @@ fn a_names_control_characters_are_escaped() {
     let addr = echo.addr.to_string();
     let pid = std::process::id();
     let name = format!("drainport|{addr}|{pid}|Evil\x1b]0;owned\x07\r\nfake\u{202e}");
-    let (sun, len) = abstract_addr(name.as_bytes());
+    let (sun, len) = claim::sockaddr(name.as_bytes());
     // SAFETY: socket(2), then bind(2) on a live sockaddr of that length.
     let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());

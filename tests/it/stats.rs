@@ -416,10 +416,9 @@ fn only_the_services_own_user_may_ask() {
 
     // Asked directly, the channel closes without a word: the request
     // unread, so the close may come as a reset.
-    let name = claim_name(&addr, server.pid);
-    let conn = connect_abstract(&name).expect("connect to its claim");
+    let name = testbed::claim::name(server.pid, &addr).unwrap();
+    let mut conn = testbed::claim::connect(&name).expect("connect to its claim");
     use std::io::{Read as _, Write as _};
-    let mut conn = std::fs::File::from(conn);
     conn.write_all(b"stats\n").unwrap();
     let mut got = Vec::new();
     match conn.read_to_end(&mut got) {
@@ -444,49 +443,4 @@ fn only_the_services_own_user_may_ask() {
     assert_eq!(status_value(stdout.trim_end(), "state"), "running");
     server.signal(SIGHUP);
     server.expect_clean_exit();
-}
-
-/// The abstract name of process `pid`'s claim on `addr`, from
-/// `/proc/net/unix`.
-fn claim_name(addr: &str, pid: u32) -> Vec<u8> {
-    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
-    let prefix = format!("@drainport|{addr}|{pid}.");
-    table
-        .lines()
-        .filter_map(|l| l.split_whitespace().last())
-        .find(|name| name.starts_with(&prefix))
-        .map(|name| name.as_bytes()[1..].to_vec())
-        .unwrap_or_else(|| panic!("no claim {prefix}... in /proc/net/unix"))
-}
-
-/// A blocking Unix stream socket connected to the abstract name `name`.
-fn connect_abstract(name: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: plain socket(2); the descriptor is owned at once.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `socket` just returned it and nothing else owns it.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-    // SAFETY: all-zero is a valid sockaddr_un.
-    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, &src) in sun.sun_path[1..].iter_mut().zip(name) {
-        *dst = src as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: `sun` is live and `len` is within it.
-    let rc = unsafe {
-        libc::connect(
-            fd.as_raw_fd(),
-            (&raw const sun).cast(),
-            len as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(fd)
 }

@@ -13,7 +13,6 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -28,6 +27,7 @@ use crate::runner::{NOBODY, Runner, Who};
 use crate::util::{
     Client, DEADLINE, Server, raise_fd_limit, skip, spawn_retrying, status_field, wait_until,
 };
+use testbed::claim;
 use testbed::tcp::syn_retransmits;
 
 /// What the new clients saw while the test ran.
@@ -283,19 +283,6 @@ fn own_runner() -> Runner {
     Runner::new(if root { Who::Root } else { Who::Unprivileged }).expect("a runner of this user")
 }
 
-/// The abstract name of the claim `pid` announced on `addr`, from
-/// `/proc/net/unix`.
-#[track_caller]
-fn claim_name(pid: u32, addr: SocketAddr) -> Vec<u8> {
-    let start = format!("@drainport|{addr}|{pid}.");
-    let table = std::fs::read_to_string("/proc/net/unix").expect("read /proc/net/unix");
-    let name = table
-        .lines()
-        .find_map(|line| line.find(&start).map(|at| &line[at + 1..]))
-        .unwrap_or_else(|| panic!("no claim of process {pid} on {addr}"));
-    name.as_bytes().to_vec()
-}
-
 /// A connection to a claim's channel, speaking its lines by hand.
 struct Peer {
     stream: UnixStream,
@@ -306,9 +293,8 @@ struct Peer {
 impl Peer {
     #[track_caller]
     fn connect(pid: u32, addr: SocketAddr) -> Peer {
-        let name = claim_name(pid, addr);
-        let at = std::os::unix::net::SocketAddr::from_abstract_name(&name).unwrap();
-        let stream = UnixStream::connect_addr(&at).expect("connect to the claim");
+        let name = claim::name(pid, addr).unwrap();
+        let stream = claim::connect(&name).expect("connect to the claim");
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         Peer {
             stream,
@@ -672,9 +658,9 @@ fn a_peer_of_another_uid_is_refused() {
     );
     // By hand: `cat` as the stranger, its input the connection, which the
     // child makes after it became the stranger and before it runs `cat`.
-    let name = claim_name(server.pid, addr);
+    let name = claim::name(server.pid, addr).unwrap();
     let request = format!("take {addr} Lines<Echo>\n").into_bytes();
-    let (sun, len) = abstract_addr(&name);
+    let (sun, len) = claim::sockaddr(&name);
     let uid: u32 = NOBODY.parse().unwrap();
     let mut cmd = Command::new("cat");
     cmd.stdin(Stdio::null())
@@ -719,18 +705,6 @@ fn a_peer_of_another_uid_is_refused() {
         !lines.iter().any(|l| l.contains("listeners on")),
         "the stranger reached the log: {lines:#?}"
     );
-}
-
-/// The sockaddr of the abstract name `name`.
-fn abstract_addr(name: &[u8]) -> (libc::sockaddr_un, libc::socklen_t) {
-    // SAFETY: all-zero is a valid sockaddr_un.
-    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, &src) in sun.sun_path[1..].iter_mut().zip(name) {
-        *dst = src as libc::c_char;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
-    (sun, len as libc::socklen_t)
 }
 
 /// A process that drained and closed its listeners has none to hand

@@ -8,6 +8,8 @@
 //!   section of a shared report file replaced
 //! - [`num`]: numbers as the reports print them
 //! - [`tcp`]: a client socket pinned to a CPU, and its SYN retransmits
+//! - [`claim`]: a drainport's claim on an address, found in
+//!   `/proc/net/unix`, and a connection to its control channel
 //! - [`activate`]: listening sockets passed to a child as a service manager
 //!   passes them
 //! - [`mistake`]: an operator's mistake refused as every program here
@@ -19,6 +21,7 @@
 //!   namespaces joined by a relay
 
 pub mod activate;
+pub mod claim;
 pub mod delaybed;
 pub mod mistake;
 pub mod num;
