@@ -28,12 +28,13 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-use testbed::{report, system, tcp};
+use testbed::system::{self, Proc};
+use testbed::{report, tcp};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
@@ -132,12 +133,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     Ok(o)
 }
 
-/// A server under test, its stdout lines arriving on a channel.
+/// A server under test, and every stdout line it printed so far.
 struct Server {
-    child: Child,
-    pid: u32,
+    proc: Proc,
     addr: SocketAddr,
-    lines: mpsc::Receiver<String>,
     /// Every line seen so far.
     seen: Vec<String>,
 }
@@ -145,102 +144,38 @@ struct Server {
 impl Server {
     fn start(bin: &str, extra: &[String]) -> Result<Server, String> {
         let mut cmd = Command::new(bin);
-        cmd.args(["-q", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // SAFETY: pre_exec runs in the child before exec; pinning calls only
-        // sched_setaffinity, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| tcp::pin_to(0));
-        }
-        let mut child = cmd.spawn().map_err(|e| format!("start {bin}: {e}"))?;
-        let pid = child.id();
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            pid,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            lines,
+        cmd.args(["-q", "127.0.0.1:0"]).args(extra);
+        let proc = Proc::spawn("drainport", cmd, Some(0))?;
+        let addr = proc.listening(Instant::now() + DEADLINE)?;
+        Ok(Server {
+            proc,
+            addr,
             seen: Vec::new(),
-        };
-        let line = server.expect("listening on: ")?;
-        let addr = line.split("listening on: ").nth(1).unwrap_or_default();
-        server.addr = addr
-            .parse()
-            .map_err(|_| format!("no address in {line:?}"))?;
-        Ok(server)
+        })
     }
 
     /// Waits for a line containing `needle`.
     fn expect(&mut self, needle: &str) -> Result<String, String> {
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            match self.lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return Ok(line);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(format!("the server exited before saying {needle:?}"));
-                }
-            }
-        }
-        Err(format!(
-            "the server did not say {needle:?} within {DEADLINE:?}"
-        ))
+        let seen = &mut self.seen;
+        self.proc
+            .expect_seeing(needle, Instant::now() + DEADLINE, |line| {
+                seen.push(line.to_owned())
+            })
     }
 
     /// Takes every line that arrived so far.
     fn collect(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
+        self.seen.extend(self.proc.lines_so_far());
     }
 
     fn status(&mut self) -> Result<String, String> {
-        signal(self.pid, libc::SIGUSR1);
-        self.expect(&format!("Process {} status:", self.pid))
+        self.proc.signal(libc::SIGUSR1)?;
+        self.expect(&format!("Process {} status:", self.proc.pid))
     }
 
     fn stop(mut self) {
-        signal(self.pid, libc::SIGHUP);
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.proc.stop(libc::SIGHUP, Instant::now() + DEADLINE);
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) on a child of ours.
-    unsafe { libc::kill(pid as libc::pid_t, sig) };
 }
 
 /// `VmRSS` and `VmHWM` of `pid`, in KiB.
@@ -349,7 +284,7 @@ fn run(o: &Opts) -> Result<(), String> {
         let _ = s.set_read_timeout(Some(DEADLINE));
         echo(&mut s, b"hello\n").map_err(|e| format!("first line: {e}"))?;
     }
-    let (base_kib, _) = rss_kib(server.pid).ok_or("no VmRSS")?;
+    let (base_kib, _) = rss_kib(server.proc.pid).ok_or("no VmRSS")?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let probe_thread = {
@@ -391,7 +326,7 @@ fn run(o: &Opts) -> Result<(), String> {
     let mut samples = 0u64;
     let mut rss_max = 0u64;
     while flood_start.elapsed().as_secs_f64() < o.secs {
-        if let Some((rss, _)) = rss_kib(server.pid) {
+        if let Some((rss, _)) = rss_kib(server.proc.pid) {
             rss_max = rss_max.max(rss);
             samples += 1;
         }
@@ -400,7 +335,7 @@ fn run(o: &Opts) -> Result<(), String> {
     }
     // The flood's last moment: what the server holds by its own count.
     let status = server.status()?;
-    let (_, hwm) = rss_kib(server.pid).ok_or("no VmHWM")?;
+    let (_, hwm) = rss_kib(server.proc.pid).ok_or("no VmHWM")?;
     let mut flood = Flood::default();
     for child in &mut children {
         // Each worker says what it did at the end of the flood, and holds
@@ -437,7 +372,7 @@ fn run(o: &Opts) -> Result<(), String> {
         .collect();
     let close_lines = closes.len();
     let first_close = closes.first().map(|l| l.to_string());
-    let pid = server.pid;
+    let pid = server.proc.pid;
     server.stop();
 
     let report = render(&Rendered {

@@ -17,14 +17,14 @@
 //! compare; implies `--no-write`), `--no-write`. Every wait is bounded,
 //! and every server is killed by pid if it does not exit.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
-use testbed::{report, system, tcp};
+use testbed::system::{self, Proc};
+use testbed::{report, tcp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -38,102 +38,39 @@ const IDLE_SECS: u64 = 3;
 /// The target: the idle timeout plus a second.
 const TARGET: Duration = Duration::from_secs(IDLE_SECS + 1);
 
-struct Server {
-    child: Child,
-    pid: u32,
-    addr: SocketAddr,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Server {
-    fn start(bin: &str) -> Result<Server, String> {
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "-q",
-            "--idle-timeout",
-            &IDLE_SECS.to_string(),
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-        // SAFETY: pre_exec runs in the child before exec, and calls only
-        // setrlimit and sched_setaffinity, which are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                let lim = libc::rlimit {
-                    rlim_cur: NOFILE,
-                    rlim_max: NOFILE,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                tcp::pin_to(0)
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| format!("start {bin}: {e}"))?;
-        let pid = child.id();
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+/// Starts a server under the descriptor limit, on CPU 0; returns it and
+/// its address.
+fn start(bin: &str) -> Result<(Proc, SocketAddr), String> {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "-q",
+        "--idle-timeout",
+        &IDLE_SECS.to_string(),
+        "127.0.0.1:0",
+    ]);
+    // SAFETY: pre_exec runs in the child before exec, and calls only
+    // setrlimit, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: NOFILE,
+                rlim_max: NOFILE,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
+            Ok(())
         });
-        let mut server = Server {
-            child,
-            pid,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            lines,
-        };
-        let line = server.expect("listening on: ")?;
-        let addr = line.split("listening on: ").nth(1).unwrap_or_default();
-        server.addr = addr
-            .parse()
-            .map_err(|_| format!("no address in {line:?}"))?;
-        Ok(server)
     }
-
-    fn expect(&mut self, needle: &str) -> Result<String, String> {
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            match self.lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.contains(needle) => return Ok(line),
-                Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(format!("the server exited before saying {needle:?}"));
-                }
-            }
-        }
-        Err(format!(
-            "the server did not say {needle:?} within {DEADLINE:?}"
-        ))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGHUP) };
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let server = Proc::spawn("drainport", cmd, Some(0))?;
+    let addr = server.listening(Instant::now() + DEADLINE)?;
+    Ok((server, addr))
 }
 
 /// One run: the lockout, and how many silent clients the process held
 /// when it ran out.
 fn run_once(bin: &str) -> Result<(Duration, usize), String> {
-    let mut server = Server::start(bin)?;
-    let addr = server.addr;
+    let (mut server, addr) = start(bin)?;
     let silent = thread::spawn(move || -> Result<Vec<TcpStream>, String> {
         let _ = tcp::pin_to(1);
         (0..SILENT)
@@ -144,7 +81,10 @@ fn run_once(bin: &str) -> Result<(Duration, usize), String> {
     })
     .join()
     .map_err(|_| "the silent clients' thread panicked")??;
-    let paused = server.expect("cannot accept (Too many open files")?;
+    let paused = server.expect(
+        "cannot accept (Too many open files",
+        Instant::now() + DEADLINE,
+    )?;
     let held = paused
         .split_once("pausing accept, ")
         .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
@@ -177,6 +117,7 @@ fn run_once(bin: &str) -> Result<(Duration, usize), String> {
     .join()
     .map_err(|_| "the new client's thread panicked")??;
     drop(silent);
+    let _ = server.stop(libc::SIGHUP, Instant::now() + DEADLINE);
     Ok((lockout, held))
 }
 

@@ -37,16 +37,15 @@
 //! `--no-write`), `--no-write`. Every wait is bounded, and the server is
 //! stopped by pid.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use testbed::system::Proc;
 use testbed::{claim, report, tcp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
@@ -75,60 +74,23 @@ const QUIET_WAIT: Duration = Duration::from_secs(60);
 const QUIET_BELOW: f64 = 0.15;
 
 struct Server {
-    child: Child,
-    pid: u32,
+    proc: Proc,
     addr: SocketAddr,
 }
 
 impl Server {
     fn start(bin: &str) -> Result<Server, String> {
         let mut cmd = Command::new(bin);
-        cmd.args(["-q", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // SAFETY: pre_exec runs in the child before exec and calls only
-        // sched_setaffinity, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| tcp::pin_to(0));
-        }
-        let mut child = cmd.spawn().map_err(|e| format!("start {bin}: {e}"))?;
-        let pid = child.id();
-        let (tx, lines) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server {
-            child,
-            pid,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let start = Instant::now();
-        loop {
-            let left = DEADLINE.saturating_sub(start.elapsed());
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.split("listening on: ").nth(1) {
-                        server.addr = addr
-                            .parse()
-                            .map_err(|_| format!("no address in {line:?}"))?;
-                        return Ok(server);
-                    }
-                }
-                Err(_) => return Err("the server did not say it listens".into()),
-            }
-        }
+        cmd.args(["-q", "127.0.0.1:0"]);
+        let proc = Proc::spawn("drainport", cmd, Some(0))?;
+        let addr = proc.listening(Instant::now() + DEADLINE)?;
+        Ok(Server { proc, addr })
     }
 
     /// The server's CPU time so far: `schedstat`'s first field, the time
     /// its one thread spent on a CPU.
     fn cpu(&self) -> Result<Duration, String> {
-        let path = format!("/proc/{}/schedstat", self.pid);
+        let path = format!("/proc/{}/schedstat", self.proc.pid);
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
         let ns = text
             .split_whitespace()
@@ -141,20 +103,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child; a second signal is a hard stop.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGHUP) };
+        // A second signal is a hard stop.
+        let _ = self.proc.signal(libc::SIGHUP);
         thread::sleep(Duration::from_millis(50));
-        // SAFETY: as above.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGHUP) };
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.proc.stop(libc::SIGHUP, Instant::now() + DEADLINE);
     }
 }
 
@@ -243,7 +195,7 @@ fn window(
         match asked {
             Some(name) => {
                 next += ASK_EVERY;
-                match ask(name, server.pid) {
+                match ask(name, server.proc.pid) {
                     Ok(took) => answers.push(took),
                     Err(e) => failures.push(e),
                 }
@@ -347,15 +299,15 @@ fn run(bin: &str, rounds: usize, length: Duration) -> Result<Run, String> {
     let begun = Instant::now();
     let begun_stat = jiffies();
     let server = Server::start(bin)?;
-    let name = claim::name(server.pid, server.addr)?;
+    let name = claim::name(server.proc.pid, server.addr)?;
     let _ = tcp::pin_to(1);
     // The channel answers before anything is measured, or the bench says
     // why.
-    ask(&name, server.pid).map_err(|e| format!("the first stats request: {e}"))?;
+    ask(&name, server.proc.pid).map_err(|e| format!("the first stats request: {e}"))?;
     let before = server.cpu()?;
     let mut idle_answers = Vec::with_capacity(ASKS);
     for _ in 0..ASKS {
-        idle_answers.push(ask(&name, server.pid).map_err(|e| format!("an idle ask: {e}"))?);
+        idle_answers.push(ask(&name, server.proc.pid).map_err(|e| format!("an idle ask: {e}"))?);
     }
     let per_answer = server.cpu()?.saturating_sub(before) / ASKS as u32;
     idle_answers.sort();

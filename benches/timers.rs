@@ -27,13 +27,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
-use testbed::{report, system, tcp};
+use testbed::system::{self, Proc};
+use testbed::{report, tcp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -45,48 +45,23 @@ const IDLE_WATCH: Duration = Duration::from_secs(10);
 const TIMED: [&str; 4] = ["--idle-timeout", "3600", "--send-timeout", "3600"];
 
 struct Server {
-    child: Child,
-    pid: u32,
+    proc: Proc,
     addr: SocketAddr,
 }
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
         let mut cmd = Command::new(BIN);
-        cmd.args(["-q", "127.0.0.1:0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        // SAFETY: pre_exec runs in the child before exec; pinning calls only
-        // sched_setaffinity, which is async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| tcp::pin_to(0));
-        }
-        let mut child = cmd.spawn().expect("start drainport");
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let addr = loop {
-            let line = rx
-                .recv_timeout(DEADLINE)
-                .expect("drainport said it listens");
-            if let Some(addr) = line.split("listening on: ").nth(1) {
-                break addr.parse().expect("an address");
-            }
-        };
-        Server { child, pid, addr }
+        cmd.args(["-q", "127.0.0.1:0"]).args(extra);
+        let proc = Proc::spawn("drainport", cmd, Some(0)).expect("start drainport");
+        let addr = proc
+            .listening(Instant::now() + DEADLINE)
+            .expect("drainport said it listens");
+        Server { proc, addr }
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.pid)).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -96,24 +71,14 @@ impl Server {
 
     /// utime + stime in clock ticks.
     fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.proc.pid)).unwrap();
         let rest = &stat[stat.rfind(')').expect("comm") + 2..];
         let f: Vec<&str> = rest.split(' ').collect();
         f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     }
 
     fn stop(mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGHUP) };
-        let start = Instant::now();
-        while start.elapsed() < DEADLINE {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.proc.stop(libc::SIGHUP, Instant::now() + DEADLINE);
     }
 }
 
@@ -314,7 +279,7 @@ fn main() {
         let before = server.rss_kib();
         let clients = hold(server.addr, idle);
         let after = server.rss_kib();
-        let wakeups = wakeups_per_sec(server.pid);
+        let wakeups = wakeups_per_sec(server.proc.pid);
         held.push(Held {
             label,
             bytes_per_conn: (after.saturating_sub(before) * 1024) as f64 / idle as f64,

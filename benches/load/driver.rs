@@ -120,11 +120,7 @@ fn start_drainport(cfg: &Cfg) -> Res<Target> {
     if running != format!("Process {} running", proc.pid) {
         return Err(format!("unexpected first line {running:?}"));
     }
-    let line = proc.expect("listening on: ", deadline)?;
-    let addr = line
-        .rsplit_once("listening on: ")
-        .and_then(|(_, a)| a.trim().parse().ok())
-        .ok_or_else(|| format!("cannot read the address in {line:?}"))?;
+    let addr = proc.listening(deadline)?;
     Ok(Target {
         kind: Kind::Drainport,
         proc,

@@ -5,7 +5,7 @@
 
 use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::mem;
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -360,14 +360,29 @@ impl Proc {
     /// Waits until a stdout line contains `needle` and returns it. A line
     /// starting with `error` (a worker's failure) is an error.
     pub fn expect(&self, needle: &str, deadline: Instant) -> Res<String> {
+        self.expect_seeing(needle, deadline, |_| {})
+    }
+
+    /// [`Proc::expect`], showing `seen` every line read on the way, the
+    /// one returned included.
+    pub fn expect_seeing(
+        &self,
+        needle: &str,
+        deadline: Instant,
+        mut seen: impl FnMut(&str),
+    ) -> Res<String> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with("error") => {
-                    return Err(format!("{}: {line}", self.name));
+                Ok(line) => {
+                    seen(&line);
+                    if line.starts_with("error") {
+                        return Err(format!("{}: {line}", self.name));
+                    }
+                    if line.contains(needle) {
+                        return Ok(line);
+                    }
                 }
-                Ok(line) if line.contains(needle) => return Ok(line),
-                Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(format!("{}: no {needle:?} line in time", self.name));
                 }
@@ -376,6 +391,20 @@ impl Proc {
                 }
             }
         }
+    }
+
+    /// The stdout lines that came since the last look, without waiting.
+    pub fn lines_so_far(&self) -> impl Iterator<Item = String> + '_ {
+        self.lines.try_iter()
+    }
+
+    /// Waits for a server's `listening on: ADDR` line (drainport's, or a
+    /// program's on its library) and returns ADDR.
+    pub fn listening(&self, deadline: Instant) -> Res<SocketAddr> {
+        let line = self.expect("listening on: ", deadline)?;
+        line.rsplit_once("listening on: ")
+            .and_then(|(_, a)| a.trim().parse().ok())
+            .ok_or_else(|| format!("{}: no address in {line:?}", self.name))
     }
 
     pub fn send(&mut self, line: &str) -> Res<()> {
@@ -413,6 +442,13 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Sends `sig` and waits until `deadline` for the process to exit;
+    /// one still running then is killed when dropped.
+    pub fn stop(&mut self, sig: i32, deadline: Instant) -> Res<ExitStatus> {
+        self.signal(sig)?;
+        self.wait_until(deadline)
     }
 
     /// Waits for a worker to finish cleanly.
