@@ -178,21 +178,6 @@ impl Server {
     }
 }
 
-/// `VmRSS` and `VmHWM` of `pid`, in KiB.
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |key: &str| -> Option<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
-}
-
 /// A number from a status line.
 fn status_field(line: &str, key: &str) -> Option<u64> {
     line.split(' ')
@@ -284,7 +269,7 @@ fn run(o: &Opts) -> Result<(), String> {
         let _ = s.set_read_timeout(Some(DEADLINE));
         echo(&mut s, b"hello\n").map_err(|e| format!("first line: {e}"))?;
     }
-    let (base_kib, _) = rss_kib(server.proc.pid).ok_or("no VmRSS")?;
+    let base_kib = system::status_kb(server.proc.pid, "VmRSS")?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let probe_thread = {
@@ -326,7 +311,7 @@ fn run(o: &Opts) -> Result<(), String> {
     let mut samples = 0u64;
     let mut rss_max = 0u64;
     while flood_start.elapsed().as_secs_f64() < o.secs {
-        if let Some((rss, _)) = rss_kib(server.proc.pid) {
+        if let Ok(rss) = system::status_kb(server.proc.pid, "VmRSS") {
             rss_max = rss_max.max(rss);
             samples += 1;
         }
@@ -335,7 +320,7 @@ fn run(o: &Opts) -> Result<(), String> {
     }
     // The flood's last moment: what the server holds by its own count.
     let status = server.status()?;
-    let (_, hwm) = rss_kib(server.proc.pid).ok_or("no VmHWM")?;
+    let hwm = system::status_kb(server.proc.pid, "VmHWM")?;
     let mut flood = Flood::default();
     for child in &mut children {
         // Each worker says what it did at the end of the flood, and holds
@@ -466,7 +451,7 @@ fn render(r: &Rendered<'_>) -> String {
     let _ = writeln!(
         s,
         "- Machine: {} CPUs, Linux {}; server on CPU 0, every client on CPU 1",
-        cpus(),
+        system::cpus(),
         report::command_line("uname", &["-r"])
     );
     let _ = writeln!(
@@ -751,9 +736,4 @@ fn sockaddr_call(
     } else {
         Ok(())
     }
-}
-
-fn cpus() -> usize {
-    // SAFETY: sysconf has no memory effects.
-    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
 }

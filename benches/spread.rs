@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
-use testbed::{activate, num, report, tcp};
+use testbed::{activate, num, report, system, tcp};
 
 use num::num;
 
@@ -154,7 +154,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("drainport-bench-spread-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let runner = Runner::new(&dir, root);
-    let cpus = online_cpus();
+    let cpus = system::cpus();
     let threads = THREADS_PER_CPU * cpus;
     let started = Instant::now();
 
@@ -205,14 +205,6 @@ fn main() {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The online CPUs, counted; they are numbered from 0 on the machines this
-/// runs on, as `tcp::pin_to` assumes.
-fn online_cpus() -> usize {
-    // SAFETY: sysconf has no memory effects.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).unwrap_or(1).max(1)
 }
 
 // ---------------------------------------------------------------------------
@@ -574,7 +566,7 @@ impl Tally {
 /// Runs `n` short connects on `threads` threads, thread `t` pinned to CPU
 /// `t % cpus`, and counts who answered from which CPU.
 fn connects(addr: SocketAddr, pids: &[u32], n: usize, threads: usize) -> Tally {
-    let cpus = online_cpus();
+    let cpus = system::cpus();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..threads)

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use testbed::system::Proc;
+use testbed::system::{self, Proc};
 use testbed::{claim, report, tcp};
 
 const BIN: &str = env!("CARGO_BIN_EXE_drainport");
@@ -90,14 +90,7 @@ impl Server {
     /// The server's CPU time so far: `schedstat`'s first field, the time
     /// its one thread spent on a CPU.
     fn cpu(&self) -> Result<Duration, String> {
-        let path = format!("/proc/{}/schedstat", self.proc.pid);
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-        let ns = text
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| format!("{path}: {text:?}"))?;
-        Ok(Duration::from_nanos(ns))
+        system::sched_ns(self.proc.pid).map(Duration::from_nanos)
     }
 }
 
@@ -248,56 +241,10 @@ struct Run {
     bench: Duration,
 }
 
-/// All CPUs' time so far, and the idle part of it, in jiffies, from
-/// `/proc/stat`.
-fn jiffies() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let cpu: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // idle and iowait are the 4th and 5th fields.
-    let idle = cpu.get(3)? + cpu.get(4).copied().unwrap_or(0);
-    Some((cpu.iter().sum(), idle))
-}
-
-/// The share of all CPUs busy between two readings of [`jiffies`].
-fn busy_between(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> f64 {
-    match (before, after) {
-        (Some((t0, i0)), Some((t1, i1))) => {
-            let total = t1.saturating_sub(t0).max(1) as f64;
-            1.0 - i1.saturating_sub(i0) as f64 / total
-        }
-        _ => 0.0,
-    }
-}
-
-/// The share of all CPUs busy over `window`.
-fn machine_busy(window: Duration) -> f64 {
-    let before = jiffies();
-    thread::sleep(window);
-    busy_between(before, jiffies())
-}
-
-/// Waits up to [`QUIET_WAIT`] for the machine to be quiet; returns how
-/// busy it was when the wait ended.
-fn wait_for_quiet() -> f64 {
-    let start = Instant::now();
-    loop {
-        let busy = machine_busy(Duration::from_secs(1));
-        if busy < QUIET_BELOW || start.elapsed() >= QUIET_WAIT {
-            return busy;
-        }
-    }
-}
-
 fn run(bin: &str, rounds: usize, length: Duration) -> Result<Run, String> {
-    let quiet_before = wait_for_quiet();
+    let quiet_before = system::wait_quiet(QUIET_BELOW, QUIET_WAIT, Duration::from_secs(1));
     let begun = Instant::now();
-    let begun_stat = jiffies();
+    let begun_stat = system::cpu_jiffies();
     let server = Server::start(bin)?;
     let name = claim::name(server.proc.pid, server.addr)?;
     let _ = tcp::pin_to(1);
@@ -351,7 +298,7 @@ fn run(bin: &str, rounds: usize, length: Duration) -> Result<Run, String> {
     }
     drop(server);
     answers.sort();
-    let busy_during = busy_between(begun_stat, jiffies());
+    let busy_during = system::busy_between(begun_stat, system::cpu_jiffies());
     Ok(Run {
         busy_before: quiet_before,
         busy_during,

@@ -61,20 +61,13 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.pid)).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmRSS")
+        system::status_kb(self.proc.pid, "VmRSS").unwrap()
     }
 
     /// utime + stime in clock ticks.
     fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.proc.pid)).unwrap();
-        let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-        let f: Vec<&str> = rest.split(' ').collect();
-        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        let t = system::CpuTimes::read(self.proc.pid).unwrap();
+        t.utime + t.stime
     }
 
     fn stop(mut self) {
@@ -175,9 +168,7 @@ fn ping_pong(server: &Server) -> f64 {
     for t in threads {
         t.join().expect("ping thread");
     }
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let cpu_us = (ticks1 - ticks0) as f64 / hz * 1e6;
+    let cpu_us = (ticks1 - ticks0) as f64 / system::clk_tck() as f64 * 1e6;
     cpu_us / (done1 - done0).max(1) as f64
 }
 
@@ -323,7 +314,7 @@ fn main() {
     let _ = writeln!(
         r,
         "- Machine: {} CPUs, Linux {}; server on CPU 0, clients on CPU 1",
-        tcp_cpus(),
+        system::cpus(),
         report::command_line("uname", &["-r"])
     );
     let _ = writeln!(
@@ -394,9 +385,4 @@ fn hold(addr: SocketAddr, n: usize) -> Child {
         .expect("the worker's ready line");
     assert!(line.starts_with("ready"), "worker said {line:?}");
     worker
-}
-
-fn tcp_cpus() -> usize {
-    // SAFETY: sysconf has no memory effects.
-    unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize
 }

@@ -154,31 +154,12 @@ fn one(s: &Setup, kind: Kind, secs: u64) -> Res<Run> {
 /// Waits (up to [`QUIET_WAIT`]) for the other work on the machine to fall
 /// under [`QUIET_BELOW`], and returns the last share measured.
 pub fn wait_quiet() -> f64 {
-    let start = std::time::Instant::now();
-    loop {
-        let busy = system::machine_busy(Duration::from_millis(500));
-        if busy < QUIET_BELOW || start.elapsed() >= QUIET_WAIT {
-            return busy;
-        }
-    }
+    system::wait_quiet(QUIET_BELOW, QUIET_WAIT, Duration::from_millis(500))
 }
 
 /// (busy, total) clock ticks of all CPUs together, from `/proc/stat`.
 fn machine_ticks() -> Res<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
-    let v: Vec<u64> = stat
-        .lines()
-        .next()
-        .filter(|l| l.starts_with("cpu "))
-        .ok_or("no cpu line in /proc/stat")?
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    Ok((total - idle, total))
+    system::cpu_jiffies().ok_or_else(|| "no cpu line in /proc/stat".into())
 }
 
 /// User + system CPU of this process's reaped children, in clock ticks.

@@ -31,9 +31,7 @@ impl RawListener {
     /// One tagged listener per online CPU: a sibling the kernel treats like
     /// a drainport process.
     fn join_all(addr: SocketAddr) -> Vec<RawListener> {
-        // SAFETY: sysconf has no memory effects.
-        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-        (0..cpus as libc::c_int)
+        (0..testbed::system::cpus() as libc::c_int)
             .map(|cpu| RawListener::join(addr, cpu))
             .collect()
     }

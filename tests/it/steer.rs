@@ -25,9 +25,7 @@ use testbed::tcp::{pin_to, syn_retransmits};
 
 /// The online CPUs, numbered from 0.
 fn cpus() -> Vec<usize> {
-    // SAFETY: sysconf has no memory effects.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    (0..n.max(1) as usize).collect()
+    (0..testbed::system::cpus()).collect()
 }
 
 /// Connects `per_cpu` clients from each online CPU, all before any is

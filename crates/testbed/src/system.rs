@@ -59,16 +59,24 @@ impl CpuTimes {
                 .and_then(|v| v.parse().ok())
                 .ok_or_else(|| format!("no field {n} in /proc/{pid}/stat"))
         };
-        let sched_ns = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-            .unwrap_or(0);
+        let sched_ns = sched_ns(pid).unwrap_or(0);
         Ok(CpuTimes {
             utime: field(14)?,
             stime: field(15)?,
             sched_ns,
         })
     }
+}
+
+/// A process's time on a CPU so far, in ns: `/proc/<pid>/schedstat`'s
+/// first field, kernel time included.
+pub fn sched_ns(pid: u32) -> Res<u64> {
+    let path = format!("/proc/{pid}/schedstat");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("{path}: {text:?}"))
 }
 
 /// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in KiB.
@@ -207,8 +215,10 @@ pub fn read_stdin_line(line: &mut Vec<u8>, wait: Duration) -> Res<StdinLine> {
     }
 }
 
-/// (busy, total) jiffies of the whole machine from `/proc/stat`.
-fn cpu_jiffies() -> Option<(u64, u64)> {
+/// (busy, total) jiffies of all CPUs together, from `/proc/stat`: user
+/// to steal (guest time is counted in user already), idle and iowait
+/// being the idle part.
+pub fn cpu_jiffies() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line
@@ -221,13 +231,32 @@ fn cpu_jiffies() -> Option<(u64, u64)> {
     Some((total - idle, total))
 }
 
-/// The share of all CPUs busy over `window`, from 0 to 1.
-pub fn machine_busy(window: Duration) -> f64 {
-    let a = cpu_jiffies();
-    std::thread::sleep(window);
-    match (a, cpu_jiffies()) {
+/// The share of all CPUs busy between two readings of [`cpu_jiffies`],
+/// from 0 to 1; 0 when either is missing.
+pub fn busy_between(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> f64 {
+    match (before, after) {
         (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
         _ => 0.0,
+    }
+}
+
+/// The share of all CPUs busy over `window`, from 0 to 1.
+pub fn machine_busy(window: Duration) -> f64 {
+    let before = cpu_jiffies();
+    std::thread::sleep(window);
+    busy_between(before, cpu_jiffies())
+}
+
+/// Waits up to `within` for the machine to fall quiet: the share of all
+/// CPUs busy, measured over `window` at a time, under `below`. Returns the
+/// last share measured.
+pub fn wait_quiet(below: f64, within: Duration, window: Duration) -> f64 {
+    let start = Instant::now();
+    loop {
+        let busy = machine_busy(window);
+        if busy < below || start.elapsed() >= within {
+            return busy;
+        }
     }
 }
 
@@ -250,7 +279,8 @@ pub fn raise_fd_limit() -> u64 {
     lim.rlim_cur
 }
 
-/// The number of CPUs online.
+/// The number of CPUs online; on the machines the benches run on they
+/// are numbered from 0, as pinning to one by number assumes.
 pub fn cpus() -> usize {
     // SAFETY: plain library call.
     let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
