@@ -25,8 +25,7 @@
 //! killed by pid when it is done.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -589,7 +588,7 @@ fn flood_worker(args: &[String]) {
         let mut retry = Vec::new();
         let batch: Vec<usize> = reopen.drain(..reopen.len().min(512)).collect();
         for i in batch {
-            match connect_from(src, addr) {
+            match system::connect_from(src, addr) {
                 Ok(mut stream) => {
                     poll.registry()
                         .register(
@@ -674,66 +673,4 @@ fn flood_worker(args: &[String]) {
     let _ = io::stdout().flush();
     let mut rest = Vec::new();
     let _ = io::stdin().read_to_end(&mut rest);
-}
-
-/// A non-blocking connect from `src` (its port picked at connect time).
-fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
-    let SocketAddr::V4(dst) = dst else {
-        return Err(io::Error::other("IPv4 only"));
-    };
-    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: plain system call.
-    let fd = unsafe { libc::socket(libc::AF_INET, ty, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
-    // SAFETY: a c_int option of the size passed, on our own socket.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&raw const one).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    sockaddr_call(libc::bind, &fd, SocketAddrV4::new(src, 0))?;
-    match sockaddr_call(libc::connect, &fd, dst) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(std::net::TcpStream::from(fd)))
-}
-
-/// `bind` or `connect`, which take the same arguments.
-fn sockaddr_call(
-    call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
-    fd: &OwnedFd,
-    addr: SocketAddrV4,
-) -> io::Result<()> {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(addr.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: `sin` is a valid sockaddr_in of the size passed; `fd` is open.
-    let rc = unsafe {
-        call(
-            fd.as_raw_fd(),
-            (&raw const sin).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }

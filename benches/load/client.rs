@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::{FromRawFd as _, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -150,31 +150,11 @@ fn digits(out: &mut [u8], mut value: u64) {
     }
 }
 
-/// Starts a non-blocking connect from `src` (port chosen at connect time,
-/// so that ports are shared between destinations) to `dst`.
-fn connect_from(src: Option<Ipv4Addr>, dst: SocketAddr) -> io::Result<TcpStream> {
-    let SocketAddr::V4(dst) = dst else {
-        return Err(io::Error::other("the bench drives IPv4 loopback only"));
-    };
-    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: plain system call.
-    let fd = unsafe { libc::socket(libc::AF_INET, ty, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    system::set_int_opt(&fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-    if let Some(src) = src {
-        system::set_int_opt(&fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
-        system::bind_v4(&fd, SocketAddrV4::new(src, 0))?;
-    }
-    match system::connect_v4(&fd, dst) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(std::net::TcpStream::from(fd)))
+/// Starts a non-blocking connect from `src` to `dst`, with `TCP_NODELAY`.
+fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
+    let stream = system::connect_from(src, dst)?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// Whether a connect started by [`connect_from`] has finished; an error if
@@ -251,7 +231,7 @@ fn idle(p: &Params) -> Res<()> {
     let deadline = Instant::now() + CONNECT_DEADLINE;
     while done < n {
         while started < n && in_flight < conc {
-            let mut stream = connect_from(Some(src), dst)
+            let mut stream = connect_from(src, dst)
                 .map_err(|e| format!("connect #{started} from {src}: {e}"))?;
             poll.registry()
                 .register(
@@ -640,8 +620,7 @@ fn churn(p: &Params) -> Res<()> {
     let mut opened = 0u64;
     let open = |poll: &Poll, slot: usize, seq: u64| -> Res<ChurnConn> {
         let src = srcs[(seq % srcs.len() as u64) as usize];
-        let mut stream =
-            connect_from(Some(src), dst).map_err(|e| format!("connect from {src}: {e}"))?;
+        let mut stream = connect_from(src, dst).map_err(|e| format!("connect from {src}: {e}"))?;
         poll.registry()
             .register(
                 &mut stream,

@@ -5,8 +5,8 @@
 
 use std::io::{self, BufRead as _, BufReader, Write as _};
 use std::mem;
-use std::net::{SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -147,6 +147,31 @@ pub fn bind_v4(fd: &OwnedFd, addr: SocketAddrV4) -> io::Result<()> {
 
 pub fn connect_v4(fd: &OwnedFd, addr: SocketAddrV4) -> io::Result<()> {
     with_sockaddr_v4(libc::connect, fd, addr)
+}
+
+/// Starts a non-blocking connect from `src` to `dst`. The port is chosen
+/// at connect time (`IP_BIND_ADDRESS_NO_PORT`), so that one source port
+/// serves several destinations.
+pub fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<mio::net::TcpStream> {
+    let SocketAddr::V4(dst) = dst else {
+        return Err(io::Error::other("IPv4 only"));
+    };
+    let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain system call.
+    let fd = unsafe { libc::socket(libc::AF_INET, ty, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `socket` just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_int_opt(&fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
+    bind_v4(&fd, SocketAddrV4::new(src, 0))?;
+    match connect_v4(&fd, dst) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(std::net::TcpStream::from(fd)))
 }
 
 /// Calls `bind` or `connect`, which take the same arguments.
