@@ -211,7 +211,7 @@ fn probe(addr: SocketAddr, stop: Arc<AtomicBool>) -> Probe {
         n += 1;
         let line = format!("probe {n}\n");
         let t = Instant::now();
-        match echo(&mut stream, line.as_bytes()) {
+        match tcp::echo(&mut stream, line.as_bytes()) {
             Ok(()) => seen.round_trips_us.push(t.elapsed().as_micros() as u64),
             Err(e) => {
                 seen.errors.push(format!("line {n}: {e}"));
@@ -221,27 +221,6 @@ fn probe(addr: SocketAddr, stop: Arc<AtomicBool>) -> Probe {
         thread::sleep(PROBE_PAUSE);
     }
     seen
-}
-
-/// Sends `line` and reads its echo and the `: from` line after it.
-fn echo(stream: &mut std::net::TcpStream, line: &[u8]) -> io::Result<()> {
-    stream.write_all(line)?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while got.iter().filter(|&&b| b == b'\n').count() < 2 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    if !got.starts_with(line) {
-        return Err(io::Error::other(format!(
-            "answered {:?}",
-            String::from_utf8_lossy(&got)
-        )));
-    }
-    Ok(())
 }
 
 /// What the flood workers did, summed.
@@ -266,7 +245,7 @@ fn run(o: &Opts) -> Result<(), String> {
         let mut s = std::net::TcpStream::connect_timeout(&addr, DEADLINE)
             .map_err(|e| format!("connect: {e}"))?;
         let _ = s.set_read_timeout(Some(DEADLINE));
-        echo(&mut s, b"hello\n").map_err(|e| format!("first line: {e}"))?;
+        tcp::echo(&mut s, b"hello\n").map_err(|e| format!("first line: {e}"))?;
     }
     let base_kib = system::status_kb(server.proc.pid, "VmRSS")?;
 

@@ -17,7 +17,6 @@
 //! compare; implies `--no-write`), `--no-write`. Every wait is bounded,
 //! and every server is killed by pid if it does not exit.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -95,23 +94,7 @@ fn run_once(bin: &str) -> Result<(Duration, usize), String> {
         let mut late = TcpStream::connect_timeout(&addr, DEADLINE)
             .map_err(|e| format!("the new client's connect: {e}"))?;
         late.set_read_timeout(Some(DEADLINE)).ok();
-        late.write_all(b"let me in\n")
-            .map_err(|e| format!("the new client's line: {e}"))?;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 256];
-        while got.iter().filter(|&&b| b == b'\n').count() < 2 {
-            match late.read(&mut buf) {
-                Ok(0) => return Err("the new client was closed unanswered".into()),
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) => return Err(format!("the new client's answer: {e}")),
-            }
-        }
-        if !got.starts_with(b"let me in\n") {
-            return Err(format!(
-                "the new client got {:?}",
-                String::from_utf8_lossy(&got)
-            ));
-        }
+        tcp::echo(&mut late, b"let me in\n").map_err(|e| format!("the new client: {e}"))?;
         Ok(start.elapsed())
     })
     .join()

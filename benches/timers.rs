@@ -25,7 +25,7 @@
 //! docs/benchmarks.md. Flags (after `--`): `--idle N` (default 15000),
 //! `--no-write`. Every loop is bounded in count and time.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -75,21 +75,6 @@ impl Server {
     }
 }
 
-/// Sends `line` and reads its echo and the `: from` line.
-fn echo(stream: &mut TcpStream, line: &[u8]) -> std::io::Result<()> {
-    stream.write_all(line)?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 256];
-    while got.iter().filter(|&&b| b == b'\n').count() < 2 {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    Ok(())
-}
-
 /// Opens `n` clients from CPU 1; with `probe`, each sends a line and reads
 /// its reply.
 fn crowd(addr: SocketAddr, n: usize, probe: bool) -> Vec<TcpStream> {
@@ -100,7 +85,7 @@ fn crowd(addr: SocketAddr, n: usize, probe: bool) -> Vec<TcpStream> {
                 let mut s = TcpStream::connect_timeout(&addr, DEADLINE).expect("connect");
                 s.set_read_timeout(Some(DEADLINE)).unwrap();
                 if probe {
-                    echo(&mut s, b"probe\n").expect("probe reply");
+                    tcp::echo(&mut s, b"probe\n").expect("probe reply");
                 }
                 s
             })
@@ -153,7 +138,7 @@ fn ping_pong(server: &Server) -> f64 {
                 s.set_nodelay(true).unwrap();
                 let start = Instant::now();
                 while !stop.load(Ordering::Relaxed) && start.elapsed() < DEADLINE {
-                    echo(&mut s, b"ping\n").expect("ping reply");
+                    tcp::echo(&mut s, b"ping\n").expect("ping reply");
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -202,7 +187,7 @@ fn mass_expiry(n: usize) -> (Duration, Duration, usize, usize) {
             let start = Instant::now();
             while !stop.load(Ordering::Relaxed) && start.elapsed() < DEADLINE {
                 let t = Instant::now();
-                echo(&mut s, b"probe\n").expect("probe reply");
+                tcp::echo(&mut s, b"probe\n").expect("probe reply");
                 worst_us.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
                 thread::sleep(Duration::from_millis(1));
             }

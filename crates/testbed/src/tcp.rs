@@ -1,9 +1,10 @@
-//! What the steering checks need from a client socket: pinning the thread
-//! that connects, so its SYNs are handled on a chosen CPU, and reading how
-//! often a connection's SYN was sent. Used by the benchmarks that pin
-//! their clients and by the integration tests.
+//! What the benchmarks and the steering checks need from a client
+//! socket: pinning the thread that connects, so its SYNs are handled on a
+//! chosen CPU; reading how often a connection's SYN was sent; and one
+//! round trip of drainport's echo. Used by the benchmarks that pin their
+//! clients and by the integration tests.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 
@@ -44,4 +45,27 @@ pub fn syn_retransmits(stream: &TcpStream) -> io::Result<u32> {
             Err(io::Error::last_os_error())
         }
     }
+}
+
+/// Sends `line` (with its newline) and reads drainport's answer: the line
+/// echoed, then its `: from <pid>` line. An error if the connection ends
+/// first or the answer does not start with `line`.
+pub fn echo(stream: &mut TcpStream, line: &[u8]) -> io::Result<()> {
+    stream.write_all(line)?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while got.iter().filter(|&&b| b == b'\n').count() < 2 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    if !got.starts_with(line) {
+        return Err(io::Error::other(format!(
+            "answered {:?}",
+            String::from_utf8_lossy(&got)
+        )));
+    }
+    Ok(())
 }
