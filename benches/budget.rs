@@ -355,16 +355,11 @@ fn run(o: &Opts) -> Result<(), String> {
     print!("{report}");
     if o.write {
         let path = std::path::Path::new(ROOT).join("docs/benchmarks.md");
-        report::write_marked(
+        report::write_section(
             &path,
-            "<!-- budget:begin -->",
-            "<!-- budget:end -->",
+            "budget",
+            "Memory under a flood of partial lines",
             &report,
-            |doc, section| {
-                Some(format!(
-                    "{doc}\n## Memory under a flood of partial lines\n\n{section}\n"
-                ))
-            },
         )?;
         println!("\nreport written to {}", path.display());
     }

@@ -134,13 +134,8 @@ fn main() {
     print!("{report}");
     if write {
         let path = Path::new(ROOT).join("docs/benchmarks.md");
-        let result = report::write_marked(
-            &path,
-            "<!-- instructions:begin -->",
-            "<!-- instructions:end -->",
-            &report,
-            |doc, section| Some(format!("{doc}\n## Instructions per request\n\n{section}\n")),
-        );
+        let result =
+            report::write_section(&path, "instructions", "Instructions per request", &report);
         match result {
             Ok(()) => println!("\nreport written to {}", path.display()),
             Err(e) => eprintln!("instructions: {e}"),

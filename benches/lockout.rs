@@ -147,13 +147,7 @@ fn main() {
     print!("{report}");
     if write {
         let path = std::path::Path::new(ROOT).join("docs/benchmarks.md");
-        let result = report::write_marked(
-            &path,
-            "<!-- lockout:begin -->",
-            "<!-- lockout:end -->",
-            &report,
-            |doc, section| Some(format!("{doc}\n## A descriptor lockout\n\n{section}\n")),
-        );
+        let result = report::write_section(&path, "lockout", "A descriptor lockout", &report);
         match result {
             Ok(()) => println!("\nreport written to {}", path.display()),
             Err(e) => fail(&e),

@@ -479,16 +479,11 @@ fn main() {
     print!("{text}");
     if write {
         let path = std::path::Path::new(ROOT).join("docs/benchmarks.md");
-        let result = report::write_marked(
+        let result = report::write_section(
             &path,
-            "<!-- stats:begin -->",
-            "<!-- stats:end -->",
+            "stats",
+            "Asking a loaded process for its stats",
             &text,
-            |doc, section| {
-                Some(format!(
-                    "{doc}\n## Asking a loaded process for its stats\n\n{section}\n"
-                ))
-            },
         );
         match result {
             Ok(()) => println!("\nreport written to {}", path.display()),

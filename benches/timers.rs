@@ -341,13 +341,7 @@ fn main() {
     print!("{r}");
     if write {
         let path = std::path::Path::new(ROOT).join("docs/benchmarks.md");
-        let result = report::write_marked(
-            &path,
-            "<!-- timers:begin -->",
-            "<!-- timers:end -->",
-            &r,
-            |doc, section| Some(format!("{doc}\n## Timers\n\n{section}\n")),
-        );
+        let result = report::write_section(&path, "timers", "Timers", &r);
         match result {
             Ok(()) => println!("\nreport written to {}", path.display()),
             Err(e) => eprintln!("timers: {e}"),

@@ -62,9 +62,22 @@ pub fn write_marked(
     std::fs::write(path, updated).map_err(|e| format!("write {}: {e}", path.display()))
 }
 
+/// Writes `body` between the `<!-- name:begin -->` and `<!-- name:end -->`
+/// markers of the file at `path`, the section of one benchmark; where the
+/// markers are not there yet, the section is appended under `## heading`.
+pub fn write_section(path: &Path, name: &str, heading: &str, body: &str) -> Result<(), String> {
+    write_marked(
+        path,
+        &format!("<!-- {name}:begin -->"),
+        &format!("<!-- {name}:end -->"),
+        body,
+        |doc, section| Some(format!("{doc}\n## {heading}\n\n{section}\n")),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::replace_marked;
+    use super::{replace_marked, write_section};
 
     const START: &str = "<!-- x:start -->";
     const END: &str = "<!-- x:end -->";
@@ -87,5 +100,25 @@ mod tests {
                 "{broken}"
             );
         }
+    }
+
+    #[test]
+    fn a_section_is_appended_under_its_heading_then_replaced() {
+        let path = std::env::temp_dir().join(format!("testbed-report-{}.md", std::process::id()));
+        std::fs::write(&path, "# Benchmarks\n").unwrap();
+        write_section(&path, "x", "X", "one\n").unwrap();
+        let first = std::fs::read_to_string(&path).unwrap();
+        write_section(&path, "x", "X", "two\n").unwrap();
+        let second = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let (begin, end) = ("<!-- x:begin -->", "<!-- x:end -->");
+        assert_eq!(
+            first,
+            format!("# Benchmarks\n\n## X\n\n{begin}\none\n{end}\n")
+        );
+        assert_eq!(
+            second,
+            format!("# Benchmarks\n\n## X\n\n{begin}\ntwo\n{end}\n")
+        );
     }
 }
