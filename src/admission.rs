@@ -42,13 +42,14 @@ use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use mio::Registry;
-use mio::net::TcpStream;
 
 use crate::control::Holder;
 use crate::handshakes;
 use crate::listener::Listeners;
 use crate::log::{plural, say};
+use crate::peer::{Address, Peer};
 use crate::sockdiag;
+use crate::sys::stream::StreamSocket;
 
 use window::{Look, Window};
 
@@ -70,8 +71,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// What [`Admission::accept`] did.
 #[derive(Debug)]
 pub(crate) enum Accept {
-    /// A new client, to admit.
-    Client(TcpStream, SocketAddr),
+    /// A new client, to admit: its socket, its IP address if it has one,
+    /// and the listener it came from ([`Admission::peer`]).
+    Client(StreamSocket, Option<SocketAddr>, usize),
     /// Every queue was seen empty.
     Empty,
     /// Out of descriptors (or memory): accepting waits a moment; the
@@ -200,6 +202,15 @@ impl Admission {
         matches!(self.phase, Phase::Closed)
     }
 
+    /// Who a client that listener `listener` gave is: its IP address, or
+    /// the name of the Unix socket it connected to.
+    pub(crate) fn peer(&self, ip: Option<SocketAddr>, listener: usize) -> Peer<'_> {
+        match ip {
+            Some(ip) => Peer::Ip(ip),
+            None => self.listeners.address_of(listener).peer(),
+        }
+    }
+
     /// Out of descriptors: clients wait in the queues for one to free up,
     /// from the first failed accept until the queues are seen empty.
     pub(crate) fn is_starved(&self) -> bool {
@@ -230,7 +241,7 @@ impl Admission {
             }
             self.budget -= 1;
             match self.listeners.accept(i) {
-                Ok((stream, peer)) => return Accept::Client(stream, peer),
+                Ok((stream, ip)) => return Accept::Client(stream, ip, i),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if retryable(&e) => {}
                 Err(e) => {
@@ -404,7 +415,7 @@ impl Admission {
     /// Makes the listeners taken over on `addr` this process's own, once
     /// the process that handed them over has let go: see
     /// [`Listeners::make_own`].
-    pub(crate) fn make_own(&mut self, addr: SocketAddr) -> io::Result<()> {
+    pub(crate) fn make_own(&mut self, addr: &Address) -> io::Result<()> {
         match self.listeners.port_of(addr) {
             Some(port) => self.listeners.make_own(port),
             None => Ok(()),
@@ -463,7 +474,11 @@ impl Admission {
                     if end.ended || now < window.due() {
                         continue;
                     }
-                    let addr = self.listeners.ports()[port].addr;
+                    // A window is a bound port's, and bound ports are IP.
+                    let Some(addr) = self.listeners.ports()[port].addr.ip() else {
+                        end.ended = true;
+                        continue;
+                    };
                     end.ended = look(self.pid, addr, window, now, buf);
                     if end.ended {
                         // Whatever completed during the window is queued.
@@ -480,7 +495,7 @@ impl Admission {
 /// The control channel lends a port's listeners to a successor, and hands
 /// them over if it takes them.
 impl Holder for Admission {
-    fn available(&self, addr: SocketAddr) -> Result<usize, String> {
+    fn available(&self, addr: &Address) -> Result<usize, String> {
         let Some(port) = self.listeners.port_of(addr) else {
             return Err(format!("it does not serve {addr}"));
         };
@@ -495,11 +510,11 @@ impl Holder for Admission {
         }
     }
 
-    fn listener(&self, addr: SocketAddr, i: usize) -> Option<(RawFd, libc::c_int)> {
+    fn listener(&self, addr: &Address, i: usize) -> Option<(RawFd, libc::c_int)> {
         self.listeners.handle(self.listeners.port_of(addr)?, i)
     }
 
-    fn lend(&mut self, addr: SocketAddr, lent: bool) {
+    fn lend(&mut self, addr: &Address, lent: bool) {
         let Some(port) = self.listeners.port_of(addr) else {
             return;
         };
@@ -510,7 +525,7 @@ impl Holder for Admission {
         }
     }
 
-    fn hand_over(&mut self, addr: SocketAddr) {
+    fn hand_over(&mut self, addr: &Address) {
         let Some(port) = self.listeners.port_of(addr) else {
             return;
         };

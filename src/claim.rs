@@ -56,8 +56,9 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::peer::Address;
 
 use crate::sockdiag::DUMP_BUFFER;
 use crate::sys::{process, unix};
@@ -119,7 +120,7 @@ pub(crate) struct Listing {
 impl Listing {
     /// The claim on `addr` of another process and another service that
     /// this process must heed (see [`conflict`]).
-    pub(crate) fn conflict(&self, addr: SocketAddr, service: &str) -> Option<Conflict<'_>> {
+    pub(crate) fn conflict(&self, addr: &Address, service: &str) -> Option<Conflict<'_>> {
         let uid = process::euid();
         conflict(&self.claims, addr, std::process::id(), uid, service)
     }
@@ -177,21 +178,29 @@ pub(crate) fn clean(name: &OsStr) -> String {
 }
 
 /// Announces that this process serves `service` on `addr`.
-pub(crate) fn announce(addr: SocketAddr, service: &str) -> io::Result<Claim> {
+pub(crate) fn announce(addr: &Address, service: &str) -> io::Result<Claim> {
     announce_with(addr, service, std::process::id(), process::random_u64)
 }
 
 /// Announces under a name with a nonce from `nonce`, drawing again while
 /// the name is taken.
 fn announce_with(
-    addr: SocketAddr,
+    addr: &Address,
     service: &str,
     pid: u32,
     mut nonce: impl FnMut() -> io::Result<u64>,
 ) -> io::Result<Claim> {
     let socket = unix::stream(false)?;
     for _ in 0..MAX_TRIES {
-        let name = name::encode(addr, pid, nonce()?, service);
+        let name = name::encode(addr, pid, nonce()?, service).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the address is too long for a name of {} bytes",
+                    name::MAX_NAME
+                ),
+            )
+        })?;
         // A failed bind leaves the socket unbound, free to try another.
         match unix::bind_abstract(socket.as_fd(), &name) {
             Ok(()) => return Ok(Claim { socket }),
@@ -263,7 +272,7 @@ fn listed(named: diag::Named) -> Option<Listed> {
 /// else one whose owner is unknown. Claims of other uids are not looked at.
 fn conflict<'a>(
     claims: &'a [Listed],
-    addr: SocketAddr,
+    addr: &Address,
     me: u32,
     uid: u32,
     service: &str,
@@ -282,15 +291,16 @@ mod tests {
     use super::*;
 
     fn claim(addr: &str, pid: u32, owner: Option<u32>, service: &str) -> Listed {
-        let name = name::encode(addr.parse().unwrap(), pid, 7, service);
+        let addr = Address::Ip(addr.parse().unwrap());
+        let name = name::encode(&addr, pid, 7, service).unwrap();
         listed(diag::Named { name, uid: owner }).unwrap()
     }
 
     #[test]
     fn only_a_claim_of_this_uid_refuses() {
-        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let addr = Address::Ip("127.0.0.1:8080".parse().unwrap());
         let check = |claims: &[Listed]| {
-            conflict(claims, addr, 99, 1000, "Lines<Echo>").map(|c| match c {
+            conflict(claims, &addr, 99, 1000, "Lines<Echo>").map(|c| match c {
                 Conflict::Mine(l) => ("mine", l.pid),
                 Conflict::Unknown(l) => ("unknown", l.pid),
             })
@@ -328,7 +338,7 @@ mod tests {
     }
 
     /// The claims of `service` on `addr` in a fresh listing.
-    fn seen(addr: SocketAddr, service: &str) -> Vec<Listed> {
+    fn seen(addr: &Address, service: &str) -> Vec<Listed> {
         let listing = list().expect("list");
         let addr = addr.to_string();
         listing
@@ -340,22 +350,22 @@ mod tests {
 
     #[test]
     fn an_announcement_is_seen_with_its_owner_and_withdrawn() {
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let addr = Address::Ip("127.0.0.1:1".parse().unwrap());
         let unique = format!("test-{}", std::process::id());
-        let claim = announce(addr, &unique).expect("announce");
-        let found = seen(addr, &unique);
+        let claim = announce(&addr, &unique).expect("announce");
+        let found = seen(&addr, &unique);
         let me = process::euid();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].pid, std::process::id());
         assert_eq!(found[0].owner, Some(me));
         assert!(found[0].name.starts_with(b"drainport|127.0.0.1:1|"));
         drop(claim);
-        assert!(seen(addr, &unique).is_empty());
+        assert!(seen(&addr, &unique).is_empty());
     }
 
     #[test]
     fn a_taken_name_is_drawn_again() {
-        let addr: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let addr = &Address::Ip("127.0.0.1:2".parse().unwrap());
         let pid = std::process::id();
         let unique = format!("taken-{pid}");
         // Someone holds the name the first draw gives.

@@ -38,7 +38,6 @@
 //!   keys behind that point stay empty, and closing them all visits each
 //!   slot once.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::budget::{Classes, Closed, Report, Share};
@@ -47,6 +46,7 @@ use crate::closes::Reason;
 use crate::config::Config;
 use crate::conn::{Conn, Context, Counters, Ready, Stream, Verdict};
 use crate::deadline_queue::Kind;
+use crate::peer::Peer;
 use crate::protocol::Protocol;
 use crate::slab::Slab;
 use crate::timeouts::{Expired, Timeouts, Turned};
@@ -63,7 +63,7 @@ pub(crate) enum Hook<'a> {
     /// More work, left from a turn that answered [`Verdict::Again`].
     Pump,
     /// It was just admitted, from this peer.
-    Connect(SocketAddr),
+    Connect(Peer<'a>),
     /// The drain started: the operator's notice (newline included), then
     /// the protocol's word.
     Drain(Option<&'a [u8]>),
@@ -469,7 +469,7 @@ mod tests {
         let deadline = t0 + Duration::from_millis(250);
         at.set(Some(deadline));
         let key = clients.admit(Quiet, t0);
-        clients.turn(key, Hook::Connect(PEER), t0);
+        clients.turn(key, Hook::Connect(Peer::Ip(PEER)), t0);
         clients.expire(deadline + TICK, false);
         assert_eq!(late.get(), 1);
         assert_eq!(
@@ -480,7 +480,7 @@ mod tests {
         clients.recycle();
         let again = deadline + 2 * TICK;
         assert_eq!(clients.admit(Quiet, again), key, "the slot is reused");
-        clients.turn(key, Hook::Connect(PEER), again);
+        clients.turn(key, Hook::Connect(Peer::Ip(PEER)), again);
         clients.expire(again, false);
         assert_eq!(late.get(), 2, "the new client's deadline was not reported");
     }

@@ -16,8 +16,6 @@
 //! function for a connection it closes outright ([`crate::clients`]).
 //! Neither is on the hot path: a turn that ends nothing does nothing here.
 
-use std::net::SocketAddr;
-
 use crate::log::say;
 
 /// Why a connection ended.
@@ -126,7 +124,7 @@ pub(crate) fn ended(
     closed: &mut Closes,
     log: Option<u32>,
     why: Reason,
-    peer: impl FnOnce() -> Option<SocketAddr>,
+    peer: impl FnOnce() -> Option<crate::peer::Address>,
 ) {
     closed.count(why);
     let Some(pid) = log.filter(|_| why.decided_by_server()) else {

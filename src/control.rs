@@ -60,6 +60,8 @@ pub(crate) mod wire;
 
 use std::io;
 use std::net::SocketAddr;
+
+use crate::peer::Address;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -110,15 +112,15 @@ pub(crate) fn owns(token: usize) -> bool {
 pub(crate) trait Holder {
     /// How many listeners this process holds open on `addr`, its own to
     /// hand over; or why there are none (in words for the successor).
-    fn available(&self, addr: SocketAddr) -> Result<usize, String>;
+    fn available(&self, addr: &Address) -> Result<usize, String>;
     /// Listener `i` on `addr`: its descriptor and its CPU.
-    fn listener(&self, addr: SocketAddr, i: usize) -> Option<(RawFd, libc::c_int)>;
+    fn listener(&self, addr: &Address, i: usize) -> Option<(RawFd, libc::c_int)>;
     /// A takeover of the listeners on `addr` starts (`true`) or ends
     /// without one (`false`): meanwhile they must not close.
-    fn lend(&mut self, addr: SocketAddr, lent: bool);
+    fn lend(&mut self, addr: &Address, lent: bool);
     /// The successor accepts from them: deregister and close this
     /// process's copies, and nothing else.
-    fn hand_over(&mut self, addr: SocketAddr);
+    fn hand_over(&mut self, addr: &Address);
 }
 
 /// The channel of one process: its claim sockets and the connections on
@@ -141,7 +143,7 @@ pub(crate) struct Control {
 /// One claim socket.
 struct Endpoint {
     claim: Claim,
-    addr: SocketAddr,
+    addr: Address,
     /// The process the listeners went to.
     handed_to: Option<u32>,
     /// The connection taking them over now.
@@ -195,7 +197,7 @@ impl Control {
     /// Makes `claim`, the announcement on `addr`, listen, and watches it.
     /// A claim that cannot listen stays an announcement, and the process
     /// says that it cannot hand over its listeners there.
-    pub(crate) fn add(&mut self, claim: Claim, addr: SocketAddr) {
+    pub(crate) fn add(&mut self, claim: Claim, addr: Address) {
         let token = Token(FIRST_TOKEN + self.endpoints.len());
         let fd = claim.socket().as_raw_fd();
         let watched = unix::listen_nonblocking(claim.socket(), BACKLOG).and_then(|()| {
@@ -442,7 +444,7 @@ impl Control {
         let asked = std::str::from_utf8(addr)
             .ok()
             .and_then(|a| a.parse::<SocketAddr>().ok());
-        let why = if asked != Some(endpoint.addr) {
+        let why = if asked.is_none_or(|asked| endpoint.addr != asked) {
             Some(format!(
                 "it serves {} here, not {}",
                 endpoint.addr,
@@ -460,12 +462,12 @@ impl Control {
             let pid = self.peers[other].as_ref().map_or(0, |p| p.pid);
             Some(format!("process {pid} is taking them over now"))
         } else {
-            holder.available(endpoint.addr).err()
+            holder.available(&endpoint.addr).err()
         };
         if let Some(why) = why {
             return self.refuse(slot, holder, &why);
         }
-        let addr = endpoint.addr;
+        let addr = &endpoint.addr;
         let Ok(total) = holder.available(addr) else {
             return;
         };
@@ -479,7 +481,7 @@ impl Control {
         let Some(peer) = &mut self.peers[slot] else {
             return;
         };
-        let addr = self.endpoints[peer.endpoint].addr;
+        let addr = &self.endpoints[peer.endpoint].addr;
         let size = (total - sent).min(unix::MAX_FDS);
         let listeners: Option<Vec<(RawFd, libc::c_int)>> = (sent..sent + size)
             .map(|i| holder.listener(addr, i))
@@ -512,11 +514,11 @@ impl Control {
             return;
         };
         let (e, pid) = (peer.endpoint, peer.pid);
-        let addr = self.endpoints[e].addr;
+        let addr = self.endpoints[e].addr.clone();
         if now > peer.deadline + GRACE {
             return self.end(slot, holder, "answered too late");
         }
-        if holder.available(addr) != Ok(total) {
+        if holder.available(&addr) != Ok(total) {
             return self.refuse(
                 slot,
                 holder,
@@ -527,7 +529,7 @@ impl Control {
         if let Err(err) = unix::send(peer.socket.as_fd(), wire::DONE, &[]) {
             return self.end(slot, holder, &format!("could not be told: {err}"));
         }
-        holder.hand_over(addr);
+        holder.hand_over(&addr);
         let endpoint = &mut self.endpoints[e];
         endpoint.lending = None;
         endpoint.handed_to = Some(pid);
@@ -556,7 +558,7 @@ impl Control {
         let lent = endpoint.lending == Some(slot);
         if lent {
             endpoint.lending = None;
-            holder.lend(endpoint.addr, false);
+            holder.lend(&endpoint.addr, false);
         }
         Some((peer, lent))
     }

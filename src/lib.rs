@@ -67,6 +67,7 @@ mod kernel;
 mod listener;
 mod log;
 mod notify;
+mod peer;
 mod pidfile;
 mod protection;
 pub mod protocol;
@@ -92,6 +93,7 @@ pub use config::{
     Config, DEFAULT_ADDR, DEFAULT_BACKLOG, DEFAULT_MAX_BUFFERS, DEFAULT_MAX_INPUT,
     DEFAULT_MAX_OUTPUT,
 };
+pub use peer::Peer;
 pub use protocol::{Action, LineProtocol, Lines, Protocol, Step};
 pub use server::serve;
 

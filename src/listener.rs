@@ -77,12 +77,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::net::TcpListener as StdListener;
 use std::ops::Range;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-
-use mio::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use crate::activation::Passed;
 use crate::kernel;
+use crate::peer::Address;
+use crate::sys::stream::{self, StreamSocket};
 use crate::sys::{epoll, socket};
 
 pub(crate) use bound::filter_permitted;
@@ -106,7 +106,8 @@ pub(crate) enum Origin {
 /// One address served, and how.
 #[derive(Debug)]
 pub(crate) struct Port {
-    pub(crate) addr: SocketAddr,
+    /// An IP address and port, or (passed only) a Unix socket's name.
+    pub(crate) addr: Address,
     pub(crate) origin: Origin,
     /// Another process holds copies of these sockets: letting go of them
     /// is enough, and their tags and queues are not this process's alone.
@@ -121,8 +122,8 @@ pub(crate) struct Port {
 
 /// One listening socket.
 struct Listener {
-    /// `None` once closed.
-    socket: Option<TcpListener>,
+    /// `None` once closed. A listening stream socket of any family.
+    socket: Option<OwnedFd>,
     /// The CPU tag it carries while the process takes new clients; `None`
     /// for a shared socket, whose tag is not this process's to set.
     cpu: Option<libc::c_int>,
@@ -199,7 +200,7 @@ impl Listeners {
             self.socks.push(Listener::new(socket, Some(cpu)));
         }
         self.ports.push(Port {
-            addr,
+            addr: Address::Ip(addr),
             origin: Origin::Bound,
             shared: false,
             passed_as: Vec::new(),
@@ -210,26 +211,28 @@ impl Listeners {
         Ok(addr)
     }
 
-    /// Takes sockets the service manager passed, one port per address.
+    /// Takes sockets the service manager passed, one port per address, in
+    /// the order each address was first passed.
     fn adopt(&mut self, adopted: Vec<Adopted>) {
-        let mut adopted = adopted;
-        // Stable: sockets of one address keep the order they were passed in.
-        adopted.sort_by_key(|a| a.addr);
-        let mut rest = adopted.into_iter().peekable();
-        while let Some(a) = rest.next() {
+        let mut rest = adopted;
+        while !rest.is_empty() {
+            // Sockets of one address keep the order they were passed in.
+            let addr = rest[0].addr.clone();
+            let (same, others): (Vec<Adopted>, Vec<Adopted>) =
+                rest.into_iter().partition(|a| a.addr == addr);
+            rest = others;
             let first = self.socks.len();
             let mut port = Port {
-                addr: a.addr,
+                addr,
                 origin: Origin::Passed,
                 shared: true,
-                passed_as: vec![(a.number, a.name)],
-                dual_stack: a.dual_stack,
+                passed_as: Vec::new(),
+                dual_stack: same[0].dual_stack,
                 socks: first..first,
             };
-            self.socks.push(Listener::new(a.socket, None));
-            while let Some(more) = rest.next_if(|b| b.addr == port.addr) {
-                port.passed_as.push((more.number, more.name));
-                self.socks.push(Listener::new(more.socket, None));
+            for a in same {
+                port.passed_as.push((a.number, a.name));
+                self.socks.push(Listener::new(a.socket, None));
             }
             port.socks.end = self.socks.len();
             self.ports.push(port);
@@ -246,11 +249,12 @@ impl Listeners {
         for (addr, socks) in taken {
             let first = listeners.socks.len();
             for (socket, cpu) in socks {
-                let socket = TcpListener::from_std(socket);
-                listeners.socks.push(Listener::new(socket, Some(cpu)));
+                listeners
+                    .socks
+                    .push(Listener::new(OwnedFd::from(socket), Some(cpu)));
             }
             listeners.ports.push(Port {
-                addr,
+                addr: Address::Ip(addr),
                 origin: Origin::Taken,
                 shared: false,
                 passed_as: Vec::new(),
@@ -277,8 +281,14 @@ impl Listeners {
     }
 
     /// The port serving `addr`, if one does.
-    pub(crate) fn port_of(&self, addr: SocketAddr) -> Option<usize> {
-        self.ports.iter().position(|p| p.addr == addr)
+    pub(crate) fn port_of(&self, addr: &Address) -> Option<usize> {
+        self.ports.iter().position(|p| p.addr == *addr)
+    }
+
+    /// The address listener `i` serves.
+    pub(crate) fn address_of(&self, i: usize) -> &Address {
+        let port = self.ports.iter().find(|p| p.socks.contains(&i));
+        &port.expect("every listener belongs to a port").addr
     }
 
     /// How many of `port`'s sockets are open.
@@ -373,11 +383,12 @@ impl Listeners {
     /// Accepts one connection from listener `i`, and gives the next turn
     /// to the listener after it; `WouldBlock` clears its mark. A shared
     /// socket goes to the back of the epoll queue every [`REARM_EVERY`]
-    /// accepts.
-    pub(crate) fn accept(&mut self, i: usize) -> io::Result<(TcpStream, SocketAddr)> {
+    /// accepts. A TCP client comes with its address; a Unix one is known
+    /// by its listener's ([`Listeners::address_of`]).
+    pub(crate) fn accept(&mut self, i: usize) -> io::Result<(StreamSocket, Option<SocketAddr>)> {
         let sock = &mut self.socks[i];
         let result = match (&sock.socket, sock.quota) {
-            (Some(socket), None | Some(1..)) => socket.accept(),
+            (Some(socket), None | Some(1..)) => stream::accept(socket.as_fd()),
             _ => Err(io::ErrorKind::WouldBlock.into()),
         };
         if result.is_ok() {
@@ -465,7 +476,7 @@ impl Listeners {
 
     fn tag(&self, i: usize, cpu: libc::c_int) -> io::Result<()> {
         match &self.socks[i].socket {
-            Some(socket) => bound::tag(socket, cpu),
+            Some(socket) => bound::tag(socket.as_fd(), cpu),
             None => Ok(()),
         }
     }
@@ -504,7 +515,7 @@ impl Listeners {
 }
 
 impl Listener {
-    fn new(socket: TcpListener, cpu: Option<libc::c_int>) -> Listener {
+    fn new(socket: OwnedFd, cpu: Option<libc::c_int>) -> Listener {
         Listener {
             socket: Some(socket),
             cpu,
@@ -518,7 +529,7 @@ impl Listener {
 /// How many finished connections wait in a listener's accept queue:
 /// `tcpi_unacked` of a listening socket's `TCP_INFO` is its
 /// `sk_ack_backlog`.
-fn queued(socket: &TcpListener) -> io::Result<u32> {
+fn queued(socket: &OwnedFd) -> io::Result<u32> {
     socket::accept_queue_len(socket.as_fd())
 }
 

@@ -24,8 +24,8 @@
 //! The line is pure text from what was found ([`Found`]), so every variant
 //! is tested without the kernel that would produce it.
 
+use crate::peer::Address;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 
 use crate::kernel::{self, Steering};
 use crate::listener::{self, Origin, Port};
@@ -86,9 +86,15 @@ pub(crate) fn report(pid: u32, ports: &[Port]) {
         filter,
         kernel: kernel::kernel_version(),
     };
-    let guarded: Vec<(SocketAddr, Guard, bool)> = ports
+    let guarded: Vec<(Address, Guard, bool)> = ports
         .iter()
-        .map(|p| (p.addr, guard(p.shared, &found), p.origin == Origin::Taken))
+        .map(|p| {
+            (
+                p.addr.clone(),
+                guard(p.shared, &found),
+                p.origin == Origin::Taken,
+            )
+        })
         .collect();
     for line in lines(pid, &guarded, &found) {
         say!("{line}");
@@ -113,7 +119,7 @@ fn guard(shared: bool, found: &Found) -> Guard {
 /// The lines for addresses, their guards and whether they were taken
 /// over: one when they all have the same, else one per kind, naming its
 /// addresses.
-fn lines(pid: u32, guarded: &[(SocketAddr, Guard, bool)], found: &Found) -> Vec<String> {
+fn lines(pid: u32, guarded: &[(Address, Guard, bool)], found: &Found) -> Vec<String> {
     let mut kinds: Vec<(Guard, bool)> = Vec::new();
     for &(_, g, taken) in guarded {
         if !kinds.contains(&(g, taken)) {
@@ -213,8 +219,8 @@ mod tests {
         }
     }
 
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
+    fn addr(s: &str) -> Address {
+        Address::Ip(s.parse().unwrap())
     }
 
     #[test]

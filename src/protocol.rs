@@ -61,8 +61,9 @@
 //! ```
 
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use crate::peer::Peer;
 
 /// What a protocol wants done with the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,9 +102,11 @@ pub trait Protocol {
     /// that an idle client stays cheap.
     type Conn: Default;
 
-    /// A client was admitted from `peer`. May append a greeting, or
-    /// return [`Action::Close`] to turn it away (after the flush).
-    fn on_connect(&mut self, conn: &mut Self::Conn, peer: SocketAddr, out: &mut Vec<u8>) -> Action {
+    /// A client was admitted from `peer`: a TCP client's IP address and
+    /// port, or for a client of a Unix socket that socket's name
+    /// ([`Peer`]). May append a greeting, or return [`Action::Close`] to
+    /// turn it away (after the flush).
+    fn on_connect(&mut self, conn: &mut Self::Conn, peer: Peer<'_>, out: &mut Vec<u8>) -> Action {
         let _ = (conn, peer, out);
         Action::Continue
     }
@@ -397,8 +400,8 @@ mod tests {
     impl Protocol for Counted {
         type Conn = u8;
 
-        fn on_connect(&mut self, _: &mut u8, peer: SocketAddr, out: &mut Vec<u8>) -> Action {
-            let _ = write!(out, "hi {};", peer.port());
+        fn on_connect(&mut self, _: &mut u8, peer: Peer<'_>, out: &mut Vec<u8>) -> Action {
+            let _ = write!(out, "hi {};", peer.ip().map_or(0, |a| a.port()));
             Action::Continue
         }
 
@@ -608,7 +611,7 @@ mod tests {
         let mut p = Counted;
         let (mut a, mut b) = (u8::default(), u8::default());
         let mut out = Vec::new();
-        let peer = SocketAddr::from(([127, 0, 0, 1], 4242));
+        let peer = Peer::Ip(std::net::SocketAddr::from(([127, 0, 0, 1], 4242)));
         assert_eq!(p.on_connect(&mut a, peer, &mut out), Action::Continue);
         let got = feed(&mut p, &mut a, b"\x02ab\x01c\x03de", 100, &mut out, 1000);
         assert_eq!(

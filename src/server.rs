@@ -27,7 +27,6 @@ use std::net::SocketAddr;
 use std::process;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
@@ -46,12 +45,14 @@ use crate::drain::{Cause, Drain, Step};
 use crate::listener::{Listeners, Origin};
 use crate::log::{Escaped, plural, say};
 use crate::notify::Notifier;
+use crate::peer::Address;
 use crate::pidfile::PidFile;
 use crate::protection;
 use crate::protocol::Protocol;
 use crate::setting::{Setting, SettingError};
 use crate::stats::Stats;
 use crate::sys;
+use crate::sys::stream::StreamSocket;
 use crate::takeover;
 
 /// The signal pipe's token.
@@ -163,13 +164,14 @@ pub fn serve<P: Protocol>(config: &Config, protocol: P) -> io::Result<()> {
             say_origins(pid, &listeners, &config.addrs);
             let mut claims = Vec::new();
             for port in listeners.ports() {
-                claims.push((claim_address(config, port.addr, &service)?, port.addr));
+                let addr = port.addr.clone();
+                claims.push((claim_address(config, &addr, &service)?, addr));
             }
             (listeners, claims, Vec::new())
         }
     };
     protection::report(pid, listeners.ports());
-    let addrs: Vec<SocketAddr> = listeners.ports().iter().map(|p| p.addr).collect();
+    let addrs: Vec<Address> = listeners.ports().iter().map(|p| p.addr.clone()).collect();
     // The backlog is this process's to set only on the sockets it bound.
     let binds = listeners.ports().iter().any(|p| p.origin == Origin::Bound);
     let mut server = Server::new(config, protocol, listeners, signals, notifier, &service)?;
@@ -225,7 +227,7 @@ fn take_over(
     service: &str,
 ) -> io::Result<(
     Listeners,
-    Vec<(Option<Claim>, SocketAddr)>,
+    Vec<(Option<Claim>, Address)>,
     Vec<takeover::Pending>,
 )> {
     let sources = config
@@ -235,7 +237,8 @@ fn take_over(
         .collect::<io::Result<Vec<_>>>()?;
     let mut claims = Vec::new();
     for &addr in &config.addrs {
-        claims.push((claim_address(config, addr, service)?, addr));
+        let addr = Address::from(addr);
+        claims.push((claim_address(config, &addr, service)?, addr));
     }
     let mut taken = Vec::new();
     let mut pending = Vec::new();
@@ -269,12 +272,12 @@ fn confirm(
     let mut confirmed = Vec::new();
     let mut taking = taking.into_iter();
     while let Some(pending) = taking.next() {
-        let (from, addr) = (pending.from(), pending.addr());
-        let count = admission.available(addr).unwrap_or(0);
+        let (from, addr) = (pending.from(), Address::from(pending.addr()));
+        let count = admission.available(&addr).unwrap_or(0);
         if let Err(e) = pending.commit() {
-            admission.hand_over(addr);
+            admission.hand_over(&addr);
             for rest in taking {
-                admission.hand_over(rest.addr());
+                admission.hand_over(&rest.addr().into());
             }
             return Err(if confirmed.is_empty() {
                 Unconfirmed::Before(e)
@@ -289,7 +292,7 @@ fn confirm(
         confirmed.push(addr);
     }
     for addr in confirmed {
-        admission.make_own(addr).map_err(|e| {
+        admission.make_own(&addr).map_err(|e| {
             Unconfirmed::After(io::Error::new(
                 e.kind(),
                 format!("cannot make the listeners on {addr} its own: {e}"),
@@ -358,7 +361,7 @@ struct Server<P: Protocol> {
     /// processes of this user ask (a takeover).
     control: Control,
     admission: Admission,
-    clients: Clients<TcpStream, P>,
+    clients: Clients<StreamSocket, P>,
     drain: Drain,
     /// The client count last reported, and when the next report may go.
     reported: usize,
@@ -503,13 +506,20 @@ impl<P: Protocol> Server<P> {
     fn accept(&mut self, now: Instant) -> Accept {
         loop {
             match self.admission.accept(self.clients.len(), now) {
-                Accept::Client(stream, peer) => self.admit(stream, peer, now),
+                Accept::Client(stream, ip, listener) => self.admit(stream, ip, listener, now),
                 stop => return stop,
             }
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn admit(
+        &mut self,
+        mut stream: StreamSocket,
+        ip: Option<SocketAddr>,
+        listener: usize,
+        now: Instant,
+    ) {
+        let peer = self.admission.peer(ip, listener);
         let key = self.clients.vacant_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
@@ -826,7 +836,7 @@ fn nearest(timers: &[(Timer, Option<Instant>)]) -> Option<Instant> {
 /// claims cannot be read, the process says so and goes on: the check
 /// protects against a mistake, it is not a lock. What a claim's name holds
 /// is printed escaped.
-fn claim_address(config: &Config, addr: SocketAddr, service: &str) -> io::Result<Option<Claim>> {
+fn claim_address(config: &Config, addr: &Address, service: &str) -> io::Result<Option<Claim>> {
     let pid = process::id();
     // Announcing first: of two processes that start at once, the one
     // that lists second sees the other. A process that cannot announce

@@ -6,6 +6,8 @@
 //!
 //! - [`socket`]: TCP sockets and their options: made, bound, listening,
 //!   asked how many connections wait, given a socket filter
+//! - [`stream`]: stream sockets of any family (TCP, Unix) as clients:
+//!   accepted, read, written, shut down, and their names
 //! - [`unix`]: Unix stream sockets under abstract names, their peer's
 //!   credentials, and descriptors passed over them (`SCM_RIGHTS`)
 //! - [`netlink`]: the socket diagnostics' netlink socket
@@ -43,6 +45,7 @@ pub(crate) mod file;
 pub(crate) mod netlink;
 pub(crate) mod process;
 pub(crate) mod socket;
+pub(crate) mod stream;
 pub(crate) mod unix;
 
 /// The index of the first `needle` in `hay`, found with the C library's

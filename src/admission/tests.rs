@@ -10,10 +10,10 @@ use mio::Poll;
 
 use super::*;
 
-fn admission(poll: &Poll, addrs: &[&str], now: Instant) -> (Admission, Vec<SocketAddr>) {
+fn admission(poll: &Poll, addrs: &[&str], now: Instant) -> (Admission, Vec<Address>) {
     let addrs: Vec<SocketAddr> = addrs.iter().map(|a| a.parse().unwrap()).collect();
     let listeners = Listeners::open(&addrs, Vec::new()).unwrap();
-    let bound = listeners.ports().iter().map(|p| p.addr).collect();
+    let bound = listeners.ports().iter().map(|p| p.addr.clone()).collect();
     let a = Admission::new(1, listeners, poll.registry(), 1000, None, now).unwrap();
     a.listen(16).unwrap();
     (a, bound)
@@ -30,7 +30,7 @@ fn lent_listeners_stay_open_past_the_window_until_returned() {
     let poll = Poll::new().unwrap();
     let t0 = Instant::now();
     let (mut a, addrs) = admission(&poll, &["127.0.0.1:0"], t0);
-    let addr = addrs[0];
+    let addr = &addrs[0];
     let n = a.available(addr).unwrap();
     assert!(a.listener(addr, n - 1).is_some() && a.listener(addr, n).is_none());
     a.retire(t0).unwrap();
@@ -56,7 +56,7 @@ fn handing_over_closes_only_this_processs_copies() {
     let poll = Poll::new().unwrap();
     let t0 = Instant::now();
     let (mut a, addrs) = admission(&poll, &["127.0.0.1:0"], t0);
-    let addr = addrs[0];
+    let addr = &addrs[0];
     // The successor's copies.
     let theirs: Vec<OwnedFd> = (0..a.available(addr).unwrap())
         .map(|i| {
@@ -68,7 +68,7 @@ fn handing_over_closes_only_this_processs_copies() {
         })
         .collect();
     // A client queued on the listeners, and a retirement under way.
-    let mut client = TcpStream::connect(addr).unwrap();
+    let mut client = TcpStream::connect(addr.ip().unwrap()).unwrap();
     client.write_all(b"queued\n").unwrap();
     a.retire(t0).unwrap();
     a.lend(addr, true);
@@ -93,14 +93,14 @@ fn a_port_handed_over_leaves_the_others_serving_and_needs_no_window() {
     let poll = Poll::new().unwrap();
     let t0 = Instant::now();
     let (mut a, addrs) = admission(&poll, &["127.0.0.1:0", "127.0.0.2:0"], t0);
-    a.hand_over(addrs[0]);
+    a.hand_over(&addrs[0]);
     assert!(!a.is_closed());
-    assert!(a.available(addrs[0]).is_err());
-    assert!(a.available(addrs[1]).is_ok());
-    let mut client = TcpStream::connect(addrs[1]).unwrap();
+    assert!(a.available(&addrs[0]).is_err());
+    assert!(a.available(&addrs[1]).is_ok());
+    let mut client = TcpStream::connect(addrs[1].ip().unwrap()).unwrap();
     client.write_all(b"x").unwrap();
     let taken = (0..100).find_map(|_| match a.accept(0, t0) {
-        Accept::Client(stream, _) => Some(stream),
+        Accept::Client(stream, _, _) => Some(stream),
         _ => {
             a.mark(0);
             a.listeners.mark_all();
@@ -119,7 +119,7 @@ fn a_port_handed_over_leaves_the_others_serving_and_needs_no_window() {
     ));
     // Every port handed over: a drain has nothing to retire at all.
     let (mut b, addrs) = admission(&poll, &["127.0.0.1:0"], t0);
-    b.hand_over(addrs[0]);
+    b.hand_over(&addrs[0]);
     assert!(b.is_closed());
     b.retire(t0).unwrap();
     assert!(b.is_closed() && b.due(0, t0).is_none());

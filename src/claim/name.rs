@@ -14,18 +14,24 @@
 //! part, cannot read a pid in `<pid>.<nonce>` and ignore the new names: a
 //! rollback is never refused for a name it cannot read.
 
-use std::net::SocketAddr;
+use crate::peer::Address;
 
 /// The start of every announcement's name.
 pub(crate) const PREFIX: &[u8] = b"drainport|";
 /// The longest abstract name: `sun_path` less its leading NUL.
 pub(crate) const MAX_NAME: usize = 107;
 
-/// The name under which `pid` announces `service` on `addr`, with `nonce`.
-pub(crate) fn encode(addr: SocketAddr, pid: u32, nonce: u64, service: &str) -> Vec<u8> {
-    let mut name = format!("drainport|{addr}|{pid}.{nonce:016x}|{service}").into_bytes();
+/// The name under which `pid` announces `service` on `addr`, with `nonce`;
+/// `None` when the address and pid alone do not fit (a long Unix path):
+/// cutting them would make a name no one reads right.
+pub(crate) fn encode(addr: &Address, pid: u32, nonce: u64, service: &str) -> Option<Vec<u8>> {
+    let mut name = format!("drainport|{addr}|{pid}.{nonce:016x}|").into_bytes();
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    name.extend_from_slice(service.as_bytes());
     name.truncate(MAX_NAME);
-    name
+    Some(name)
 }
 
 /// What a name says, borrowed from it.
@@ -77,10 +83,14 @@ fn split(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 mod tests {
     use super::*;
 
+    fn ip(addr: &str) -> Address {
+        Address::Ip(addr.parse().unwrap())
+    }
+
     #[test]
     fn a_name_says_address_pid_and_service() {
-        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
-        let name = encode(addr, 4242, 0x0123_4567_89ab_cdef, "Lines<Echo>");
+        let addr = ip("127.0.0.1:8080");
+        let name = encode(&addr, 4242, 0x0123_4567_89ab_cdef, "Lines<Echo>").unwrap();
         assert_eq!(
             name,
             b"drainport|127.0.0.1:8080|4242.0123456789abcdef|Lines<Echo>"
@@ -126,14 +136,14 @@ mod tests {
     #[test]
     fn names_fit_and_a_cut_service_still_matches() {
         // The longest address text: every group in full, and a scope id.
-        let v6 = SocketAddr::V6(std::net::SocketAddrV6::new(
+        let v6 = Address::Ip(std::net::SocketAddr::V6(std::net::SocketAddrV6::new(
             "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
             65535,
             0,
             u32::MAX,
-        ));
+        )));
         let long = "s".repeat(40);
-        let name = encode(v6, u32::MAX, u64::MAX, &long);
+        let name = encode(&v6, u32::MAX, u64::MAX, &long).unwrap();
         assert_eq!(name.len(), MAX_NAME);
         let parts = decode(&name).unwrap();
         assert_eq!(parts.pid, u32::MAX);
@@ -143,9 +153,25 @@ mod tests {
         // The nonce is whole, cut or not: the service gives way first.
         assert!(name.windows(17).any(|w| w == b".ffffffffffffffff"));
         // Uncut, a service matches only itself.
-        let short = encode("127.0.0.1:1".parse().unwrap(), 1, 0, "ab");
+        let short = encode(&ip("127.0.0.1:1"), 1, 0, "ab").unwrap();
         assert!(same_service(&short, b"ab", b"ab"));
         assert!(!same_service(&short, b"a", b"ab"));
         assert!(!same_service(&short, b"ab", b"a"));
+    }
+
+    #[test]
+    fn a_unix_socket_is_named_by_its_path_unless_too_long_to_read_back() {
+        use std::os::unix::net::SocketAddr as UnixAddr;
+        let unix = |path: &str| Address::Unix(UnixAddr::from_pathname(path).unwrap());
+        let name = encode(&unix("/run/x.sock"), 7, 1, "Lines<Echo>").unwrap();
+        assert_eq!(
+            name,
+            b"drainport|unix:/run/x.sock|7.0000000000000001|Lines<Echo>"
+        );
+        assert_eq!(decode(&name).unwrap().addr, b"unix:/run/x.sock");
+        // A path that leaves no room for the pid and nonce gets no name,
+        // rather than one cut where the pid should be.
+        let long = format!("/{}", "p".repeat(80));
+        assert_eq!(encode(&unix(&long), u32::MAX, 1, "s"), None);
     }
 }

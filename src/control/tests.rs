@@ -31,7 +31,7 @@ impl Held {
     /// loopback port.
     fn new(n: usize) -> Held {
         let first = Listeners::open(&["127.0.0.1:0".parse().unwrap()], Vec::new()).unwrap();
-        let addr = first.ports()[0].addr;
+        let addr = first.ports()[0].addr.ip().unwrap();
         let mut groups = vec![first];
         while groups.iter().map(|g| g.open_count(0)).sum::<usize>() < n {
             groups.push(Listeners::open(&[addr], Vec::new()).unwrap());
@@ -54,15 +54,15 @@ impl Held {
 }
 
 impl Holder for Held {
-    fn available(&self, addr: SocketAddr) -> Result<usize, String> {
-        if self.handed || addr != self.addr {
+    fn available(&self, addr: &Address) -> Result<usize, String> {
+        if self.handed || *addr != self.addr {
             Err(format!("its listeners on {addr} are closed"))
         } else {
             Ok(self.total())
         }
     }
 
-    fn listener(&self, addr: SocketAddr, mut i: usize) -> Option<(RawFd, libc::c_int)> {
+    fn listener(&self, addr: &Address, mut i: usize) -> Option<(RawFd, libc::c_int)> {
         self.available(addr).ok()?;
         for group in &self.groups {
             if i < group.open_count(0) {
@@ -73,12 +73,12 @@ impl Holder for Held {
         None
     }
 
-    fn lend(&mut self, _: SocketAddr, lent: bool) {
+    fn lend(&mut self, _: &Address, lent: bool) {
         self.lent = lent;
         self.lends.push(lent);
     }
 
-    fn hand_over(&mut self, _: SocketAddr) {
+    fn hand_over(&mut self, _: &Address) {
         self.handed = true;
         self.groups.clear();
     }
@@ -95,7 +95,8 @@ impl Rig {
     fn new(held: Held) -> Rig {
         let poll = Poll::new().unwrap();
         let mut control = Control::new(SERVICE, poll.registry());
-        control.add(claim::announce(held.addr, SERVICE).unwrap(), held.addr);
+        let addr = Address::from(held.addr);
+        control.add(claim::announce(&addr, SERVICE).unwrap(), addr);
         Rig {
             poll,
             control,
@@ -202,7 +203,7 @@ fn a_successor_takes_every_listener_in_batches_then_the_process_lets_go() {
     let addr = held.addr;
     let total = held.total();
     let cpus: Vec<libc::c_int> = (0..total)
-        .map(|i| held.listener(addr, i).unwrap().1)
+        .map(|i| held.listener(&addr.into(), i).unwrap().1)
         .collect();
     let mut rig = Rig::new(held);
     let taken = rig.serve(successor(addr, SERVICE)).unwrap();
@@ -245,7 +246,7 @@ fn a_successor_that_leaves_before_taking_leaves_everything_as_it_was() {
     rig.until("the listeners returned", |r| !r.held.lent);
     assert_eq!(rig.held.lends, [true, false]);
     assert!(!rig.held.handed);
-    assert_eq!(rig.held.available(addr), Ok(total));
+    assert_eq!(rig.held.available(&addr.into()), Ok(total));
     // One that says it gives up, after the batch, is the same.
     let conn = rig.connect();
     unix::send(

@@ -4,10 +4,8 @@
 //! SYNs where the process may attach it.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsFd, BorrowedFd};
-
-use mio::net::TcpListener;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::sys::socket::{self, SO_DETACH_FILTER, SO_INCOMING_CPU, set_int_opt};
 /// The tag that matches no CPU: such a listener is chosen only when no
@@ -19,7 +17,7 @@ pub(crate) const NO_CPU: libc::c_int = -1;
 /// listening, so that sibling processes can bind the same address and the
 /// group steers by CPU. Returns it with the address it got (the real port
 /// when 0 was asked for).
-pub(crate) fn open(addr: SocketAddr, cpu: libc::c_int) -> io::Result<(TcpListener, SocketAddr)> {
+pub(crate) fn open(addr: SocketAddr, cpu: libc::c_int) -> io::Result<(OwnedFd, SocketAddr)> {
     open_tagged(addr, cpu).map_err(|err| {
         io::Error::new(
             err.kind(),
@@ -28,7 +26,7 @@ pub(crate) fn open(addr: SocketAddr, cpu: libc::c_int) -> io::Result<(TcpListene
     })
 }
 
-fn open_tagged(addr: SocketAddr, cpu: libc::c_int) -> io::Result<(TcpListener, SocketAddr)> {
+fn open_tagged(addr: SocketAddr, cpu: libc::c_int) -> io::Result<(OwnedFd, SocketAddr)> {
     let domain = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -51,15 +49,14 @@ fn open_tagged(addr: SocketAddr, cpu: libc::c_int) -> io::Result<(TcpListener, S
     // sibling carries that CPU's tag.
     set_int_opt(raw, libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)?;
     socket::bind(raw, &addr)?;
-    let socket = TcpListener::from_std(StdListener::from(fd));
-    let addr = socket.local_addr()?;
-    Ok((socket, addr))
+    let addr = socket::local_addr(raw)?;
+    Ok((fd, addr))
 }
 
 /// Sets the CPU tag of a listener: `NO_CPU` takes it out of its group's
 /// selection by CPU.
-pub(crate) fn tag(socket: &TcpListener, cpu: libc::c_int) -> io::Result<()> {
-    set_int_opt(socket.as_fd(), libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)
+pub(crate) fn tag(socket: BorrowedFd<'_>, cpu: libc::c_int) -> io::Result<()> {
+    set_int_opt(socket, libc::SOL_SOCKET, SO_INCOMING_CPU, cpu)
 }
 
 /// Whether this process may attach a socket filter to a TCP socket, tried

@@ -1,39 +1,39 @@
 //! A listening socket the service manager passed: checked before it is
 //! used, and made ready without changing what its other holders see.
 //!
-//! Each descriptor must be a socket, IPv4 or IPv6, of type `SOCK_STREAM`
-//! and protocol TCP, and listening (`SO_ACCEPTCONN`). Anything else is the
-//! operator's mistake (a `ListenDatagram=`, `Accept=yes`, a file), refused
-//! with one sentence naming the descriptor, before this process listens
-//! anywhere.
+//! Each descriptor must be a socket of type `SOCK_STREAM`, listening
+//! (`SO_ACCEPTCONN`), and either IPv4 or IPv6 with protocol TCP
+//! (`ListenStream=8080`) or Unix (`ListenStream=/run/app.sock`, or an
+//! abstract `@name`). Anything else is the operator's mistake (a
+//! `ListenDatagram=`, a `ListenSequentialPacket=`, `Accept=yes`, a file),
+//! refused with one sentence naming the descriptor, before this process
+//! listens anywhere.
 //!
-//! Unix stream sockets, which systemd passes too, are refused: a protocol
-//! learns each client as an IP address and port (`Protocol::on_connect`
-//! takes a `SocketAddr`), which a Unix client has none of, and a client
-//! slot holds a TCP stream.
+//! A Unix client is served as a TCP one is: reads, writes and the FIN are
+//! the same calls on any stream socket ([`crate::sys::stream`]), and the
+//! protocol learns it as the name of the socket it connected to
+//! ([`crate::Peer`]).
 //!
 //! The socket is shared with every process it was passed to, and with the
 //! manager, so only two settings change, both of the kind every drainport
 //! sets alike: `O_NONBLOCK` (which the open file description carries for
-//! every holder; systemd opens its sockets non-blocking already) and
-//! `TCP_NODELAY` (inherited by accepted sockets, as on the sockets drainport
-//! opens). The CPU tag, the backlog and the filter are left alone.
+//! every holder; systemd opens its sockets non-blocking already) and, on
+//! TCP, `TCP_NODELAY` (inherited by accepted sockets, as on the sockets
+//! drainport opens). The CPU tag, the backlog and the filter are left
+//! alone.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::net::UnixListener;
-
-use mio::net::TcpListener;
+use std::os::fd::{AsFd, OwnedFd};
 
 use crate::activation::Passed;
-use crate::sys::file;
+use crate::peer::Address;
 use crate::sys::socket::{get_int_opt, set_int_opt, set_nonblocking};
+use crate::sys::{file, stream};
 
 /// A passed socket, checked and ready to accept.
 pub(crate) struct Adopted {
-    pub(crate) socket: TcpListener,
-    pub(crate) addr: SocketAddr,
+    pub(crate) socket: OwnedFd,
+    pub(crate) addr: Address,
     /// The descriptor's number as passed, and its name.
     pub(crate) number: i32,
     pub(crate) name: String,
@@ -42,7 +42,8 @@ pub(crate) struct Adopted {
     pub(crate) dual_stack: bool,
 }
 
-/// Checks that `passed` is a listening TCP socket and makes it ready.
+/// Checks that `passed` is a listening TCP or Unix stream socket and
+/// makes it ready.
 pub(crate) fn adopt(passed: Passed) -> io::Result<Adopted> {
     let Passed { fd, number, name } = passed;
     let what = format!("fd {number} ({name}) passed by the service manager");
@@ -52,32 +53,33 @@ pub(crate) fn adopt(passed: Passed) -> io::Result<Adopted> {
     let st = file::stat(raw).map_err(|e| mistake(format!("cannot be examined: {e}")))?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(mistake(
-            "is not a socket; drainport takes listening TCP sockets (ListenStream=)".into(),
+            "is not a socket; drainport takes listening stream sockets (ListenStream=)".into(),
         ));
     }
     let opt = |name| get_int_opt(raw, libc::SOL_SOCKET, name);
     let domain = opt(libc::SO_DOMAIN).map_err(|e| mistake(format!("cannot be examined: {e}")))?;
-    match domain {
-        libc::AF_INET | libc::AF_INET6 => {}
-        libc::AF_UNIX => {
-            return Err(mistake(format!(
-                "is a Unix socket{}; drainport serves TCP only: a protocol learns each \
-                 client by its IP address and port, which a Unix socket's client has none of",
-                unix_path(raw)
-            )));
-        }
+    let tcp = match domain {
+        libc::AF_INET | libc::AF_INET6 => true,
+        libc::AF_UNIX => false,
         other => {
             return Err(mistake(format!(
-                "is a socket of address family {other}, not IPv4 or IPv6"
+                "is a socket of address family {other}, not IPv4, IPv6 or Unix"
             )));
         }
+    };
+    let addr = stream::local_name(raw).map_err(|e| mistake(format!("has no address ({e})")))?;
+    let ty = opt(libc::SO_TYPE)?;
+    if ty != libc::SOCK_STREAM {
+        let kind = match ty {
+            libc::SOCK_DGRAM => "a datagram socket (ListenDatagram=)",
+            libc::SOCK_SEQPACKET => "a sequential packet socket (ListenSequentialPacket=)",
+            _ => "not a stream socket",
+        };
+        return Err(mistake(format!(
+            "is {kind} on {addr}; drainport serves stream sockets (ListenStream=)"
+        )));
     }
-    if opt(libc::SO_TYPE)? != libc::SOCK_STREAM {
-        return Err(mistake(
-            "is not a stream socket (ListenDatagram=?); drainport serves TCP".into(),
-        ));
-    }
-    if opt(libc::SO_PROTOCOL)? != libc::IPPROTO_TCP {
+    if tcp && opt(libc::SO_PROTOCOL)? != libc::IPPROTO_TCP {
         return Err(mistake(
             "is a stream socket of another protocol than TCP".into(),
         ));
@@ -92,34 +94,14 @@ pub(crate) fn adopt(passed: Passed) -> io::Result<Adopted> {
     let dual_stack =
         domain == libc::AF_INET6 && get_int_opt(raw, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)? == 0;
     set_nonblocking(raw)?;
-    if get_int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY)? == 0 {
+    if tcp && get_int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY)? == 0 {
         set_int_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     }
-    let socket = TcpListener::from_std(StdListener::from(fd));
-    let addr = socket.local_addr()?;
     Ok(Adopted {
-        socket,
+        socket: fd,
         addr,
         number,
         name,
         dual_stack,
     })
-}
-
-/// ` at <path>` for a Unix socket bound to a path, or an abstract name.
-fn unix_path(fd: BorrowedFd<'_>) -> String {
-    let Ok(addr) = fd
-        .try_clone_to_owned()
-        .and_then(|fd| UnixListener::from(fd).local_addr())
-    else {
-        return String::new();
-    };
-    if let Some(path) = addr.as_pathname() {
-        return format!(" at {}", path.display());
-    }
-    use std::os::linux::net::SocketAddrExt;
-    match addr.as_abstract_name() {
-        Some(name) => format!(" at @{}", String::from_utf8_lossy(name).escape_default()),
-        None => String::new(),
-    }
 }

@@ -116,27 +116,33 @@ pub(crate) fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     // SAFETY: `storage` and `len` are live, and `len` is the storage's
     // size, which getsockname writes at most.
     syscall!(unsafe { libc::getsockname(fd.as_raw_fd(), (&raw mut storage).cast(), &mut len) })?;
+    ip_of(&storage).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// The IP address and port in `storage`, as the kernel wrote it; `None`
+/// for another family.
+pub(super) fn ip_of(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the kernel wrote a sockaddr_in, which the storage is
             // large and aligned enough to hold.
-            let sin = unsafe { (&raw const storage).cast::<libc::sockaddr_in>().read() };
-            Ok(SocketAddr::V4(SocketAddrV4::new(
+            let sin = unsafe { (&raw const *storage).cast::<libc::sockaddr_in>().read() };
+            Some(SocketAddr::V4(SocketAddrV4::new(
                 Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
                 u16::from_be(sin.sin_port),
             )))
         }
         libc::AF_INET6 => {
             // SAFETY: as above, for a sockaddr_in6.
-            let sin6 = unsafe { (&raw const storage).cast::<libc::sockaddr_in6>().read() };
-            Ok(SocketAddr::V6(SocketAddrV6::new(
+            let sin6 = unsafe { (&raw const *storage).cast::<libc::sockaddr_in6>().read() };
+            Some(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(sin6.sin6_addr.s6_addr),
                 u16::from_be(sin6.sin6_port),
                 sin6.sin6_flowinfo,
                 sin6.sin6_scope_id,
             )))
         }
-        _ => Err(io::Error::from(io::ErrorKind::InvalidInput)),
+        _ => None,
     }
 }
 

@@ -22,7 +22,7 @@ fn listeners(listen: bool) -> Listeners {
 
 /// The address `l` serves.
 fn addr_of(l: &Listeners) -> SocketAddr {
-    l.ports()[0].addr
+    l.ports()[0].addr.ip().unwrap()
 }
 
 /// A descriptor of its own for listener `i` of `l`.

@@ -32,4 +32,5 @@ mod steer;
 mod takeover;
 mod telnet;
 mod timeouts;
+mod unix;
 mod util;

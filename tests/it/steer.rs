@@ -224,6 +224,15 @@ const CHURN_LIMIT: usize = 200_000;
 
 impl Churn {
     pub fn start(addr: SocketAddr) -> Churn {
+        Churn::start_with(move |cpu, i| churn_once(addr, cpu, i))
+    }
+
+    /// Churn whose every connection is `once(cpu, i)`: the pid that
+    /// answered connection `i` from CPU `cpu`, or why it failed.
+    pub fn start_with(
+        once: impl Fn(usize, usize) -> Result<u32, String> + Send + Sync + 'static,
+    ) -> Churn {
+        let once = Arc::new(once);
         let stop = Arc::new(AtomicBool::new(false));
         let tickets = Arc::new(AtomicU64::new(0));
         let served = Arc::new(Mutex::new(Vec::new()));
@@ -231,11 +240,12 @@ impl Churn {
         let threads = cpus()
             .into_iter()
             .map(|cpu| {
-                let (stop, tickets, served, failures) = (
+                let (stop, tickets, served, failures, once) = (
                     stop.clone(),
                     tickets.clone(),
                     served.clone(),
                     failures.clone(),
+                    once.clone(),
                 );
                 thread::spawn(move || {
                     pin_to(cpu).unwrap_or_else(|e| panic!("pin to CPU {cpu}: {e}"));
@@ -245,7 +255,7 @@ impl Churn {
                             break;
                         }
                         let ticket = tickets.fetch_add(1, Ordering::SeqCst);
-                        match churn_once(addr, cpu, i) {
+                        match once(cpu, i) {
                             Ok(pid) => served.lock().unwrap().push((ticket, pid)),
                             Err(e) => failures.lock().unwrap().push(e),
                         }

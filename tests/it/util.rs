@@ -33,7 +33,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_drainport");
 pub struct Server {
     child: Child,
     pub pid: u32,
+    /// The first address it listens on, if that is an IP address.
     pub addr: SocketAddr,
+    /// The same as printed: an IP address, or `unix:` and a socket's name.
+    pub listening: String,
     lines: Receiver<String>,
     /// Every stdout line read so far, in order.
     pub seen: Vec<String>,
@@ -84,6 +87,7 @@ impl Server {
             child,
             pid,
             addr: "0.0.0.0:0".parse().unwrap(),
+            listening: String::new(),
             lines: rx,
             seen: Vec::new(),
             exit: None,
@@ -91,17 +95,22 @@ impl Server {
     }
 
     /// Waits for the `running` line and the first `listening on` line,
-    /// and takes the address from it.
+    /// and takes the address from it: an IP address into `addr`, and
+    /// whatever it is (a Unix socket's `unix:` name too) into `listening`.
     #[track_caller]
     pub fn wait_listening(&mut self) {
         let pid = self.pid;
         self.expect_line(&format!("Process {pid} running"));
-        let listening = self.expect_line(&format!("Process {pid} listening on: "));
-        self.addr = listening
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {listening:?}"));
+        let line = self.expect_line(&format!("Process {pid} listening on: "));
+        let (_, listening) = line
+            .split_once("listening on: ")
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        self.listening = listening.to_owned();
+        if !listening.starts_with("unix:") {
+            self.addr = listening
+                .parse()
+                .unwrap_or_else(|_| panic!("no address in {line:?}"));
+        }
     }
 
     /// A second process on the same address.

@@ -54,10 +54,10 @@
 //!   they run on: whichever of a deadline and the drain's own ending
 //!   comes first ends the connection.
 
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use drainport::Peer;
 use drainport::protocol::{Action, Protocol, Step};
 
 use super::body::{Body, Read};
@@ -344,7 +344,7 @@ impl Http {
 impl Protocol for Http {
     type Conn = Conn;
 
-    fn on_connect(&mut self, conn: &mut Conn, _: SocketAddr, _: &mut Vec<u8>) -> Action {
+    fn on_connect(&mut self, conn: &mut Conn, _: Peer<'_>, _: &mut Vec<u8>) -> Action {
         self.arm(conn, self.timeouts.header);
         Action::Continue
     }
@@ -509,7 +509,7 @@ mod tests {
     }
 
     fn connect(http: &mut Http, conn: &mut Conn) {
-        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        let peer = Peer::Ip(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
         assert_eq!(
             http.on_connect(conn, peer, &mut Vec::new()),
             Action::Continue

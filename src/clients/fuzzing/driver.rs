@@ -205,7 +205,9 @@ impl Driver {
         assert_eq!(driver.clients.admit(socket, t0), KEY);
         let turn = driver.begin();
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-        driver.clients.turn(KEY, Hook::Connect(peer), t0);
+        driver
+            .clients
+            .turn(KEY, Hook::Connect(crate::Peer::Ip(peer)), t0);
         driver
             .conclude(turn, false)
             .expect("a greeting breaks nothing");

@@ -204,7 +204,7 @@ struct Plan {
 impl Protocol for Tagged {
     type Conn = Seen;
 
-    fn on_connect(&mut self, _: &mut Seen, _: std::net::SocketAddr, out: &mut Vec<u8>) -> Action {
+    fn on_connect(&mut self, _: &mut Seen, _: crate::Peer<'_>, out: &mut Vec<u8>) -> Action {
         out.extend_from_slice(GREETING);
         Action::Continue
     }

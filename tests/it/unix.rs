@@ -1,0 +1,344 @@
+//! Unix stream sockets passed by a service manager (`ListenStream=` a
+//! path, or an abstract `@name`) are served as TCP ones are: each client
+//! is echoed with `: from <pid>`, the lines name the socket
+//! (`unix:/run/x.sock`), and a HUPed process leaves the shared socket to
+//! its sibling without losing a client. Before, drainport refused such a
+//! socket with one line and exit 1.
+//!
+//! The socket is made by the test (as the holder, the way systemd holds
+//! it) or by `systemd-socket-activate`; the servers run as the
+//! unprivileged user. They are given the socket already listening, so the
+//! socket file's permissions concern only the clients: the test, as root
+//! or as that same user.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use libc::SIGHUP;
+
+use crate::runner::{Runner, Who};
+use crate::steer::Churn;
+use crate::util::{
+    ScratchDir, Server, from_line, have_tool, one_line_error, output_retrying, skip, status_field,
+    wait_until,
+};
+use testbed::activate::{self, LISTEN_PID_SHELL};
+
+/// How long a client waits for any one read or write.
+const CLIENT_WAIT: Duration = Duration::from_secs(10);
+
+/// Where a client connects: a path, or an abstract name.
+#[derive(Clone, Debug)]
+enum Name {
+    Path(PathBuf),
+    Abstract(String),
+}
+
+impl Name {
+    /// As drainport prints it.
+    fn printed(&self) -> String {
+        match self {
+            Name::Path(p) => format!("unix:{}", p.display()),
+            Name::Abstract(n) => format!("unix:@{n}"),
+        }
+    }
+
+    /// As `systemd-socket-activate -l` takes it.
+    fn listen_arg(&self) -> String {
+        match self {
+            Name::Path(p) => p.display().to_string(),
+            Name::Abstract(n) => format!("@{n}"),
+        }
+    }
+
+    fn connect(&self) -> io::Result<UnixStream> {
+        let stream = match self {
+            Name::Path(p) => UnixStream::connect(p)?,
+            Name::Abstract(n) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(n.as_bytes())?;
+                UnixStream::connect_addr(&addr)?
+            }
+        };
+        stream.set_read_timeout(Some(CLIENT_WAIT))?;
+        stream.set_write_timeout(Some(CLIENT_WAIT))?;
+        Ok(stream)
+    }
+}
+
+/// Sends `line` (with its newline) on `stream` and reads the echo: the
+/// line, then `: from <pid>`. Returns the pid.
+fn echo(stream: &mut BufReader<UnixStream>, line: &str) -> Result<u32, String> {
+    let line = format!("{line}\n");
+    stream
+        .get_mut()
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut got = String::new();
+    for _ in 0..2 {
+        match stream.read_line(&mut got) {
+            Ok(0) => return Err(format!("end of input after {got:?}")),
+            Ok(_) => {}
+            Err(e) => return Err(format!("reply after {got:?}: {e}")),
+        }
+    }
+    let pid = got
+        .strip_prefix(&line)
+        .and_then(|rest| rest.strip_prefix(": from "))
+        .and_then(|rest| rest.trim_end().parse().ok())
+        .ok_or_else(|| format!("not the echo of {line:?}: {got:?}"))?;
+    if got.as_bytes() != [line.as_bytes(), &from_line(pid)].concat() {
+        return Err(format!("not the echo of {line:?}: {got:?}"));
+    }
+    Ok(pid)
+}
+
+/// A client connected to `name`.
+fn client(name: &Name) -> BufReader<UnixStream> {
+    BufReader::new(
+        name.connect()
+            .unwrap_or_else(|e| panic!("connect to {name:?}: {e}")),
+    )
+}
+
+/// A scratch directory the unprivileged user may create sockets in.
+fn open_dir(label: &str) -> ScratchDir {
+    let dir = ScratchDir::new(label);
+    fs::set_permissions(&*dir, fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// `systemd-socket-activate -l <path or @name> drainport`: the tool binds
+/// and listens, and on the first connection execs drainport with the
+/// socket as fd 3. That first client, and a second, and one through
+/// `nc -U`, are echoed; the lines name the socket.
+#[test]
+fn systemd_socket_activate_serves_a_unix_socket() {
+    if !have_tool("systemd-socket-activate", "systemd") {
+        return;
+    }
+    let run = match Runner::new(Who::Unprivileged) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
+    let dir = open_dir("unix-activate");
+    let names = [
+        Name::Path(dir.join("echo.sock")),
+        Name::Abstract(format!("drainport-test-{}", std::process::id())),
+    ];
+    for name in names {
+        let listen = name.listen_arg();
+        let tool = ["systemd-socket-activate", "-l", &listen, "--fdname=echo"];
+        let mut server = Server::launch(run.command(&tool, &[]));
+        let first = wait_until("systemd-socket-activate to listen", || {
+            assert!(server.is_running(), "systemd-socket-activate exited");
+            name.connect().ok()
+        });
+        let mut first = BufReader::new(first);
+        let pid = echo(&mut first, "hello from the first connection").unwrap();
+        server.wait_listening();
+        assert_eq!(
+            pid, server.pid,
+            "exec'd in place, drainport has the tool's pid"
+        );
+        let printed = name.printed();
+        assert_eq!(server.listening, printed);
+        let said = |server: &Server, needle: &str| server.seen.iter().any(|l| l.contains(needle));
+        for needle in [
+            format!("Process {pid} takes fd 3 (echo) from the service manager: {printed}"),
+            format!("Process {pid} release protection: shared sockets"),
+            "does not bind 127.0.0.1:8080".to_owned(),
+        ] {
+            assert!(said(&server, &needle), "{needle}: {:#?}", server.seen);
+        }
+        let mut second = client(&name);
+        assert_eq!(echo(&mut second, "and the next"), Ok(pid));
+        server.expect_line(&format!(
+            "Process {pid} accepted connection from: {printed}"
+        ));
+        if let (Name::Path(path), true) = (&name, have_tool("nc", "netcat-openbsd")) {
+            let out = Command::new("nc")
+                .args(["-U", "-N", "-w", "10"])
+                .arg(path)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .and_then(|mut nc| {
+                    nc.stdin.take().unwrap().write_all(b"from nc\n")?;
+                    nc.wait_with_output()
+                })
+                .expect("run nc -U");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                format!("from nc\n: from {pid}\n")
+            );
+        }
+        // A client the drain closes is named as it was admitted.
+        server.signal(SIGHUP);
+        server.expect_line("closing tasks: 2");
+        server.signal(SIGHUP);
+        server.expect_line(&format!(
+            "Process {pid} closed connection from: {printed} (hard_stop)"
+        ));
+        drop((first, second));
+        server.expect_clean_exit();
+    }
+}
+
+/// A listening Unix stream socket at `path`, as a socket unit makes one.
+fn listening_unix(path: &Path) -> OwnedFd {
+    let fd = OwnedFd::from(UnixListener::bind(path).unwrap());
+    // SAFETY: a socket this test owns; listen(2) again sets the backlog.
+    assert_eq!(
+        unsafe { libc::listen(fd.as_raw_fd(), activate::BACKLOG) },
+        0
+    );
+    fd
+}
+
+/// The command that runs drainport ARGS as `run`'s user with `sockets`
+/// passed as a service manager passes them.
+fn passing(run: &Runner, sockets: &[&OwnedFd], names: Option<&str>, args: &[&str]) -> Command {
+    let mut cmd = run.command(&LISTEN_PID_SHELL, args);
+    let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    activate::pass(&mut cmd, &fds, names);
+    cmd
+}
+
+/// One churn connection: connect, echo a line, read the reply.
+fn churn_once(name: &Name, cpu: usize, i: usize) -> Result<u32, String> {
+    let stream = name.connect().map_err(|e| format!("connect: {e}"))?;
+    echo(&mut BufReader::new(stream), &format!("churn {cpu} {i}"))
+}
+
+/// Two processes share one Unix socket the test holds and passes, as
+/// systemd passes a socket unit's to every instance (`Sockets=`). Churn
+/// runs while the first drains with a client of its own: every churn
+/// connection is answered and none is reset or refused, the drainer admits
+/// nothing once it let go, keeps serving its client, and exits 0 when that
+/// client leaves. Before, both processes refused the socket and exited 1.
+#[test]
+fn a_hupped_process_leaves_the_shared_unix_socket_to_its_sibling() {
+    let run = match Runner::new(Who::Unprivileged) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
+    let dir = ScratchDir::new("unix-shared");
+    let name = Name::Path(dir.join("shared.sock"));
+    let Name::Path(path) = &name else {
+        unreachable!()
+    };
+    let socket = listening_unix(path);
+    let start = || Server::spawn(passing(&run, &[&socket], Some("drainport"), &["-q"]));
+    let mut first = start();
+    let mut second = start();
+    assert_eq!(first.listening, name.printed());
+    assert_eq!(second.listening, name.printed());
+    let mut kept = (0..400)
+        .map(|_| client(&name))
+        .find_map(|mut c| (echo(&mut c, "pick") == Ok(first.pid)).then_some(c))
+        .expect("no connection reached the first process");
+
+    let churned = name.clone();
+    let churn = Churn::start_with(move |cpu, i| churn_once(&churned, cpu, i));
+    churn.wait_served_by(first.pid);
+    churn.wait_served_by(second.pid);
+    first.signal(SIGHUP);
+    first.expect_line(&format!("process {} closing tasks: ", first.pid));
+    let accepted = status_field(&first.wait_status("state=draining "), "accepted");
+    churn.wait_answered(200, "churn to go on with the sibling alone");
+    assert_eq!(
+        status_field(&first.wait_status("state=draining "), "accepted"),
+        accepted,
+        "the draining process admitted a client after it let go"
+    );
+    assert_eq!(echo(&mut kept, "still served"), Ok(first.pid));
+    drop(kept);
+    first.expect_clean_exit();
+    churn.wait_answered(100, "churn to go on after the exit");
+    let served = churn.expect_no_failures("a hupped process and its sibling, on a Unix socket");
+    assert!(
+        served
+            .iter()
+            .all(|&(_, pid)| pid == first.pid || pid == second.pid),
+        "served by a stranger"
+    );
+    second.signal(SIGHUP);
+    second.expect_clean_exit();
+}
+
+/// A Unix socket that is not a stream socket is the operator's mistake,
+/// as a UDP one is: one line on stderr naming the socket, exit 1, and
+/// nothing listens.
+#[test]
+fn a_unix_datagram_or_seqpacket_socket_is_refused() {
+    let run = match Runner::new(Who::Unprivileged) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
+    let dir = ScratchDir::new("unix-refused");
+    let dgram_path = dir.join("dgram.sock");
+    let dgram = OwnedFd::from(UnixDatagram::bind(&dgram_path).unwrap());
+    // SAFETY: a new descriptor, owned at once.
+    let seqpacket = unsafe {
+        OwnedFd::from_raw_fd(libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+        ))
+    };
+    let seq_path = dir.join("seq.sock");
+    bind_listen(&seqpacket, &seq_path);
+    for (socket, needle) in [
+        (
+            &dgram,
+            format!(
+                "fd 3 (unknown) passed by the service manager is a datagram socket (ListenDatagram=) on unix:{}; drainport serves stream sockets (ListenStream=)",
+                dgram_path.display()
+            ),
+        ),
+        (
+            &seqpacket,
+            format!(
+                "fd 3 (unknown) passed by the service manager is a sequential packet socket (ListenSequentialPacket=) on unix:{}",
+                seq_path.display()
+            ),
+        ),
+    ] {
+        let mut cmd = passing(&run, &[socket], None, &["127.0.0.1:0"]);
+        let output = output_retrying(cmd.stdin(Stdio::null())).expect("run drainport");
+        let stderr = one_line_error(&output, &needle, &needle);
+        assert!(stderr.starts_with("drainport: "), "{stderr}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!stdout.contains("listening on"), "{stdout}");
+    }
+}
+
+/// Binds `fd` to `path` and makes it listen.
+fn bind_listen(fd: &OwnedFd, path: &Path) {
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_encoded_bytes();
+    for (dst, &src) in sun.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: `sun` is a live sockaddr_un of at least `len` bytes.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const sun).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "bind: {}", io::Error::last_os_error());
+    // SAFETY: listen(2) takes no memory.
+    assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), 16) }, 0);
+}
