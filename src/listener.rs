@@ -72,6 +72,7 @@
 
 mod bound;
 mod passed;
+mod unix_queue;
 
 use std::io;
 use std::net::SocketAddr;
@@ -454,11 +455,21 @@ impl Listeners {
     /// were queued on it now, which epoll may have announced to this
     /// process alone. Later ones are the siblings'.
     pub(crate) fn let_go(&mut self, port: usize) {
+        let unix = matches!(self.ports[port].addr, Address::Unix(_));
         for i in self.ports[port].socks.clone() {
             let _ = self.unwatch(i);
             let sock = &mut self.socks[i];
+            // TCP_INFO counts a TCP listener's queue; a Unix one's is
+            // asked of the socket diagnostics.
+            let count = |s: &OwnedFd| {
+                if unix {
+                    unix_queue::queued(s.as_fd())
+                } else {
+                    queued(s)
+                }
+            };
             // Unknown counts as none queued: a sibling's sweep finds them.
-            sock.quota = Some(sock.socket.as_ref().map_or(0, |s| queued(s).unwrap_or(0)));
+            sock.quota = Some(sock.socket.as_ref().map_or(0, |s| count(s).unwrap_or(0)));
             self.marks.mark(i);
         }
     }

@@ -10,7 +10,8 @@
 //! The message framing is pure ([`parse`], [`attributes`]) and tested over
 //! bytes; [`dump`] is the one call that talks to the kernel. What a
 //! request asks and what a reply's body means is the caller's:
-//! [`crate::handshakes`] for TCP, [`crate::claim`] for Unix sockets.
+//! [`crate::handshakes`] for TCP, [`crate::claim`] for Unix sockets'
+//! names, `listener::unix_queue` for a Unix listener's queue.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
