@@ -34,7 +34,12 @@ fn free_port() -> u16 {
 
 /// The command that runs drainport ARGS as `run`'s user with `sockets`
 /// passed as a service manager passes them, named `names`.
-fn passing(run: &Runner, sockets: &[&OwnedFd], names: Option<&str>, args: &[&str]) -> Command {
+pub(crate) fn passing(
+    run: &Runner,
+    sockets: &[&OwnedFd],
+    names: Option<&str>,
+    args: &[&str],
+) -> Command {
     let mut cmd = run.command(&LISTEN_PID_SHELL, args);
     let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     activate::pass(&mut cmd, &fds, names);
@@ -145,12 +150,34 @@ fn a_hupped_process_leaves_the_shared_socket_to_its_sibling(shim: bool) {
         }
         Server::spawn(cmd)
     };
-    let mut first = start();
-    let mut second = start();
+    let first = start();
+    let second = start();
     assert_eq!((first.addr, second.addr), (addr, addr));
     let mut kept = client_of(addr, &first);
 
     let churn = Churn::start(addr);
+    hup_the_first_of_two(
+        first,
+        second,
+        churn,
+        move || kept.echo("still served"),
+        "a hupped process and its sibling",
+    );
+}
+
+/// The drain of two processes on one shared socket, under `churn`, which
+/// must come to be served by both: `first`, which holds a client of its
+/// own, is HUPed. Every churn connection is answered, none is reset or
+/// refused, the drainer admits nothing once it let go, and it exits 0
+/// once `still_served` has echoed a line on its client (returning the pid
+/// that answered) and let it go. `what` names the setup in a failure.
+pub(crate) fn hup_the_first_of_two(
+    mut first: Server,
+    mut second: Server,
+    churn: Churn,
+    still_served: impl FnOnce() -> u32,
+    what: &str,
+) {
     churn.wait_served_by(first.pid);
     churn.wait_served_by(second.pid);
     first.signal(SIGHUP);
@@ -165,11 +192,10 @@ fn a_hupped_process_leaves_the_shared_socket_to_its_sibling(shim: bool) {
         accepted,
         "the draining process admitted a client after it let go"
     );
-    assert_eq!(kept.echo("still served"), first.pid);
-    drop(kept);
+    assert_eq!(still_served(), first.pid);
     first.expect_clean_exit();
     churn.wait_answered(100, "churn to go on after the exit");
-    let served = churn.expect_no_failures("a hupped process and its sibling");
+    let served = churn.expect_no_failures(what);
     assert!(
         served
             .iter()

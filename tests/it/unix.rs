@@ -22,13 +22,13 @@ use std::time::Duration;
 
 use libc::SIGHUP;
 
+use crate::activation::{hup_the_first_of_two, passing};
 use crate::runner::{Runner, Who};
 use crate::steer::Churn;
 use crate::util::{
-    ScratchDir, Server, from_line, have_tool, one_line_error, output_retrying, skip, status_field,
-    wait_until,
+    ScratchDir, Server, from_line, have_tool, one_line_error, output_retrying, skip, wait_until,
 };
-use testbed::activate::{self, LISTEN_PID_SHELL};
+use testbed::activate;
 
 /// How long a client waits for any one read or write.
 const CLIENT_WAIT: Duration = Duration::from_secs(10);
@@ -202,15 +202,6 @@ fn listening_unix(path: &Path) -> OwnedFd {
     fd
 }
 
-/// The command that runs drainport ARGS as `run`'s user with `sockets`
-/// passed as a service manager passes them.
-fn passing(run: &Runner, sockets: &[&OwnedFd], names: Option<&str>, args: &[&str]) -> Command {
-    let mut cmd = run.command(&LISTEN_PID_SHELL, args);
-    let fds: Vec<_> = sockets.iter().map(|s| s.as_raw_fd()).collect();
-    activate::pass(&mut cmd, &fds, names);
-    cmd
-}
-
 /// One churn connection: connect, echo a line, read the reply.
 fn churn_once(name: &Name, cpu: usize, i: usize) -> Result<u32, String> {
     let stream = name.connect().map_err(|e| format!("connect: {e}"))?;
@@ -236,8 +227,8 @@ fn a_hupped_process_leaves_the_shared_unix_socket_to_its_sibling() {
     };
     let socket = listening_unix(path);
     let start = || Server::spawn(passing(&run, &[&socket], Some("drainport"), &["-q"]));
-    let mut first = start();
-    let mut second = start();
+    let first = start();
+    let second = start();
     assert_eq!(first.listening, name.printed());
     assert_eq!(second.listening, name.printed());
     let mut kept = (0..400)
@@ -247,30 +238,13 @@ fn a_hupped_process_leaves_the_shared_unix_socket_to_its_sibling() {
 
     let churned = name.clone();
     let churn = Churn::start_with(move |cpu, i| churn_once(&churned, cpu, i));
-    churn.wait_served_by(first.pid);
-    churn.wait_served_by(second.pid);
-    first.signal(SIGHUP);
-    first.expect_line(&format!("process {} closing tasks: ", first.pid));
-    let accepted = status_field(&first.wait_status("state=draining "), "accepted");
-    churn.wait_answered(200, "churn to go on with the sibling alone");
-    assert_eq!(
-        status_field(&first.wait_status("state=draining "), "accepted"),
-        accepted,
-        "the draining process admitted a client after it let go"
+    hup_the_first_of_two(
+        first,
+        second,
+        churn,
+        move || echo(&mut kept, "still served").unwrap(),
+        "a hupped process and its sibling, on a Unix socket",
     );
-    assert_eq!(echo(&mut kept, "still served"), Ok(first.pid));
-    drop(kept);
-    first.expect_clean_exit();
-    churn.wait_answered(100, "churn to go on after the exit");
-    let served = churn.expect_no_failures("a hupped process and its sibling, on a Unix socket");
-    assert!(
-        served
-            .iter()
-            .all(|&(_, pid)| pid == first.pid || pid == second.pid),
-        "served by a stranger"
-    );
-    second.signal(SIGHUP);
-    second.expect_clean_exit();
 }
 
 /// A Unix socket that is not a stream socket is the operator's mistake,
