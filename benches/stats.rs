@@ -15,13 +15,20 @@
 //!    thread each, a 64-byte line at a time) keep it busy. The load runs
 //!    in [`ROUNDS`] pairs of windows of [`WINDOW`]: in one of each pair
 //!    nothing else happens, in the other the process is asked every
-//!    [`ASK_EVERY`]. The pairs alternate which comes first, and each pair
-//!    gives its ratios (asked over quiet) of throughput and of the
-//!    server's CPU per request; the medians of those are the figures,
-//!    since neighbouring windows share the machine's mood and distant
-//!    ones on a shared machine do not. Goals: throughput at least
-//!    [`GOAL_THROUGHPUT`] times, CPU per request at most [`GOAL_CPU`]
-//!    times the quiet windows'; every ask answered. The answers' times
+//!    [`ASK_EVERY`]. A third window of each round is the control: the
+//!    same asks, from the same thread, go to a second, idle drainport on
+//!    CPU 1. On a 2-CPU machine the asker shares CPU 1 with the clients,
+//!    and fewer requests mean less batching and more server CPU per
+//!    request, so the asker's own cost shows in the loaded process's
+//!    figures whoever it asks; the control window carries that cost and
+//!    leaves out only what answering costs the loaded process. The
+//!    rounds rotate the windows' order, and each round gives its ratios
+//!    of throughput and of the server's CPU per request (asked over
+//!    control, and asked over quiet); the medians of those are the
+//!    figures, since neighbouring windows share the machine's mood and
+//!    distant ones on a shared machine do not. Goals, asked over control:
+//!    throughput at least [`GOAL_THROUGHPUT`] times, CPU per request at
+//!    most [`GOAL_CPU`] times; every ask answered. The answers' times
 //!    are reported, from the connect to the whole line: a busy process
 //!    answers in the turn of its loop that accepts the request (the unit
 //!    test `control::tests::a_stats_request_is_answered_with_the_loops_snapshot`
@@ -53,19 +60,20 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const DEADLINE: Duration = Duration::from_secs(60);
 /// Ping-pong connections, one client thread each.
 const CONNS: usize = 16;
-/// How long each window of load lasts, by default.
-const WINDOW: Duration = Duration::from_secs(1);
-/// Pairs of windows, quiet and asked, by default.
-const ROUNDS: usize = 20;
+/// How long each window of load lasts, by default: short, so that the
+/// three windows of a round see the same machine.
+const WINDOW: Duration = Duration::from_millis(250);
+/// Rounds of three windows (quiet, asked, control), by default.
+const ROUNDS: usize = 80;
 /// Answers asked for in a row, to measure the cost of one.
 const ASKS: usize = 2000;
 /// Asking every [`ASK_EVERY`], at most this share of a core.
 const GOAL_SHARE: f64 = 0.01;
 /// How often the asker asks, in an asked window.
 const ASK_EVERY: Duration = Duration::from_millis(10);
-/// Throughput while asked, at least this times the quiet windows'.
+/// Throughput while asked, at least this times the control windows'.
 const GOAL_THROUGHPUT: f64 = 0.98;
-/// Server CPU per request while asked, at most this times the quiet
+/// Server CPU per request while asked, at most this times the control
 /// windows'.
 const GOAL_CPU: f64 = 1.02;
 /// How long the bench waits for the machine to fall quiet before it
@@ -79,10 +87,11 @@ struct Server {
 }
 
 impl Server {
-    fn start(bin: &str) -> Result<Server, String> {
+    /// A drainport `-q` on a port of its own, pinned to `cpu`.
+    fn start(bin: &str, cpu: usize) -> Result<Server, String> {
         let mut cmd = Command::new(bin);
         cmd.args(["-q", "127.0.0.1:0"]);
-        let proc = Proc::spawn("drainport", cmd, Some(0))?;
+        let proc = Proc::spawn("drainport", cmd, Some(cpu))?;
         let addr = proc.listening(Instant::now() + DEADLINE)?;
         Ok(Server { proc, addr })
     }
@@ -172,13 +181,25 @@ impl Window {
     }
 }
 
-/// Runs one window of `length`, asking every [`ASK_EVERY`] if `asked`;
-/// the answers' times go to `answers`.
+/// Who a window asks.
+#[derive(Clone, Copy, PartialEq)]
+enum Asking {
+    /// No one.
+    Quiet,
+    /// The loaded process.
+    Loaded,
+    /// The idle process on the bench's CPU: the control.
+    Control,
+}
+
+/// Runs one window of `length` on the loaded `server`, asking the process
+/// `asked` names (its claim and pid) every [`ASK_EVERY`]; the answers'
+/// times go to `answers`.
 fn window(
     server: &Server,
     done: &AtomicU64,
     length: Duration,
-    asked: Option<&[u8]>,
+    asked: Option<(&[u8], u32)>,
     answers: &mut Vec<Duration>,
     failures: &mut Vec<String>,
 ) -> Result<Window, String> {
@@ -186,9 +207,9 @@ fn window(
     let mut next = t0;
     while t0.elapsed() < length {
         match asked {
-            Some(name) => {
+            Some((name, pid)) => {
                 next += ASK_EVERY;
-                match ask(name, server.proc.pid) {
+                match ask(name, pid) {
                     Ok(took) => answers.push(took),
                     Err(e) => failures.push(e),
                 }
@@ -236,6 +257,8 @@ struct Run {
     idle_answers: Vec<Duration>,
     quiet: Vec<Window>,
     asked: Vec<Window>,
+    control: Vec<Window>,
+    /// The loaded process's answers' times.
     answers: Vec<Duration>,
     failures: Vec<String>,
     bench: Duration,
@@ -245,8 +268,11 @@ fn run(bin: &str, rounds: usize, length: Duration) -> Result<Run, String> {
     let quiet_before = system::wait_quiet(QUIET_BELOW, QUIET_WAIT, Duration::from_secs(1));
     let begun = Instant::now();
     let begun_stat = system::cpu_jiffies();
-    let server = Server::start(bin)?;
+    let server = Server::start(bin, 0)?;
     let name = claim::name(server.proc.pid, server.addr)?;
+    let decoy = Server::start(bin, 1)?;
+    let decoy_name = claim::name(decoy.proc.pid, decoy.addr)?;
+    ask(&decoy_name, decoy.proc.pid).map_err(|e| format!("the control's first request: {e}"))?;
     let _ = tcp::pin_to(1);
     // The channel answers before anything is measured, or the bench says
     // why.
@@ -277,19 +303,32 @@ fn run(bin: &str, rounds: usize, length: Duration) -> Result<Run, String> {
         thread::sleep(Duration::from_millis(10));
     }
     thread::sleep(Duration::from_millis(500));
-    let (mut quiet, mut asked) = (Vec::new(), Vec::new());
+    let (mut quiet, mut asked, mut control) = (Vec::new(), Vec::new(), Vec::new());
     let (mut answers, mut failures) = (Vec::new(), Vec::new());
+    let (mut control_answers, mut control_failures) = (Vec::new(), Vec::new());
+    let order = [Asking::Quiet, Asking::Loaded, Asking::Control];
     for round in 0..rounds {
-        for ask_now in [round % 2 == 1, round % 2 == 0] {
-            let w = window(
-                &server,
-                &done,
-                length,
-                ask_now.then_some(&name[..]),
-                &mut answers,
-                &mut failures,
-            )?;
-            if ask_now { &mut asked } else { &mut quiet }.push(w);
+        for k in 0..order.len() {
+            let asking = order[(round + k) % order.len()];
+            let (whom, times, fails) = match asking {
+                Asking::Quiet => (None, &mut answers, &mut failures),
+                Asking::Loaded => (
+                    Some((&name[..], server.proc.pid)),
+                    &mut answers,
+                    &mut failures,
+                ),
+                Asking::Control => (
+                    Some((&decoy_name[..], decoy.proc.pid)),
+                    &mut control_answers,
+                    &mut control_failures,
+                ),
+            };
+            let w = window(&server, &done, length, whom, times, fails)?;
+            match asking {
+                Asking::Quiet => quiet.push(w),
+                Asking::Loaded => asked.push(w),
+                Asking::Control => control.push(w),
+            }
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -297,6 +336,13 @@ fn run(bin: &str, rounds: usize, length: Duration) -> Result<Run, String> {
         c.join().map_err(|_| "a client panicked")??;
     }
     drop(server);
+    drop(decoy);
+    if let Some(first) = control_failures.first() {
+        return Err(format!(
+            "{} asks of the control process failed; the first: {first}",
+            control_failures.len()
+        ));
+    }
     answers.sort();
     let busy_during = system::busy_between(begun_stat, system::cpu_jiffies());
     Ok(Run {
@@ -306,6 +352,7 @@ fn run(bin: &str, rounds: usize, length: Duration) -> Result<Run, String> {
         idle_answers,
         quiet,
         asked,
+        control,
         answers,
         failures,
         bench: begun.elapsed(),
@@ -335,13 +382,28 @@ fn report(run: &Run, rounds: usize, length: Duration, bin: &str) -> (String, boo
     let us_per_request = |w: &Window| w.cpu_per_request().as_secs_f64() * 1e6;
     let cpu = |ws: &[Window]| median(ws.iter().map(us_per_request).collect());
     let busy = |ws: &[Window]| median(ws.iter().map(|w| w.cpu.as_secs_f64() / w.secs).collect());
-    let pairs = || run.quiet.iter().zip(&run.asked);
-    let rate_ratios: Vec<f64> = pairs().map(|(q, a)| a.rate() / q.rate()).collect();
-    let cpu_ratios: Vec<f64> = pairs()
-        .map(|(q, a)| us_per_request(a) / us_per_request(q))
-        .collect();
+    // Each round's ratio of `over` to `under`, of throughput and of CPU
+    // per request.
+    let ratios = |over: &[Window], under: &[Window]| -> (Vec<f64>, Vec<f64>) {
+        over.iter()
+            .zip(under)
+            .map(|(o, u)| (o.rate() / u.rate(), us_per_request(o) / us_per_request(u)))
+            .unzip()
+    };
+    let (rate_ratios, cpu_ratios) = ratios(&run.asked, &run.control);
+    let (rate_vs_quiet, cpu_vs_quiet) = ratios(&run.asked, &run.quiet);
+    let (control_rate, control_cpu) = ratios(&run.control, &run.quiet);
     let throughput = median(rate_ratios.clone());
     let cpu_ratio = median(cpu_ratios.clone());
+    let row = |what: &str, rates: &[f64], cpus: &[f64]| {
+        format!(
+            "| {what} | {:.3} ({}) | {:.3} ({}) |",
+            median(rates.to_vec()),
+            range(rates),
+            median(cpus.to_vec()),
+            range(cpus)
+        )
+    };
     let share = run.per_answer.as_secs_f64() / ASK_EVERY.as_secs_f64();
     let asks = run.answers.len() + run.failures.len();
     let met = |ok: bool| if ok { "met" } else { "**missed**" };
@@ -363,7 +425,7 @@ fn report(run: &Run, rounds: usize, length: Duration, bin: &str) -> (String, boo
             report::command_line("uname", &["-sr"])
         ),
         format!(
-            "- Load: drainport `-q` on CPU 0 ({}); idle, asked {ASKS} times in a row; then {CONNS} ping-pong clients (64-byte lines, one thread each) on CPU 1, in {rounds} pairs of {:.1} s windows, quiet and asked, alternating which comes first; asked: a `stats` request every {} ms over the control channel, as `drainport stats` asks, from CPU 1; the bench took {:.0} s",
+            "- Load: drainport `-q` on CPU 0 ({}); idle, asked {ASKS} times in a row; then {CONNS} ping-pong clients (64-byte lines, one thread each) on CPU 1, in {rounds} rounds of three {:.1} s windows, in turn first: quiet; asked, a `stats` request every {} ms over the control channel, as `drainport stats` asks, from CPU 1; and the control, the same asks of a second, idle drainport on CPU 1; the bench took {:.0} s",
             if bin == BIN { "this build" } else { bin },
             length.as_secs_f64(),
             ASK_EVERY.as_millis(),
@@ -391,36 +453,44 @@ fn report(run: &Run, rounds: usize, length: Duration, bin: &str) -> (String, boo
             "| answer time (connect to whole line): median / p99 / slowest | {} | |\n",
             times(&run.idle_answers)
         ),
-        "| the loaded process | quiet | asked every 10 ms | ratio: median of pairs (range) | goal |".to_owned(),
-        "|---|---:|---:|---:|---|".to_owned(),
+        "| the loaded process | quiet | asked every 10 ms | control: the other asked | asked ÷ control: median of rounds (range) | goal |".to_owned(),
+        "|---|---:|---:|---:|---:|---|".to_owned(),
         format!(
-            "| requests per second (median of windows) | {:.0} | {:.0} | {throughput:.3} ({}) | ≥ {GOAL_THROUGHPUT}, {} |",
+            "| requests per second (median of windows) | {:.0} | {:.0} | {:.0} | {throughput:.3} ({}) | ≥ {GOAL_THROUGHPUT}, {} |",
             rate(&run.quiet),
             rate(&run.asked),
+            rate(&run.control),
             range(&rate_ratios),
             met(ok_rate)
         ),
         format!(
-            "| server CPU per request, µs (median of windows) | {:.3} | {:.3} | {cpu_ratio:.3} ({}) | ≤ {GOAL_CPU}, {} |",
+            "| server CPU per request, µs (median of windows) | {:.3} | {:.3} | {:.3} | {cpu_ratio:.3} ({}) | ≤ {GOAL_CPU}, {} |",
             cpu(&run.quiet),
             cpu(&run.asked),
+            cpu(&run.control),
             range(&cpu_ratios),
             met(ok_cpu)
         ),
         format!(
-            "| server CPU busy, share of a core (median) | {:.2} | {:.2} | | |",
+            "| server CPU busy, share of a core (median) | {:.2} | {:.2} | {:.2} | | |",
             busy(&run.quiet),
-            busy(&run.asked)
+            busy(&run.asked),
+            busy(&run.control)
         ),
         format!(
-            "| stats answers: asked / answered | | {asks} / {} | | all, {} |",
+            "| stats answers: asked / answered | | {asks} / {} | | | all, {} |",
             run.answers.len(),
             met(ok_answers)
         ),
         format!(
-            "| answer time (connect to whole line): median / p99 / slowest | | {} | | |\n",
+            "| answer time (connect to whole line): median / p99 / slowest | | {} | | | |\n",
             times(&run.answers),
         ),
+        "What the asker's own work costs the clients beside it shows against the quiet windows, median of rounds (range):\n".to_owned(),
+        "| ratio | requests per second | server CPU per request |".to_owned(),
+        "|---|---:|---:|".to_owned(),
+        row("asked ÷ quiet", &rate_vs_quiet, &cpu_vs_quiet),
+        row("control ÷ quiet", &control_rate, &control_cpu) + "\n",
     ];
     let mut out = lines.join("\n") + "\n";
     let list = |ws: &[Window]| {
@@ -430,9 +500,10 @@ fn report(run: &Run, rounds: usize, length: Duration, bin: &str) -> (String, boo
             .join(", ")
     };
     out += &format!(
-        "Every window, requests per second and server CPU per request: quiet [{}]; asked [{}].\n",
+        "Every window, requests per second and server CPU per request: quiet [{}]; asked [{}]; control [{}].\n",
         list(&run.quiet),
-        list(&run.asked)
+        list(&run.asked),
+        list(&run.control)
     );
     if let Some(first) = run.failures.first() {
         out += &format!("\n{} asks failed; the first: {first}\n", run.failures.len());
