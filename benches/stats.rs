@@ -26,7 +26,9 @@
 //!    of throughput and of the server's CPU per request (asked over
 //!    control, and asked over quiet); the medians of those are the
 //!    figures, since neighbouring windows share the machine's mood and
-//!    distant ones on a shared machine do not. Goals, asked over control:
+//!    distant ones on a shared machine do not; each median is printed
+//!    with its 95 % interval, which is how finely this machine's noise
+//!    lets the bench tell. Goals, asked over control:
 //!    throughput at least [`GOAL_THROUGHPUT`] times, CPU per request at
 //!    most [`GOAL_CPU`] times; every ask answered. The answers' times
 //!    are reported, from the connect to the whole line: a busy process
@@ -240,6 +242,22 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// Where the median of `values` lies, with 95 % confidence: the values at
+/// the ranks n/2 ∓ 0.98·√n of the sorted list (the sign test's interval,
+/// which assumes nothing of the values' distribution).
+fn median_interval(values: &[f64]) -> (f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let half = 0.98 * (n as f64).sqrt();
+    let lo = ((n as f64 / 2.0 - half).floor().max(0.0)) as usize;
+    let hi = ((n as f64 / 2.0 + half).ceil() as usize).min(n - 1);
+    (sorted[lo], sorted[hi])
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -395,6 +413,10 @@ fn report(run: &Run, rounds: usize, length: Duration, bin: &str) -> (String, boo
     let (control_rate, control_cpu) = ratios(&run.control, &run.quiet);
     let throughput = median(rate_ratios.clone());
     let cpu_ratio = median(cpu_ratios.clone());
+    let interval = |values: &[f64]| {
+        let (lo, hi) = median_interval(values);
+        format!("{lo:.3} to {hi:.3}")
+    };
     let row = |what: &str, rates: &[f64], cpus: &[f64]| {
         format!(
             "| {what} | {:.3} ({}) | {:.3} ({}) |",
@@ -453,21 +475,23 @@ fn report(run: &Run, rounds: usize, length: Duration, bin: &str) -> (String, boo
             "| answer time (connect to whole line): median / p99 / slowest | {} | |\n",
             times(&run.idle_answers)
         ),
-        "| the loaded process | quiet | asked every 10 ms | control: the other asked | asked ÷ control: median of rounds (range) | goal |".to_owned(),
+        "| the loaded process | quiet | asked every 10 ms | control: the other asked | asked ÷ control: median of rounds (its 95 % interval; all rounds) | goal |".to_owned(),
         "|---|---:|---:|---:|---:|---|".to_owned(),
         format!(
-            "| requests per second (median of windows) | {:.0} | {:.0} | {:.0} | {throughput:.3} ({}) | ≥ {GOAL_THROUGHPUT}, {} |",
+            "| requests per second (median of windows) | {:.0} | {:.0} | {:.0} | {throughput:.3} ({}; {}) | ≥ {GOAL_THROUGHPUT}, {} |",
             rate(&run.quiet),
             rate(&run.asked),
             rate(&run.control),
+            interval(&rate_ratios),
             range(&rate_ratios),
             met(ok_rate)
         ),
         format!(
-            "| server CPU per request, µs (median of windows) | {:.3} | {:.3} | {:.3} | {cpu_ratio:.3} ({}) | ≤ {GOAL_CPU}, {} |",
+            "| server CPU per request, µs (median of windows) | {:.3} | {:.3} | {:.3} | {cpu_ratio:.3} ({}; {}) | ≤ {GOAL_CPU}, {} |",
             cpu(&run.quiet),
             cpu(&run.asked),
             cpu(&run.control),
+            interval(&cpu_ratios),
             range(&cpu_ratios),
             met(ok_cpu)
         ),
