@@ -26,7 +26,8 @@ use crate::activation::{hup_the_first_of_two, passing};
 use crate::runner::{Runner, Who};
 use crate::steer::Churn;
 use crate::util::{
-    ScratchDir, Server, from_line, have_tool, one_line_error, output_retrying, skip, wait_until,
+    ScratchDir, Server, from_line, have_tool, one_line_error, output_retrying, skip, status_field,
+    wait_until,
 };
 use testbed::activate;
 
@@ -235,6 +236,28 @@ fn a_hupped_process_leaves_the_shared_unix_socket_to_its_sibling() {
         .map(|_| client(&name))
         .find_map(|mut c| (echo(&mut c, "pick") == Ok(first.pid)).then_some(c))
         .expect("no connection reached the first process");
+    // `drainport stats`, with no address, lists both under the socket's
+    // name: the Unix socket is claimed as an IP address is.
+    let out = run
+        .command(&[], &["stats"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run drainport stats");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    for server in [&first, &second] {
+        let start = format!("{} pid={} ", name.printed(), server.pid);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap_or_else(|| panic!("no line starting {start:?} in {stdout}"));
+        assert!(line.contains(" state=running "), "{line}");
+        // The first holds the client kept; the second's count may still
+        // include the picks it answered, closed a moment ago.
+        if server.pid == first.pid {
+            assert_eq!(status_field(line, "clients"), 1, "{line}");
+        }
+    }
 
     let churned = name.clone();
     let churn = Churn::start_with(move |cpu, i| churn_once(&churned, cpu, i));
