@@ -26,10 +26,10 @@ use crate::activation::{hup_the_first_of_two, passing};
 use crate::runner::{Runner, Who};
 use crate::steer::Churn;
 use crate::util::{
-    ScratchDir, Server, from_line, have_tool, one_line_error, output_retrying, skip, status_field,
-    wait_until,
+    BIN, ScratchDir, Server, example_bin, from_line, have_tool, one_line_error, output_retrying,
+    skip, status_field, wait_until,
 };
-use testbed::activate;
+use testbed::activate::{self, LISTEN_PID_SHELL};
 
 /// How long a client waits for any one read or write.
 const CLIENT_WAIT: Duration = Duration::from_secs(10);
@@ -268,6 +268,41 @@ fn a_hupped_process_leaves_the_shared_unix_socket_to_its_sibling() {
         move || echo(&mut kept, "still served").unwrap(),
         "a hupped process and its sibling, on a Unix socket",
     );
+}
+
+/// Two programs passed one Unix socket would split its clients between
+/// them, as two on one port would: the second is refused with one line
+/// naming the socket and the first, and exits 1, while the first serves
+/// on. Both run as the test's user, which is all the claim check asks.
+#[test]
+fn another_program_is_refused_on_a_shared_unix_socket() {
+    let dir = ScratchDir::new("unix-two-programs");
+    let name = Name::Path(dir.join("shared.sock"));
+    let Name::Path(path) = &name else {
+        unreachable!()
+    };
+    let socket = listening_unix(path);
+    let passing_to = |program: &Path, args: &[&str]| {
+        let mut cmd = Command::new(LISTEN_PID_SHELL[0]);
+        cmd.args(&LISTEN_PID_SHELL[1..]).arg(program).args(args);
+        activate::pass(&mut cmd, &[socket.as_raw_fd()], Some("drainport"));
+        cmd
+    };
+    let mut echo_server = Server::spawn(passing_to(Path::new(BIN), &["-q"]));
+    assert_eq!(echo_server.listening, name.printed());
+    let output =
+        output_retrying(passing_to(&example_bin("kv"), &[]).stdin(Stdio::null())).expect("run kv");
+    let needle = format!(
+        "{} is served by another service, Lines<Echo> (pid {})",
+        name.printed(),
+        echo_server.pid
+    );
+    one_line_error(&output, "kv on the echo server's Unix socket", &needle);
+    let mut still = client(&name);
+    assert_eq!(echo(&mut still, "still served"), Ok(echo_server.pid));
+    drop(still);
+    echo_server.signal(SIGHUP);
+    echo_server.expect_clean_exit();
 }
 
 /// A Unix socket that is not a stream socket is the operator's mistake,
