@@ -59,7 +59,6 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::peer::Address;
-
 use crate::sockdiag::DUMP_BUFFER;
 use crate::sys::{process, unix};
 

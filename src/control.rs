@@ -60,8 +60,6 @@ pub(crate) mod wire;
 
 use std::io;
 use std::net::SocketAddr;
-
-use crate::peer::Address;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -70,6 +68,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::claim::Claim;
 use crate::log::{Escaped, say};
+use crate::peer::Address;
 use crate::sys::unix;
 
 use wire::{Answer, Request};

@@ -24,12 +24,12 @@
 //! The line is pure text from what was found ([`Found`]), so every variant
 //! is tested without the kernel that would produce it.
 
-use crate::peer::Address;
 use std::fmt::Write as _;
 
 use crate::kernel::{self, Steering};
 use crate::listener::{self, Origin, Port};
 use crate::log::say;
+use crate::peer::Address;
 
 /// What keeps new clients away from a drain on one address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
