@@ -15,13 +15,18 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::SocketAddr as UnixAddr;
+
+use crate::log::Escaped;
 
 /// Who a client is, as the process learns it when the client is admitted.
 ///
 /// Prints as the address (`127.0.0.1:40312`, `[::1]:40312`) or as
 /// `unix:` and the name of the Unix socket the client connected to
-/// (`unix:/run/app.sock`, `unix:@app` for an abstract name).
+/// (`unix:/run/app.sock`, `unix:@app` for an abstract name). A name's
+/// bytes other than printable ASCII show as `\xNN`, and a backslash is
+/// doubled, so that the text is one line and names one socket.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum Peer<'a> {
@@ -48,10 +53,14 @@ impl fmt::Display for Peer<'_> {
         match self {
             Peer::Ip(addr) => addr.fmt(f),
             Peer::Unix(addr) => {
+                // A path may hold any byte but NUL, as an abstract name
+                // may: both are escaped alike, so that a newline cannot
+                // split a line and bytes that are not UTF-8 cannot read as
+                // another name.
                 if let Some(path) = addr.as_pathname() {
-                    write!(f, "unix:{}", path.display())
+                    write!(f, "unix:{}", Escaped(path.as_os_str().as_bytes()))
                 } else if let Some(name) = addr.as_abstract_name() {
-                    write!(f, "unix:@{}", name.escape_ascii())
+                    write!(f, "unix:@{}", Escaped(name))
                 } else {
                     f.write_str("unix:unnamed")
                 }
@@ -118,6 +127,7 @@ impl fmt::Display for Address {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
 
     #[test]
     fn peers_print_as_their_address_or_unix_and_a_name() {
@@ -128,8 +138,13 @@ mod tests {
         assert_eq!(path.to_string(), "unix:/run/x.sock");
         assert_eq!(path.ip(), None);
         let named = Address::Unix(UnixAddr::from_abstract_name(b"app\n").unwrap());
-        assert_eq!(named.to_string(), "unix:@app\\n");
-        assert_eq!(format!("{}", named.peer()), "unix:@app\\n");
+        assert_eq!(named.to_string(), "unix:@app\\x0a");
+        assert_eq!(format!("{}", named.peer()), "unix:@app\\x0a");
+        // A path is escaped as an abstract name is: one line, and two
+        // paths that are not UTF-8 print apart.
+        let odd = |p: &[u8]| Address::Unix(UnixAddr::from_pathname(OsStr::from_bytes(p)).unwrap());
+        assert_eq!(odd(b"/a\nb\\").to_string(), "unix:/a\\x0ab\\\\");
+        assert_ne!(odd(b"/\xfe").to_string(), odd(b"/\xff").to_string());
     }
 
     #[test]

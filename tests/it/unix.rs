@@ -374,3 +374,59 @@ fn bind_listen(fd: &OwnedFd, path: &Path) {
     // SAFETY: listen(2) takes no memory.
     assert_eq!(unsafe { libc::listen(fd.as_raw_fd(), 16) }, 0);
 }
+
+/// A path as the lines print it: printable ASCII as it is but `\`
+/// (doubled), every other byte as `\xNN`.
+fn escaped(path: &Path) -> String {
+    let mut out = String::from("unix:");
+    for &b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'\\' => out.push_str("\\\\"),
+            b' '..=b'~' => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    out
+}
+
+/// A socket's path may hold any byte but NUL: a newline, bytes that are
+/// not UTF-8. The lines print it escaped, as they print an abstract name,
+/// so that it cannot split or forge a line, nor read as another path.
+/// Before, the newline split the `takes fd` and `listening on` lines in
+/// two, and the rest of the path came out as a line of its own.
+#[test]
+fn a_path_of_odd_bytes_is_printed_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let run = match Runner::new(Who::Unprivileged) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
+    let dir = ScratchDir::new("unix-odd");
+    let path = dir.join(std::ffi::OsStr::from_bytes(b"a\nb\xff.sock"));
+    let socket = listening_unix(&path);
+    let printed = escaped(&path);
+    let mut server = Server::spawn(passing(&run, &[&socket], Some("drainport"), &[]));
+    assert_eq!(server.listening, printed, "{:#?}", server.seen);
+    let takes = format!(
+        "Process {} takes fd 3 (drainport) from the service manager: {printed}",
+        server.pid
+    );
+    assert!(server.seen.contains(&takes), "{:#?}", server.seen);
+    let mut c = client(&Name::Path(path.clone()));
+    assert_eq!(echo(&mut c, "odd"), Ok(server.pid));
+    server.expect_line(&format!(
+        "Process {} accepted connection from: {printed}",
+        server.pid
+    ));
+    drop(c);
+    server.signal(SIGHUP);
+    server.expect_clean_exit();
+    // Every line the process wrote starts as its lines do.
+    let pid = format!("process {} ", server.pid);
+    let stray: Vec<&String> = server
+        .seen
+        .iter()
+        .filter(|l| !l.to_lowercase().starts_with(&pid))
+        .collect();
+    assert!(stray.is_empty(), "{stray:#?}");
+}
