@@ -58,6 +58,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use crate::log::Escaped;
 use crate::peer::Address;
 use crate::sockdiag::DUMP_BUFFER;
 use crate::sys::{process, unix};
@@ -105,6 +106,18 @@ impl Listed {
     /// Whether this claim announces `service`.
     pub(crate) fn serves(&self, service: &str) -> bool {
         name::same_service(&self.name, &self.service, service.as_bytes())
+    }
+
+    /// The address, for a line: as its process printed it when that is
+    /// printable ASCII, as a drainport's always is (a Unix socket's name
+    /// comes escaped already, and escaping it again would print it
+    /// otherwise than that process's own lines do); escaped when not.
+    pub(crate) fn addr_text(&self) -> String {
+        if self.addr.iter().all(|b| (b' '..=b'~').contains(b)) {
+            String::from_utf8_lossy(&self.addr).into_owned()
+        } else {
+            Escaped(&self.addr).to_string()
+        }
     }
 }
 
@@ -293,6 +306,21 @@ mod tests {
         let addr = Address::Ip(addr.parse().unwrap());
         let name = name::encode(&addr, pid, 7, service).unwrap();
         listed(diag::Named { name, uid: owner }).unwrap()
+    }
+
+    #[test]
+    fn an_address_prints_as_its_process_printed_it_unless_raw() {
+        let listed = |addr: &[u8]| Listed {
+            addr: addr.to_vec(),
+            pid: 1,
+            owner: None,
+            service: Vec::new(),
+            name: Vec::new(),
+        };
+        assert_eq!(listed(b"unix:/a\\x0ab").addr_text(), "unix:/a\\x0ab");
+        assert_eq!(listed(b"127.0.0.1:1").addr_text(), "127.0.0.1:1");
+        // Raw bytes, which no drainport announces, are escaped.
+        assert_eq!(listed(b"unix:/a\nb\\").addr_text(), "unix:/a\\x0ab\\\\");
     }
 
     #[test]

@@ -25,8 +25,9 @@ use crate::log::Escaped;
 /// Prints as the address (`127.0.0.1:40312`, `[::1]:40312`) or as
 /// `unix:` and the name of the Unix socket the client connected to
 /// (`unix:/run/app.sock`, `unix:@app` for an abstract name). A name's
-/// bytes other than printable ASCII show as `\xNN`, and a backslash is
-/// doubled, so that the text is one line and names one socket.
+/// bytes other than printable ASCII, and `|`, show as `\xNN`, and a
+/// backslash is doubled, so that the text is one line and names one
+/// socket.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub enum Peer<'a> {
@@ -58,14 +59,32 @@ impl fmt::Display for Peer<'_> {
                 // split a line and bytes that are not UTF-8 cannot read as
                 // another name.
                 if let Some(path) = addr.as_pathname() {
-                    write!(f, "unix:{}", Escaped(path.as_os_str().as_bytes()))
+                    write!(f, "unix:{}", Name(path.as_os_str().as_bytes()))
                 } else if let Some(name) = addr.as_abstract_name() {
-                    write!(f, "unix:@{}", Escaped(name))
+                    write!(f, "unix:@{}", Name(name))
                 } else {
                     f.write_str("unix:unnamed")
                 }
             }
         }
+    }
+}
+
+/// A Unix socket's name as the lines print it: [`Escaped`], and `|` as
+/// `\x7c` too, since this text is the address in a claim's name, whose
+/// parts `|` separates ([`crate::claim`]): a `|` kept would make a name
+/// no listing reads.
+struct Name<'a>(&'a [u8]);
+
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, part) in self.0.split(|&b| b == b'|').enumerate() {
+            if i > 0 {
+                f.write_str("\\x7c")?;
+            }
+            Escaped(part).fmt(f)?;
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +164,10 @@ mod tests {
         let odd = |p: &[u8]| Address::Unix(UnixAddr::from_pathname(OsStr::from_bytes(p)).unwrap());
         assert_eq!(odd(b"/a\nb\\").to_string(), "unix:/a\\x0ab\\\\");
         assert_ne!(odd(b"/\xfe").to_string(), odd(b"/\xff").to_string());
+        // `|` separates a claim's parts, so the text holds none.
+        assert_eq!(odd(b"|a||b|").to_string(), "unix:\\x7ca\\x7c\\x7cb\\x7c");
+        let bar = Address::Unix(UnixAddr::from_abstract_name(b"a|b").unwrap());
+        assert_eq!(bar.to_string(), "unix:@a\\x7cb");
     }
 
     #[test]

@@ -109,10 +109,7 @@ pub(crate) fn find(from: u32, addr: SocketAddr, service: &str) -> io::Result<Sou
                 "it announces no service of this user (uid {uid}): it is not a drainport of this user, or not running"
             )
         } else {
-            let served: Vec<String> = theirs
-                .iter()
-                .map(|c| Escaped(&c.addr).to_string())
-                .collect();
+            let served: Vec<String> = theirs.iter().map(|c| c.addr_text()).collect();
             format!(
                 "it does not serve that address (it serves {})",
                 served.join(", ")

@@ -169,6 +169,11 @@ mod tests {
             b"drainport|unix:/run/x.sock|7.0000000000000001|Lines<Echo>"
         );
         assert_eq!(decode(&name).unwrap().addr, b"unix:/run/x.sock");
+        // A `|` in the path is printed escaped: the name reads back whole.
+        let name = encode(&unix("/run/a|b.sock"), 7, 1, "Lines<Echo>").unwrap();
+        let parts = decode(&name).unwrap();
+        assert_eq!(parts.addr, b"unix:/run/a\\x7cb.sock");
+        assert_eq!((parts.pid, parts.service), (7, &b"Lines<Echo>"[..]));
         // A path that leaves no room for the pid and nonce gets no name,
         // rather than one cut where the pid should be.
         let long = format!("/{}", "p".repeat(80));

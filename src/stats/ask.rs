@@ -118,10 +118,7 @@ pub fn ask(addrs: &[SocketAddr]) -> io::Result<Fleet> {
         .into_iter()
         .filter_map(|(pid, claims)| {
             let first = *claims.first()?;
-            let mut addrs: Vec<String> = claims
-                .iter()
-                .map(|c| Escaped(&c.addr).to_string())
-                .collect();
+            let mut addrs: Vec<String> = claims.iter().map(|c| c.addr_text()).collect();
             addrs.dedup();
             Some(Asking::start(
                 pid,

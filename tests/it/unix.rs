@@ -376,12 +376,13 @@ fn bind_listen(fd: &OwnedFd, path: &Path) {
 }
 
 /// A path as the lines print it: printable ASCII as it is but `\`
-/// (doubled), every other byte as `\xNN`.
+/// (doubled) and `|`, every other byte as `\xNN`.
 fn escaped(path: &Path) -> String {
     let mut out = String::from("unix:");
     for &b in path.as_os_str().as_encoded_bytes() {
         match b {
             b'\\' => out.push_str("\\\\"),
+            b'|' => out.push_str("\\x7c"),
             b' '..=b'~' => out.push(char::from(b)),
             _ => out.push_str(&format!("\\x{b:02x}")),
         }
@@ -429,4 +430,38 @@ fn a_path_of_odd_bytes_is_printed_escaped() {
         .filter(|l| !l.to_lowercase().starts_with(&pid))
         .collect();
     assert!(stray.is_empty(), "{stray:#?}");
+}
+
+/// A `|` in a socket's path, the character that separates the parts of a
+/// claim's name, is printed as `\x7c`, so that the claim reads back whole:
+/// `drainport stats` lists the process under the text its lines print.
+/// Before, the process announced a name that no listing could read, and
+/// `drainport stats` did not list it.
+#[test]
+fn a_path_with_a_bar_is_claimed_and_listed() {
+    let run = match Runner::new(Who::Unprivileged) {
+        Ok(run) => run,
+        Err(reason) => return skip(&reason),
+    };
+    let dir = ScratchDir::new("unix-bar");
+    let path = dir.join("a|b.sock");
+    let socket = listening_unix(&path);
+    let printed = escaped(&path);
+    assert!(printed.ends_with("a\\x7cb.sock"), "{printed}");
+    let mut server = Server::spawn(passing(&run, &[&socket], Some("drainport"), &["-q"]));
+    assert_eq!(server.listening, printed, "{:#?}", server.seen);
+    let out = run
+        .command(&[], &["stats"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run drainport stats");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let start = format!("{printed} pid={} ", server.pid);
+    assert!(
+        stdout.lines().any(|l| l.starts_with(&start)),
+        "no line starting {start:?} in {stdout}"
+    );
+    server.signal(SIGHUP);
+    server.expect_clean_exit();
 }
