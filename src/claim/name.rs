@@ -178,5 +178,9 @@ mod tests {
         // rather than one cut where the pid should be.
         let long = format!("/{}", "p".repeat(80));
         assert_eq!(encode(&unix(&long), u32::MAX, 1, "s"), None);
+        // The limit the docs give: 73 bytes less the pid's digits.
+        let path = |len: usize| unix(&format!("/{}", "p".repeat(len - 1)));
+        assert!(encode(&path(66), 4_194_304, 1, "s").is_some());
+        assert_eq!(encode(&path(67), 4_194_304, 1, "s"), None);
     }
 }
