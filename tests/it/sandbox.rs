@@ -2,8 +2,9 @@
 //! from `systemd-analyze security`, and what drainport does in a whole life
 //! (start with a pid file and systemd's notify socket, taking over the
 //! listeners of the instance it replaces, a client, a status line, handing
-//! its listeners to its own successor, a drain, the exit) checked against
-//! it under strace: every system
+//! its listeners to its own successor, a drain, the exit; and a life on a
+//! passed Unix socket, whose drain asks `unix_diag`) checked against it
+//! under strace: every system
 //! call is one the unit's filter allows, every socket family one it lists,
 //! no memory is writable and executable, no namespace is made, and nothing
 //! is written but the pid file. Starting the unit itself needs systemd as
@@ -219,6 +220,78 @@ fn traced_life(run: &Runner) -> String {
     std::fs::read_to_string(&trace).expect("read the trace")
 }
 
+/// A life on a Unix socket passed as a socket unit passes one, under
+/// strace: a client, a drain (which asks `unix_diag` how many connections
+/// wait on the socket), the exit. Returns the trace of drainport's own
+/// calls: the shell that sets `LISTEN_PID` execs it in place, and its
+/// calls before that are left out.
+fn traced_unix_life(run: &Runner) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    use testbed::activate::{self, LISTEN_PID_SHELL};
+
+    let dir = ScratchDir::new("sandbox-unix");
+    if run.is_under_root() {
+        std::os::unix::fs::chown(&*dir, Some(65534), Some(65534)).unwrap();
+    }
+    let path = dir.join("s.sock");
+    let socket = OwnedFd::from(UnixListener::bind(&path).unwrap());
+    let trace = dir.join("trace");
+    let trace_s = trace.to_str().unwrap().to_owned();
+    let mut wrapper = vec!["strace", "-f", "-qq", "-o", trace_s.as_str()];
+    wrapper.extend(LISTEN_PID_SHELL);
+    let mut cmd = run.command(&wrapper, &["-q"]);
+    activate::pass(&mut cmd, &[socket.as_raw_fd()], Some("drainport"));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped());
+    let mut child = crate::util::spawn_retrying(&mut cmd).expect("spawn strace");
+    let lines = line_reader(child.stdout.take().unwrap());
+    let next_line = |needle: &str| -> String {
+        let start = Instant::now();
+        loop {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("no line with {needle:?}: {e}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    let listening = next_line(" listening on: unix:");
+    let pid: libc::pid_t = listening
+        .split(' ')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    let stream = UnixStream::connect(&path).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut client = BufReader::new(stream);
+    client.get_mut().write_all(b"inside the sandbox\n").unwrap();
+    let mut reply = String::new();
+    for _ in 0..2 {
+        client.read_line(&mut reply).unwrap();
+    }
+    assert_eq!(reply, format!("inside the sandbox\n: from {pid}\n"));
+    // SAFETY: kill(2) on the process this test started.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    next_line(" closing tasks: ");
+    drop(client);
+    next_line(" has no clients left, exiting");
+    let status = wait_until("drainport under strace to exit", || {
+        child.try_wait().expect("try_wait")
+    });
+    assert!(status.success(), "{status:?}");
+    let trace = std::fs::read_to_string(&trace).expect("read the trace");
+    // drainport's calls start after the shell's last exec.
+    let lines: Vec<&str> = trace.lines().collect();
+    let exec = lines
+        .iter()
+        .rposition(|l| l.contains(" execve(") && l.ends_with(" = 0"))
+        .expect("the exec of drainport in the trace");
+    lines[exec + 1..].join("\n")
+}
+
 /// What the unit's sandbox allows, checked against what drainport does:
 /// the system calls, the socket families, no memory both writable and
 /// executable (`MemoryDenyWriteExecute=`), no namespace
@@ -242,7 +315,14 @@ fn a_whole_life_of_drainport_fits_in_the_units_sandbox() {
         .collect();
     assert!(families.contains("AF_NETLINK"), "{families:?}");
 
-    let trace = traced_life(&run);
+    let unix = traced_unix_life(&run);
+    // The drain of a Unix socket asks unix_diag for its queue.
+    let drained = unix.split("--- SIGHUP").nth(1).unwrap_or("");
+    assert!(
+        drained.contains("socket(AF_NETLINK, SOCK_DGRAM|SOCK_CLOEXEC, NETLINK_SOCK_DIAG)"),
+        "no socket diagnostics asked at the drain: {drained}"
+    );
+    let trace = format!("{}\n{unix}", traced_life(&run));
     let mut used = BTreeSet::new();
     let mut problems = Vec::new();
     for line in trace.lines() {
