@@ -31,6 +31,12 @@ use crate::util::{
 };
 use testbed::activate::{self, LISTEN_PID_SHELL};
 
+/// The file name of a socket whose claim a test relies on. A claim holds
+/// a path of at most 73 bytes less the pid's digits, and the unprivileged
+/// run puts `TMPDIR` in a directory of its own
+/// (`/tmp/tmp.XXXXXXXXXX/tmp`), so such paths are kept short.
+const SHORT: &str = "s.sock";
+
 /// How long a client waits for any one read or write.
 const CLIENT_WAIT: Duration = Duration::from_secs(10);
 
@@ -222,7 +228,7 @@ fn a_hupped_process_leaves_the_shared_unix_socket_to_its_sibling() {
         Err(reason) => return skip(&reason),
     };
     let dir = ScratchDir::new("unix-shared");
-    let name = Name::Path(dir.join("shared.sock"));
+    let name = Name::Path(dir.join(SHORT));
     let Name::Path(path) = &name else {
         unreachable!()
     };
@@ -276,8 +282,8 @@ fn a_hupped_process_leaves_the_shared_unix_socket_to_its_sibling() {
 /// on. Both run as the test's user, which is all the claim check asks.
 #[test]
 fn another_program_is_refused_on_a_shared_unix_socket() {
-    let dir = ScratchDir::new("unix-two-programs");
-    let name = Name::Path(dir.join("shared.sock"));
+    let dir = ScratchDir::new("unix-2p");
+    let name = Name::Path(dir.join(SHORT));
     let Name::Path(path) = &name else {
         unreachable!()
     };
@@ -444,10 +450,10 @@ fn a_path_with_a_bar_is_claimed_and_listed() {
         Err(reason) => return skip(&reason),
     };
     let dir = ScratchDir::new("unix-bar");
-    let path = dir.join("a|b.sock");
+    let path = dir.join("a|b");
     let socket = listening_unix(&path);
     let printed = escaped(&path);
-    assert!(printed.ends_with("a\\x7cb.sock"), "{printed}");
+    assert!(printed.ends_with("a\\x7cb"), "{printed}");
     let mut server = Server::spawn(passing(&run, &[&socket], Some("drainport"), &["-q"]));
     assert_eq!(server.listening, printed, "{:#?}", server.seen);
     let out = run
