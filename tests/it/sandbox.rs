@@ -13,10 +13,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use crate::runner::{Runner, Who};
-use crate::util::{Client, DEADLINE, ScratchDir, have_tool, line_reader, skip, wait_until};
+use crate::util::{
+    Client, DEADLINE, ScratchDir, have_tool, line_reader, next_line, skip, wait_until,
+};
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/drainport@.service");
 const GUIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
@@ -172,18 +173,7 @@ fn traced_life(run: &Runner) -> String {
         .stdout(Stdio::piped());
     let mut child = crate::util::spawn_retrying(&mut cmd).expect("spawn strace");
     let lines = line_reader(child.stdout.take().unwrap());
-    let next_line = |needle: &str| -> String {
-        let start = Instant::now();
-        loop {
-            let left = DEADLINE.saturating_sub(start.elapsed());
-            let line = lines
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("no line with {needle:?}: {e}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    };
+    let next_line = |needle: &str| next_line(&lines, needle);
     next_line(&format!(" on {addr} from process {from}"));
     let listening = next_line(" listening on: ");
     let pid: libc::pid_t = listening
@@ -246,18 +236,7 @@ fn traced_unix_life(run: &Runner) -> String {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped());
     let mut child = crate::util::spawn_retrying(&mut cmd).expect("spawn strace");
     let lines = line_reader(child.stdout.take().unwrap());
-    let next_line = |needle: &str| -> String {
-        let start = Instant::now();
-        loop {
-            let left = DEADLINE.saturating_sub(start.elapsed());
-            let line = lines
-                .recv_timeout(left)
-                .unwrap_or_else(|e| panic!("no line with {needle:?}: {e}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    };
+    let next_line = |needle: &str| next_line(&lines, needle);
     let listening = next_line(" listening on: unix:");
     let pid: libc::pid_t = listening
         .split(' ')

@@ -114,6 +114,23 @@ fn client(name: &Name) -> BufReader<UnixStream> {
     )
 }
 
+/// The line `drainport stats` (no address, as `run`'s user) prints for
+/// process `pid` on the socket printed as `printed`; it must print one.
+#[track_caller]
+fn stats_line(run: &Runner, printed: &str, pid: u32) -> String {
+    let out = run
+        .command(&[], &["stats"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run drainport stats");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let start = format!("{printed} pid={pid} ");
+    let line = stdout.lines().find(|l| l.starts_with(&start));
+    line.unwrap_or_else(|| panic!("no line starting {start:?} in {stdout}"))
+        .to_owned()
+}
+
 /// A scratch directory the unprivileged user may create sockets in.
 fn open_dir(label: &str) -> ScratchDir {
     let dir = ScratchDir::new(label);
@@ -244,24 +261,13 @@ fn a_hupped_process_leaves_the_shared_unix_socket_to_its_sibling() {
         .expect("no connection reached the first process");
     // `drainport stats`, with no address, lists both under the socket's
     // name: the Unix socket is claimed as an IP address is.
-    let out = run
-        .command(&[], &["stats"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run drainport stats");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
     for server in [&first, &second] {
-        let start = format!("{} pid={} ", name.printed(), server.pid);
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(&start))
-            .unwrap_or_else(|| panic!("no line starting {start:?} in {stdout}"));
+        let line = stats_line(&run, &name.printed(), server.pid);
         assert!(line.contains(" state=running "), "{line}");
         // The first holds the client kept; the second's count may still
         // include the picks it answered, closed a moment ago.
         if server.pid == first.pid {
-            assert_eq!(status_field(line, "clients"), 1, "{line}");
+            assert_eq!(status_field(&line, "clients"), 1, "{line}");
         }
     }
 
@@ -456,18 +462,7 @@ fn a_path_with_a_bar_is_claimed_and_listed() {
     assert!(printed.ends_with("a\\x7cb"), "{printed}");
     let mut server = Server::spawn(passing(&run, &[&socket], Some("drainport"), &["-q"]));
     assert_eq!(server.listening, printed, "{:#?}", server.seen);
-    let out = run
-        .command(&[], &["stats"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run drainport stats");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{out:?}");
-    let start = format!("{printed} pid={} ", server.pid);
-    assert!(
-        stdout.lines().any(|l| l.starts_with(&start)),
-        "no line starting {start:?} in {stdout}"
-    );
+    stats_line(&run, &printed, server.pid);
     server.signal(SIGHUP);
     server.expect_clean_exit();
 }

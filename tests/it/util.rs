@@ -849,6 +849,22 @@ pub fn line_reader(output: impl Read + Send + 'static) -> Receiver<String> {
     rx
 }
 
+/// The next line from `lines` (see [`line_reader`]) that holds `needle`,
+/// within [`DEADLINE`]; the lines before it are passed over.
+#[track_caller]
+pub fn next_line(lines: &Receiver<String>, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no line with {needle:?}: {e}"));
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}
+
 pub use testbed::system::raise_fd_limit;
 
 // Waiting, skipping and the tools a test needs.
