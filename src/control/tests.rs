@@ -154,6 +154,16 @@ impl Rig {
     fn connect(&self) -> OwnedFd {
         unix::connect_abstract(&self.name(), Duration::from_secs(5)).unwrap()
     }
+
+    /// A raw connection that asks to take the listeners, once the holder
+    /// has lent them (`what` names that wait).
+    fn ask_to_take(&mut self, what: &str) -> OwnedFd {
+        let conn = self.connect();
+        let ask = wire::take(&self.held.addr.to_string(), SERVICE);
+        unix::send(conn.as_fd(), ask.as_bytes(), &[]).unwrap();
+        self.until(what, |r| r.held.lent);
+        conn
+    }
 }
 
 /// A successor on a thread: what it took, with the tags, or why not.
@@ -229,14 +239,7 @@ fn a_successor_that_leaves_before_taking_leaves_everything_as_it_was() {
     let addr = rig.held.addr;
     let total = rig.held.total();
     // It asks, gets the first batch, and leaves without a word.
-    let conn = rig.connect();
-    unix::send(
-        conn.as_fd(),
-        wire::take(&addr.to_string(), SERVICE).as_bytes(),
-        &[],
-    )
-    .unwrap();
-    rig.until("the listeners lent", |r| r.held.lent);
+    let conn = rig.ask_to_take("the listeners lent");
     let mut buf = [0u8; 4096];
     let mut fds = Vec::new();
     let n = unix::recv(conn.as_fd(), &mut buf, &mut fds).unwrap();
@@ -248,14 +251,7 @@ fn a_successor_that_leaves_before_taking_leaves_everything_as_it_was() {
     assert!(!rig.held.handed);
     assert_eq!(rig.held.available(&addr.into()), Ok(total));
     // One that says it gives up, after the batch, is the same.
-    let conn = rig.connect();
-    unix::send(
-        conn.as_fd(),
-        wire::take(&addr.to_string(), SERVICE).as_bytes(),
-        &[],
-    )
-    .unwrap();
-    rig.until("the listeners lent again", |r| r.held.lent);
+    let conn = rig.ask_to_take("the listeners lent again");
     unix::send(
         conn.as_fd(),
         wire::refused("changed its mind").as_bytes(),
@@ -273,15 +269,7 @@ fn a_successor_that_leaves_before_taking_leaves_everything_as_it_was() {
 #[test]
 fn a_successor_that_never_answers_runs_out_of_time() {
     let mut rig = Rig::new(Held::new(1));
-    let addr = rig.held.addr;
-    let conn = rig.connect();
-    unix::send(
-        conn.as_fd(),
-        wire::take(&addr.to_string(), SERVICE).as_bytes(),
-        &[],
-    )
-    .unwrap();
-    rig.until("the listeners lent", |r| r.held.lent);
+    let conn = rig.ask_to_take("the listeners lent");
     let start = Instant::now();
     rig.until("the listeners returned", |r| !r.held.lent);
     // Not before the deadline (which counts from the accept, a little
