@@ -12,7 +12,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 
 use crate::runner::{Runner, Who};
 use crate::util::{
@@ -196,18 +197,25 @@ fn traced_life(run: &Runner) -> String {
     // Its successor takes the listeners over in turn.
     let mut successor = run.start(&["-q", "--take-over", &pid.to_string(), &addr.to_string()]);
     next_line(&format!(" to process {}", successor.pid));
-    // SAFETY: as above.
+    drain_to_exit(pid, &lines, client, &mut child);
+    successor.signal(libc::SIGHUP);
+    successor.expect_clean_exit();
+    std::fs::read_to_string(&trace).expect("read the trace")
+}
+
+/// The end of a life under strace: SIGHUP to drainport (`pid`), which
+/// holds `client` alone; the client leaves, and drainport (and strace,
+/// `child`, with it) exits 0. `lines` is drainport's output.
+fn drain_to_exit<C>(pid: libc::pid_t, lines: &Receiver<String>, client: C, child: &mut Child) {
+    // SAFETY: kill(2) on the process this test started.
     unsafe { libc::kill(pid, libc::SIGHUP) };
-    next_line(" closing tasks: ");
+    next_line(lines, " closing tasks: ");
     drop(client);
-    next_line(" has no clients left, exiting");
+    next_line(lines, " has no clients left, exiting");
     let status = wait_until("drainport under strace to exit", || {
         child.try_wait().expect("try_wait")
     });
     assert!(status.success(), "{status:?}");
-    successor.signal(libc::SIGHUP);
-    successor.expect_clean_exit();
-    std::fs::read_to_string(&trace).expect("read the trace")
 }
 
 /// A life on a Unix socket passed as a socket unit passes one, under
@@ -252,15 +260,7 @@ fn traced_unix_life(run: &Runner) -> String {
         client.read_line(&mut reply).unwrap();
     }
     assert_eq!(reply, format!("inside the sandbox\n: from {pid}\n"));
-    // SAFETY: kill(2) on the process this test started.
-    unsafe { libc::kill(pid, libc::SIGHUP) };
-    next_line(" closing tasks: ");
-    drop(client);
-    next_line(" has no clients left, exiting");
-    let status = wait_until("drainport under strace to exit", || {
-        child.try_wait().expect("try_wait")
-    });
-    assert!(status.success(), "{status:?}");
+    drain_to_exit(pid, &lines, client, &mut child);
     let trace = std::fs::read_to_string(&trace).expect("read the trace");
     // drainport's calls start after the shell's last exec.
     let lines: Vec<&str> = trace.lines().collect();
