@@ -29,6 +29,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use testbed::system::{self, CpuTimes, Res};
+use testbed::tcp::poll_for;
 
 /// The environment variable that selects the worker role and its mode.
 pub const WORKER_ENV: &str = "DRAINPORT_LOAD_WORKER";
@@ -255,7 +256,7 @@ fn idle(p: &Params) -> Res<()> {
                 CONNECT_DEADLINE.as_secs()
             ));
         }
-        wait(
+        poll_for(
             &mut poll,
             &mut events,
             (deadline - now).min(Duration::from_millis(100)),
@@ -521,7 +522,7 @@ fn pingpong(p: &Params) -> Res<()> {
                 DRAIN_GRACE.as_secs()
             ));
         }
-        wait(&mut poll, &mut events, timeout)?;
+        poll_for(&mut poll, &mut events, timeout)?;
         for ev in &events {
             let i = ev.token().0;
             let c = &mut conns[i];
@@ -580,18 +581,6 @@ fn pingpong(p: &Params) -> Res<()> {
         lat.last().copied().unwrap_or(0)
     );
     Ok(())
-}
-
-/// One `epoll_wait`; an interrupted wait counts as an empty one.
-fn wait(poll: &mut Poll, events: &mut Events, timeout: Duration) -> Res<()> {
-    match poll.poll(events, Some(timeout)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-            events.clear();
-            Ok(())
-        }
-        Err(e) => Err(format!("poll: {e}")),
-    }
 }
 
 // ---------------------------------------------------------------- churn
@@ -655,7 +644,7 @@ fn churn(p: &Params) -> Res<()> {
                 DRAIN_GRACE.as_secs()
             ));
         }
-        wait(&mut poll, &mut events, timeout)?;
+        poll_for(&mut poll, &mut events, timeout)?;
         for ev in &events {
             let i = ev.token().0;
             let Some(c) = slots[i].as_mut() else {

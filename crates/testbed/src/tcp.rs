@@ -1,12 +1,29 @@
 //! What the benchmarks and the steering checks need from a client
 //! socket: pinning the thread that connects, so its SYNs are handled on a
 //! chosen CPU; reading how often a connection's SYN was sent; and one
-//! round trip of drainport's echo. Used by the benchmarks that pin their
-//! clients and by the integration tests.
+//! round trip of drainport's echo; one wait of a client-side mio poll.
+//! Used by the benchmarks that pin their clients and by the integration
+//! tests.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use mio::{Events, Poll};
+
+/// One `epoll_wait` of at most `timeout`; an interrupted wait counts as an
+/// empty one.
+pub fn poll_for(poll: &mut Poll, events: &mut Events, timeout: Duration) -> Result<(), String> {
+    match poll.poll(events, Some(timeout)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            events.clear();
+            Ok(())
+        }
+        Err(e) => Err(format!("poll: {e}")),
+    }
+}
 
 /// Pins the calling thread to `cpu`, so that its SYNs are handled there.
 pub fn pin_to(cpu: usize) -> io::Result<()> {

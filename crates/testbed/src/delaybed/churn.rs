@@ -42,6 +42,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::netns::Namespace;
+use crate::tcp::poll_for;
 
 const LINE: &[u8] = b"ping\n";
 const SCAN_EVERY: Duration = Duration::from_millis(100);
@@ -420,17 +421,6 @@ fn finish(
     }
     if let Some(pid) = pid {
         pids.insert(pid);
-    }
-}
-
-fn poll_for(poll: &mut Poll, events: &mut Events, timeout: Duration) -> Result<(), String> {
-    match poll.poll(events, Some(timeout)) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-            events.clear();
-            Ok(())
-        }
-        Err(e) => Err(format!("poll: {e}")),
     }
 }
 
